@@ -1,0 +1,32 @@
+"""medjax: medical multimodal models in JAX/Flax, from a laptop CPU to a pod slice."""
+import setuptools
+
+setuptools.setup(
+    name="medjax",
+    version="0.1.0",
+    description="JAX/Flax research codebase for medical multimodal models.",
+    packages=setuptools.find_packages(include=["medjax", "medjax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10.0",
+        "flax>=0.12.0",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.12.0",
+        "grain>=0.2.12",
+        "tensorflow-datasets>=4.9.9",
+        "array-record>=0.8.1",
+        "ml-collections>=1.1.0",
+        "einops>=0.8.0",
+        "absl-py>=2.1.0",
+        "chex>=0.1.90",
+        "numpy>=2.0",
+        "tensorboardX>=2.6.2",
+        "safetensors>=0.5.0",
+        "tokenizers>=0.21.0",
+        "scipy>=1.13",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                 "transformers>=4.57", "torch==2.13.0"],
+    },
+)
