@@ -1,0 +1,40 @@
+"""Decoder LM (Llama-3.x / Gemma-3 architectures) on the embedded triage MCQ task or a text dataset.
+
+python experiments/train.py --config=configs/llm.py:tiny --workdir=/tmp/lm
+Variants: tiny (CPU, ~2 min), tiny-gemma, and the published sizes llama-3.2-1b, llama-3.2-3b,
+gemma-3-270m, gemma-3-1b (paper-size shapes; bring weights with the checkpoint importer).
+"""
+import dataclasses
+
+from medjax import config_lib
+from medjax.models.llm import PRESETS
+
+
+def get_config(arg=None):
+  variant = config_lib.parse_variant(arg, PRESETS)
+  c = config_lib.base_config()
+  c.task = "lm"
+  model = dataclasses.asdict(PRESETS[variant])
+  if model["rope_scaling"] is not None:
+    model["rope_scaling"] = dict(model["rope_scaling"])
+  c.model = model
+  c.model.preset = variant
+  c.data.name = "synthetic_triage"
+  c.data.tokenizer = "byte"
+  c.data.data_dir = ""  # TFDS data_dir; default ~/tensorflow_datasets
+  c.data.seq_len = 160
+  c.data.cot = True
+  c.data.eval_questions = 128
+  c.data.max_new_tokens = 72
+  c.train.update(steps=1200, batch_size=32, log_every=50, eval_every=400, eval_batch_size=64, eval_batches=4,
+                 checkpoint_every=400)
+  c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
+  if variant not in ("tiny", "tiny-gemma"):
+    c.model.dtype = "bfloat16"
+    c.data.tokenizer = ""  # a Hugging Face tokenizer directory
+    c.data.seq_len = 2048
+    c.train.update(batch_size=256, steps=10_000)
+    c.optim.update(lr=3e-4)
+    c.parallel.rules = "fsdp_tp"
+    c.parallel.mesh.update(data=1, fsdp=-1)
+  return config_lib.finalize(c)

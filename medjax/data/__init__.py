@@ -1,0 +1,1 @@
+"""Data: tokenizers, grain pipelines and embedded synthetic tasks."""

@@ -1,0 +1,102 @@
+"""Grain pipelines: a random-access source of TFDS records -> per-host batches of LM examples.
+
+source -> shard (per host) -> shuffle -> repeat -> decode + format + encode -> batch -> iterator.
+The iterator supports `get_state()` / `set_state()`, so training can checkpoint and resume it.
+"""
+import functools
+from collections.abc import Callable, Sequence
+
+import grain
+import numpy as np
+
+from medjax.data.synthetic import triage
+
+
+def _to_str(value):
+    if isinstance(value, dict):
+        return record_to_example(value)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        return [_to_str(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def record_to_example(record: dict) -> dict:
+    """A TFDS record (bytes, arrays of bytes) as python values (str, list[str])."""
+    return {k: _to_str(v) for k, v in record.items()}
+
+
+def triage_format(record: dict, cot: bool = True) -> tuple[str, str]:
+    """(prompt, target) of a synthetic triage record, with or without chain of thought."""
+    ex = record_to_example(record)
+    return triage.format_prompt(ex, cot), triage.format_target(ex, cot)
+
+
+def encode_lm_example(prompt: str, target: str, tokenizer, seq_len: int) -> dict:
+    """Next-token arrays of length `seq_len` for bos + prompt + target + eos, padded.
+
+    tokens: inputs (the sequence minus its last token); targets: the next tokens; loss_mask: 1.0
+    where the target is a target-text token or the final eos; input_mask: 1 on real inputs.
+    """
+    bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+    prompt_ids = bos + tokenizer.encode(prompt)
+    target_ids = tokenizer.encode(target) + [tokenizer.eos_id]
+    ids = prompt_ids + target_ids
+    n = len(ids) - 1
+    if n > seq_len:
+        raise ValueError(f"Example needs seq_len >= {n} tokens but seq_len={seq_len} "
+                         f"(prompt {len(prompt_ids)}, target {len(target_ids)} tokens)")
+    tokens = np.full(seq_len, tokenizer.pad_id, np.int32)
+    targets = np.full(seq_len, tokenizer.pad_id, np.int32)
+    tokens[:n] = ids[:-1]
+    targets[:n] = ids[1:]
+    loss_mask = np.zeros(seq_len, np.float32)
+    loss_mask[max(len(prompt_ids) - 1, 0):n] = 1.0
+    input_mask = np.zeros(seq_len, np.int32)
+    input_mask[:n] = 1
+    return {"tokens": tokens, "targets": targets, "loss_mask": loss_mask, "input_mask": input_mask}
+
+
+def _encode_record(record, *, format_fn, tokenizer, seq_len: int) -> dict:
+    prompt, target = format_fn(record_to_example(record))
+    return encode_lm_example(prompt, target, tokenizer, seq_len)
+
+
+def _check_positive(name: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def lm_dataset(source: Sequence, *, format_fn: Callable[[dict], tuple[str, str]], tokenizer,
+               seq_len: int, batch_size: int, seed: int, shuffle: bool = True,
+               num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
+               drop_remainder: bool = True) -> grain.IterDataset:
+    """Per-host batches {tokens, targets, loss_mask, input_mask} of shape [batch_size, seq_len].
+
+    This host reads records `shard_index::shard_count` of `source`. `num_epochs=None` repeats
+    forever; every epoch is shuffled differently (deterministically from `seed`).
+    """
+    _check_positive("batch_size", batch_size)
+    _check_positive("seq_len", seq_len)
+    _check_positive("shard_count", shard_count)
+    if num_epochs is not None:
+        _check_positive("num_epochs", num_epochs)
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index must be in [0, {shard_count}), got {shard_index}")
+    ds = grain.MapDataset.source(source)[shard_index::shard_count]
+    if len(ds) == 0:
+        raise ValueError(f"Shard {shard_index} of {shard_count} is empty ({len(source)} records)")
+    if drop_remainder and num_epochs is not None and len(ds) * num_epochs < batch_size:
+        raise ValueError(f"batch_size={batch_size} exceeds the {len(ds) * num_epochs} examples "
+                         f"of this shard over {num_epochs} epoch(s); nothing would be produced")
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs)
+
+    encode = functools.partial(_encode_record, format_fn=format_fn, tokenizer=tokenizer,
+                               seq_len=seq_len)
+    ds = ds.map(encode).batch(batch_size, drop_remainder=drop_remainder)
+    return ds.to_iter_dataset()

@@ -1,0 +1,1 @@
+"""Embedded synthetic tasks, generated in-process and learnable in minutes on CPU."""

@@ -1,0 +1,99 @@
+"""Prefill + KV-cache decoding in one jit-compiled program (a while_loop, no Python loop per token)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sample_logits(rng, logits, temperature=0.0, top_k=0, top_p=1.0):
+  """One token per row of logits [B, V]: greedy when temperature == 0, else tempered top-k / top-p."""
+  if temperature == 0.0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / temperature
+  neg = jnp.finfo(logits.dtype).min
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, neg, logits)
+  if top_p < 1.0:
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+    drop_sorted = cum - jax.nn.softmax(sorted_logits, axis=-1) > top_p  # keep the token crossing top_p
+    drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
+    logits = jnp.where(drop, neg, logits)
+  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def pad_prompts(prompts: list[list[int]], pad_id: int, multiple: int = 8):
+  """Right-pads token lists to a common length (rounded up to `multiple`) -> (tokens [B,T], lengths [B])."""
+  if not prompts or any(len(p) == 0 for p in prompts):
+    raise ValueError("prompts: expected a non-empty list of non-empty token lists")
+  lens = np.array([len(p) for p in prompts], np.int32)
+  width = int(-(-lens.max() // multiple) * multiple)
+  out = np.full((len(prompts), width), pad_id, np.int32)
+  for i, p in enumerate(prompts):
+    out[i, :len(p)] = p
+  return out, lens
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "num_samples", "temperature", "top_k",
+                                             "top_p", "eos_id", "pad_id"))
+def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_samples: int = 1,
+             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, eos_id: int = -1, pad_id: int = 0):
+  """Samples continuations of right-padded prompts tokens [B,T] with per-row `lengths`.
+
+  The prompt is prefilled once; its cache is shared by the `num_samples` samples of that prompt.
+  Returns (new tokens [B * num_samples, max_new_tokens] padded with pad_id after EOS,
+  number of generated tokens per row incl. EOS). Rows are ordered prompt-major.
+  """
+  b, t = tokens.shape
+  cache = model.init_cache(b, t + max_new_tokens)
+  positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+  logits, cache = model.apply({"params": params}, tokens, positions=positions, cache=cache)
+  last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+  rep = lambda x, axis=0: jnp.repeat(x, num_samples, axis=axis)
+  cache = jax.tree.map(lambda c: rep(c, 1), cache)
+  last, pos = rep(last), rep(lengths)
+  n = b * num_samples
+  out = jnp.full((n, max_new_tokens), pad_id, jnp.int32)
+
+  def cond(carry):
+    i, _, _, _, done, _, _ = carry
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def body(carry):
+    i, cache, last, pos, done, out, rng = carry
+    rng, sub = jax.random.split(rng)
+    tok = sample_logits(sub, last, temperature, top_k, top_p)
+    tok = jnp.where(done, pad_id, tok)
+    out = out.at[:, i].set(tok)
+    done = done | (tok == eos_id)
+    logits, cache = model.apply({"params": params}, tok[:, None], positions=pos[:, None], cache=cache)
+    return i + 1, cache, logits[:, 0], pos + 1, done, out, rng
+
+  init = (jnp.int32(0), cache, last, pos, jnp.zeros((n,), bool), out, rng)
+  i, _, _, _, done, out, _ = jax.lax.while_loop(cond, body, init)
+  is_eos = out == eos_id
+  first_eos = jnp.where(is_eos.any(1), jnp.argmax(is_eos, axis=1) + 1, i)
+  return out, first_eos
+
+
+def generate_text(model, params, tokenizer, prompts: list[str], *, max_new_tokens: int, rng=None,
+                  num_samples: int = 1, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                  stop: tuple[str, ...] = ()) -> list[str]:
+  """Strings in, strings out (prompt-major when num_samples > 1); text is cut at the first stop string."""
+  toks, lens = pad_prompts([tokenizer.encode(p, add_bos=True) for p in prompts], tokenizer.pad_id)
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  out, n = generate(model, params, jnp.asarray(toks), jnp.asarray(lens), rng, max_new_tokens=max_new_tokens,
+                    num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
+                    eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+  out, n = np.asarray(out), np.asarray(n)
+  texts = []
+  for row, k in zip(out, n):
+    text = tokenizer.decode(row[:k].tolist())
+    for s in stop:
+      if s in text:
+        text = text[:text.index(s)]
+    texts.append(text)
+  return texts

@@ -1,0 +1,1 @@
+"""Model families, each built from medjax.nn layers."""

@@ -1,0 +1,133 @@
+"""Multi-head / grouped-query attention with RoPE, masks and a functional KV cache."""
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from medjax.nn.norms import RMSNorm
+from medjax.nn.rope import apply_rope
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Keys/values [B, S, K, D]; slot s holds position s; `end` [B] counts filled slots per row."""
+  k: jax.Array
+  v: jax.Array
+  end: jax.Array
+
+  @classmethod
+  def zeros(cls, batch, max_len, kv_heads, head_dim, dtype=jnp.float32):
+    shape = (batch, max_len, kv_heads, head_dim)
+    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
+
+
+def attention_mask(q_pos, k_pos, k_valid, *, causal=True, q_prefix=None, k_prefix=None, window=None):
+  """Boolean mask [B, 1, Tq, Tk] from positions.
+
+  causal: keys at later positions are hidden; with `q_prefix`/`k_prefix` ([B, T] bool) the prefix
+  tokens see each other bidirectionally (prefix-LM). `window`: only keys within `window` positions.
+  """
+  qp, kp = q_pos[:, :, None], k_pos[:, None, :]
+  allowed = jnp.broadcast_to(k_valid[:, None, :].astype(bool), (q_pos.shape[0], q_pos.shape[1], k_pos.shape[1]))
+  if causal:
+    visible = kp <= qp
+    if q_prefix is not None:
+      visible |= q_prefix[:, :, None] & k_prefix[:, None, :]
+    allowed &= visible
+  if window is not None:
+    allowed &= (qp - kp < window) & (kp - qp < window)
+  return allowed[:, None]
+
+
+def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation="xla"):
+  """q [B,T,N,D], k/v [B,S,K,D] with N % K == 0, mask [B,1,T,S] -> [B,T,N,D]."""
+  if implementation == "cudnn" and softcap is None:
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="cudnn")
+  b, t, n, d = q.shape
+  kv = k.shape[2]
+  if n % kv:
+    raise ValueError(f"num_heads ({n}) must be a multiple of num_kv_heads ({kv})")
+  qg = q.reshape(b, t, kv, n // kv, d)
+  logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+  if softcap is not None:
+    logits = jnp.tanh(logits / softcap) * softcap
+  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  return out.reshape(b, t, n, d)
+
+
+class Einsum(nn.Module):
+  """A bias-free projection `einsum(spec, x, kernel)` whose kernel carries logical axis names.
+
+  `shape` entries of None take the input's last dimension.
+  """
+  spec: str
+  shape: tuple
+  axes: tuple
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  fan_in_axes: tuple = (0,)
+
+  @nn.compact
+  def __call__(self, x):
+    shape = tuple(x.shape[-1] if s is None else s for s in self.shape)
+    out_axes = tuple(i for i in range(len(shape)) if i not in self.fan_in_axes)
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=self.fan_in_axes,
+                                            out_axis=out_axes)
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape, self.param_dtype)
+    return jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+class Attention(nn.Module):
+  """Self-attention (GQA) with optional QK-norm, RoPE and KV cache.
+
+  __call__(x [B,T,E], positions [B,T], mask [B,1,T,S], inv_freq, cache) -> (y [B,T,E], cache).
+  With a cache, keys/values of this call are written at slots `positions` and the mask must cover
+  the cache's S slots.
+  """
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  qk_norm: bool = False
+  qk_norm_zero_centered: bool = False
+  norm_eps: float = 1e-6
+  query_scale: float | None = None
+  softcap: float | None = None
+  implementation: str = "xla"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _proj(self, name, heads, head_axis):
+    return Einsum("bte,ehd->bthd", (None, heads, self.head_dim), ("embed", head_axis, "head_dim"), self.dtype,
+                  self.param_dtype, name=name)
+
+  @nn.compact
+  def __call__(self, x, positions, mask, inv_freq=None, cache: KVCache | None = None):
+    q = self._proj("q", self.num_heads, "heads")(x)
+    k = self._proj("k", self.num_kv_heads, "kv_heads")(x)
+    v = self._proj("v", self.num_kv_heads, "kv_heads")(x)
+    if self.qk_norm:
+      norm = lambda name: RMSNorm(self.norm_eps, self.qk_norm_zero_centered, "head_dim", self.dtype,
+                                  self.param_dtype, name=name)
+      q, k = norm("q_norm")(q), norm("k_norm")(k)
+    if inv_freq is not None:
+      q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+    q = nn.with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
+    k = nn.with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
+    v = nn.with_logical_constraint(v, ("act_batch", "act_length", "act_kv_heads", None))
+    if cache is not None:
+      write = jax.vmap(lambda c, u, p: jax.lax.dynamic_update_slice(c, u.astype(c.dtype), (p, 0, 0)))
+      start = positions[:, 0]
+      cache = KVCache(write(cache.k, k, start), write(cache.v, v, start),
+                      jnp.maximum(cache.end, start + x.shape[1]))
+      k, v = cache.k.astype(self.dtype), cache.v.astype(self.dtype)
+    scale = self.query_scale if self.query_scale is not None else self.head_dim ** -0.5
+    out = dot_product_attention(q, k, v, mask, scale=scale, softcap=self.softcap,
+                                implementation=self.implementation)
+    out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
+    y = Einsum("bthd,hde->bte", (self.num_heads, self.head_dim, x.shape[-1]), ("heads", "head_dim", "embed"),
+               self.dtype, self.param_dtype, fan_in_axes=(0, 1), name="o")(out)
+    return y, cache

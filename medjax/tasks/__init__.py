@@ -1,0 +1,14 @@
+"""Task registry: `config.task` names the class that plugs a model family into the trainer."""
+import importlib
+
+TASKS = {
+    "lm": "medjax.tasks.lm:LMTask",
+}
+
+
+def get_task(config):
+  """Instantiates the task named by `config.task`."""
+  if config.task not in TASKS:
+    raise ValueError(f"config.task: expected one of {sorted(TASKS)}, got {config.task!r}")
+  module, cls = TASKS[config.task].split(":")
+  return getattr(importlib.import_module(module), cls)(config)

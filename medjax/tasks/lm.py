@@ -1,0 +1,89 @@
+"""Decoder-LM task: next-token loss on answer tokens, generation accuracy on held-out MCQs."""
+import os
+
+import jax
+import numpy as np
+
+from medjax.data import pipeline
+from medjax.data.synthetic import tfds_builder, triage
+from medjax.data.tokenizers import load_tokenizer
+from medjax.inference import generate_text
+from medjax.models.llm import DecoderLM, LMConfig
+from medjax.objectives import masked_cross_entropy
+from medjax.train.task import Task
+
+DATASETS = {"synthetic_triage"}
+
+
+def lm_config_from(model_cfg) -> LMConfig:
+  """LMConfig from the config's `model` section (everything except `preset`)."""
+  fields = {k: v for k, v in model_cfg.to_dict().items() if k != "preset"}
+  return LMConfig(**fields)
+
+
+class LMTask(Task):
+  """Trains DecoderLM on prompt -> target text (loss on target tokens and EOS only)."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    d = config.data
+    if d.name not in DATASETS:
+      raise ValueError(f"data.name: expected one of {sorted(DATASETS)}, got {d.name!r}")
+    self.tokenizer = load_tokenizer(d.tokenizer)
+    self.data_dir = os.path.expanduser(d.data_dir) if d.data_dir else None
+    self._format = lambda record: pipeline.triage_format(record, cot=d.cot)
+
+  def build_model(self):
+    cfg = lm_config_from(self.config.model)
+    if cfg.vocab_size < self.tokenizer.vocab_size:
+      raise ValueError(f"model.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's "
+                       f"{self.tokenizer.vocab_size}")
+    return DecoderLM(cfg)
+
+  def dummy_batch(self, batch_size):
+    t = self.config.data.seq_len
+    z = np.zeros((batch_size, t), np.int32)
+    return {"tokens": z, "targets": z, "loss_mask": z.astype(np.float32), "input_mask": z}
+
+  def init_params(self, model, rng, batch):
+    return model.init(rng, batch["tokens"])["params"]
+
+  def loss(self, model, params, batch, rng):
+    logits, _ = model.apply({"params": params}, batch["tokens"], input_mask=batch["input_mask"])
+    loss, acc, _ = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    return loss, {"token_accuracy": acc}
+
+  def eval_metrics(self, model, params, batch):
+    logits, _ = model.apply({"params": params}, batch["tokens"], input_mask=batch["input_mask"])
+    loss, acc, n = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    return {"loss": (loss * n, n), "token_accuracy": (acc * n, n)}
+
+  def _dataset(self, split, **kw):
+    source = tfds_builder.load_source(split, self.data_dir)
+    return pipeline.lm_dataset(source, format_fn=self._format, tokenizer=self.tokenizer,
+                               seq_len=self.config.data.seq_len, **kw)
+
+  def train_data(self, *, batch_size, seed, shard_index, shard_count):
+    return self._dataset("train", batch_size=batch_size, seed=seed, shard_index=shard_index,
+                         shard_count=shard_count)
+
+  def eval_data(self, *, batch_size, shard_index, shard_count):
+    return self._dataset("validation", batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
+                         shard_index=shard_index, shard_count=shard_count)
+
+  def count_tokens(self, batch):
+    return int(np.sum(batch["input_mask"]))
+
+  def evaluate(self, model, params, mesh):
+    """Greedy answers to held-out questions: accuracy against chance, and the unparseable rate."""
+    n = self.config.data.eval_questions
+    if not n:
+      return {}
+    source = tfds_builder.load_source("test", self.data_dir)
+    examples = [pipeline.record_to_example(source[i]) for i in range(min(n, len(source)))]
+    prompts = [triage.format_prompt(ex, cot=self.config.data.cot) for ex in examples]
+    outs = generate_text(model, params, self.tokenizer, prompts, max_new_tokens=self.config.data.max_new_tokens)
+    parsed = [triage.parse_answer(o) for o in outs]
+    correct = [p == ex["answer_idx"] for p, ex in zip(parsed, examples)]
+    return {"answer_accuracy": float(np.mean(correct)), "unparseable": float(np.mean([p is None for p in parsed])),
+            "chance": 1.0 / triage.NUM_OPTIONS}

@@ -1,0 +1,213 @@
+"""The one training loop: every model family runs through `train(config, workdir)`."""
+import os
+import signal
+import time
+
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from medjax import parallel
+from medjax.parallel.sharding import batch_sharding, data_parallel_size
+from medjax.train import metrics as metrics_lib
+from medjax.train.checkpoint import Checkpointer
+from medjax.train.optim import make_optimizer
+from medjax.train.state import create_train_state
+from medjax.train.step import make_eval_step, make_train_step
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag checked after each step (the loop then saves and exits)."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not on the main thread (e.g. some notebook kernels)
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    logging.warning("SIGTERM received: saving a checkpoint after this step, then exiting.")
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+  def any_process(self) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+
+
+def check_batch_size(batch_size: int, mesh, grad_accum: int = 1) -> int:
+  """Validates the global batch against the mesh; returns the per-host batch size."""
+  dp = data_parallel_size(mesh)
+  if batch_size % (dp * grad_accum):
+    raise ValueError(f"train.batch_size: {batch_size} is not divisible by the data-parallel size "
+                     f"(data x fsdp = {dp}) x train.grad_accum ({grad_accum}) = {dp * grad_accum}")
+  if batch_size % jax.process_count():
+    raise ValueError(f"train.batch_size: {batch_size} is not divisible by the {jax.process_count()} processes")
+  return batch_size // jax.process_count()
+
+
+def setup(config):
+  """Mesh, rules, task, model; shared by training, benchmarks and AOT compilation."""
+  from medjax import tasks
+  mesh = parallel.make_mesh(config.parallel.mesh)
+  rules = parallel.logical_rules(config.parallel.rules)
+  task = tasks.get_task(config)
+  return mesh, rules, task, task.build_model()
+
+
+def build_step(config, mesh, rules, task, model, rng=None):
+  """Sharded state + the jitted train step, not yet compiled -> (state, shardings, jitted, schedule)."""
+  t = config.train
+  holder = {}
+
+  def make_tx(abstract_params):
+    tx, holder["schedule"] = make_optimizer(config.optim, abstract_params, t.steps)
+    return tx
+
+  rng = jax.random.PRNGKey(config.seed) if rng is None else rng
+  state, shardings, tx = create_train_state(task, model, make_tx, rng, task.dummy_batch(1), mesh, rules,
+                                            ema=t.ema_decay > 0)
+  step = make_train_step(task, model, tx, holder["schedule"], t.grad_accum, t.ema_decay)
+  dummy = task.dummy_batch(t.batch_size)
+  b_shard = jax.tree.map(lambda x: batch_sharding(mesh, np.ndim(x)), dummy)
+  jitted = jax.jit(step, in_shardings=(shardings, b_shard), out_shardings=(shardings, NamedSharding(mesh, P())),
+                   donate_argnums=(0,))
+  return state, shardings, jitted, holder["schedule"]
+
+
+def abstract_batch(task, batch_size, mesh):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
+                                                     sharding=batch_sharding(mesh, np.ndim(x))),
+                      task.dummy_batch(batch_size))
+
+
+def _abstract(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def _finite(x) -> bool:
+  return bool(np.all(np.isfinite(x)))
+
+
+def evaluate(config, task, model, params, mesh, rules, eval_fn) -> dict:
+  """Averaged eval metrics over the task's eval set plus the task's own evaluation."""
+  out = {}
+  per_host = config.train.eval_batch_size // jax.process_count()
+  data = task.eval_data(batch_size=per_host, shard_index=jax.process_index(), shard_count=jax.process_count())
+  if data is not None:
+    sums = {}
+    for i, batch in enumerate(data):
+      if i >= config.train.eval_batches > 0:
+        break
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        res = jax.device_get(eval_fn(params, parallel.global_batch(batch, mesh)))
+      for k, (s, c) in res.items():
+        a, b = sums.get(k, (0.0, 0.0))
+        sums[k] = (a + float(s), b + float(c))
+    out.update({f"eval/{k}": s / max(c, 1e-9) for k, (s, c) in sums.items()})
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    out.update({f"eval/{k}": v for k, v in task.evaluate(model, params, mesh).items()})
+  return out
+
+
+def train(config, workdir: str) -> dict:
+  """Trains (or resumes) `config` in `workdir`; returns the last train and eval metrics."""
+  t = config.train
+  mesh, rules, task, model = setup(config)
+  per_host = check_batch_size(t.batch_size, mesh, t.grad_accum)
+  if t.eval_batch_size % data_parallel_size(mesh):
+    raise ValueError(f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the data-parallel size "
+                     f"{data_parallel_size(mesh)}")
+  logging.info("mesh %s, rules %s, %d processes", dict(mesh.shape), config.parallel.rules, jax.process_count())
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state, shardings, jitted, _ = build_step(config, mesh, rules, task, model)
+    compiled = jitted.lower(state, abstract_batch(task, t.batch_size, mesh)).compile()
+  cost = metrics_lib.compiled_cost(compiled)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info("%.2fM parameters; per-device step: %.3f GFLOP, %.1f MiB", n_params / 1e6, cost["flops"] / 1e9,
+               cost.get("total_bytes", 0) / 2**20)
+  eval_fn = jax.jit(make_eval_step(task, model))
+
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, use_async=t.async_checkpoints)
+  train_iter = iter(task.train_data(batch_size=per_host, seed=config.seed, shard_index=jax.process_index(),
+                                    shard_count=jax.process_count()))
+  restored, restored_step = ckpt.restore(_abstract(state), train_iter)
+  if restored is not None:
+    state = restored
+    logging.info("Resumed from step %d in %s", restored_step, workdir)
+  start = int(jax.device_get(state.step))
+  writer = metrics_lib.MetricWriter(workdir)
+  peak = metrics_lib.peak_flops()
+  progress = metrics_lib.Progress(start, t.steps)
+  last = {}
+  last_saved = restored_step
+  with _Preemption() as preempt:
+    tick = time.time()
+    for step in range(start, t.steps):
+      local = next(train_iter)
+      batch = parallel.global_batch(local, mesh)
+      state, m = compiled(state, batch)
+      m = jax.device_get(m)
+      if not _finite(m["train/loss"]):
+        ckpt.wait()
+        raise FloatingPointError(
+            f"Non-finite loss ({m['train/loss']}) at step {step + 1}; stopping. The last good checkpoint is "
+            f"step {last_saved} in {ckpt.directory} (restart to resume from it, e.g. with a lower optim.lr).")
+      now = time.time()
+      dt, tick = now - tick, now
+      m = {k: float(v) for k, v in m.items()}
+      m["perf/step_time_s"] = dt
+      m["perf/examples_per_s"] = t.batch_size / dt
+      m["perf/tokens_per_s"] = task.count_tokens(local) * jax.process_count() / dt
+      m["perf/tflops_per_device"] = cost["flops"] / dt / 1e12
+      if peak:
+        m["perf/mfu"] = cost["flops"] / dt / peak
+      done = step + 1
+      if t.eval_every and (done % t.eval_every == 0 or done == t.steps):
+        params = state.ema_params if state.ema_params is not None else state.params
+        m.update(evaluate(config, task, model, params, mesh, rules, eval_fn))
+        tick = time.time()
+      writer.write(done, m)
+      last.update(m)
+      if done % t.log_every == 0 or done == t.steps:
+        logging.info("%s | loss %.4f | %.3fs/step %.0f tok/s %s", progress.line(done), m["train/loss"], dt,
+                     m["perf/tokens_per_s"], " ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("eval/")))
+      stop = preempt.any_process() if (done % t.log_every == 0 or preempt.requested) else False
+      if done == t.steps or stop or (t.checkpoint_every and done % t.checkpoint_every == 0):
+        ckpt.save(done, state, train_iter, config, force=True)
+        last_saved = done
+      if stop:
+        logging.warning("Preempted at step %d: checkpoint saved, exiting.", done)
+        last["preempted"] = 1.0
+        break
+  ckpt.close()
+  writer.close()
+  last["step"] = float(jax.device_get(state.step))
+  return last
+
+
+def trained_params(config, workdir: str):
+  """Loads the newest checkpoint's params (EMA if present) for evaluation, with their model and task."""
+  mesh, rules, task, model = setup(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state, _, _, _ = build_step(config, mesh, rules, task, model)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints, use_async=False)
+  restored, step = ckpt.restore(_abstract(state))
+  ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f"--workdir: no checkpoint under {workdir}/checkpoints")
+  params = restored.ema_params if restored.ema_params is not None else restored.params
+  return params, model, task, mesh, rules, step
