@@ -1,0 +1,114 @@
+"""ViT: 2D/3D shapes, presets, token pooling, 2D->3D inflation, input validation."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax.models.vit import ViT, inflate_2d_to_3d, vit_config
+
+
+def _init(cfg, x):
+  return ViT(cfg).init(jax.random.PRNGKey(0), x)["params"]
+
+
+@pytest.mark.parametrize("pool", ["map", "gap"])
+@pytest.mark.parametrize("method", ["central", "mean"])
+def test_inflated_3d_equals_2d_on_identical_slices(pool, method):
+  cfg = vit_config("tiny", pool=pool)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 1))
+  p2 = _init(cfg, x)
+  out2 = ViT(cfg).apply({"params": p2}, x)
+  cfg3 = dataclasses.replace(cfg, patch_embed="3d", frames=6, tubelet=3)
+  p3 = inflate_2d_to_3d(p2, 3, frames=6, method=method)
+  vol = jnp.repeat(x[:, None], 6, axis=1)
+  out3 = ViT(cfg3).apply({"params": p3}, vol)
+  np.testing.assert_allclose(out3["pooled"], out2["pooled"], atol=2e-5)
+  # Every time slice of the 3D token grid equals the 2D tokens.
+  np.testing.assert_allclose(out3["tokens"].reshape(2, 2, 64, -1)[:, 1], out2["tokens"], atol=2e-5)
+  # A different slice content changes the features (the inflation is not degenerate).
+  vol2 = vol.at[:, 1].set(0.0)  # central frame of the first tubelet
+  out_changed = ViT(cfg3).apply({"params": p3}, vol2)
+  assert float(jnp.abs(out_changed["pooled"] - out3["pooled"]).max()) > 1e-3
+
+
+def test_inflated_params_match_fresh_3d_structure():
+  cfg = vit_config("tiny")
+  x = jnp.zeros((1, 32, 32, 1))
+  p3 = inflate_2d_to_3d(_init(cfg, x), 2, frames=8)
+  cfg3 = vit_config("tiny3d")
+  fresh = nn.meta.unbox(_init(cfg3, jnp.zeros((1, 8, 32, 32, 1))))
+  assert jax.tree.map(jnp.shape, p3) == jax.tree.map(jnp.shape, fresh)
+
+
+@pytest.mark.parametrize("pool,has_pooled", [("map", True), ("gap", True), ("cls", True), ("none", False)])
+def test_shapes_pools_and_any_channel_count(pool, has_pooled):
+  cfg = vit_config("tiny", pool=pool, channels=5, token_pool=2)
+  x = jnp.ones((3, 32, 32, 5))
+  out = ViT(cfg).apply({"params": _init(cfg, x)}, x)
+  assert out["tokens"].shape == (3, cfg.num_tokens, 64) == (3, 16, 64)
+  assert (out["pooled"] is not None) == has_pooled
+  if has_pooled:
+    assert out["pooled"].shape == (3, 64)
+
+
+def test_3d_tubelets_and_token_pool():
+  cfg = vit_config("tiny3d", token_pool=2, token_pool_time=2, posemb="sincos")
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 32, 32, 1))
+  out = ViT(cfg).apply({"params": _init(cfg, x)}, x)
+  assert cfg.grid == (4, 8, 8)
+  assert out["tokens"].shape == (2, 2 * 4 * 4, 64)
+
+
+def test_paper_presets_token_counts_and_size():
+  so = vit_config("so400m-14")
+  assert so.num_tokens == 256
+  shapes = jax.eval_shape(lambda: ViT(so).init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
+  n = sum(np.prod(s.shape) for s in jax.tree.leaves(nn.meta.unbox(shapes)))
+  assert 390e6 < n < 440e6  # So400m (vision tower ~0.4B)
+  b16 = vit_config("b16")
+  assert b16.num_tokens == 196
+
+
+def test_params_carry_logical_axes():
+  cfg = vit_config("tiny", pool="cls")
+  params = _init(cfg, jnp.zeros((1, 32, 32, 1)))
+  leaves = jax.tree.leaves(params, is_leaf=lambda v: isinstance(v, nn.LogicallyPartitioned))
+  assert all(isinstance(v, nn.LogicallyPartitioned) for v in leaves)
+
+
+def test_sincos_accepts_other_sizes():
+  cfg = vit_config("tiny", posemb="sincos", pool="gap")
+  p = _init(cfg, jnp.zeros((1, 32, 32, 1)))
+  out = ViT(cfg).apply({"params": p}, jnp.zeros((1, 48, 16, 1)))
+  assert out["tokens"].shape == (1, 12 * 4, 64)
+
+
+@pytest.mark.parametrize("shape,match", [
+    ((2, 32, 32), r"images: expected rank 4"),
+    ((2, 32, 32, 3), r"images: expected 1 channels.*got 3"),
+    ((2, 30, 32, 1), r"images: spatial size \(30, 32\) is not divisible by the patch \(4, 4\)"),
+    ((2, 64, 64, 1), r"images: expected spatial size \(32, 32\)"),
+])
+def test_bad_inputs_raise(shape, match):
+  cfg = vit_config("tiny")
+  p = _init(cfg, jnp.zeros((1, 32, 32, 1)))
+  with pytest.raises(ValueError, match=match):
+    ViT(cfg).apply({"params": p}, jnp.zeros(shape))
+
+
+def test_bad_3d_input_and_config():
+  cfg = vit_config("tiny3d")
+  p = _init(cfg, jnp.zeros((1, 8, 32, 32, 1)))
+  with pytest.raises(ValueError, match=r"images: expected rank 5 \[batch, frames"):
+    ViT(cfg).apply({"params": p}, jnp.zeros((1, 32, 32, 1)))
+  with pytest.raises(ValueError, match=r"images: expected spatial size \(8, 32, 32\)"):
+    ViT(cfg).apply({"params": p}, jnp.zeros((1, 4, 32, 32, 1)))
+  with pytest.raises(ValueError, match="image_size: expected a multiple of patch_size"):
+    vit_config("tiny", image_size=30)
+  with pytest.raises(ValueError, match="pool: expected one of"):
+    vit_config("tiny", pool="max")
+  with pytest.raises(ValueError, match="params_2d: expected a 2D ViT patch_embed kernel"):
+    inflate_2d_to_3d(p, 2)
