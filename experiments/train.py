@@ -14,8 +14,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
+def _quiet_libraries():
+  """Keeps orbax/grain INFO chatter out of the training log (warnings still show)."""
+  import logging as py_logging
+  class _Filter(py_logging.Filter):
+    def filter(self, record):
+      return record.levelno >= py_logging.WARNING or not any(
+          s in record.pathname for s in ("/orbax/", "/grain/", "/tensorflow_datasets/"))
+  logging.get_absl_handler().addFilter(_Filter())
+
+
 def main(argv):
   del argv
+  _quiet_libraries()
   import jax
   from medjax import parallel
   from medjax.train.loop import train

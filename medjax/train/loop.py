@@ -58,17 +58,25 @@ def check_batch_size(batch_size: int, mesh, grad_accum: int = 1) -> int:
   return batch_size // jax.process_count()
 
 
-def setup(config):
-  """Mesh, rules, task, model; shared by training, benchmarks and AOT compilation."""
+def setup(config, devices=None):
+  """Mesh (over `devices` if given), rules, task, model; shared by training, benchmarks and AOT."""
   from medjax import tasks
-  mesh = parallel.make_mesh(config.parallel.mesh)
+  n = config.parallel.num_devices
+  if n < 0 or n > jax.device_count():
+    raise ValueError(f"parallel.num_devices: expected 0 (all) to {jax.device_count()}, got {n}")
+  if devices is None:
+    devices = jax.devices()[:n] if n else None
+  mesh = parallel.make_mesh(config.parallel.mesh, devices)
   rules = parallel.logical_rules(config.parallel.rules)
   task = tasks.get_task(config)
   return mesh, rules, task, task.build_model()
 
 
-def build_step(config, mesh, rules, task, model, rng=None):
-  """Sharded state + the jitted train step, not yet compiled -> (state, shardings, jitted, schedule)."""
+def build_step(config, mesh, rules, task, model, rng=None, abstract_only=False):
+  """Sharded state + the jitted train step, not yet compiled -> (state, shardings, jitted, schedule).
+
+  `abstract_only`: the state is ShapeDtypeStructs with shardings (nothing allocated; for AOT).
+  """
   t = config.train
   holder = {}
 
@@ -78,7 +86,7 @@ def build_step(config, mesh, rules, task, model, rng=None):
 
   rng = jax.random.PRNGKey(config.seed) if rng is None else rng
   state, shardings, tx = create_train_state(task, model, make_tx, rng, task.dummy_batch(1), mesh, rules,
-                                            ema=t.ema_decay > 0)
+                                            ema=t.ema_decay > 0, abstract_only=abstract_only)
   step = make_train_step(task, model, tx, holder["schedule"], t.grad_accum, t.ema_decay)
   dummy = task.dummy_batch(t.batch_size)
   b_shard = jax.tree.map(lambda x: batch_sharding(mesh, np.ndim(x)), dummy)

@@ -1,0 +1,108 @@
+"""Training-step benchmark: step time, tokens/s, TFLOP/s per device, MFU and compiled memory.
+
+python experiments/benchmark.py --configs=configs/llm.py:tiny,configs/llm.py:tiny-gemma --steps=10
+Any config of any family works (its task defines the batch); --set applies overrides to every config,
+e.g. --set=train.batch_size=8,data.seq_len=128.
+"""
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+flags.DEFINE_list("configs", ["configs/llm.py:tiny", "configs/llm.py:tiny-gemma"], "Config files with variants.")
+flags.DEFINE_integer("steps", 10, "Timed steps per config (after one warm-up step).")
+flags.DEFINE_list("set", [], "Overrides key=value applied to every config.")
+flags.DEFINE_integer("data_batches", 20, "Batches drawn to time the input pipeline (0 to skip).")
+FLAGS = flags.FLAGS
+
+
+def load_config(spec: str, overrides):
+  import importlib.util
+  path, _, arg = spec.partition(":")
+  mod_spec = importlib.util.spec_from_file_location("bench_config", path)
+  mod = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(mod)
+  config = mod.get_config(arg or None)
+  for item in overrides:
+    key, _, value = item.partition("=")
+    config.update_from_flattened_dict({key: type(_lookup(config, key))(value) if not isinstance(
+        _lookup(config, key), bool) else value.lower() in ("1", "true")})
+  return config
+
+
+def _lookup(config, dotted):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def _fill(x, rng):
+  x = np.asarray(x)
+  if np.issubdtype(x.dtype, np.floating):
+    return rng.standard_normal(x.shape).astype(x.dtype)
+  return np.ones_like(x)
+
+
+def benchmark(config, steps: int, data_batches: int = 0) -> dict:
+  """Compiles and times the real training step of `config` on synthetic inputs of the right shapes."""
+  import flax.linen as nn
+  from medjax import parallel
+  from medjax.train import loop
+  from medjax.train.metrics import compiled_cost, peak_flops
+  t = config.train
+  mesh, rules, task, model = loop.setup(config)
+  per_host = loop.check_batch_size(t.batch_size, mesh, t.grad_accum)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state, _, jitted, _ = loop.build_step(config, mesh, rules, task, model)
+    t0 = time.time()
+    compiled = jitted.lower(state, loop.abstract_batch(task, t.batch_size, mesh)).compile()
+    compile_s = time.time() - t0
+  cost = compiled_cost(compiled)
+  rng = np.random.default_rng(0)
+  local = jax.tree.map(lambda x: _fill(x, rng), task.dummy_batch(per_host))
+  batch = parallel.global_batch(local, mesh)
+  state, m = compiled(state, batch)
+  jax.block_until_ready(m)
+  t0 = time.time()
+  for _ in range(steps):
+    state, m = compiled(state, batch)
+  jax.block_until_ready(m)
+  dt = (time.time() - t0) / steps
+  peak = peak_flops()
+  out = {
+      "params_M": sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
+      "devices": mesh.size, "compile_s": compile_s, "step_ms": dt * 1e3,
+      "examples_per_s": t.batch_size / dt,
+      "tokens_per_s": task.count_tokens(local) * jax.process_count() / dt,
+      "tflops_per_device": cost["flops"] / dt / 1e12,
+      "mfu": cost["flops"] / dt / peak if peak else float("nan"),
+      "mem_MiB_per_device": cost.get("total_bytes", 0) / 2**20,
+  }
+  if data_batches:
+    it = iter(task.train_data(batch_size=per_host, seed=0, shard_index=0, shard_count=1))
+    next(it)
+    t0 = time.time()
+    for _ in range(data_batches):
+      next(it)
+    out["data_batches_per_s"] = data_batches / (time.time() - t0)
+    out["data_headroom"] = out["data_batches_per_s"] * dt  # > 1: the pipeline keeps up
+  return out
+
+
+COLUMNS = ("params_M", "devices", "compile_s", "step_ms", "examples_per_s", "tokens_per_s", "tflops_per_device",
+           "mfu", "mem_MiB_per_device", "data_batches_per_s", "data_headroom")
+
+
+def main(argv):
+  del argv
+  print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}")
+  print("config".ljust(34) + "".join(c.rjust(19) for c in COLUMNS))
+  for spec in FLAGS.configs:
+    r = benchmark(load_config(spec, FLAGS.set), FLAGS.steps, FLAGS.data_batches)
+    print(spec.ljust(34) + "".join(f"{r.get(c, float('nan')):19.4g}" for c in COLUMNS), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,83 @@
+"""Layer-level behaviour: RoPE scaling, masks, GQA, KV cache, norms."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax.models.llm import DecoderLM, lm_config
+from medjax.nn import RMSNorm, attention_mask, dot_product_attention, rope_frequencies
+
+LLAMA3 = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 8192}
+
+
+def test_llama3_rope_scaling_rule():
+  base = rope_frequencies(64, 500_000.0)
+  scaled = rope_frequencies(64, 500_000.0, LLAMA3)
+  wavelen = 2 * math.pi / base
+  high = wavelen < 8192 / 4       # short wavelengths are untouched
+  low = wavelen > 8192 / 1        # long wavelengths are divided by the factor
+  np.testing.assert_allclose(scaled[high], base[high], rtol=1e-6)
+  np.testing.assert_allclose(scaled[low], base[low] / 32.0, rtol=1e-6)
+  mid = ~high & ~low
+  assert mid.any() and np.all(scaled[mid] < base[mid]) and np.all(scaled[mid] > base[mid] / 32.0)
+
+
+def test_rope_scaling_rejects_unknown_type():
+  with pytest.raises(ValueError, match="rope_type.*'yarn'"):
+    rope_frequencies(64, 1e4, {"rope_type": "yarn", "factor": 2.0})
+
+
+def test_gqa_equals_mha_with_repeated_kv():
+  rng = np.random.default_rng(0)
+  q = jnp.asarray(rng.standard_normal((2, 5, 4, 8)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((2, 5, 2, 8)), jnp.float32)
+  v = jnp.asarray(rng.standard_normal((2, 5, 2, 8)), jnp.float32)
+  pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
+  mask = attention_mask(pos, pos, jnp.ones((2, 5), bool))
+  gqa = dot_product_attention(q, k, v, mask, scale=8 ** -0.5)
+  mha = dot_product_attention(q, jnp.repeat(k, 2, axis=2), jnp.repeat(v, 2, axis=2), mask, scale=8 ** -0.5)
+  np.testing.assert_allclose(gqa, mha, atol=1e-6)
+
+
+def test_masks_causal_prefix_window_padding():
+  pos = jnp.arange(6)[None]
+  valid = jnp.array([[1, 1, 1, 1, 1, 0]], bool)
+  prefix = jnp.array([[1, 1, 1, 0, 0, 0]], bool)
+  m = np.asarray(attention_mask(pos, pos, valid, q_prefix=prefix, k_prefix=prefix))[0, 0]
+  assert m[0, 2] and m[1, 2]            # prefix tokens see later prefix tokens
+  assert not m[2, 3] and m[3, 2]        # but not the answer; the answer sees the prefix
+  assert not m[3, 4] and not m[4, 5]    # answer is causal; padding is never a key
+  w = np.asarray(attention_mask(pos, pos, valid, window=2))[0, 0]
+  assert w[3, 2] and not w[3, 1]
+
+
+def test_rmsnorm_zero_centered_is_identity_scale_at_init():
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 16)), jnp.float32)
+  a = RMSNorm(zero_centered=True)
+  b = RMSNorm(zero_centered=False)
+  ya = a.apply(a.init(jax.random.key(0), x), x)
+  yb = b.apply(b.init(jax.random.key(0), x), x)
+  np.testing.assert_allclose(ya, yb, atol=1e-6)
+  np.testing.assert_allclose(jnp.sqrt(jnp.mean(ya ** 2, -1)), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-gemma"])
+@pytest.mark.parametrize("scan", [False, True])
+def test_kv_cache_decoding_equals_full_forward(preset, scan):
+  cfg = lm_config(preset, scan_layers=scan, sliding_window=4 if preset == "tiny-gemma" else None)
+  model = DecoderLM(cfg)
+  toks = jax.random.randint(jax.random.key(1), (2, 12), 0, 250)
+  variables = jax.jit(model.init)(jax.random.key(0), toks)
+  apply = jax.jit(model.apply)
+  full, _ = apply(variables, toks)
+  cache = model.init_cache(2, 16)
+  pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
+  first, cache = apply(variables, toks[:, :8], positions=pos, cache=cache)
+  outs = [first]
+  for i in range(8, 12):
+    step, cache = apply(variables, toks[:, i:i + 1], positions=jnp.full((2, 1), i), cache=cache)
+    outs.append(step)
+  np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-4, rtol=1e-4)
