@@ -38,10 +38,14 @@ def pad_prompts(prompts: list[list[int]], pad_id: int, multiple: int = 8):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "num_samples", "temperature", "top_k",
-                                             "top_p", "eos_id", "pad_id"))
+                                             "top_p", "eos_id", "pad_id", "vocab_size"))
 def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_samples: int = 1,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, eos_id: int = -1, pad_id: int = 0):
+             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, eos_id: int = -1, pad_id: int = 0,
+             vocab_size: int = 0):
   """Samples continuations of right-padded prompts tokens [B,T] with per-row `lengths`.
+
+  `vocab_size` > 0 restricts sampling to ids below it (the tokenizer's vocabulary when the model's
+  embedding table is padded larger).
 
   The prompt is prefilled once; its cache is shared by the `num_samples` samples of that prompt.
   Returns (new tokens [B * num_samples, max_new_tokens] padded with pad_id after EOS,
@@ -51,7 +55,8 @@ def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_sa
   cache = model.init_cache(b, t + max_new_tokens)
   positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
   logits, cache = model.apply({"params": params}, tokens, positions=positions, cache=cache)
-  last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+  trim = (lambda x: x[..., :vocab_size]) if vocab_size else (lambda x: x)
+  last = trim(jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0])
   rep = lambda x, axis=0: jnp.repeat(x, num_samples, axis=axis)
   cache = jax.tree.map(lambda c: rep(c, 1), cache)
   last, pos = rep(last), rep(lengths)
@@ -70,7 +75,7 @@ def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_sa
     out = out.at[:, i].set(tok)
     done = done | (tok == eos_id)
     logits, cache = model.apply({"params": params}, tok[:, None], positions=pos[:, None], cache=cache)
-    return i + 1, cache, logits[:, 0], pos + 1, done, out, rng
+    return i + 1, cache, trim(logits[:, 0]), pos + 1, done, out, rng
 
   init = (jnp.int32(0), cache, last, pos, jnp.zeros((n,), bool), out, rng)
   i, _, _, _, done, out, _ = jax.lax.while_loop(cond, body, init)
@@ -87,7 +92,7 @@ def generate_text(model, params, tokenizer, prompts: list[str], *, max_new_token
   rng = jax.random.PRNGKey(0) if rng is None else rng
   out, n = generate(model, params, jnp.asarray(toks), jnp.asarray(lens), rng, max_new_tokens=max_new_tokens,
                     num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
-                    eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+                    eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, vocab_size=tokenizer.vocab_size)
   out, n = np.asarray(out), np.asarray(n)
   texts = []
   for row, k in zip(out, n):

@@ -1,5 +1,6 @@
 """Decoder-LM task: next-token loss on answer tokens, generation accuracy on held-out MCQs."""
 import os
+import zlib
 
 import jax
 import numpy as np
@@ -21,6 +22,29 @@ def lm_config_from(model_cfg) -> LMConfig:
   return LMConfig(**fields)
 
 
+def wrong_explanation(ex: dict, rng: np.random.Generator) -> str:
+  """A plausible wrong CoT + answer for a triage example: one vital sign misjudged, then followed through."""
+  words = ex["cot"].split(";")[0].split()
+  judged = list(zip(words[::2], words[1::2]))
+  i = int(rng.integers(len(judged)))
+  name, label = judged[i]
+  judged[i] = (name, "ok" if label != "ok" else ("lo", "hi")[int(rng.integers(2))])
+  num = sum(label != "ok" for _, label in judged)
+  answer = triage.LEVELS[min(num, len(triage.LEVELS) - 1)]
+  letter = triage.LETTERS[ex["options"].index(answer)]
+  return f"{' '.join(f'{n} {l}' for n, l in judged)}; {num} abnormal: {answer}. Answer: {letter}"
+
+
+def refinement_example(ex: dict, rng: np.random.Generator, max_candidates: int) -> tuple[str, str]:
+  """(prompt, target) teaching ensemble refinement: 2..max_candidates candidate explanations, each
+  wrong with a per-question probability in [0, 0.7); the target is the correct explanation."""
+  k = int(rng.integers(2, max_candidates + 1))
+  p_wrong = 0.7 * rng.random()
+  cands = [wrong_explanation(ex, rng) if rng.random() < p_wrong else triage.format_target(ex).strip()
+           for _ in range(k)]
+  return triage.format_refinement_prompt(ex, cands), triage.format_target(ex)
+
+
 class LMTask(Task):
   """Trains DecoderLM on prompt -> target text (loss on target tokens and EOS only)."""
 
@@ -31,7 +55,19 @@ class LMTask(Task):
       raise ValueError(f"data.name: expected one of {sorted(DATASETS)}, got {d.name!r}")
     self.tokenizer = load_tokenizer(d.tokenizer)
     self.data_dir = os.path.expanduser(d.data_dir) if d.data_dir else None
-    self._format = lambda record: pipeline.triage_format(record, cot=d.cot)
+    if d.refine_frac and not d.cot:
+      raise ValueError(f"data.refine_frac: refinement examples need data.cot=True, got refine_frac={d.refine_frac}")
+    if not 0.0 <= d.refine_frac <= 1.0:
+      raise ValueError(f"data.refine_frac: expected a fraction in [0, 1], got {d.refine_frac}")
+    self._format = self._mixed_format if d.refine_frac else (lambda r: pipeline.triage_format(r, cot=d.cot))
+
+  def _mixed_format(self, record) -> tuple[str, str]:
+    """A CoT example, or (for a `refine_frac` share, fixed per question) a refinement example."""
+    ex = pipeline.record_to_example(record)
+    rng = np.random.default_rng(zlib.crc32(ex["question"].encode()))
+    if rng.random() >= self.config.data.refine_frac:
+      return triage.format_prompt(ex), triage.format_target(ex)
+    return refinement_example(ex, rng, self.config.data.refine_candidates)
 
   def build_model(self):
     cfg = lm_config_from(self.config.model)

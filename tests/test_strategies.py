@@ -1,0 +1,156 @@
+"""Tests for medjax.inference.strategies / parsing: voting, parsing, shuffles, token accounting, ER."""
+import itertools
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from medjax.data.synthetic import triage
+from medjax.data.tokenizers import ByteTokenizer
+from medjax.inference import parsing
+from medjax.inference import strategies as S
+from medjax.models.llm import DecoderLM, lm_config
+from medjax.tasks.lm import refinement_example, wrong_explanation
+
+EXAMPLES = triage.make_examples(6, seed=5)
+
+
+class FakeGenerator:
+  """Scripted generator: `fn(prompt, sample_index) -> text`; records every call."""
+
+  def __init__(self, fn):
+    self.fn, self.calls = fn, []
+
+  def __call__(self, prompts, *, num_samples=1, temperature=0.0, seed=0):
+    self.calls.append(dict(prompts=list(prompts), num_samples=num_samples, temperature=temperature))
+    return [[self.fn(p, j) for j in range(num_samples)] for p in prompts], 10 * len(prompts) * num_samples
+
+
+def _letter_of(prompt: str, option: str) -> str:
+  """The letter of option text `option` in a triage prompt (the last question block in it)."""
+  return re.findall(rf"^([A-D]) {option}$", prompt, flags=re.M)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and voting
+# ---------------------------------------------------------------------------------------------
+def test_parse_answer_agrees_with_triage_and_has_fallbacks():
+  rng = np.random.default_rng(0)
+  texts = [triage.format_target(ex, cot) for ex in EXAMPLES for cot in (True, False)]
+  texts += ["Answer: (c)", "answer:[B] because", "Answer: E", "Answer: maybe", "x Answer: A y Answer: D", "",
+            wrong_explanation(EXAMPLES[0], rng)]
+  for t in texts:
+    assert parsing.parse_answer(t) == triage.parse_answer(t), t
+  assert parsing.parse_answer("Thus the answer is (b).") == "B"
+  assert parsing.parse_answer("so the answer is B") == "B"
+  assert parsing.parse_answer("the answer is a fever") is None
+  assert parsing.parse_answer(" C)") == "C"
+  assert parsing.parse_answer("Answer: E", num_options=5) == "E"
+  assert parsing.parse_answer("Answer: Maybe.", 3, ["yes", "no", "maybe"]) == "C"
+  with pytest.raises(ValueError, match="num_options"):
+    parsing.parse_answer("Answer: A", num_options=0)
+
+
+def test_plurality_vote_tie_break_is_first_seen():
+  assert S.plurality_vote(["B", None, "A", "B", "A"]) == "B"
+  assert S.plurality_vote(["C", "A", "A", "C", None, None, None]) == "C"
+  assert S.plurality_vote([None, "D"]) == "D"
+  assert S.plurality_vote([None, None]) is None
+
+
+def test_shuffle_options_maps_answers_back():
+  ex = EXAMPLES[0]
+  for perm in itertools.permutations(range(4)):
+    sh = S.shuffle_options(ex, perm)
+    assert sh["options"]["ABCD".index(sh["answer_idx"])] == ex["answer"]
+    assert S.unshuffle_answer(sh["answer_idx"], perm) == ex["answer_idx"]
+    for j, letter in enumerate("ABCD"):  # every shuffled letter maps to the original option it shows
+      assert ex["options"]["ABCD".index(S.unshuffle_answer(letter, perm))] == sh["options"][j]
+  with pytest.raises(ValueError, match="perm"):
+    S.shuffle_options(ex, [0, 1, 1, 2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies with a scripted generator
+# ---------------------------------------------------------------------------------------------
+def test_self_consistency_votes_in_one_batched_call():
+  script = ["Answer: A", "Answer: B", "nonsense", "Answer: B"]
+  gen = FakeGenerator(lambda p, j: script[j % 4])
+  res = S.self_consistency(gen, S.TriageFormat(), EXAMPLES, num_samples=4, temperature=0.5)
+  assert len(gen.calls) == 1 and gen.calls[0]["num_samples"] == 4 and gen.calls[0]["temperature"] == 0.5
+  assert [r["vote"] for r in res.records] == ["B"] * len(EXAMPLES)
+  assert res.unparseable == pytest.approx(0.25)
+  assert res.forward_tokens == 10 * 4 * len(EXAMPLES)
+  assert res.accuracy == np.mean([ex["answer_idx"] == "B" for ex in EXAMPLES])
+  with pytest.raises(ValueError, match="temperature"):
+    S.self_consistency(gen, S.TriageFormat(), EXAMPLES, num_samples=3, temperature=0.0)
+
+
+def test_ensemble_refinement_conditions_on_all_stage1_generations():
+  def fn(prompt, j):
+    if "Refined reasoning:" in prompt:  # the refiner is right iff it sees a correct candidate
+      return f"ok Answer: {'A' if 'cand-right' in prompt else 'D'}"
+    return "cand-right Answer: A" if j == 2 else f"cand-{j} Answer: {'BCD'[j % 3]}"
+
+  gen = FakeGenerator(fn)
+  res = S.ensemble_refinement(gen, S.TriageFormat(), EXAMPLES, num_samples=3, num_refinements=5)
+  assert [c["num_samples"] for c in gen.calls] == [3, 5]
+  for rec in res.records:
+    assert len(rec["stage1_generations"]) == 3 and len(rec["generations"]) == 5
+    assert all(g in rec["prompt"] for g in rec["stage1_generations"])  # all candidates in stage 2
+    assert rec["vote"] == "A" and rec["stage1_vote"] == "B"  # stage-1 tie B/C/A -> first seen
+  assert res.forward_tokens == 10 * (3 + 5) * len(EXAMPLES)
+
+
+def test_choice_shuffle_undoes_position_bias():
+  content = FakeGenerator(lambda p, j: f"Answer: {_letter_of(p, 'urgent')}")
+  res = S.choice_shuffle(content, S.TriageFormat(), EXAMPLES, num_shuffles=5)
+  for ex, rec in zip(EXAMPLES, res.records):
+    assert len(set(map(tuple, rec["permutations"]))) == 5 and rec["permutations"][0] == [0, 1, 2, 3]
+    assert rec["answers"] == ["ABCD"[ex["options"].index("urgent")]] * 5  # mapped back to the original
+  biased = S.choice_shuffle(FakeGenerator(lambda p, j: "Answer: A"), S.TriageFormat(), EXAMPLES)
+  assert any(len(set(r["answers"])) > 1 for r in biased.records)
+
+
+def test_knn_few_shot_picks_nearest_examples():
+  def embed(texts):  # bag of characters
+    return np.stack([np.bincount(np.frombuffer(t.encode(), np.uint8), minlength=256) for t in texts])
+
+  pool = triage.make_examples(20, seed=9)
+  knn = S.KNNFewShot(pool, embed, k=3)
+  assert knn(pool[7])[0] is pool[7]
+  fmt = S.FewShotFormat(shots=knn)
+  prompt = fmt.prompt(pool[7], cot=False)
+  assert prompt.count("Question:") == 4 and prompt.endswith("Answer: (")
+  assert fmt.parse("C) because", pool[7], cot=False) == "C"
+  with pytest.raises(ValueError, match="k"):
+    S.KNNFewShot(pool, embed, k=0)
+
+
+def test_refinement_training_examples():
+  rng = np.random.default_rng(0)
+  for ex in EXAMPLES:
+    wrong = wrong_explanation(ex, rng)
+    assert wrong != triage.format_target(ex).strip() and triage.parse_answer(wrong) is not None
+    prompt, target = refinement_example(ex, rng, 4)
+    assert prompt.endswith("Refined reasoning:") and triage.parse_answer(target) == ex["answer_idx"]
+    assert 2 <= prompt.count("Answer:") <= 4
+
+
+# ---------------------------------------------------------------------------------------------
+# A real (random) model: token accounting and shared prefills
+# ---------------------------------------------------------------------------------------------
+def test_lm_generator_counts_forward_tokens():
+  tok = ByteTokenizer()
+  model = DecoderLM(lm_config("tiny"))
+  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]
+  gen = S.LMGenerator(model, params, tok, max_new_tokens=6, max_rows=4)
+  prompts = ["HR 70", "SBP 120 SpO2 99", "T 37.0"]
+  texts, spent = gen(prompts, num_samples=3, temperature=1.0, seed=1)
+  assert [len(t) for t in texts] == [3, 3, 3]
+  prefill = sum(len(tok.encode(p, add_bos=True)) for p in prompts)  # once per prompt, not per sample
+  assert prefill < spent <= prefill + 9 * 6
+  greedy, _ = gen(prompts)
+  again, _ = gen(prompts[:1])
+  assert greedy[0] == again[0]  # chunking (max_rows) does not change greedy outputs
