@@ -26,8 +26,6 @@ def get_config(arg=None):
   c.data.cot = True
   c.data.refine_frac = 0.0  # share of train examples in ensemble-refinement format (needs cot)
   c.data.refine_candidates = 4  # at most this many candidate explanations per refinement example
-  c.data.refine_frac = 0.0  # share of train examples in ensemble-refinement format (needs cot)
-  c.data.refine_candidates = 4  # at most this many candidate explanations per refinement example
   c.data.eval_questions = 128
   c.data.max_new_tokens = 72
   c.train.update(steps=400, batch_size=32, log_every=50, eval_every=200, eval_batch_size=64, eval_batches=4,
