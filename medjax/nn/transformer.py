@@ -14,6 +14,31 @@ def layer_norm(eps, dtype, param_dtype, name):
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
 
 
+class _BiasedEinsum(nn.Module):
+  """`einsum(spec, x, kernel) + bias` with the param layout of nn.DenseGeneral (kernel [in..., out...], bias
+  [out...]) and Xavier-uniform init over the flattened in/out axes. Unlike DenseGeneral, its boxed
+  init works under a mesh (DenseGeneral constrains the flat kernel with the full-rank axis names).
+  `shape` entries of None take the input's last dimension; the first `n_in` axes are contracted.
+  """
+  spec: str
+  shape: tuple
+  axes: tuple
+  n_in: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    shape = tuple(x.shape[-1] if s is None else s for s in self.shape)
+    n = len(shape)
+    init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=tuple(range(self.n_in)),
+                                            out_axis=tuple(range(self.n_in, n)))
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape, self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.n_in:]),
+                      shape[self.n_in:], self.param_dtype)
+    return jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
 class MultiHeadAttention(nn.Module):
   """Biased multi-head attention: queries from x [B,T,E], keys/values from kv [B,S,E] (default x).
 
@@ -24,10 +49,8 @@ class MultiHeadAttention(nn.Module):
   param_dtype: Any = jnp.float32
 
   def _proj(self, name, head_dim):
-    return nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-                           kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                                    ("embed", "heads", "head_dim")),
-                           bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "head_dim")))
+    return _BiasedEinsum("bte,ehd->bthd", (None, self.num_heads, head_dim), ("embed", "heads", "head_dim"), 1,
+                         self.dtype, self.param_dtype, name=name)
 
   @nn.compact
   def __call__(self, x, kv=None, mask=None):
@@ -43,10 +66,8 @@ class MultiHeadAttention(nn.Module):
     if mask is None:
       mask = jnp.ones((x.shape[0], 1, x.shape[1], kv.shape[1]), bool)
     out = dot_product_attention(q, k, v, mask, scale=hd ** -0.5)
-    return nn.DenseGeneral(e, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype, name="o",
-                           kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                                    ("heads", "head_dim", "embed")),
-                           bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(out)
+    return _BiasedEinsum("bthd,hde->bte", (self.num_heads, hd, e), ("heads", "head_dim", "embed"), 2, self.dtype,
+                         self.param_dtype, name="o")(out)
 
 
 class MLP(nn.Module):
