@@ -154,3 +154,6 @@ def test_lm_generator_counts_forward_tokens():
   greedy, _ = gen(prompts)
   again, _ = gen(prompts[:1])
   assert greedy[0] == again[0]  # chunking (max_rows) does not change greedy outputs
+  pool = triage.make_examples(8, seed=3)
+  knn = S.KNNFewShot(pool, S.lm_embed_fn(model, params, tok), k=2)
+  assert all(knn(ex)[0] is ex for ex in pool)  # identical text -> cosine 1 with itself

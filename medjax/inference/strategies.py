@@ -149,6 +149,24 @@ class KNNFewShot:
     return [self.pool[i] for i in np.argsort(-sims, kind="stable")[:self.k]]
 
 
+def lm_embed_fn(model, params, tokenizer, max_len: int = 512) -> Callable[[list[str]], np.ndarray]:
+  """texts -> [n, d] mean-pooled final hidden states of the LM (an embedding for `KNNFewShot`)."""
+
+  @jax.jit
+  def pooled(params, toks, mask):
+    h, _ = model.apply({"params": params}, toks, input_mask=mask, return_hidden=True)
+    m = mask[..., None].astype(h.dtype)
+    return (h * m).sum(1) / m.sum(1)
+
+  def embed(texts):
+    toks, lens = decode.pad_prompts([tokenizer.encode(t, add_bos=True)[:max_len] for t in texts],
+                                    tokenizer.pad_id, multiple=64)
+    mask = (np.arange(toks.shape[1])[None] < lens[:, None]).astype(np.int32)
+    return np.asarray(pooled(params, jnp.asarray(toks), jnp.asarray(mask)), np.float32)
+
+  return embed
+
+
 # ---------------------------------------------------------------------------------------------
 # Voting and results
 # ---------------------------------------------------------------------------------------------
