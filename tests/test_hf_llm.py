@@ -17,6 +17,7 @@ from medjax.models.llm import DecoderLM, lm_config  # noqa: E402
 
 VOCAB = 128
 NEW_TOKENS = 12
+torch.set_num_threads(1)  # tiny models: more threads only contend with JAX on a small machine
 
 
 def _randomize_norms(model):
