@@ -73,15 +73,19 @@ def _check_positive(name: str, value) -> None:
 def lm_dataset(source: Sequence, *, format_fn: Callable[[dict], tuple[str, str]], tokenizer,
                seq_len: int, batch_size: int, seed: int, shuffle: bool = True,
                num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
-               drop_remainder: bool = True) -> grain.IterDataset:
+               drop_remainder: bool = True, num_threads: int = 4,
+               prefetch_batches: int = 16) -> grain.IterDataset:
     """Per-host batches {tokens, targets, loss_mask, input_mask} of shape [batch_size, seq_len].
 
     This host reads records `shard_index::shard_count` of `source`. `num_epochs=None` repeats
-    forever; every epoch is shuffled differently (deterministically from `seed`).
+    forever; every epoch is shuffled differently (deterministically from `seed`). Batches are
+    built by `num_threads` threads, up to `prefetch_batches` ahead.
     """
     _check_positive("batch_size", batch_size)
     _check_positive("seq_len", seq_len)
     _check_positive("shard_count", shard_count)
+    _check_positive("num_threads", num_threads)
+    _check_positive("prefetch_batches", prefetch_batches)
     if num_epochs is not None:
         _check_positive("num_epochs", num_epochs)
     if not 0 <= shard_index < shard_count:
@@ -99,4 +103,5 @@ def lm_dataset(source: Sequence, *, format_fn: Callable[[dict], tuple[str, str]]
     encode = functools.partial(_encode_record, format_fn=format_fn, tokenizer=tokenizer,
                                seq_len=seq_len)
     ds = ds.map(encode).batch(batch_size, drop_remainder=drop_remainder)
-    return ds.to_iter_dataset()
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                prefetch_buffer_size=prefetch_batches))
