@@ -1,4 +1,5 @@
 """Hugging Face checkpoint import: logits and greedy decoding equal `transformers` on tiny random models."""
+import copy
 import dataclasses
 import json
 import os
@@ -131,6 +132,17 @@ def test_load_hf_model_generates_text_like_transformers(checkpoints):
   ref = _hf_greedy(model, tok.encode(prompt, add_bos=True), eos_token_id=tok.eos_id)
   assert text == tok.decode(ref)
   assert text  # a non-empty continuation
+
+
+def test_bfloat16_checkpoint_loads_exactly(checkpoints, tmp_path):
+  _, model = checkpoints["gemma"]
+  copy.deepcopy(model).to(torch.bfloat16).save_pretrained(str(tmp_path))
+  cfg = load_hf_config(str(tmp_path), scan_layers=True)
+  params = load_hf_params(str(tmp_path), cfg, dtype=jnp.bfloat16)
+  down = params["layers"]["layer"]["mlp"]["down"]["kernel"]
+  assert down.dtype == jnp.bfloat16
+  ref = model.model.layers[3].mlp.down_proj.weight.detach().to(torch.bfloat16).float().numpy().T
+  np.testing.assert_array_equal(np.asarray(down[3], np.float32), ref)
 
 
 def _write_config(tmp_path, hf):

@@ -227,6 +227,8 @@ def load_hf_params(path: str, cfg: LMConfig, dtype=None) -> dict:
   used = set()
 
   def read(key, name, n_in, layer_axis=False):
+    if key not in expected:
+      raise ValueError(f"checkpoint tensor {name!r}: DecoderLM has no param {'/'.join(key)}")
     used.add(name)
     shape = expected[key].shape[1:] if layer_axis else expected[key].shape
     return _convert(tensors.get(name), name, n_in, shape, dtype)
