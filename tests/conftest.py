@@ -10,3 +10,33 @@ _CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_threefry_partitionable", True)
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def triage_data_dir(tmp_path_factory):
+  """The embedded triage task built once per test session as TFDS array_record files."""
+  from medjax.data.synthetic import tfds_builder
+  path = str(tmp_path_factory.mktemp("tfds"))
+  tfds_builder.get_builder(path)
+  return path
+
+
+@pytest.fixture
+def lm_config(triage_data_dir):
+  """configs/llm.py:tiny made small enough for tests; pass overrides as dotted keys."""
+  import sys
+  sys.path.insert(0, REPO)
+  from configs import llm
+
+  def make(**overrides):
+    c = llm.get_config("tiny")
+    c.data.data_dir = triage_data_dir
+    c.update_from_flattened_dict({"train.batch_size": 16, "train.eval_every": 0, "train.log_every": 1,
+                                  "train.async_checkpoints": False, "data.eval_questions": 0,
+                                  **{k.replace("__", "."): v for k, v in overrides.items()}})
+    return c
+  return make

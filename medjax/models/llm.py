@@ -167,7 +167,7 @@ class DecoderLM(nn.Module):
     self.embedder = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=DTYPES[cfg.dtype],
                              param_dtype=DTYPES[cfg.param_dtype], name="embed",
                              embedding_init=nn.with_logical_partitioning(
-                                 nn.initializers.normal(1.0), ("vocab", "embed")))
+                                 nn.initializers.normal(cfg.embed_dim ** -0.5), ("vocab", "embed")))
     if cfg.scan_layers:
       self.layers = nn.scan(_ScanLayer, variable_axes={"params": 0}, split_rngs={"params": True},
                             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
@@ -189,10 +189,13 @@ class DecoderLM(nn.Module):
     return x
 
   def __call__(self, tokens=None, *, embeds=None, positions=None, input_mask=None, prefix_mask=None,
-               cache: KVCache | None = None, return_hidden=False):
+               cache: KVCache | None = None, return_hidden=False, layer_hook=None):
     """Runs the decoder. `cache` (stacked over layers, leading dim L) switches on KV-cache decoding:
-    keys are written at `positions` and attend over the whole cache. Returns (logits, cache)."""
+    keys are written at `positions` and attend over the whole cache. `layer_hook(i, x) -> x` runs
+    before decoder layer i (e.g. Flamingo cross-attention; needs scan_layers=False). Returns (logits, cache)."""
     cfg = self.cfg
+    if layer_hook is not None and cfg.scan_layers:
+      raise ValueError("layer_hook: expected scan_layers=False (layers run one by one), got scan_layers=True")
     x = self.embed(tokens) if embeds is None else embeds.astype(DTYPES[cfg.dtype])
     if x.ndim != 3 or x.shape[-1] != cfg.embed_dim:
       raise ValueError(f"embeds: expected [batch, length, {cfg.embed_dim}], got {x.shape}")
@@ -224,6 +227,8 @@ class DecoderLM(nn.Module):
       new = []
       for i, layer in enumerate(self.layers):
         layer_cache = None if cache is None else jax.tree.map(lambda c: c[i], cache)
+        if layer_hook is not None:
+          x = layer_hook(i, x)
         x, layer_cache = layer(x, positions, masks, inv_freqs, bool(is_local[i]), layer_cache)
         new.append(layer_cache)
       if cache is not None:

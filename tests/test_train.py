@@ -1,0 +1,137 @@
+"""The training loop: learning, sharding equivalence, FSDP memory, resume, and clear errors."""
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import flax
+import jax
+import numpy as np
+import pytest
+
+from medjax import parallel
+from medjax.train import loop
+from medjax.train.metrics import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _losses(workdir):
+  return [m["train/loss"] for m in read_metrics(workdir)]
+
+
+@pytest.mark.slow
+def test_tiny_lm_learns_the_triage_task(lm_config, tmp_path):
+  cfg = lm_config(train__steps=200, train__batch_size=32, train__eval_every=200, train__log_every=50,
+                  data__eval_questions=64)
+  result = loop.train(cfg, str(tmp_path))
+  losses = _losses(str(tmp_path))
+  assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:3])
+  assert result["eval/answer_accuracy"] >= 0.5, result   # chance is 0.25
+  assert result["eval/unparseable"] <= 0.1
+
+
+def test_sharded_losses_equal_single_device(lm_config, tmp_path):
+  single = lm_config(train__steps=5, parallel__num_devices=1)
+  sharded = lm_config(train__steps=5, parallel__mesh__data=2, parallel__mesh__fsdp=2, parallel__mesh__tensor=2)
+  loop.train(single, str(tmp_path / "one"))
+  loop.train(sharded, str(tmp_path / "eight"))
+  np.testing.assert_allclose(_losses(str(tmp_path / "eight")), _losses(str(tmp_path / "one")), atol=1e-5)
+
+
+def test_fsdp_shards_params_and_optimizer_state(lm_config):
+  cfg = lm_config(parallel__rules="fsdp", parallel__mesh__data=1, parallel__mesh__fsdp=8)
+  mesh, rules, task, model = loop.setup(cfg)
+  with jax.set_mesh(mesh), flax.linen.logical_axis_rules(rules):
+    state, _, _, _ = loop.build_step(cfg, mesh, rules, task, model)
+  trees = (state.params, state.opt_state)
+  total = sum(x.nbytes for x in jax.tree.leaves(trees))
+  per_device = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(trees))
+  assert per_device <= 1.1 * total / 8, (per_device, total)
+
+
+def _run(args, **kw):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  return subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "train.py"), *args], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _final_params(cfg, workdir):
+  params, *_ = loop.trained_params(cfg, workdir)
+  return jax.tree.map(np.asarray, params)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bitwise_identical(lm_config, triage_data_dir, tmp_path):
+  flags = ["--config=" + os.path.join(REPO, "configs", "llm.py") + ":tiny", f"--config.data.data_dir={triage_data_dir}",
+           "--config.train.steps=24", "--config.train.checkpoint_every=4", "--config.train.batch_size=16",
+           "--config.train.log_every=1", "--config.data.eval_questions=0", "--config.train.eval_every=0"]
+  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+  proc = _run(flags + [f"--workdir={full}"])
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  proc = _run(flags + [f"--workdir={killed}"])
+  metrics = os.path.join(killed, "metrics.jsonl")
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and len(open(metrics).readlines()) >= 10:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps = [json.loads(l)["step"] for l in open(metrics)]
+  assert 10 <= steps[-1] < 24
+  proc = _run(flags + [f"--workdir={killed}"])
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  assert "Resumed from step" in out
+  cfg = lm_config(train__steps=24)
+  a, b = _final_params(cfg, full), _final_params(cfg, killed)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert np.array_equal(x, y)
+
+
+def test_unknown_config_key_names_the_nearest(tmp_path):
+  proc = _run([f"--config={os.path.join(REPO, 'configs', 'llm.py')}:tiny", f"--workdir={tmp_path}",
+               "--config.train.stepz=3"])
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode != 0
+  assert "stepz" in out and 'Did you mean "steps"' in out
+
+
+def test_bad_mesh_and_batch_errors(lm_config, tmp_path):
+  with pytest.raises(ValueError, match=r"parallel.mesh.*do not divide the 8 devices"):
+    parallel.make_mesh({"data": 3, "fsdp": -1})
+  with pytest.raises(ValueError, match=r"parallel.mesh.*needs 4 devices, but 8"):
+    parallel.make_mesh({"data": 2, "fsdp": 2})
+  with pytest.raises(ValueError, match=r"train.batch_size: 12 is not divisible by the data-parallel size"):
+    loop.train(lm_config(train__batch_size=12, train__steps=1), str(tmp_path))
+
+
+def test_corrupt_latest_checkpoint_falls_back(lm_config, tmp_path, caplog):
+  cfg = lm_config(train__steps=4, train__checkpoint_every=2)
+  loop.train(cfg, str(tmp_path))
+  ckpts = tmp_path / "checkpoints"
+  for f in (ckpts / "4" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"garbage")
+  with caplog.at_level(logging.WARNING):
+    result = loop.train(lm_config(train__steps=6, train__checkpoint_every=2), str(tmp_path))
+  assert "step 4" in caplog.text and "unreadable" in caplog.text
+  assert result["step"] == 6
+  assert any(p.name.startswith("4.corrupt-") for p in ckpts.iterdir())   # moved aside, not deleted
+  steps = [m["step"] for m in read_metrics(str(tmp_path))]
+  assert steps == [1, 2, 3, 4, 3, 4, 5, 6]   # resumed from step 2
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(lm_config, tmp_path):
+  cfg = lm_config(train__steps=30, train__checkpoint_every=1, optim__lr=1e12, optim__grad_clip=0.0,
+                  optim__warmup_steps=0.0, optim__schedule="constant")
+  with pytest.raises(FloatingPointError, match=r"Non-finite loss .* at step (\d+).*last good checkpoint is step"):
+    loop.train(cfg, str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints")
