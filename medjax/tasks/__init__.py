@@ -3,6 +3,7 @@ import importlib
 
 TASKS = {
     "lm": "medjax.tasks.lm:LMTask",
+    "bora": "medjax.tasks.bora:BoraTask",
 }
 
 

@@ -1,0 +1,41 @@
+"""Bora text-to-video (Open-Sora v1.0 STDiT + IDDPM) on the embedded synthetic cell videos.
+
+python experiments/train.py --config=configs/bora.py:tiny --workdir=/tmp/bora
+Variants: tiny (CPU, pixels as latents, ~2 min) and paper (STDiT-XL/2 on 4x40x32x32 SD-VAE latents with
+120 T5-XXL tokens of width 4096: builds and compiles; training needs precomputed latents).
+"""
+import dataclasses
+
+from medjax import config_lib
+from medjax.models.stdit import PRESETS
+
+VARIANTS = ("tiny", "paper")
+
+
+def get_config(arg=None):
+  variant = config_lib.parse_variant(arg, VARIANTS)
+  c = config_lib.base_config()
+  c.task = "bora"
+  preset = "tiny" if variant == "tiny" else "STDiT-XL/2"
+  c.model = dataclasses.asdict(PRESETS[preset])
+  c.model.preset = preset
+  c.diffusion = dict(type="iddpm", num_timesteps=1000, schedule="linear", learn_sigma=True, sample_steps=100,
+                     sampler="ddpm", cfg_scale=7.0, timestep_sampling="logit_normal")
+  c.data = dict(name="synthetic_cells", latent="pixels", tokenizer="words", frames=8, size=16, channels=1,
+                max_text_len=8, eval_videos=64)
+  if variant == "tiny":
+    c.model.update(in_channels=1, patch_size=(1, 4, 4), hidden=64, depth=3, num_heads=4, caption_channels=32,
+                   max_text_len=8, text_vocab_size=32, caption_dropout=0.1)
+    c.diffusion.update(sample_steps=50, cfg_scale=4.0)
+    c.train.update(steps=600, batch_size=32, log_every=50, eval_every=600, eval_batch_size=32, eval_batches=2,
+                   checkpoint_every=600)
+    c.optim.update(lr=2e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.0)
+  else:
+    c.model.update(dtype="bfloat16", remat=True, caption_dropout=0.1)
+    c.data.update(name="bora_csv", latent="vae", tokenizer="", frames=40, size=32, channels=4, max_text_len=120,
+                  eval_videos=0)
+    c.train.update(steps=10_000, batch_size=64, ema_decay=0.9999, log_every=50, eval_every=0, checkpoint_every=500)
+    c.optim.update(lr=1e-5, warmup_steps=0.0, schedule="constant", weight_decay=0.0, grad_clip=1.0)
+    c.parallel.rules = "fsdp_tp_sp"
+    c.parallel.mesh.update(data=1, fsdp=-1)
+  return config_lib.finalize(c)

@@ -1,0 +1,106 @@
+"""Synthetic microscopy-like videos with captions: bright Gaussian "cells" drifting on a dark field.
+
+Each video has 1-4 cells moving together in one of four directions at a slow or fast speed on a
+torus (they wrap around the border, so the whole clip stays informative). The caption states the
+count, direction and speed, e.g. "3 cells moving left fast". Pixels are in [-1, 1] (background -1),
+channels-last [T, H, W, 1], ready to be used as the diffusion "latents" directly.
+"""
+import grain
+import numpy as np
+
+DIRECTIONS = ("up", "down", "left", "right")
+SPEEDS = ("slow", "fast")
+# (dy, dx) per frame for a unit speed; image rows grow downwards.
+_STEP = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+# Caption words -> fixed ids (0 is padding).
+WORDS = ("<pad>", "1", "2", "3", "4", "cell", "cells", "moving", *DIRECTIONS, *SPEEDS)
+WORD_IDS = {w: i for i, w in enumerate(WORDS)}
+
+
+def caption(count: int, direction: str, speed: str) -> str:
+  return f"{count} cell{'s' if count > 1 else ''} moving {direction} {speed}"
+
+
+def parse_caption(text: str) -> dict:
+  """Inverse of `caption` (for prompts given on the command line)."""
+  words = text.lower().replace(",", " ").split()
+  out = {}
+  for w in words:
+    if w.isdigit():
+      out["count"] = int(w)
+    elif w in DIRECTIONS:
+      out["direction"] = w
+    elif w in SPEEDS:
+      out["speed"] = w
+  missing = {"count", "direction", "speed"} - set(out)
+  if missing or not 1 <= out["count"] <= 4:
+    raise ValueError(f"prompt: expected e.g. '3 cells moving left fast' (count 1-4, direction in {DIRECTIONS}, "
+                     f"speed in {SPEEDS}), got {text!r}")
+  return out
+
+
+def tokenize(text: str, max_len: int, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
+  """Caption -> (ids [max_len] int32, mask [max_len] int32): word ids, or a ByteTokenizer's ids."""
+  if tokenizer is None:
+    ids = [WORD_IDS[w] for w in text.split()]
+  else:
+    ids = tokenizer.encode(text)
+  if len(ids) > max_len:
+    raise ValueError(f"max_len: caption {text!r} has {len(ids)} tokens, more than {max_len}")
+  out, mask = np.zeros(max_len, np.int32), np.zeros(max_len, np.int32)
+  out[:len(ids)], mask[:len(ids)] = ids, 1
+  return out, mask
+
+
+def render(positions: np.ndarray, size: int, sigma: float, brightness: np.ndarray) -> np.ndarray:
+  """Frames [T, size, size] with Gaussian blobs at positions [T, N, 2] (wrapped distances), in [-1, 1]."""
+  grid = np.arange(size, dtype=np.float32)
+  d = grid[None, None, :] - positions[..., None]            # [T, N, 2, size]
+  d = (d + size / 2) % size - size / 2
+  g = np.exp(-0.5 * (d / sigma) ** 2)
+  img = np.einsum("tny,tnx,n->tyx", g[:, :, 0], g[:, :, 1], brightness)
+  return np.clip(2.0 * img - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def make_example(rng: np.random.Generator, *, frames: int = 8, size: int = 16, speeds=(0.5, 1.5),
+                 sigma: float = 1.3) -> dict:
+  """dict(video [T, size, size, 1], count, direction (index), speed (index), caption)."""
+  count = int(rng.integers(1, 5))
+  direction, speed = int(rng.integers(4)), int(rng.integers(2))
+  start = rng.uniform(0, size, (count, 2))
+  step = np.array(_STEP[DIRECTIONS[direction]], np.float32) * speeds[speed]
+  positions = (start[None] + np.arange(frames)[:, None, None] * step) % size
+  video = render(positions.astype(np.float32), size, sigma, rng.uniform(0.8, 1.0, count))
+  return {"video": video[..., None], "count": count, "direction": direction, "speed": speed,
+          "caption": caption(count, DIRECTIONS[direction], SPEEDS[speed])}
+
+
+class CellsSource:
+  """A deterministic random-access source: record i is generated from (seed, i)."""
+
+  def __init__(self, num_records: int, seed: int, **example_kw):
+    if num_records <= 0:
+      raise ValueError(f"num_records: expected a positive int, got {num_records!r}")
+    self._size, self._seed, self._kw = num_records, seed, example_kw
+
+  def __len__(self):
+    return self._size
+
+  def __getitem__(self, i):
+    return make_example(np.random.default_rng((self._seed, int(i))), **self._kw)
+
+
+def encode(example: dict, max_text_len: int, tokenizer=None) -> dict:
+  ids, mask = tokenize(example["caption"], max_text_len, tokenizer)
+  return {"x": example["video"], "y": ids, "y_mask": mask, "direction": np.int32(example["direction"])}
+
+
+def cells_dataset(*, batch_size: int, seed: int, max_text_len: int, tokenizer=None, num_records: int = 1 << 20,
+                  shuffle: bool = True, num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
+                  **example_kw) -> grain.IterDataset:
+  """Batches {x [B,T,H,W,1], y [B,L], y_mask [B,L], direction [B]} of this host's shard."""
+  ds = grain.MapDataset.source(CellsSource(num_records, seed, **example_kw))[shard_index::shard_count]
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs).map(lambda ex: encode(ex, max_text_len, tokenizer))
+  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()

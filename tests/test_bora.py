@@ -1,0 +1,80 @@
+"""Bora task: synthetic cell videos, the motion classifier, the paper config, training and CFG sampling."""
+import importlib.util
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from medjax.data.synthetic import cells
+from medjax.tasks import get_task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], os.path.join(ROOT, path))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def _config(variant="tiny"):
+  return _load("configs/bora.py").get_config(variant)
+
+
+def test_cells_videos_match_their_captions():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    ex = cells.make_example(rng)
+    assert ex["video"].shape == (8, 16, 16, 1) and -1 <= ex["video"].min() and ex["video"].max() <= 1
+    spec = cells.parse_caption(ex["caption"])
+    assert (spec["count"], cells.DIRECTIONS.index(spec["direction"]), cells.SPEEDS.index(spec["speed"])) == (
+        ex["count"], ex["direction"], ex["speed"])
+  # The cross-correlation peak of a one-cell fast video sits at its captioned displacement.
+  ex = next(e for e in (cells.make_example(np.random.default_rng(s)) for s in range(100))
+            if e["count"] == 1 and e["speed"] == 1)
+  from medjax.tasks.bora import motion_features
+  shift = np.unravel_index(np.argmax(motion_features(ex["video"][None])[0]), (16, 16))
+  dy, dx = [(s + 8) % 16 - 8 for s in shift]
+  assert {(-1, 0): 0, (1, 0): 1, (0, -1): 2, (0, 1): 3}[(int(np.sign(dy)), int(np.sign(dx)))] == ex["direction"]
+  ids, mask = cells.tokenize("3 cells moving up slow", 8)
+  assert mask.sum() == 5 and cells.WORDS[ids[3]] == "up"
+  with pytest.raises(ValueError, match="prompt"):
+    cells.parse_caption("some cells moving")
+  with pytest.raises(ValueError, match="max_len"):
+    cells.tokenize("3 cells moving up slow", 4)
+
+
+def test_direction_classifier_reads_real_videos():
+  from medjax.tasks.bora import DirectionClassifier
+  clf = DirectionClassifier(dict(frames=8, size=16), num_train=512, steps=150)
+  assert clf.heldout_accuracy > 0.95
+
+
+def test_config_rejects_unknown_and_bad_values():
+  c = _config()
+  with pytest.raises(AttributeError):
+    c.data.nonexistent = 1
+  c = _config().unlock()
+  c.data.latent = "wavelets"
+  with pytest.raises(ValueError, match="data.latent"):
+    get_task(c)
+
+
+@pytest.mark.slow
+def test_paper_config_builds_and_traces():
+  c = _config("paper")
+  task = get_task(c)
+  model = task.build_model()
+  batch = task.dummy_batch(1)
+  assert batch["x"].shape == (1, 40, 32, 32, 4) and batch["y"].shape == (1, 120, 4096)
+  params = jax.eval_shape(lambda: nn.unbox(task.init_params(model, jax.random.PRNGKey(0), batch)))
+  loss, metrics = jax.eval_shape(lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1)), params)
+  assert loss.shape == () and set(metrics) == {"mse", "vb"}
+  assert task.count_tokens(batch) == 10_240
+  with pytest.raises(ValueError, match="precomputed"):
+    task.train_data(batch_size=1, seed=0, shard_index=0, shard_count=1)
