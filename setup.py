@@ -27,6 +27,6 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-                 "transformers>=4.57", "torch==2.13.0"],
+                 "transformers>=5.0", "torch==2.13.0"],
     },
 )
