@@ -18,24 +18,29 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "medjax training workdir or Hugging Face model directory.")
-flags.DEFINE_string("config", None, "Config file:variant for a medjax workdir (default: the saved config).")
-flags.DEFINE_string("dataset", "synthetic_triage", "synthetic_triage | medqa | medmcqa | pubmedqa.")
-flags.DEFINE_string("dataset_config", None, "TFDS builder config, e.g. us_4_options for MedQA.")
-flags.DEFINE_string("manual_dir", None, "Directory with the raw dataset files (real datasets).")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir (default ~/tensorflow_datasets).")
-flags.DEFINE_string("split", "test", "Split to evaluate.")
-flags.DEFINE_list("strategy", ["greedy", "cot", "sc", "er"], "Comma-separated strategies.")
-flags.DEFINE_integer("num_questions", 0, "Evaluate the first N questions (0: all).")
-flags.DEFINE_integer("shots", 3, "Few-shot exemplars from the train split (real datasets; kNN for medprompt).")
-flags.DEFINE_integer("num_samples", 11, "SC samples / ER stage-1 generations.")
-flags.DEFINE_integer("num_refinements", 33, "ER stage-2 generations.")
-flags.DEFINE_integer("num_shuffles", 5, "Medprompt choice-shuffle repeats.")
-flags.DEFINE_float("temperature", 0.7, "Sampling temperature for SC and ER.")
-flags.DEFINE_integer("max_new_tokens", 0, "Tokens to generate (0: the config's data.max_new_tokens, or 256).")
-flags.DEFINE_integer("max_rows", 256, "Most sequences decoded at once.")
-flags.DEFINE_string("output", None, "JSONL path for per-question records (default CHECKPOINT/mcq_<dataset>.jsonl).")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+def define_flags():
+  """The command-line flags (defined only when run as a script, so other scripts can import this one)."""
+  flags.DEFINE_string("checkpoint", None, "medjax training workdir or Hugging Face model directory.")
+  flags.DEFINE_string("config", None, "Config file:variant for a medjax workdir (default: the saved config).")
+  flags.DEFINE_string("dataset", "synthetic_triage", "synthetic_triage | medqa | medmcqa | pubmedqa.")
+  flags.DEFINE_string("dataset_config", None, "TFDS builder config, e.g. us_4_options for MedQA.")
+  flags.DEFINE_string("manual_dir", None, "Directory with the raw dataset files (real datasets).")
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir (default ~/tensorflow_datasets).")
+  flags.DEFINE_string("split", "test", "Split to evaluate.")
+  flags.DEFINE_list("strategy", ["greedy", "cot", "sc", "er"], "Comma-separated strategies.")
+  flags.DEFINE_integer("num_questions", 0, "Evaluate the first N questions (0: all).")
+  flags.DEFINE_integer("shots", 3, "Few-shot exemplars from the train split (real datasets; kNN for medprompt).")
+  flags.DEFINE_integer("num_samples", 11, "SC samples / ER stage-1 generations.")
+  flags.DEFINE_integer("num_refinements", 33, "ER stage-2 generations.")
+  flags.DEFINE_integer("num_shuffles", 5, "Medprompt choice-shuffle repeats.")
+  flags.DEFINE_float("temperature", 0.7, "Sampling temperature for SC and ER.")
+  flags.DEFINE_integer("max_new_tokens", 0, "Tokens to generate (0: the config's data.max_new_tokens, or 256).")
+  flags.DEFINE_integer("max_rows", 256, "Most sequences decoded at once.")
+  flags.DEFINE_string("output", None, "JSONL path for per-question records (default CHECKPOINT/mcq_<dataset>.jsonl).")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_DATASETS = {"medqa": "MedQA", "medmcqa": "MedMCQA", "pubmedqa": "PubMedQA"}
@@ -178,5 +183,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["checkpoint"])
   app.run(main)

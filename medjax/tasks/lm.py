@@ -23,16 +23,23 @@ def lm_config_from(model_cfg) -> LMConfig:
 
 
 def wrong_explanation(ex: dict, rng: np.random.Generator) -> str:
-  """A plausible wrong CoT + answer for a triage example: one vital sign misjudged, then followed through."""
+  """A plausible wrong CoT + answer for a triage example, with the error kinds a weak model makes:
+  a misjudged vital sign, a miscount, or the wrong letter for the right level (then followed through)."""
   words = ex["cot"].split(";")[0].split()
   judged = list(zip(words[::2], words[1::2]))
-  i = int(rng.integers(len(judged)))
-  name, label = judged[i]
-  judged[i] = (name, "ok" if label != "ok" else ("lo", "hi")[int(rng.integers(2))])
+  kind = int(rng.integers(3))
+  if kind == 0:
+    i = int(rng.integers(len(judged)))
+    name, label = judged[i]
+    judged[i] = (name, "ok" if label != "ok" else ("lo", "hi")[int(rng.integers(2))])
   num = sum(label != "ok" for _, label in judged)
+  if kind == 1:
+    num = num + 1 if num == 0 or (num < len(judged) and rng.random() < 0.5) else num - 1
   answer = triage.LEVELS[min(num, len(triage.LEVELS) - 1)]
-  letter = triage.LETTERS[ex["options"].index(answer)]
-  return f"{' '.join(f'{n} {l}' for n, l in judged)}; {num} abnormal: {answer}. Answer: {letter}"
+  index = ex["options"].index(answer)
+  if kind == 2:
+    index = (index + int(rng.integers(1, len(ex["options"])))) % len(ex["options"])
+  return f"{' '.join(f'{n} {l}' for n, l in judged)}; {num} abnormal: {answer}. Answer: {triage.LETTERS[index]}"
 
 
 def refinement_example(ex: dict, rng: np.random.Generator, max_candidates: int) -> tuple[str, str]:
