@@ -4,6 +4,10 @@ import importlib
 TASKS = {
     "lm": "medjax.tasks.lm:LMTask",
     "bora": "medjax.tasks.bora:BoraTask",
+    "medgemini_vqa": "medjax.tasks.medgemini:MedGeminiVQATask",
+    "siglip": "medjax.tasks.medgemini:SigLIPTask",
+    "opentslm": "medjax.tasks.opentslm:OpenTSLMTask",
+    "anatomy_vlm": "medjax.tasks.anatomy_vlm:AnatomyVLMTask",
 }
 
 

@@ -1,0 +1,197 @@
+"""OpenTSLM task: text + time series -> rationale and answer; loss on answer tokens (+EOS) only.
+
+Host side (numpy), this module turns (prompt with `<ts>` placeholders, series, target) into fixed
+shape arrays, checking the data at this boundary (NaN, too long, placeholder/series mismatch).
+Evaluation generates greedily, parses the text after the last "Answer:" and reports accuracy and
+macro-F1 (a prediction outside the label set counts as a false negative only).
+"""
+import dataclasses
+
+import grain
+import jax
+import numpy as np
+
+from medjax.data.synthetic import har
+from medjax.data.tokenizers import load_tokenizer
+from medjax.inference import generate, pad_prompts
+from medjax.models import opentslm
+from medjax.models.llm import LMConfig
+from medjax.objectives import masked_cross_entropy
+from medjax.train.task import Task
+
+DATASETS = {"synthetic_har": har}
+
+
+def tslm_config_from(model_cfg) -> opentslm.TSLMConfig:
+  """TSLMConfig from the config's `model` section (`model.lm` holds the LMConfig fields)."""
+  fields = model_cfg.to_dict()
+  lm = {k: v for k, v in fields.pop("lm").items() if k != "preset"}
+  return opentslm.TSLMConfig(lm=LMConfig(**lm), **fields)
+
+
+def encode_prompt(prompt: str, series, tokenizer, *, ts_token_id: int, num_series: int, series_len: int,
+                  max_samples: int, patch: int | None = None):
+  """-> (ids, series [num_series, series_len], series_mask, series_pos [num_series]).
+
+  Each `<ts>` placeholder becomes one ts token (Flamingo, patch=None) or one per `patch` samples of
+  its series (SoftPrompt); series_pos is the index of a series' first ts token in `ids` (-1: none).
+  """
+  pieces = prompt.split(har.TS)
+  if len(pieces) - 1 != len(series):
+    raise ValueError(f"prompt: expected one {har.TS} placeholder per series ({len(series)}), got "
+                     f"{len(pieces) - 1}")
+  if len(series) > num_series:
+    raise ValueError(f"series: expected at most {num_series} series per example, got {len(series)}")
+  arr = np.zeros((num_series, series_len), np.float32)
+  mask = np.zeros((num_series, series_len), np.int32)
+  pos = np.full((num_series,), -1, np.int32)
+  ids = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+  ids += tokenizer.encode(pieces[0])
+  for i, (s, piece) in enumerate(zip(series, pieces[1:])):
+    s = np.asarray(s, np.float32)
+    if s.ndim != 1 or not 0 < len(s) <= min(series_len, max_samples):
+      raise ValueError(f"series[{i}]: expected a 1-D series of 1..{min(series_len, max_samples)} samples, "
+                       f"got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+      raise ValueError(f"series[{i}]: expected finite values, got {int(np.sum(~np.isfinite(s)))} NaN/inf")
+    arr[i, :len(s)], mask[i, :len(s)], pos[i] = s, 1, len(ids)
+    ids += [ts_token_id] * (1 if patch is None else -(-len(s) // patch)) + tokenizer.encode(piece)
+  return ids, arr, mask, pos
+
+
+def encode_example(prompt: str, series, target: str, tokenizer, *, seq_len: int, **kw) -> dict:
+  """Next-token arrays for prompt + target + eos (loss on target and eos), plus the series arrays."""
+  prompt_ids, arr, mask, pos = encode_prompt(prompt, series, tokenizer, **kw)
+  ids = prompt_ids + tokenizer.encode(target) + [tokenizer.eos_id]
+  n = len(ids) - 1
+  if n > seq_len:
+    raise ValueError(f"data.seq_len: example needs {n} tokens, got seq_len={seq_len}")
+  tokens = np.full(seq_len, tokenizer.pad_id, np.int32)
+  targets = np.full(seq_len, tokenizer.pad_id, np.int32)
+  tokens[:n], targets[:n] = ids[:-1], ids[1:]
+  loss_mask = np.zeros(seq_len, np.float32)
+  loss_mask[len(prompt_ids) - 1:n] = 1.0
+  input_mask = (np.arange(seq_len) < n).astype(np.int32)
+  return {"tokens": tokens, "targets": targets, "loss_mask": loss_mask, "input_mask": input_mask,
+          "series": arr, "series_mask": mask, "series_pos": pos}
+
+
+def parse_answer(text: str) -> str:
+  """Text after the last "Answer:", lowercased, without trailing period / EOS markers."""
+  if "Answer:" not in text:
+    return ""
+  ans = text.rsplit("Answer:", 1)[1].split("\n")[0]
+  for eos in ("<|end_of_text|>", "<|eot_id|>", "<eos>", "</s>"):
+    ans = ans.replace(eos, "")
+  return ans.strip().rstrip(".").strip().lower()
+
+
+def classification_metrics(preds, labels, label_set) -> dict:
+  """Accuracy and macro-F1 over `label_set`; out-of-set predictions are false negatives only."""
+  preds, labels = np.asarray(preds, object), np.asarray(labels, object)
+  f1s = []
+  for c in label_set:
+    tp = np.sum((preds == c) & (labels == c))
+    fp = np.sum((preds == c) & (labels != c))
+    fn = np.sum((preds != c) & (labels == c))
+    f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+  return {"accuracy": float(np.mean(preds == labels)), "macro_f1": float(np.mean(f1s))}
+
+
+class OpenTSLMTask(Task):
+  """Trains an OpenTSLM model (Flamingo or SoftPrompt) on series + text -> rationale + answer."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    d = config.data
+    if d.name not in DATASETS:
+      raise ValueError(f"data.name: expected one of {sorted(DATASETS)}, got {d.name!r}")
+    self.source = DATASETS[d.name]
+    self.tokenizer = load_tokenizer(d.tokenizer)
+    self.cfg = tslm_config_from(config.model)
+
+  def _encode_kw(self):
+    d, cfg = self.config.data, self.cfg
+    return dict(ts_token_id=cfg.ts_token_id, num_series=d.num_series, series_len=d.series_len,
+                max_samples=cfg.max_samples, patch=cfg.patch if cfg.variant == "softprompt" else None)
+
+  def build_model(self):
+    if self.cfg.lm.vocab_size < self.tokenizer.vocab_size:
+      raise ValueError(f"model.lm.vocab_size: {self.cfg.lm.vocab_size} is smaller than the tokenizer's "
+                       f"{self.tokenizer.vocab_size}")
+    return opentslm.build(self.cfg)
+
+  def dummy_batch(self, batch_size):
+    d = self.config.data
+    z = np.zeros((batch_size, d.seq_len), np.int32)
+    s = np.zeros((batch_size, d.num_series, d.series_len), np.float32)
+    return {"tokens": z, "targets": z, "loss_mask": z.astype(np.float32), "input_mask": z, "series": s,
+            "series_mask": s.astype(np.int32), "series_pos": np.zeros((batch_size, d.num_series), np.int32)}
+
+  def model_inputs(self, batch):
+    return {k: batch[k] for k in ("tokens", "series", "series_mask", "series_pos", "input_mask")}
+
+  def init_params(self, model, rng, batch):
+    return model.init(rng, **self.model_inputs(batch))["params"]
+
+  def _forward(self, model, params, batch):
+    inputs = self.model_inputs(batch)
+    logits, _ = model.apply({"params": params}, inputs.pop("tokens"), **inputs)
+    return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+
+  def loss(self, model, params, batch, rng):
+    loss, acc, _ = self._forward(model, params, batch)
+    return loss, {"token_accuracy": acc}
+
+  def eval_metrics(self, model, params, batch):
+    loss, acc, n = self._forward(model, params, batch)
+    return {"loss": (loss * n, n), "token_accuracy": (acc * n, n)}
+
+  def _encode(self, index, seed):
+    prompt, series, target = self.source.format_example(self.source.example(seed, int(index)))
+    return encode_example(prompt, series, target, self.tokenizer, seq_len=self.config.data.seq_len,
+                          **self._encode_kw())
+
+  def _dataset(self, seed, size, *, batch_size, shuffle, num_epochs, shard_index, shard_count):
+    ds = grain.MapDataset.range(size)[shard_index::shard_count]
+    if shuffle:
+      ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs).map(lambda i: self._encode(i, seed))
+    return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
+
+  def train_data(self, *, batch_size, seed, shard_index, shard_count):
+    return self._dataset(seed, self.config.data.train_examples, batch_size=batch_size, shuffle=True,
+                         num_epochs=None, shard_index=shard_index, shard_count=shard_count)
+
+  def eval_data(self, *, batch_size, shard_index, shard_count):
+    return self._dataset(self.config.data.eval_seed, self.config.data.eval_examples, batch_size=batch_size,
+                         shuffle=False, num_epochs=1, shard_index=shard_index, shard_count=shard_count)
+
+  def count_tokens(self, batch):
+    return int(np.sum(batch["input_mask"]))
+
+  def generate(self, model, params, prompts, series, max_new_tokens: int) -> list[str]:
+    """Greedy completions of (prompt, list of series) pairs."""
+    enc = [encode_prompt(p, s, self.tokenizer, **self._encode_kw()) for p, s in zip(prompts, series)]
+    tokens, lens = pad_prompts([e[0] for e in enc], self.tokenizer.pad_id)
+    inputs = {k: np.stack([e[i] for e in enc]) for i, k in ((1, "series"), (2, "series_mask"), (3, "series_pos"))}
+    out, n = generate(opentslm.SeriesConditioned(model), {"model": params, "inputs": inputs}, tokens, lens,
+                      jax.random.PRNGKey(0), max_new_tokens=max_new_tokens, eos_id=self.tokenizer.eos_id,
+                      pad_id=self.tokenizer.pad_id)
+    out, n = np.asarray(out), np.asarray(n)
+    return [self.tokenizer.decode(row[:k].tolist()) for row, k in zip(out, n)]
+
+  def evaluate(self, model, params, mesh):
+    """Held-out generation: accuracy and macro-F1 of the parsed answers (chance = 1 / #labels)."""
+    d = self.config.data
+    if not d.eval_questions:
+      return {}
+    examples = [self.source.example(d.eval_seed, i) for i in range(d.eval_questions)]
+    formatted = [self.source.format_example(ex) for ex in examples]
+    texts = []
+    for i in range(0, len(formatted), d.eval_gen_batch):
+      chunk = formatted[i:i + d.eval_gen_batch]
+      texts += self.generate(model, params, [f[0] for f in chunk], [f[1] for f in chunk], d.max_new_tokens)
+    m = classification_metrics([parse_answer(t) for t in texts], [ex["label"] for ex in examples],
+                               self.source.LABELS)
+    return {**m, "chance": 1.0 / len(self.source.LABELS)}
