@@ -19,11 +19,13 @@ class TrainState:
   ema_params: Any = None
 
 
-def create_train_state(task, model, make_tx, rng, batch, mesh, rules, ema: bool = False):
+def create_train_state(task, model, make_tx, rng, batch, mesh, rules, ema: bool = False,
+                       abstract_only: bool = False):
   """Builds the state already sharded: eval_shape -> logical specs -> jit(init, out_shardings).
 
   `make_tx(abstract_params)` returns the optax transformation (it may need the param tree for masks).
-  Returns (state, state_shardings, tx).
+  With `abstract_only` the state is ShapeDtypeStructs carrying their shardings and nothing is
+  allocated (AOT compilation for devices that are not attached). Returns (state, state_shardings, tx).
   """
   init_rng, state_rng = jax.random.split(rng)
   boxed = jax.eval_shape(lambda r: task.init_params(model, r, batch), init_rng)
@@ -42,5 +44,9 @@ def create_train_state(task, model, make_tx, rng, batch, mesh, rules, ema: bool 
                       rng=state_rng, ema_params=params if ema else None)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state = jax.jit(init, out_shardings=shardings)(init_rng)
+    if abstract_only:
+      state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                           jax.eval_shape(init, init_rng), shardings)
+    else:
+      state = jax.jit(init, out_shardings=shardings)(init_rng)
   return state, shardings, tx

@@ -1,0 +1,182 @@
+"""Ahead-of-time compilation of the real sharded train step for a TPU slice, without TPUs.
+
+libtpu (PyPI) describes a slice, e.g. `v5p:4x4x4`, as compile-only devices; the config's mesh is laid
+over them, the train state is built abstractly (shapes + shardings, nothing allocated) and
+`jit(step).lower(...).compile()` yields the per-chip memory and FLOPs of the partitioned program.
+Slice names follow Cloud TPU: v4-N / v5p-N count TensorCores (2 per chip), v5e-N / v6e-N count chips.
+"""
+import dataclasses
+import math
+import os
+import re
+
+import flax.linen as nn
+import jax
+
+from medjax.train import metrics as metrics_lib
+from medjax.train.task import Task
+
+GiB = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  hbm_gib: float
+  dims: int            # 3-D torus (v4, v5p) or 2-D (v5e, v6e)
+  cores_per_chip: int  # TensorCores counted in the slice name
+  chip_config: str     # libtpu chip config: megacore chips are one JAX device
+
+
+CHIPS = {
+    "v4": Chip(32, 3, 2, "megacore"),
+    "v5p": Chip(95, 3, 2, "megacore"),
+    "v5e": Chip(16, 2, 1, "default"),
+    "v6e": Chip(32, 2, 1, "default"),
+}
+_ACCELERATOR_TYPE = {"v4": "v4", "v5p": "v5p", "v5e": "v5litepod", "v6e": "v6e"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+  """A TPU slice: generation, its name (e.g. v5p-128), chips and their physical bounds."""
+  generation: str
+  name: str
+  chips: int
+  bounds: tuple[int, ...]
+
+  @property
+  def chip(self) -> Chip:
+    return CHIPS[self.generation]
+
+  @property
+  def peak_flops(self) -> float:
+    return metrics_lib.PEAK_FLOPS[self.generation]
+
+  @property
+  def libtpu_name(self) -> str:
+    return f"{self.generation}:{'x'.join(map(str, self.bounds))}"
+
+
+def _bounds(chips: int, dims: int) -> tuple[int, ...]:
+  """Most cubic power-of-two torus for `chips` (64 -> 4x4x4, 4 -> 2x2x1; 2-D: 8 -> 2x4, 256 -> 16x16)."""
+  sizes = [1] * dims
+  for i in range(int(math.log2(chips))):
+    sizes[(dims - 1 - i) % dims] *= 2
+  return tuple(sorted(sizes, key=lambda s: (s == 1, s)))  # unit axes last: 2x2x1, not 1x2x2
+
+
+def parse_topology(name: str) -> Topology:
+  """'v5p-128' -> Topology(v5p, 64 chips, 4x4x4); accepts v4-, v5p-, v5e- (or v5litepod-) and v6e- names."""
+  m = re.fullmatch(r"(v4|v5p|v5e|v5litepod|v6e)-(\d+)", name.strip().lower())
+  if not m:
+    raise ValueError(f"topology: expected <generation>-<count> with generation in {sorted(CHIPS)} "
+                     f"(e.g. v5p-128, v5e-256), got {name!r}")
+  gen = "v5e" if m.group(1) == "v5litepod" else m.group(1)
+  count, chip = int(m.group(2)), CHIPS[gen]
+  chips = count // chip.cores_per_chip
+  if count % chip.cores_per_chip or chips < 1 or chips & (chips - 1):
+    raise ValueError(f"topology: {name!r} must count a power of two of chips ({chip.cores_per_chip} "
+                     f"TensorCore(s) per {gen} chip), got {count}")
+  return Topology(gen, name, chips, _bounds(chips, chip.dims))
+
+
+def topology_devices(topology: Topology) -> list:
+  """Compile-only JAX devices of the slice (needs libtpu; no TPU has to be attached)."""
+  from jax.experimental import topologies
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile-only: no chip to guard
+  os.environ["TPU_ACCELERATOR_TYPE"] = (f"{_ACCELERATOR_TYPE[topology.generation]}-"
+                                        f"{topology.chips * topology.chip.cores_per_chip}")
+  try:
+    desc = topologies.get_topology_desc(topology.libtpu_name, "tpu", chip_config_name=topology.chip.chip_config)
+  except Exception as e:  # noqa: BLE001 - libtpu missing or refusing the slice; say which
+    raise RuntimeError(f"Cannot describe TPU topology {topology.libtpu_name} ({topology.name}): "
+                       f"{type(e).__name__}: {e}. Is libtpu installed (pip install libtpu)?") from e
+  if len(desc.devices) != topology.chips:
+    raise RuntimeError(f"libtpu gave {len(desc.devices)} devices for {topology.libtpu_name}, "
+                       f"expected {topology.chips}")
+  return desc.devices
+
+
+def compile_train_step(config, devices):
+  """Lowers and compiles the training loop's own train step over `devices` -> (compiled, state, mesh, task, model)."""
+  from medjax.train import loop
+  mesh, rules, task, model = loop.setup(config, devices=devices)
+  loop.check_batch_size(config.train.batch_size, mesh, config.train.grad_accum)
+  # Outside set_mesh: the rng is made eagerly on the host (compile-only devices cannot run anything).
+  state, _, jitted, _ = loop.build_step(config, mesh, rules, task, model, abstract_only=True)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    batch = loop.abstract_batch(task, config.train.batch_size, mesh)
+    compiled = jitted.lower(state, batch).compile()
+  return compiled, state, mesh, task, model
+
+
+def model_flops(model, params: int, batch_size: int, seq_len: int) -> float | None:
+  """MaxText-style training FLOPs of a decoder: 6 * params * tokens + causal attention (None otherwise).
+
+  Attention: 12 * H * D * S * (keys per query) per layer and sequence, S / 2 keys for global causal layers,
+  min(window, S / 2) for sliding-window ones. Unlike XLA's count it sees every scanned layer, and it
+  excludes rematerialisation (the MFU convention).
+  """
+  cfg = getattr(model, "cfg", None)
+  if not hasattr(cfg, "layer_is_local"):
+    return None
+  local = int(cfg.layer_is_local().sum())
+  keys = (cfg.num_layers - local) * seq_len / 2 + local * min(cfg.sliding_window or seq_len, seq_len / 2)
+  attention = 12 * cfg.num_heads * cfg.head_dim * seq_len * keys
+  return batch_size * (6 * params * seq_len + attention)
+
+
+def analyze(config, topology_name: str) -> dict:
+  """Compiles `config`'s train step for the slice; per-chip memory, FLOPs and the peak-FLOP/s bounds."""
+  topo = parse_topology(topology_name)
+  try:
+    compiled, state, mesh, task, model = compile_train_step(config, topology_devices(topo))
+  except jax.errors.JaxRuntimeError as e:  # XLA:TPU refuses programs that exceed HBM
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    need = re.search(r"\(([\d.]+)G\) exceeds", str(e))
+    return {"topology": topo.name, "libtpu_topology": topo.libtpu_name, "chips": topo.chips,
+            "mesh": dict(config.parallel.mesh), "rules": config.parallel.rules, "hbm_gib": topo.chip.hbm_gib,
+            "fits": False, "total_gib": None, "temp_gib": float(need.group(1)) if need else None,
+            "compiler_error": str(e).splitlines()[0]}
+  cost = metrics_lib.compiled_cost(compiled)
+  params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
+  b = config.train.batch_size
+  tokens = Task.count_tokens(task, task.dummy_batch(b))  # all positions, padding too
+  analytic = model_flops(model, params, b, tokens // b)
+  step_s = (analytic / topo.chips if analytic else cost["flops"]) / topo.peak_flops
+  hbm = topo.chip.hbm_gib * GiB
+  used = cost["argument_bytes"] + cost["temp_bytes"] + cost["output_bytes"] - cost["alias_bytes"]
+  return {
+      "topology": topo.name, "libtpu_topology": topo.libtpu_name, "chips": topo.chips,
+      "mesh": {k: v for k, v in mesh.shape.items()}, "rules": config.parallel.rules,
+      "params": params, "batch_size": config.train.batch_size, "tokens_per_step": tokens,
+      "argument_gib": cost["argument_bytes"] / GiB, "temp_gib": cost["temp_bytes"] / GiB,
+      "output_gib": cost["output_bytes"] / GiB, "alias_gib": cost["alias_bytes"] / GiB,
+      "total_gib": used / GiB, "hbm_gib": topo.chip.hbm_gib, "fits": used <= hbm,
+      "xla_tflops_per_chip": cost["flops"] / 1e12,
+      "model_tflops_total": analytic / 1e12 if analytic else None,
+      "peak_tflops_per_chip": topo.peak_flops / 1e12,
+      "min_step_s": step_s, "max_tokens_per_s": tokens / step_s if step_s else float("inf"),
+  }
+
+
+def format_report(r: dict) -> str:
+  mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
+  if "compiler_error" in r:
+    return (f"{r['topology']} ({r['libtpu_topology']}, {r['chips']} chips), mesh {mesh}, rules {r['rules']}: "
+            f"DOES NOT FIT in {r['hbm_gib']} GiB per chip\n  XLA: {r['compiler_error']}")
+  return "\n".join([
+      f"{r['topology']} ({r['libtpu_topology']}, {r['chips']} chips), mesh {mesh}, rules {r['rules']}",
+      f"  {r['params'] / 1e6:,.1f}M params, batch {r['batch_size']} ({r['tokens_per_step']} tokens/step)",
+      f"  HBM per chip: arguments {r['argument_gib']:.3f} GiB + temporaries {r['temp_gib']:.3f} GiB "
+      f"+ outputs {r['output_gib']:.3f} GiB - aliased {r['alias_gib']:.3f} GiB = {r['total_gib']:.3f} GiB "
+      f"of {r['hbm_gib']} GiB ({100 * r['total_gib'] / r['hbm_gib']:.0f}%): {'fits' if r['fits'] else 'DOES NOT FIT'}",
+      f"  FLOPs per step: XLA {r['xla_tflops_per_chip']:.4g} TFLOP per chip, "
+      f"{r['xla_tflops_per_chip'] * r['chips']:.4g} total (a while loop, e.g. scanned layers, counts once)",
+      *([f"  model FLOPs per step (6*N*T + attention): {r['model_tflops_total'] / r['chips']:.4g} TFLOP per chip, "
+         f"{r['model_tflops_total']:.4g} total"] if r["model_tflops_total"] else []),
+      f"  at peak {r['peak_tflops_per_chip']:.0f} TFLOP/s per chip: step >= {r['min_step_s'] * 1e3:.4g} ms, "
+      f"<= {r['max_tokens_per_s']:,.0f} tokens/s",
+  ])
