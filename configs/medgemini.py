@@ -1,0 +1,78 @@
+"""Med-Gemini-style multimodal models on the embedded phantom radiographs / CT volumes.
+
+python experiments/train.py --config=configs/medgemini.py:tiny --workdir=DIR
+Variants: tiny (2D radiograph VQA), tiny3d (scout image + CT volume VQA), tiny_report (2D report
+generation), tiny_siglip (SigLIP image/report pretraining), paper (SigLIP So400m/14 vision tower +
+Gemma-3-1B decoder; builds and compiles, bring weights with the importers).
+"""
+import dataclasses
+
+import ml_collections
+
+from medjax import config_lib
+from medjax.models.llm import PRESETS as LM_PRESETS
+from medjax.models.vit import PRESETS as VIT_PRESETS
+
+VARIANTS = ("tiny", "tiny3d", "tiny_report", "tiny_siglip", "paper")
+IMAGE_TOKEN, VOLUME_TOKEN = 259, 260  # the first ids after the byte tokenizer's 259
+
+
+def _vit(preset, **overrides):
+  return dict(dataclasses.asdict(dataclasses.replace(VIT_PRESETS[preset], **overrides)), preset=preset)
+
+
+def _lm(preset, **overrides):
+  d = dataclasses.asdict(dataclasses.replace(LM_PRESETS[preset], **overrides))
+  if d["rope_scaling"] is not None:
+    d["rope_scaling"] = dict(d["rope_scaling"])
+  return dict(d, preset=preset)
+
+
+def get_config(arg=None):
+  variant = config_lib.parse_variant(arg, VARIANTS)
+  c = config_lib.base_config()
+  c.data = ml_collections.ConfigDict(dict(
+      name="phantoms", modality="3d" if variant == "tiny3d" else "2d", mode="report" if variant == "tiny_report"
+      else "vqa", tokenizer="byte", seq_len=48, train_size=50_000, eval_size=512, seed=0))
+  c.train.update(steps=300, batch_size=32, log_every=50, eval_every=150, eval_batch_size=64, eval_batches=8,
+                 checkpoint_every=0)
+  c.optim.update(lr=2e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
+
+  if variant == "tiny_siglip":
+    c.task = "siglip"
+    c.model = ml_collections.ConfigDict(dict(
+        vision=_vit("tiny", pool="map"), text=dict(vocab_size=264, max_len=80, width=64, depth=2, heads=4,
+                                                   mlp_dim=128, pool="mean"),
+        embed_dim=64, loss="sigmoid"))
+    c.data.seq_len = 80
+    c.train.update(steps=300, batch_size=64, eval_batch_size=64, eval_batches=4)
+    c.optim.update(lr=1e-3, weight_decay=1e-4)
+    return config_lib.finalize(c)
+
+  c.task = "medgemini_vqa"
+  image = _vit("tiny", pool="none", token_pool=2)  # 32 px / patch 4 -> 8x8 grid -> 16 tokens
+  volume = _vit("tiny3d", pool="none", token_pool=2, token_pool_time=2)  # 8x32x32 -> 4x8x8 -> 32 tokens
+  lm = _lm("tiny")
+  media, max_items = ("image",), dict(image=1, volume=1)
+  if variant == "tiny3d":
+    media = ("image", "volume")
+    c.data.seq_len = 64
+    c.train.update(steps=400)
+  if variant == "tiny_report":
+    c.data.seq_len = 80
+    c.train.update(steps=400)
+  if variant == "paper":
+    image = _vit("so400m-14", pool="none", remat=True, dtype="bfloat16")
+    volume = _vit("so400m-14", pool="none", patch_embed="3d", frames=32, tubelet=8, token_pool=2, remat=True,
+                  dtype="bfloat16")  # 32 slices / 8 -> 4 x 16 x 16 grid, pooled to 4 x 8 x 8 = 256 tokens
+    lm = _lm("gemma-3-1b", dtype="bfloat16", remat_policy="full")
+    media, max_items = ("image", "volume"), dict(image=4, volume=1)
+    c.data.update(tokenizer="", seq_len=256)  # a Gemma tokenizer directory
+    c.train.update(batch_size=256, steps=10_000)
+    c.optim.update(lr=1e-4)
+    c.parallel.mesh.update(data=1, fsdp=-1)
+  c.model = ml_collections.ConfigDict(dict(
+      lm=lm, image=image, volume=volume, media=media, max_items=max_items, projector="linear",
+      image_token=IMAGE_TOKEN if variant != "paper" else 255_999,   # Gemma-3's <start_of_image> id
+      volume_token=VOLUME_TOKEN if variant != "paper" else 256_000))
+  return config_lib.finalize(c)

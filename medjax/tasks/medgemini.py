@@ -1,0 +1,244 @@
+"""Med-Gemini-style tasks on the embedded phantoms: interleaved VQA / report generation and SigLIP.
+
+"medgemini_vqa": MultimodalLM (ViT encoders + projector + DecoderLM, prefix-LM) fine-tuned end to
+end; loss on answer tokens (+ EOS). Eval: teacher-forced exact match of the whole answer, which is
+exactly greedy-decoding accuracy (greedy reproduces the answer iff every answer token, EOS
+included, is the argmax given the answer so far), split into closed (yes/no) and open questions;
+the host-side `evaluate` adds the majority-answer-per-question baseline.
+"siglip": TwoTower image / report-text contrastive pretraining; eval: retrieval recall@K.
+"""
+import collections
+import dataclasses
+import re
+
+import grain
+import jax.numpy as jnp
+import numpy as np
+
+from medjax.data import pipeline
+from medjax.data.synthetic import phantoms
+from medjax.data.tokenizers import load_tokenizer
+from medjax.models.llm import LMConfig
+from medjax.models.multimodal import MediaSpec, MultimodalConfig, MultimodalLM, check_media_counts
+from medjax.models.text_tower import TextConfig, TwoTower
+from medjax.models.vit import ViTConfig
+from medjax.objectives import masked_cross_entropy
+from medjax.objectives.contrastive import retrieval_recall, sigmoid_loss, softmax_loss
+from medjax.train.task import Task
+
+DATASETS = {"phantoms"}
+PLACEHOLDERS = {"image": "<image>", "volume": "<volume>"}
+
+
+def _fields(cls, section, **extra):
+  d = {k: v for k, v in section.to_dict().items() if k != "preset"}
+  d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+  return cls(**d, **extra)
+
+
+def multimodal_config_from(model_cfg) -> MultimodalConfig:
+  """MultimodalConfig from the config's `model` section."""
+  specs = [MediaSpec(name, int(model_cfg[f"{name}_token"]), _fields(ViTConfig, model_cfg[name]),
+                     int(model_cfg.max_items[name])) for name in model_cfg.media]
+  return MultimodalConfig(_fields(LMConfig, model_cfg.lm), tuple(specs), model_cfg.projector)
+
+
+class PlaceholderTokenizer:
+  """Wraps a tokenizer so that "<image>" / "<volume>" in text encode to single placeholder ids."""
+
+  def __init__(self, tokenizer, ids: dict):
+    self._tok, self.ids = tokenizer, {PLACEHOLDERS[k]: v for k, v in ids.items()}
+    self._split = re.compile("(" + "|".join(map(re.escape, self.ids)) + ")") if self.ids else None
+    self.pad_id, self.bos_id, self.eos_id, self.vocab_size = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, \
+        tokenizer.vocab_size
+
+  def encode(self, text, add_bos=False, add_eos=False):
+    parts = self._split.split(text) if self._split else [text]
+    ids = [i for p in parts if p for i in ([self.ids[p]] if p in self.ids else self._tok.encode(p))]
+    return ([self.bos_id] if add_bos and self.bos_id is not None else []) + ids + ([self.eos_id] if add_eos else [])
+
+  def decode(self, ids):
+    return self._tok.decode([i for i in ids if i not in self.ids.values()])
+
+
+def _batch_ds(source, encode, *, batch_size, seed, shuffle, num_epochs, shard_index, shard_count):
+  ds = grain.MapDataset.source(source)[shard_index::shard_count]
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs).map(encode).batch(batch_size, drop_remainder=True)
+  return ds.to_iter_dataset()
+
+
+class MedGeminiVQATask(Task):
+  """Interleaved image / volume + text -> answer (or report) through MultimodalLM."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    d = config.data
+    if d.name not in DATASETS:
+      raise ValueError(f"data.name: expected one of {sorted(DATASETS)}, got {d.name!r}")
+    self.mm_cfg = multimodal_config_from(config.model)
+    self.tokenizer = PlaceholderTokenizer(load_tokenizer(d.tokenizer),
+                                          {m.name: m.token_id for m in self.mm_cfg.media})
+
+  def build_model(self):
+    if self.mm_cfg.lm.vocab_size < self.tokenizer.vocab_size:
+      raise ValueError(f"model.lm.vocab_size: {self.mm_cfg.lm.vocab_size} is smaller than the tokenizer's "
+                       f"{self.tokenizer.vocab_size}")
+    return MultimodalLM(self.mm_cfg)
+
+  def source(self, split, size=None):
+    d = self.config.data
+    size = size or (d.train_size if split == "train" else d.eval_size)
+    return phantoms.PhantomSource(split, size, d.modality, d.mode, seed=d.seed)
+
+  def encode(self, ex) -> dict:
+    """A phantom example -> arrays (text in text coordinates; media padded to max_items)."""
+    seq_len = self.config.data.seq_len
+    out = pipeline.encode_lm_example(ex["prompt"], ex["target"], self.tokenizer, seq_len)
+    first = int(np.argmax(out["loss_mask"] > 0))
+    out["prefix_mask"] = (np.arange(seq_len) <= first).astype(np.int32)
+    out["qtype"] = np.int32(ex["qtype"])
+    for m in self.mm_cfg.media:
+      items = ex["media"].get(m.name, [])
+      if len(items) > m.max_items:
+        raise ValueError(f"media[{m.name!r}]: {len(items)} items exceed model.max_items.{m.name}={m.max_items}")
+      arr = np.zeros((m.max_items,) + m.vit.input_shape, np.float32)
+      for i, item in enumerate(items):
+        arr[i] = item
+      out[m.name] = arr
+      out[f"{m.name}_mask"] = (np.arange(m.max_items) < len(items)).astype(np.int32)
+    check_media_counts(out["tokens"][None], {m.name: out[f"{m.name}_mask"][None] for m in self.mm_cfg.media},
+                       self.mm_cfg)
+    return out
+
+  def dummy_batch(self, batch_size):
+    return {k: np.zeros((batch_size,) + np.shape(v), np.asarray(v).dtype)
+            for k, v in self.encode(self.source("validation", 1)[0]).items()}
+
+  def model_inputs(self, batch):
+    names = [m.name for m in self.mm_cfg.media]
+    return dict(tokens=batch["tokens"], media={n: batch[n] for n in names},
+                media_mask={n: batch[f"{n}_mask"] for n in names}, input_mask=batch["input_mask"],
+                prefix_mask=batch["prefix_mask"])
+
+  def init_params(self, model, rng, batch):
+    return model.init(rng, **self.model_inputs(batch))["params"]
+
+  def _forward(self, model, params, batch):
+    logits = model.apply({"params": params}, **self.model_inputs(batch))
+    return logits
+
+  def loss(self, model, params, batch, rng):
+    logits = self._forward(model, params, batch)
+    loss, acc, _ = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    return loss, {"token_accuracy": acc}
+
+  def eval_metrics(self, model, params, batch):
+    logits = self._forward(model, params, batch)
+    loss, acc, n = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    mask = batch["loss_mask"] > 0
+    wrong = jnp.any(mask & (jnp.argmax(logits, -1) != batch["targets"]), axis=1)
+    exact = (~wrong).astype(jnp.float32)
+    out = {"loss": (loss * n, n), "token_accuracy": (acc * n, n), "answer_accuracy": (exact.sum(), exact.size)}
+    for name, kind in (("closed", phantoms.CLOSED), ("open", phantoms.OPEN)):
+      sel = (batch["qtype"] == kind).astype(jnp.float32)
+      out[f"{name}_accuracy"] = ((exact * sel).sum(), sel.sum())
+    return out
+
+  def _dataset(self, split, **kw):
+    return _batch_ds(self.source(split), lambda ex: self.encode(ex), **kw)
+
+  def train_data(self, *, batch_size, seed, shard_index, shard_count):
+    return self._dataset("train", batch_size=batch_size, seed=seed, shuffle=True, num_epochs=None,
+                         shard_index=shard_index, shard_count=shard_count)
+
+  def eval_data(self, *, batch_size, shard_index, shard_count):
+    return self._dataset("validation", batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
+                         shard_index=shard_index, shard_count=shard_count)
+
+  def count_tokens(self, batch):
+    return int(np.sum(batch["input_mask"]))
+
+  def evaluate(self, model, params, mesh):
+    """Majority-answer-per-question baseline (from the train split) on the validation split."""
+    if self.config.data.mode != "vqa":
+      return {}
+    counts = collections.defaultdict(collections.Counter)
+    train = self.source("train", min(self.config.data.train_size, 2000))
+    for i in range(len(train)):
+      ex = train[i]
+      counts[ex["prompt"]][ex["target"]] += 1
+    val = self.source("validation")
+    hits = [counts[ex["prompt"]].most_common(1)[0][0] == ex["target"] if counts[ex["prompt"]] else False
+            for ex in (val[i] for i in range(len(val)))]
+    return {"majority_baseline": float(np.mean(hits))}
+
+
+class SigLIPTask(Task):
+  """Contrastive image (or volume) / report pretraining with the sigmoid (or softmax) loss."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    d = config.data
+    if d.name not in DATASETS:
+      raise ValueError(f"data.name: expected one of {sorted(DATASETS)}, got {d.name!r}")
+    if config.model.loss not in ("sigmoid", "softmax"):
+      raise ValueError(f"model.loss: expected 'sigmoid' or 'softmax', got {config.model.loss!r}")
+    self.tokenizer = load_tokenizer(d.tokenizer)
+    self.vision = _fields(ViTConfig, config.model.vision)
+    self.text = _fields(TextConfig, config.model.text)
+    self.media = "volume" if self.vision.is_3d else "image"
+
+  def build_model(self):
+    return TwoTower(self.vision, self.text, self.config.model.embed_dim)
+
+  def source(self, split):
+    d = self.config.data
+    return phantoms.PhantomSource(split, d.train_size if split == "train" else d.eval_size, d.modality, "report",
+                                  seed=d.seed)
+
+  def encode(self, ex):
+    seq_len = self.config.data.seq_len
+    ids = self.tokenizer.encode(ex["report"])[:seq_len]
+    tokens = np.full(seq_len, self.tokenizer.pad_id, np.int32)
+    tokens[:len(ids)] = ids
+    # A stable id of the report text: identical reports are equally correct retrievals.
+    label = np.int32(int.from_bytes(ex["report"].encode()[-8:].ljust(8, b" "), "little") % (2**31 - 1))
+    return {"images": ex["media"][self.media][0], "tokens": tokens,
+            "input_mask": (np.arange(seq_len) < len(ids)).astype(np.int32), "label": label}
+
+  def dummy_batch(self, batch_size):
+    return {k: np.zeros((batch_size,) + np.shape(v), np.asarray(v).dtype)
+            for k, v in self.encode(self.source("validation")[0]).items()}
+
+  def init_params(self, model, rng, batch):
+    return model.init(rng, batch["images"], batch["tokens"], batch["input_mask"])["params"]
+
+  def _forward(self, model, params, batch):
+    out = model.apply({"params": params}, batch["images"], batch["tokens"], batch["input_mask"])
+    if self.config.model.loss == "sigmoid":
+      loss = sigmoid_loss(out["zimg"], out["ztxt"], out["t_prime"], out["bias"])
+    else:
+      loss = softmax_loss(out["zimg"], out["ztxt"], out["t_prime"])
+    return loss, out
+
+  def loss(self, model, params, batch, rng):
+    loss, out = self._forward(model, params, batch)
+    return loss, {"temperature": jnp.exp(out["t_prime"]), "bias": out["bias"]}
+
+  def eval_metrics(self, model, params, batch):
+    loss, out = self._forward(model, params, batch)
+    rec = retrieval_recall(out["zimg"], out["ztxt"], (1, 5), batch["label"])
+    return {"loss": (loss, 1.0), **{k: (v, 1.0) for k, v in rec.items()}}
+
+  def _dataset(self, split, **kw):
+    return _batch_ds(self.source(split), self.encode, **kw)
+
+  def train_data(self, *, batch_size, seed, shard_index, shard_count):
+    return self._dataset("train", batch_size=batch_size, seed=seed, shuffle=True, num_epochs=None,
+                         shard_index=shard_index, shard_count=shard_count)
+
+  def eval_data(self, *, batch_size, shard_index, shard_count):
+    return self._dataset("validation", batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
+                         shard_index=shard_index, shard_count=shard_count)

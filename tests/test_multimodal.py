@@ -1,0 +1,129 @@
+"""Interleaved multimodal decoder, prefix-LM masking, SigLIP loss / recall, phantom tasks."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax.models.llm import lm_config
+from medjax.models.multimodal import MediaSpec, MultimodalConfig, MultimodalLM
+from medjax.models.vit import vit_config
+from medjax.objectives.contrastive import retrieval_recall, sigmoid_loss
+
+IMG, VOL = 259, 260
+
+
+def _model():
+  cfg = MultimodalConfig(lm_config("tiny"), (
+      MediaSpec("image", IMG, vit_config("tiny", pool="none", patch_size=8), 2),
+      MediaSpec("volume", VOL, vit_config("tiny3d", pool="none", patch_size=8, tubelet=4), 1)))
+  return MultimodalLM(cfg), cfg
+
+
+def _inputs(seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = np.array([[1, IMG, 50, VOL, 51, IMG, 52, 53, 54, 55],
+                     [1, 60, IMG, 61, 62, 63, 64, 0, 0, 0]], np.int32)
+  media = {"image": rng.normal(size=(2, 2, 32, 32, 1)).astype(np.float32),
+           "volume": rng.normal(size=(2, 1, 8, 32, 32, 1)).astype(np.float32)}
+  mask = {"image": np.array([[1, 1], [1, 0]]), "volume": np.array([[1], [0]])}
+  return tokens, media, mask
+
+
+@pytest.fixture(scope="module")
+def setup():
+  model, cfg = _model()
+  tokens, media, mask = _inputs()
+  params = model.init(jax.random.PRNGKey(0), tokens, media, mask)["params"]
+  return model, cfg, params
+
+
+def test_placeholders_are_replaced_by_projected_media_in_order(setup):
+  model, cfg, params = setup
+  tokens, media, mask = _inputs()
+  logits, aux = model.apply({"params": params}, tokens, media, mask, input_mask=tokens > 0, return_aux=True)
+  enc = {n: model.apply({"params": params}, n, jnp.asarray(media[n]), method=MultimodalLM.encode_media)
+         for n in media}
+  emb = model.apply({"params": params}, jnp.asarray(tokens), method=lambda m, t: m.lm.embed(t))
+  # Row 0 by hand: bos, image 0, 50, volume 0, 51, image 1, 52..55.
+  seq = [emb[0, :1], enc["image"][0, 0], emb[0, 2:3], enc["volume"][0, 0], emb[0, 4:5], enc["image"][0, 1],
+         emb[0, 6:]]
+  x = jnp.concatenate(seq)[None]
+  ref, _ = model.apply({"params": params}, x, method=lambda m, e: m.lm(embeds=e))
+  n = x.shape[1]
+  assert n == 10 - 3 + 2 * 16 + 32  # 16 tokens per image (4x4 grid), 32 per volume (2x4x4)
+  np.testing.assert_allclose(aux["logits"][0, :n], ref[0], atol=1e-4)
+  read = np.asarray(aux["read_pos"][0])
+  assert list(read) == [0, 16, 17, 49, 50, 66, 67, 68, 69, 70]  # last slot of each placeholder's span
+  np.testing.assert_allclose(logits[0], ref[0, read], atol=1e-4)
+  # Row 1 uses one image; the unused image / volume slots are not in the sequence.
+  assert int(aux["input_mask"][1].sum()) == 7 - 1 + 16 and int(aux["is_media"][1].sum()) == 16
+
+
+def test_prefix_lm_mask(setup):
+  model, cfg, params = setup
+  tokens, media, mask = _inputs()
+  prefix = np.zeros_like(tokens)
+  prefix[:, :7] = 1  # media + prompt; answer tokens start at text position 7
+  run = lambda t, p: model.apply({"params": params}, t, media, mask, input_mask=t > 0, prefix_mask=p,
+                                 return_aux=True)
+  base, aux = run(tokens, prefix)
+  # Changing an answer token never changes logits at earlier text positions.
+  t2 = tokens.copy()
+  t2[0, 8] = 99
+  out2, _ = run(t2, prefix)
+  np.testing.assert_allclose(out2[0, :8], base[0, :8], atol=1e-5)
+  assert float(jnp.abs(out2[0, 8:] - base[0, 8:]).max()) > 1e-4
+  # Changing a prompt token (after all media) changes the media tokens' representations ...
+  t3 = tokens.copy()
+  t3[0, 6] = 99
+  is_media = np.asarray(aux["is_media"][0])
+  _, aux3 = run(t3, prefix)
+  assert float(jnp.abs(aux3["logits"][0, is_media] - aux["logits"][0, is_media]).max()) > 1e-4
+  # ... but not with a fully causal mask.
+  _, c1 = run(tokens, None)
+  _, c3 = run(t3, None)
+  np.testing.assert_allclose(c3["logits"][0, is_media], c1["logits"][0, is_media], atol=1e-5)
+
+
+def test_media_count_mismatch_raises(setup):
+  model, cfg, params = setup
+  tokens, media, mask = _inputs()
+  more = {"image": np.array([[1, 1], [1, 1]]), "volume": mask["volume"]}
+  with pytest.raises(ValueError, match=r"media\['image'\]: example 1 has 1 placeholder\(s\).*but 2 valid item"):
+    model.apply({"params": params}, tokens, media, more)
+  fewer = {"image": mask["image"], "volume": np.array([[0], [0]])}
+  with pytest.raises(ValueError, match=r"media\['volume'\]: example 0 has 1 placeholder\(s\).*but 0 valid item"):
+    model.apply({"params": params}, tokens, media, fewer)
+  with pytest.raises(ValueError, match=r"media: expected items for modalities \['image', 'volume'\]"):
+    model.apply({"params": params}, tokens, {"image": media["image"]}, mask)
+  bad = dict(media, image=media["image"][:, :, :16])
+  with pytest.raises(ValueError, match=r"media\['image'\]: expected \[batch, items, 32, 32, 1\]"):
+    model.apply({"params": params}, tokens, bad, mask)
+  with pytest.raises(ValueError, match=r"media\['image'\]: expected \[batch=2, items=2"):
+    model.apply({"params": params}, tokens, dict(media, image=media["image"][:, :1]), mask)
+
+
+def test_sigmoid_loss_matches_reference_and_recall():
+  rng = np.random.default_rng(0)
+  zi = rng.normal(size=(5, 8))
+  zt = rng.normal(size=(5, 8))
+  zi /= np.linalg.norm(zi, axis=1, keepdims=True)
+  zt /= np.linalg.norm(zt, axis=1, keepdims=True)
+  t, b = np.log(10.0), -10.0
+  ref = 0.0
+  for i in range(5):
+    for j in range(5):
+      z = 1.0 if i == j else -1.0
+      ref -= np.log(1.0 / (1.0 + np.exp(-z * (np.exp(t) * zi[i] @ zt[j] + b))))
+  np.testing.assert_allclose(sigmoid_loss(jnp.asarray(zi), jnp.asarray(zt), t, b), ref / 5, rtol=1e-5)
+  # Recall: perfect pairing vs permuted; labels make duplicates count as hits.
+  r = retrieval_recall(jnp.asarray(zi), jnp.asarray(zi), (1,))
+  assert float(r["i2t_recall@1"]) == 1.0
+  perm = jnp.asarray(zi[[1, 0, 2, 3, 4]])
+  r = retrieval_recall(jnp.asarray(zi), perm, (1,))
+  assert float(r["i2t_recall@1"]) == pytest.approx(0.6)
+  r = retrieval_recall(jnp.asarray(zi), perm, (1,), labels=jnp.array([7, 7, 1, 2, 3]))
+  assert float(r["i2t_recall@1"]) == 1.0 and float(r["chance@1"]) == pytest.approx(7 / 25)
