@@ -78,3 +78,30 @@ def test_paper_config_builds_and_traces():
   assert task.count_tokens(batch) == 10_240
   with pytest.raises(ValueError, match="precomputed"):
     task.train_data(batch_size=1, seed=0, shard_index=0, shard_count=1)
+
+
+def test_bora_csv_builder_reads_opensora_csv_and_videos(tmp_path):
+  pytest.importorskip("av")
+  pytest.importorskip("PIL")
+  import tensorflow_datasets as tfds
+  mod = _load("data/bora_csv/bora_csv.py")
+  builder = mod.BoraCsv(data_dir=str(tmp_path), config="tiny")
+  manual = os.path.join(ROOT, "data", "bora_csv", "dummy_data")
+  builder.download_and_prepare(file_format="array_record", download_config=tfds.download.DownloadConfig(
+      manual_dir=manual))
+  src = builder.as_data_source()
+  train = [src["train"][i] for i in range(len(src["train"]))]
+  # mri_short.mp4 has 5 frames < (4 - 1) * 2 + 1 = 7 and is skipped.
+  assert sorted(r["path"].decode() if isinstance(r["path"], bytes) else r["path"] for r in train) == [
+      "endoscopy_0.mp4", "ultrasound_1.mp4"]
+  endo = next(r for r in train if b"endoscopy" in (r["path"] if isinstance(r["path"], bytes) else r["path"].encode()))
+  video = np.asarray(endo["video"])
+  assert video.shape == (4, 32, 32, 3) and video.dtype == np.uint8
+  red = video[..., 0].astype(float)
+  cols = [np.argmax(red[t].sum(0)) for t in range(4)]
+  assert cols == sorted(cols) and cols[-1] > cols[0]  # the red spot drifts right, frames in order, no flip
+  assert len(src["validation"]) == 1
+  with pytest.raises(ValueError, match="path,text"):
+    (tmp_path / "bad.csv").write_text("file,caption\na.mp4,x\n")
+    from etils import epath
+    mod.read_rows(epath.Path(tmp_path / "bad.csv"))
