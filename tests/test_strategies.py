@@ -157,3 +157,63 @@ def test_lm_generator_counts_forward_tokens():
   pool = triage.make_examples(8, seed=3)
   knn = S.KNNFewShot(pool, S.lm_embed_fn(model, params, tok), k=2)
   assert all(knn(ex)[0] is ex for ex in pool)  # identical text -> cosine 1 with itself
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: train the tiny LM on CoT + refinement data, then every strategy and evaluate_mcq
+# ---------------------------------------------------------------------------------------------
+def _load_script(name):
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"medjax_script_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def er_run(tmp_path_factory):
+  """A few training steps on the mixed CoT + refinement data (the accuracy figures come from
+  experiments/er_demo.py; this checks the plumbing end to end on 2 CPU cores)."""
+  from medjax.train.loop import train
+  er_demo = _load_script("er_demo")
+  workdir = str(tmp_path_factory.mktemp("er"))
+  config = er_demo.er_config(er_demo.evaluate_mcq.config_from_file("configs/llm.py:tiny"), steps=4,
+                             batch_size=8, refine_frac=0.5, refine_candidates=2)
+  config.data.max_new_tokens = 48
+  train(config, workdir)
+  results = er_demo.compare(config, workdir, questions=8, num_samples=2, num_refinements=3, temperature=0.7)
+  return er_demo, config, workdir, results
+
+
+@pytest.mark.slow
+def test_er_end_to_end(er_run):
+  _, _, _, results = er_run
+  assert set(results) == {"greedy", "cot", "sc", "er"}
+  sc, er = results["sc"][0], results["er"][0]
+  for rec, sc_rec in zip(er.records, sc.records):
+    assert rec["stage1_generations"] == sc_rec["generations"]  # same seed: stage 1 is SC's sampling
+    assert len(rec["generations"]) == 3 and rec["prompt"].endswith("Refined reasoning:")
+    assert "\n1. " in rec["prompt"] and "\n2. " in rec["prompt"] and "\n3. " not in rec["prompt"]
+  assert er.forward_tokens > sc.forward_tokens
+  for res, _ in results.values():
+    assert 0 <= res.accuracy <= 1 and 0 <= res.unparseable <= 1 and len(res.records) == 8
+
+
+@pytest.mark.slow
+def test_evaluate_mcq_reads_the_saved_config(er_run):
+  er_demo, config, workdir, _ = er_run
+  ev = er_demo.evaluate_mcq
+  model, params, tok, saved = ev.load_model(workdir, None)
+  assert saved.data.refine_frac == 0.5 and saved.data.seq_len == config.data.seq_len
+  examples = ev.load_examples("synthetic_triage", "test")[:4]
+  gen = S.LMGenerator(model, params, tok, max_new_tokens=8)
+  res = ev.run_strategies(gen, S.TriageFormat(), examples, ["medprompt"], num_samples=2, num_refinements=2,
+                          num_shuffles=3, temperature=0.7, seed=0)
+  assert "medprompt" in ev.table(res) and len(res["medprompt"][0].records[0]["generations"]) == 3
+  with pytest.raises(ValueError, match="strategy"):
+    ev.run_strategies(gen, S.TriageFormat(), examples, ["beam"], num_samples=1, num_refinements=1,
+                      num_shuffles=1, temperature=0.0, seed=0)
+  with pytest.raises(ValueError, match="checkpoint"):
+    ev.load_model(str(workdir) + "/missing", None)
