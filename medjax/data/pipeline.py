@@ -1,7 +1,10 @@
 """Grain pipelines: a random-access source of TFDS records -> per-host batches of LM examples.
 
-source -> shard (per host) -> shuffle -> repeat -> decode + format + encode -> batch -> iterator.
-The iterator supports `get_state()` / `set_state()`, so training can checkpoint and resume it.
+source -> shuffle -> repeat -> decode + format + encode -> per-host batches -> this host's share -> iterator.
+The record order is the same on every host and host i of n takes the i-th per-host slice of each
+global batch, so the global batch at every step does not depend on the number of hosts. All stages
+before the iterator are lazy and random-access: a host only decodes its own records. The iterator
+supports `get_state()` / `set_state()`, so training can checkpoint and resume it.
 """
 import functools
 from collections.abc import Callable, Sequence
@@ -77,8 +80,9 @@ def lm_dataset(source: Sequence, *, format_fn: Callable[[dict], tuple[str, str]]
                prefetch_batches: int = 16) -> grain.IterDataset:
     """Per-host batches {tokens, targets, loss_mask, input_mask} of shape [batch_size, seq_len].
 
-    This host reads records `shard_index::shard_count` of `source`. `num_epochs=None` repeats
-    forever; every epoch is shuffled differently (deterministically from `seed`). Batches are
+    Global batch k is rows [k * B, (k + 1) * B) of the shuffled record stream (B = batch_size *
+    shard_count) and this host's batch is its rows [shard_index * batch_size, (shard_index + 1) *
+    batch_size), whatever shard_count is. `num_epochs=None` repeats forever; every epoch is shuffled differently (deterministically from `seed`). Batches are
     built by `num_threads` threads, up to `prefetch_batches` ahead.
     """
     _check_positive("batch_size", batch_size)
@@ -90,12 +94,10 @@ def lm_dataset(source: Sequence, *, format_fn: Callable[[dict], tuple[str, str]]
         _check_positive("num_epochs", num_epochs)
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index must be in [0, {shard_count}), got {shard_index}")
-    ds = grain.MapDataset.source(source)[shard_index::shard_count]
-    if len(ds) == 0:
-        raise ValueError(f"Shard {shard_index} of {shard_count} is empty ({len(source)} records)")
-    if drop_remainder and num_epochs is not None and len(ds) * num_epochs < batch_size:
-        raise ValueError(f"batch_size={batch_size} exceeds the {len(ds) * num_epochs} examples "
-                         f"of this shard over {num_epochs} epoch(s); nothing would be produced")
+    ds = grain.MapDataset.source(source)
+    if drop_remainder and num_epochs is not None and len(ds) * num_epochs < batch_size * shard_count:
+        raise ValueError(f"batch_size={batch_size} x {shard_count} shard(s) exceeds the {len(ds) * num_epochs} "
+                         f"examples over {num_epochs} epoch(s); nothing would be produced")
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)
@@ -103,5 +105,9 @@ def lm_dataset(source: Sequence, *, format_fn: Callable[[dict], tuple[str, str]]
     encode = functools.partial(_encode_record, format_fn=format_fn, tokenizer=tokenizer,
                                seq_len=seq_len)
     ds = ds.map(encode).batch(batch_size, drop_remainder=drop_remainder)
+    if shard_count > 1:  # whole global batches only: every host yields the same number of batches
+        ds = ds[:len(ds) - len(ds) % shard_count][shard_index::shard_count]
+    if len(ds) == 0:
+        raise ValueError(f"Shard {shard_index} of {shard_count} is empty ({len(source)} records)")
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                 prefetch_buffer_size=prefetch_batches))
