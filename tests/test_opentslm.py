@@ -19,7 +19,8 @@ from medjax.train.optim import param_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ByteTokenizer()
-LM = LMConfig(num_layers=2)
+TRAIN_STEPS = 100  # about a minute of CPU per variant
+LM = LMConfig(embed_dim=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32, mlp_dim=128)
 SMALL = dict(enc_dim=32, resampler_layers=2, num_latents=8, resampler_heads=2, resampler_head_dim=16, ff_mult=2,
              xattn_heads=2, xattn_head_dim=16, encoder_layers=1, encoder_heads=2, encoder_mlp=64)
 
@@ -50,14 +51,15 @@ def _batch(variant, series_len=40, pad_to=None, seed=0):
 
 
 def _apply(model, params, b):
-  return model.apply({"params": params}, b["tokens"], series=b["series"], series_mask=b["series_mask"],
-                     series_pos=b["series_pos"], input_mask=b["input_mask"])[0]
+  fn = lambda p, b: model.apply({"params": p}, b["tokens"], series=b["series"], series_mask=b["series_mask"],
+                                series_pos=b["series_pos"], input_mask=b["input_mask"])[0]
+  return jax.jit(fn)(params, b)
 
 
 def _init(model, b, open_gates=False):
-  params = model.init(jax.random.PRNGKey(0), b["tokens"], series=b["series"], series_mask=b["series_mask"],
-                      series_pos=b["series_pos"])["params"]
-  params = flax.core.meta.unbox(params)
+  init = lambda b: model.init(jax.random.PRNGKey(0), b["tokens"], series=b["series"], series_mask=b["series_mask"],
+                              series_pos=b["series_pos"])["params"]
+  params = flax.core.meta.unbox(jax.jit(init)(b))
   if open_gates:  # gates at 0 hide the cross-attention; open them to test what it sees
     flat = flax.traverse_util.flatten_dict(params, sep="/")
     flat = {k: (jnp.ones_like(v) if k.endswith("_gate") else v) for k, v in flat.items()}
@@ -71,15 +73,16 @@ def _init(model, b, open_gates=False):
 def test_perceiver_ignores_padded_inputs():
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 10, 16))
   m = PerceiverResampler(num_layers=2, num_latents=4, num_heads=2, head_dim=8, ff_mult=2)
-  params = m.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(m.init)(jax.random.PRNGKey(0), x)
+  apply = jax.jit(m.apply)
   mask = jnp.arange(10)[None] < jnp.array([[6], [10]])
-  out = m.apply(params, x, mask)
+  out = apply(params, x, mask)
   garbage = jnp.where(mask[..., None], x, 100.0)
   padded = jnp.concatenate([garbage, jnp.full((2, 5, 16), -50.0)], 1)
-  out2 = m.apply(params, padded, jnp.pad(mask, ((0, 0), (0, 5))))
+  out2 = apply(params, padded, jnp.pad(mask, ((0, 0), (0, 5))))
   assert out.shape == (2, 4, 16)
   np.testing.assert_allclose(out, out2, atol=1e-5)
-  assert not np.allclose(out[0], m.apply(params, x)[0], atol=1e-3)  # the mask does matter
+  assert not np.allclose(out[0], apply(params, x, jnp.ones_like(mask))[0], atol=1e-3)  # the mask does matter
 
 
 def test_gated_xattn_zero_at_init_and_per_token_media_mask():
@@ -88,11 +91,12 @@ def test_gated_xattn_zero_at_init_and_per_token_media_mask():
   # token 0 sees nothing, tokens 1-2 see medium 0, tokens 3-4 see media 0 and 1
   mask = jnp.array([[[0, 0], [1, 0], [1, 0], [1, 1], [1, 1]]], bool)
   blk = GatedCrossAttentionBlock(num_heads=2, head_dim=8, ff_mult=2)
-  params = blk.init(jax.random.PRNGKey(2), x, media, mask)
-  np.testing.assert_array_equal(blk.apply(params, x, media, mask), x)
+  params = jax.jit(blk.init)(jax.random.PRNGKey(2), x, media, mask)
+  apply = jax.jit(blk.apply)
+  np.testing.assert_array_equal(apply(params, x, media, mask), x)
   params = jax.tree.map(lambda p: jnp.ones_like(p) if p.ndim == 0 else p, flax.core.meta.unbox(params))
-  y = blk.apply(params, x, media, mask)
-  y2 = blk.apply(params, x, media.at[:, 1].add(1.0), mask)
+  y = apply(params, x, media, mask)
+  y2 = apply(params, x, media.at[:, 1].add(1.0), mask)
   np.testing.assert_array_equal(y[:, 0], x[:, 0])  # no preceding media: unchanged
   np.testing.assert_allclose(y[:, :3], y2[:, :3], atol=1e-6)  # medium 1 is invisible before token 3
   assert not np.allclose(y[:, 3:], y2[:, 3:], atol=1e-4)
@@ -108,10 +112,10 @@ def test_flamingo_equals_base_lm_at_init():
   model = ot.build(_cfg("flamingo"))
   params = _init(model, b)
   assert set(params) >= {"lm", "encoder", "resampler", "xattn_0", "xattn_1", "ts_embed"}
-  base, _ = DecoderLM(LM).apply({"params": params["lm"]}, b["tokens"], input_mask=b["input_mask"])
+  base, _ = jax.jit(DecoderLM(LM).apply)({"params": params["lm"]}, b["tokens"], input_mask=b["input_mask"])
   np.testing.assert_allclose(_apply(model, params, b), base, atol=1e-6)
   # the base LM's parameters are exactly DecoderLM's tree, so a base checkpoint loads unchanged
-  lm_params = DecoderLM(LM).init(jax.random.PRNGKey(0), b["tokens"])["params"]
+  lm_params = jax.eval_shape(DecoderLM(LM).init, jax.random.PRNGKey(0), b["tokens"])["params"]
   assert jax.tree.structure(flax.core.meta.unbox(lm_params)) == jax.tree.structure(params["lm"])
 
 
@@ -226,4 +230,15 @@ def test_learns_synthetic_har(name, tmp_path):
   assert result["eval/macro_f1"] > 0.6, result  # chance: 1/8
 
 
-TRAIN_STEPS = 100
+
+@pytest.mark.slow
+def test_colab_runs():
+  """colabs/opentslm.ipynb end to end, with its parameters cell shrunk."""
+  import nbclient
+  import nbformat
+  nb = nbformat.read(os.path.join(ROOT, "colabs", "opentslm.ipynb"), as_version=4)
+  params = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Parameters"))
+  params.source = 'VARIANT, STEPS, EXAMPLES = "flamingo", 2, 2'
+  nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
+  text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+  assert "eval/macro_f1" in text and "Answer:" in text and "true:" in text and "xattn_0 attn" in text
