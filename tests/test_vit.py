@@ -112,3 +112,14 @@ def test_bad_3d_input_and_config():
     vit_config("tiny", pool="max")
   with pytest.raises(ValueError, match="params_2d: expected a 2D ViT patch_embed kernel"):
     inflate_2d_to_3d(p, 2)
+
+
+@pytest.mark.parametrize("patch", [(4, 4), (2, 4, 4)])
+def test_patch_embed_equals_strided_conv(patch):
+  from medjax.nn.patch import PatchEmbed
+  x = jax.random.normal(jax.random.PRNGKey(0), (2,) + (4,) * (len(patch) - 2) + (8, 8, 3))
+  m = PatchEmbed(5, patch)
+  p = nn.meta.unbox(m.init(jax.random.PRNGKey(1), x))["params"]
+  dims = ("NHWC", "HWIO", "NHWC") if len(patch) == 2 else ("NDHWC", "DHWIO", "NDHWC")
+  ref = jax.lax.conv_general_dilated(x, p["kernel"], patch, "VALID", dimension_numbers=dims) + p["bias"]
+  np.testing.assert_allclose(m.apply({"params": p}, x), ref, atol=1e-5)

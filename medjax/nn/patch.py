@@ -31,7 +31,7 @@ class PatchEmbed(nn.Module):
         tuple(self.patch) + (c, self.features), self.param_dtype)
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (self.features,),
                       self.param_dtype)
-    letters = "abcd"[:nd]
+    letters = "pqrs"[:nd]
     y = jnp.einsum(f"...{letters}c,{letters}cf->...f", x.astype(self.dtype), kernel.astype(self.dtype))
     return y + bias.astype(self.dtype)
 
