@@ -143,7 +143,7 @@ class BoraTask(Task):
 
   def _losses(self, model, params, batch, rng, train):
     k_t, k_noise, k_drop = jax.random.split(rng, 3)
-    x0 = batch["x"]
+    x0 = batch["x"] * self.config.data.latent_scale
     t = self.diffusion.sample_timesteps(k_t, x0.shape[0])
     noise = jax.random.normal(k_noise, x0.shape)
     model_fn = lambda xt, mt: model.apply({"params": params}, xt, mt, batch["y"], batch["y_mask"], train=train,
@@ -195,11 +195,11 @@ class BoraTask(Task):
             np.array([e["direction"] for e in enc]))
 
   def sampler(self, model, cfg_scale: float):
-    """A jitted (params, y, y_mask, rng) -> videos using the respaced sampling chain."""
+    """A jitted (params, y, y_mask, rng) -> videos (latents / data.latent_scale) using the sampling chain."""
     diff = diffusion_lib.make_diffusion(self.config.diffusion, sampling=True)
-    method = self.config.diffusion.sampler
-    return jax.jit(functools.partial(generate, model, diff=diff, shape=self.video_shape, cfg_scale=cfg_scale,
-                                     method=method))
+    fn = functools.partial(generate, model, diff=diff, shape=self.video_shape, cfg_scale=cfg_scale,
+                           method=self.config.diffusion.sampler)
+    return jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
 
   def direction_accuracy(self, model, params, cfg_scale: float, n: int, seed: int = 0) -> float:
     y, y_mask, labels = self.prompts(n)
