@@ -242,3 +242,41 @@ def test_colab_runs():
   nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
   text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
   assert "eval/macro_f1" in text and "Answer:" in text and "true:" in text and "xattn_0 attn" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# HAR-CoT TFDS builder on its dummy_data fixtures (the release's CSV format)
+# ---------------------------------------------------------------------------------------------
+def _har_cot_module():
+  spec = importlib.util.spec_from_file_location(
+      "opentslm_har_cot", os.path.join(ROOT, "data", "opentslm_har_cot", "opentslm_har_cot.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_har_cot_builder(tmp_path):
+  import csv
+  import tensorflow_datasets as tfds
+  mod = _har_cot_module()
+  manual = os.path.join(ROOT, "data", "opentslm_har_cot", "dummy_data")
+  builder = mod.OpentslmHarCot(data_dir=str(tmp_path))
+  builder.download_and_prepare(file_format="array_record",
+                               download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  sources = builder.as_data_source()
+  assert {k: len(v) for k, v in sources.items()} == {"train": 3, "validation": 2, "test": 2}  # header row skipped
+  with open(os.path.join(manual, "har_cot_test_cot.csv")) as f:
+    raw = {r["rationale"]: r for r in csv.DictReader(f)}
+  for i in range(2):
+    rec = sources["test"][i]
+    rationale = rec["rationale"].decode()
+    ex = {"series": rec["series"], "label": rec["label"].decode(), "rationale": rationale}
+    assert rec["series"].shape == (3, 128) and ex["label"] == raw[rationale]["label"]
+    np.testing.assert_allclose(rec["series"][1], np.array(eval(raw[rationale]["y_axis"])), atol=1e-6)
+    prompt, series, target = har.format_example(ex)  # real records go through the same host encoding
+    enc = task_lib.encode_example(prompt, series, target, TOK, seq_len=400, **KW)
+    assert task_lib.parse_answer(TOK.decode(enc["targets"][enc["loss_mask"] > 0].tolist())) == ex["label"]
+  with pytest.raises(ValueError, match="x_axis: expected finite values"):
+    mod.parse_series("[1.0, nan]", "f.csv:2: x_axis")
+  with pytest.raises(ValueError, match="expected a list of numbers"):
+    mod.parse_series("[1.0, x]", "f.csv:2: x_axis")

@@ -62,11 +62,13 @@ def rationale(label: str) -> str:
 
 
 def format_example(ex: dict) -> tuple[str, list[np.ndarray], str]:
-  """(prompt with one TS placeholder per series, normalised series, target)."""
+  """(prompt with one TS placeholder per series, normalised series, target) of a synthetic example or a
+  HAR-CoT record ({"series" [3, N], "label", "rationale"})."""
   parts, normed = [PRE_PROMPT], []
   for axis, s in zip(AXES, ex["series"]):
     z, mean, std = normalize(s)
     normed.append(z)
     parts.append(f"{TS} {axis}: mean {mean:.2f} std {std:.2f}\n")
   parts.append(POST_PROMPT)
-  return "".join(parts), normed, f" {rationale(ex['label'])} Answer: {ex['label']}"
+  why = ex.get("rationale") or rationale(ex["label"])  # real HAR-CoT records bring their own
+  return "".join(parts), normed, f" {why}" if "Answer:" in why else f" {why} Answer: {ex['label']}"
