@@ -24,9 +24,14 @@ setuptools.setup(
         "safetensors>=0.5.0",
         "tokenizers>=0.21.0",
         "scipy>=1.13",
+        "pillow>=10.0",
     ],
     extras_require={
+        # Reading real video files (data/bora_csv).
+        "video": ["av>=14.0"],
+        # Ahead-of-time compilation for TPU slices on a machine without TPUs.
+        "tpu-aot": ["libtpu>=0.0.40"],
         "test": ["pytest>=8.0", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-                 "transformers>=5.0", "torch==2.13.0"],
+                 "transformers>=5.0", "torch==2.13.0", "av>=14.0", "libtpu>=0.0.40"],
     },
 )
