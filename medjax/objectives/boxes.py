@@ -129,18 +129,18 @@ def hungarian_match(cost):
                            vmap_method="sequential")
 
 
-def match_cost(pred_boxes, target_boxes, target_valid, class_logits=None, *, l1_weight=5.0, giou_weight=2.0,
+def match_cost(pred_boxes, target_boxes, target_valid, class_probs=None, *, l1_weight=5.0, giou_weight=2.0,
                class_weight=1.0):
   """DETR matching cost [B, Q, T] of cxcywh boxes. Invalid targets cost 0 for every query, so they
   take the queries left over and never change the assignment of the valid ones.
 
-  class_logits: optional [B, Q, T] logits of "query q is target t's class" (region identity).
+  class_probs: optional [B, Q, T] probability that query q shows target t's class (region identity).
   """
   l1 = jnp.sum(jnp.abs(pred_boxes[:, :, None] - target_boxes[:, None]), -1)
   g = pairwise_giou(cxcywh_to_xyxy(pred_boxes), cxcywh_to_xyxy(target_boxes))
   cost = l1_weight * l1 - giou_weight * g
-  if class_logits is not None:
-    cost = cost - class_weight * jax.nn.softmax(class_logits, axis=-1)
+  if class_probs is not None:
+    cost = cost - class_weight * class_probs
   return jnp.where(target_valid[:, None, :], cost, 0.0)
 
 

@@ -21,8 +21,9 @@ def param_shardings(boxed_params, mesh, rules):
 def shard_like_params(tx: optax.GradientTransformation, abstract_opt_state, params_sharding, mesh):
   """Optimizer-state shardings: param-shaped leaves follow their parameter, the rest is replicated."""
   replicated = NamedSharding(mesh, P())
-  return optax.tree_map_params(tx, lambda _, s: s, abstract_opt_state, params_sharding,
-                               transform_non_params=lambda _: replicated)
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # state of frozen params (optim.freeze)
+  return optax.tree_map_params(tx, lambda p, s: p if masked(p) else s, abstract_opt_state, params_sharding,
+                               transform_non_params=lambda _: replicated, is_leaf=masked)
 
 
 def sharded_init(init_fn, out_shardings, *args):

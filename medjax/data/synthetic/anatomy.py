@@ -150,9 +150,9 @@ def _draw_finding(img, xx, yy, rng, name, box, lung_mask):
   r2 = (xx - px) ** 2 + (yy - py) ** 2
   inside = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1) & lung_mask
   if name == "nodule":
-    img += 0.45 * (r2 <= rng.uniform(0.022, 0.03) ** 2)
+    img += 0.5 * (r2 <= rng.uniform(0.03, 0.04) ** 2)
   elif name == "mass":
-    img += 0.45 * (r2 <= rng.uniform(0.06, 0.075) ** 2)
+    img += 0.5 * (r2 <= rng.uniform(0.065, 0.08) ** 2)
   elif name == "opacity":
     sig = 0.3 * max(w, h)
     img += inside * 0.35 * np.exp(-r2 / (2 * sig ** 2)) * (1 + 0.3 * rng.normal(size=img.shape))
@@ -207,14 +207,16 @@ def region_phrase(rng, region: str, finding: str | None, negatives_pool=()) -> s
   return _CLEAR.format(r=region)
 
 
-def hard_negative(rng, region: str, present: set, allowed) -> str:
-  """A phrase about `region` that is false for this image."""
+def hard_negative(rng, region: str, present: set, allowed) -> str | None:
+  """A phrase about `region` that is false for this image (None where no finding can occur there)."""
   absent = [f for f in allowed if f not in present and region in FINDINGS[f].regions]
   if present and (not absent or rng.random() < 0.5):
+    if rng.random() < 0.5:
+      return _CLEAR.format(r=region)
     f = sorted(present)[int(rng.integers(len(present)))]
     return _NEGATED[int(rng.integers(len(_NEGATED)))].format(f=FINDINGS[f].synonyms[0], r=region)
   if not absent:
-    return _CLEAR.format(r=region) if present else f"an unremarkable {region}"
+    return None
   f = absent[int(rng.integers(len(absent)))]
   return _PHRASE[0].format(f=FINDINGS[f].synonyms[int(rng.integers(2))], r=region)
 
@@ -222,7 +224,7 @@ def hard_negative(rng, region: str, present: set, allowed) -> str:
 def make_example(rng, *, regions=REGIONS, findings=SEEN, size: int = 64, num_negatives: int = 2,
                  p_normal: float = 0.3, max_findings: int = 3) -> dict:
   """One phantom: image, boxes [M,4] cxcywh, labels [F] over FINDING_NAMES, region_labels [M,F],
-  phrases (M positives), negatives (M x num_negatives hard negatives), report, findings."""
+  phrases (M positives), negatives (M lists of up to num_negatives hard negatives), report, findings."""
   regions = check_regions(regions)
   for r in regions:
     if r not in REGIONS:
@@ -248,7 +250,8 @@ def make_example(rng, *, regions=REGIONS, findings=SEEN, size: int = 64, num_neg
     present = {FINDING_NAMES[j] for j in np.nonzero(region_labels[i])[0]}
     pool = [f for f in findings if r in FINDINGS[f].regions]
     phrases.append(region_phrase(rng, r, sorted(present)[0] if present else None, pool))
-    negatives.append([hard_negative(rng, r, present, findings) for _ in range(num_negatives)])
+    negs = [hard_negative(rng, r, present, findings) for _ in range(num_negatives)]
+    negatives.append([n for n in negs if n is not None])
   sentences = [region_phrase(rng, r, f) for f, r in chosen] or ["no acute cardiopulmonary abnormality"]
   return {
       "image": image,
@@ -282,7 +285,7 @@ def vocabulary() -> list[str]:
   texts = list(REGIONS) + list(CHEST_IMAGENOME_REGIONS)
   for d in FINDINGS.values():
     texts += [d.description, *d.synonyms]
-  texts += list(_PHRASE + _REPHRASED + _NEGATED) + [_CLEAR, "an unremarkable", "no acute cardiopulmonary abnormality"]
+  texts += list(_PHRASE + _REPHRASED + _NEGATED) + [_CLEAR, "no acute cardiopulmonary abnormality"]
   words = sorted({w for t in texts for w in t.replace("{f}", " ").replace("{r}", " ").split()})
   return ["<pad>", "<eos>", "<unk>"] + words
 

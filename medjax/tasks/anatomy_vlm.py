@@ -1,0 +1,308 @@
+"""Anatomy-VLM task: box set prediction, region-phrase InfoNCE, image-label sigmoid, zero-shot evaluation.
+
+L = w_anat (L1 + GIoU + region-identity CE on matched queries) + w_fine InfoNCE(region embedding,
+its phrase; negatives: the other regions' phrases in the batch and per-region hard negatives)
++ w_global sigmoid BCE(image embedding, disease-description embeddings of the seen findings).
+Stages by step: detection only for `loss.stage_steps[0]` steps, then + global for
+`loss.stage_steps[1]`, then all losses. Queries meet regions by Hungarian matching or fixed
+query i -> region i (`loss.matching`).
+"""
+import functools
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+from medjax.data.synthetic import anatomy
+from medjax.data.tokenizers import load_tokenizer
+from medjax.models.anatomy_vlm import AnatomyVLM, AnatomyVLMConfig
+from medjax.objectives import boxes as box_lib
+from medjax.train.task import Task
+
+DATASETS = ("synthetic_anatomy",)
+SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Losses.
+# ---------------------------------------------------------------------------------------------------
+def info_nce(region_emb, pos_emb, neg_emb, pos_tokens, valid, neg_valid, scale):
+  """Region -> phrase InfoNCE over the batch's phrases plus per-region hard negatives.
+
+  region_emb/pos_emb [N,E], neg_emb [N,K,E], pos_tokens [N,T] (identical phrases are not used as
+  each other's negatives), valid [N], neg_valid [N,K]. Returns (loss, top-1 accuracy).
+  """
+  n = region_emb.shape[0]
+  same = jnp.all(pos_tokens[:, None] == pos_tokens[None], -1) & ~jnp.eye(n, dtype=bool)
+  batch_logits = jnp.where(same | ~valid[None].astype(bool), -1e9, scale * region_emb @ pos_emb.T)
+  neg_logits = jnp.where(neg_valid.astype(bool), scale * jnp.einsum("ne,nke->nk", region_emb, neg_emb), -1e9)
+  logits = jnp.concatenate([batch_logits, neg_logits], 1)
+  ce = jax.nn.logsumexp(logits, -1) - jnp.diagonal(batch_logits)
+  w = valid.astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(w), 1.0)
+  acc = (jnp.argmax(logits, -1) == jnp.arange(n)).astype(jnp.float32)
+  return jnp.sum(ce * w) / denom, jnp.sum(acc * w) / denom
+
+
+def sigmoid_bce(logits, labels, mask):
+  """Mean binary cross-entropy over the labels where `mask` [F] is 1."""
+  bce = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  m = jnp.broadcast_to(mask, logits.shape)
+  return jnp.sum(bce * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics (host).
+# ---------------------------------------------------------------------------------------------------
+def roc_auc(labels, scores) -> float:
+  """Mann-Whitney AUC (ties count one half); nan without both classes."""
+  labels, scores = np.asarray(labels, bool), np.asarray(scores, np.float64)
+  pos, neg = scores[labels], scores[~labels]
+  if not len(pos) or not len(neg):
+    return float("nan")
+  ranks = scipy.stats.rankdata(np.concatenate([pos, neg]))
+  return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def balanced_accuracy(labels, preds) -> float:
+  labels, preds = np.asarray(labels, bool), np.asarray(preds, bool)
+  if labels.all() or not labels.any():
+    return float("nan")
+  return float((np.mean(preds[labels]) + np.mean(~preds[~labels])) / 2)
+
+
+def f1_score(labels, preds) -> float:
+  labels, preds = np.asarray(labels, bool), np.asarray(preds, bool)
+  tp = np.sum(labels & preds)
+  denom = 2 * tp + np.sum(~labels & preds) + np.sum(labels & ~preds)
+  return float(2 * tp / denom) if denom else float("nan")
+
+
+class AnatomyVLMTask(Task):
+  """Trains AnatomyVLM on the embedded phantom task; evaluates boxes and zero-shot findings."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    d, lc = config.data, config.loss
+    if d.name not in DATASETS:
+      raise ValueError(f"data.name: expected one of {DATASETS}, got {d.name!r}")
+    if lc.matching not in ("hungarian", "fixed"):
+      raise ValueError(f"loss.matching: expected 'hungarian' or 'fixed', got {lc.matching!r}")
+    if len(lc.weights) != 3 or len(lc.stage_steps) != 2:
+      raise ValueError(f"loss.weights / loss.stage_steps: expected 3 / 2 values, got {lc.weights} / {lc.stage_steps}")
+    self.model_cfg = AnatomyVLMConfig.from_dict(config.model.to_dict())
+    self.regions = anatomy.check_regions(d.regions)
+    if self.model_cfg.num_regions != len(self.regions):
+      raise ValueError(f"model.num_regions: expected {len(self.regions)} (data.regions), got "
+                       f"{self.model_cfg.num_regions}")
+    self.tokenizer = anatomy.word_tokenizer() if d.tokenizer == "words" else load_tokenizer(d.tokenizer)
+    if self.tokenizer.pad_id != 0:
+      raise ValueError(f"data.tokenizer: the text encoder expects pad id 0, got {self.tokenizer.pad_id}")
+    if self.tokenizer.vocab_size > self.model_cfg.text.vocab_size:
+      raise ValueError(f"model.text.vocab_size: expected >= {self.tokenizer.vocab_size} (the tokenizer's), got "
+                       f"{self.model_cfg.text.vocab_size}")
+    self.findings = anatomy.FINDING_NAMES
+    self.seen = tuple(d.train_findings)
+    self.label_mask = np.array([f in self.seen for f in self.findings], np.float32)
+    self.label_tokens = self._encode([anatomy.FINDINGS[f].description for f in self.findings])
+    prompts = anatomy.prompts(self.regions)["region"]
+    self.region_prompt_tokens = self._encode(
+        [[prompts.get((f, r), f"{anatomy.FINDINGS[f].description} in the {r}") for f in self.findings]
+         for r in self.regions])  # [R, F, T]
+
+  def _encode(self, phrases, name="phrases"):
+    return anatomy.encode_phrases(phrases, self.tokenizer, self.model_cfg.text.max_len, name)
+
+  # ---- model and data ------------------------------------------------------------------------------
+  def build_model(self):
+    return AnatomyVLM(self.model_cfg)
+
+  def dummy_batch(self, batch_size):
+    m, t, k = len(self.regions), self.model_cfg.text.max_len, self.config.data.num_negatives
+    s, c = self.model_cfg.vit.image_size, self.model_cfg.vit.channels
+    f = len(self.findings)
+    z = lambda *shape, dt=np.float32: np.zeros((batch_size,) + shape, dt)
+    return {"image": z(s, s, c), "boxes": z(m, 4) + 0.5, "box_valid": z(m), "labels": z(f), "region_labels": z(m, f),
+            "phrase_tokens": z(m, t, dt=np.int32), "neg_tokens": z(m, k, t, dt=np.int32), "neg_valid": z(m, k),
+            "step": z(dt=np.int32)}
+
+  def init_params(self, model, rng, batch):
+    return model.init(rng, batch["image"], batch["phrase_tokens"])["params"]
+
+  def example_to_arrays(self, ex) -> dict:
+    """A generator / dataset example -> the arrays of one batch row."""
+    k, c = self.config.data.num_negatives, self.model_cfg.vit.channels
+    m = len(self.regions)
+    neg = [[n for n in row][:k] for row in ex["negatives"]]
+    neg_valid = np.array([[j < len(row) for j in range(k)] for row in neg], np.float32)
+    flat = [p for row in neg for p in row]
+    neg_tokens = np.zeros((m, k, self.model_cfg.text.max_len), np.int32)
+    if flat:
+      neg_tokens[neg_valid.astype(bool)] = self._encode(flat, "negatives")
+    image = np.asarray(ex["image"], np.float32)
+    return {"image": np.repeat(image, c, -1) if image.shape[-1] != c else image,
+            "boxes": anatomy.check_boxes(ex["boxes"]), "box_valid": np.ones(m, np.float32),
+            "labels": ex["labels"], "region_labels": ex["region_labels"],
+            "phrase_tokens": self._encode(ex["phrases"]), "neg_tokens": neg_tokens, "neg_valid": neg_valid}
+
+  def _example(self, index, *, split, findings):
+    rng = np.random.default_rng([SPLIT_SEEDS[split], self.config.seed, int(index)])
+    d = self.config.data
+    ex = anatomy.make_example(rng, regions=self.regions, findings=findings, size=self.model_cfg.vit.image_size,
+                              num_negatives=d.num_negatives)
+    return self.example_to_arrays(ex)
+
+  def _dataset(self, split, n, *, findings, batch_size, seed, shuffle, repeat, shard_index, shard_count):
+    ds = grain.MapDataset.range(n)[shard_index::shard_count]
+    if shuffle:
+      ds = ds.shuffle(seed=seed)
+    if repeat:
+      ds = ds.repeat(None)
+    ds = ds.map(functools.partial(self._example, split=split, findings=findings)).batch(batch_size, drop_remainder=True)
+    add_step = lambda i, b: {**b, "step": np.full((batch_size,), i, np.int32)}
+    return ds.map_with_index(add_step).to_iter_dataset()
+
+  def train_data(self, *, batch_size, seed, shard_index, shard_count):
+    return self._dataset("train", self.config.data.num_train, findings=self.seen, batch_size=batch_size, seed=seed,
+                         shuffle=True, repeat=True, shard_index=shard_index, shard_count=shard_count)
+
+  def eval_data(self, *, batch_size, shard_index, shard_count):
+    return self._dataset("validation", self.config.data.num_validation, findings=self.seen, batch_size=batch_size,
+                         seed=0, shuffle=False, repeat=False, shard_index=shard_index, shard_count=shard_count)
+
+  # ---- losses --------------------------------------------------------------------------------------
+  def _stage_weights(self, step):
+    w_anat, w_fine, w_global = self.config.loss.weights
+    det, glob = self.config.loss.stage_steps
+    return (jnp.float32(w_anat), w_fine * (step >= det + glob).astype(jnp.float32),
+            w_global * (step >= det).astype(jnp.float32))
+
+  def _terms(self, model, params, batch):
+    """All loss terms and metrics (unweighted)."""
+    lc = self.config.loss
+    b, m = batch["boxes"].shape[:2]
+    k, t = batch["neg_tokens"].shape[2:]
+    texts = jnp.concatenate([batch["phrase_tokens"].reshape(-1, t), batch["neg_tokens"].reshape(-1, t),
+                             jnp.asarray(self.label_tokens)])
+    img, txt, lp = model.apply({"params": params}, batch["image"], texts, train=True)
+    pos_emb, neg_emb = txt[:b * m].reshape(b, m, -1), txt[b * m:b * m * (1 + k)].reshape(b, m, k, -1)
+    label_emb = txt[b * m * (1 + k):]
+    valid = batch["box_valid"]
+    if lc.matching == "hungarian":
+      cost = box_lib.match_cost(img["boxes"], batch["boxes"], valid.astype(bool),
+                                jax.nn.softmax(img["region_logits"], -1)[..., :m], l1_weight=lc.l1_weight, giou_weight=lc.giou_weight, class_weight=lc.class_weight)
+      idx = box_lib.hungarian_match(cost)
+    else:
+      idx = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (b, m))
+    pred = box_lib.gather_queries(img["boxes"], idx)
+    l1, giou = box_lib.box_loss(pred, batch["boxes"], valid)
+    cls_logits = box_lib.gather_queries(img["region_logits"], idx)
+    cls = -jnp.take_along_axis(jax.nn.log_softmax(cls_logits, -1), jnp.arange(m)[None, :, None], -1)[..., 0]
+    n_valid = jnp.maximum(jnp.sum(valid), 1.0)
+    cls = jnp.sum(cls * valid) / n_valid
+    anat = lc.l1_weight * l1 + lc.giou_weight * giou + lc.class_weight * cls
+    miou = jnp.sum(box_lib.iou(box_lib.cxcywh_to_xyxy(pred), box_lib.cxcywh_to_xyxy(batch["boxes"])) * valid) / n_valid
+    region_emb = box_lib.gather_queries(img["region_emb"], idx)
+    fine, fine_acc = info_nce(region_emb.reshape(b * m, -1), pos_emb.reshape(b * m, -1),
+                              neg_emb.reshape(b * m, k, -1), batch["phrase_tokens"].reshape(b * m, t),
+                              valid.reshape(-1), batch["neg_valid"].reshape(b * m, k), lp["fine_scale"])
+    glob_logits = lp["global_scale"] * img["image_emb"] @ label_emb.T + lp["global_bias"]
+    glob = sigmoid_bce(glob_logits, batch["labels"], jnp.asarray(self.label_mask))
+    return {"anat": anat, "fine": fine, "global": glob}, {
+        "box_l1": l1, "giou_loss": giou, "region_ce": cls, "box_miou": miou, "fine_acc": fine_acc}
+
+  def loss(self, model, params, batch, rng):
+    terms, metrics = self._terms(model, params, batch)
+    w = self._stage_weights(batch["step"][0])
+    total = w[0] * terms["anat"] + w[1] * terms["fine"] + w[2] * terms["global"]
+    return total, {**{f"loss_{k}": v for k, v in terms.items()}, **metrics}
+
+  def eval_metrics(self, model, params, batch):
+    terms, metrics = self._terms(model, params, batch)
+    w_anat, w_fine, w_global = self.config.loss.weights
+    total = w_anat * terms["anat"] + w_fine * terms["fine"] + w_global * terms["global"]
+    out = {"loss": total, **{f"loss_{k}": v for k, v in terms.items()}, **metrics}
+    return {k: (v, 1.0) for k, v in out.items()}
+
+  # ---- zero-shot interpretation and evaluation ---------------------------------------------------------
+  def interpret(self, model, params, images, batch_size: int = 64) -> dict:
+    """Zero-shot reading of images [N,H,W,C]: per region (in `self.regions` order) its box (xyxy) and
+    finding scores (cosine with "<description> in the <region>"), and per image the finding
+    probabilities of the global head (descriptions as prompts). Numpy arrays:
+    boxes [N,R,4], region_scores [N,R,F], image_probs [N,F], image_region_scores [N,F] (max over regions).
+    """
+    m = len(self.regions)
+    fn = _interpret_fn(model)
+    outs = []
+    for i in range(0, len(images), batch_size):
+      outs.append(jax.device_get(fn(params, jnp.asarray(images[i:i + batch_size]), jnp.asarray(self.label_tokens),
+                                    jnp.asarray(self.region_prompt_tokens))))
+    out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    if self.config.loss.matching == "hungarian":  # each region takes the query most confident it is that region
+      idx = np.stack([_query_per_region(-lp[:, :m]) for lp in out["region_logprobs"]])
+    else:
+      idx = np.broadcast_to(np.arange(m), (len(images), m))
+    take = lambda x: np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), 1)
+    boxes = np.asarray(box_lib.cxcywh_to_xyxy(take(out["boxes"])))
+    region_scores = take(out["region_scores"])[:, np.arange(m), np.arange(m)]  # query of region r, prompts of r
+    return {"boxes": boxes, "region_scores": region_scores, "image_probs": out["image_probs"],
+            "image_region_scores": region_scores.max(1)}
+
+  def evaluate(self, model, params, mesh) -> dict:
+    """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
+    n = self.config.data.num_test
+    if not n:
+      return {}
+    rng = np.random.default_rng([SPLIT_SEEDS["test"], self.config.seed])
+    exs = [anatomy.make_example(rng, regions=self.regions, findings=self.findings,
+                                size=self.model_cfg.vit.image_size) for _ in range(n)]
+    c = self.model_cfg.vit.channels
+    images = np.stack([np.repeat(e["image"], c, -1) if c != 1 else e["image"] for e in exs])
+    res = self.interpret(model, params, images)
+    return evaluation_metrics(res, exs, self.findings, self.seen)
+
+
+def evaluation_metrics(res: dict, exs: list, findings, seen) -> dict:
+  """Metrics from `interpret` outputs against generator examples (see AnatomyVLMTask.evaluate)."""
+  true_boxes = np.asarray(box_lib.cxcywh_to_xyxy(np.stack([e["boxes"] for e in exs])))
+  out = {"box_miou": float(np.mean(np.asarray(box_lib.iou(res["boxes"], true_boxes))))}
+  labels = np.stack([e["labels"] for e in exs]).astype(bool)
+  region_labels = np.stack([e["region_labels"] for e in exs]).astype(bool)
+  groups = {"seen": [f for f in findings if f in seen], "heldout": [f for f in findings if f not in seen]}
+  for group, names in groups.items():
+    rows = {"auc": [], "auc_region": [], "auc_anatomy": [], "bmac": [], "f1": []}
+    for f in names:
+      j = findings.index(f)
+      if labels[:, j].all() or not labels[:, j].any():
+        continue
+      pred = res["image_probs"][:, j] > 0.5
+      rows["auc"].append(roc_auc(labels[:, j], res["image_probs"][:, j]))
+      rows["auc_region"].append(roc_auc(labels[:, j], res["image_region_scores"][:, j]))
+      rows["auc_anatomy"].append(roc_auc(region_labels[:, :, j].ravel(), res["region_scores"][:, :, j].ravel()))
+      rows["bmac"].append(balanced_accuracy(labels[:, j], pred))
+      rows["f1"].append(f1_score(labels[:, j], pred))
+    out.update({f"{k}_{group}": float(np.nanmean(v)) if v else float("nan") for k, v in rows.items()})
+  return out
+
+
+def _query_per_region(cost):
+  """[Q, R] cost -> [R] query assigned to each region."""
+  rows, cols = box_lib.linear_sum_assignment(cost)
+  out = np.zeros(cost.shape[1], np.int64)
+  out[cols] = rows
+  return out
+
+
+@functools.lru_cache(maxsize=8)
+def _interpret_fn(model):
+  def fn(params, images, label_tokens, region_prompt_tokens):
+    img = model.apply({"params": params}, images, method=AnatomyVLM.encode_image)
+    lp = model.apply({"params": params}, method=AnatomyVLM.logit_params)
+    labels = model.apply({"params": params}, label_tokens, method=AnatomyVLM.encode_text)  # [F,E]
+    prompts = model.apply({"params": params}, region_prompt_tokens, method=AnatomyVLM.encode_text)  # [R,F,E]
+    return {"boxes": img["boxes"], "region_logprobs": jax.nn.log_softmax(img["region_logits"], -1),
+            "image_probs": jax.nn.sigmoid(lp["global_scale"] * img["image_emb"] @ labels.T + lp["global_bias"]),
+            "region_scores": jnp.einsum("bqe,rfe->bqrf", img["region_emb"], prompts)}
+  return jax.jit(fn)
