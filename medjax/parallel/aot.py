@@ -13,6 +13,7 @@ import re
 import flax.linen as nn
 import jax
 
+from medjax.parallel.mesh import MESH_AXES, resolve_mesh_shape
 from medjax.train import metrics as metrics_lib
 from medjax.train.task import Task
 
@@ -137,7 +138,7 @@ def analyze(config, topology_name: str) -> dict:
       raise
     need = re.search(r"\(([\d.]+)G\) exceeds", str(e))
     return {"topology": topo.name, "libtpu_topology": topo.libtpu_name, "chips": topo.chips,
-            "mesh": dict(config.parallel.mesh), "rules": config.parallel.rules, "hbm_gib": topo.chip.hbm_gib,
+            "mesh": dict(zip(MESH_AXES, resolve_mesh_shape(dict(config.parallel.mesh), topo.chips))), "rules": config.parallel.rules, "hbm_gib": topo.chip.hbm_gib,
             "fits": False, "total_gib": None, "temp_gib": float(need.group(1)) if need else None,
             "compiler_error": str(e).splitlines()[0]}
   cost = metrics_lib.compiled_cost(compiled)
