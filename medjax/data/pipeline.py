@@ -73,6 +73,19 @@ def _check_positive(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def host_batches(ds: grain.MapDataset, batch_size: int, shard_index: int, shard_count: int,
+                 drop_remainder: bool = True) -> grain.MapDataset:
+    """This host's batches of a globally ordered `ds`: the `shard_index`-th `batch_size` rows of
+    each global batch of `batch_size * shard_count` rows (lazy: other hosts' rows are never read).
+
+    Only whole global batches are kept, so every host yields the same number of batches.
+    """
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if shard_count > 1:
+        ds = ds[:len(ds) - len(ds) % shard_count][shard_index::shard_count]
+    return ds
+
+
 def lm_dataset(source: Sequence, *, format_fn: Callable[[dict], tuple[str, str]], tokenizer,
                seq_len: int, batch_size: int, seed: int, shuffle: bool = True,
                num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
@@ -104,9 +117,7 @@ def lm_dataset(source: Sequence, *, format_fn: Callable[[dict], tuple[str, str]]
 
     encode = functools.partial(_encode_record, format_fn=format_fn, tokenizer=tokenizer,
                                seq_len=seq_len)
-    ds = ds.map(encode).batch(batch_size, drop_remainder=drop_remainder)
-    if shard_count > 1:  # whole global batches only: every host yields the same number of batches
-        ds = ds[:len(ds) - len(ds) % shard_count][shard_index::shard_count]
+    ds = host_batches(ds.map(encode), batch_size, shard_index, shard_count, drop_remainder)
     if len(ds) == 0:
         raise ValueError(f"Shard {shard_index} of {shard_count} is empty ({len(source)} records)")
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
