@@ -7,6 +7,13 @@ refinement examples (several candidate explanations, some wrong -> the right one
 so the model is weak enough to leave room for sampling strategies; then answers held-out test
 questions with greedy (direct), CoT, self-consistency and ensemble refinement, and prints accuracy,
 unparseable rate and forward tokens per strategy.
+
+Measured (2 shared CPU cores, --steps=300 --batch_size=16 --num_samples=4 --num_refinements=8, 128 test
+questions, chance 0.25): greedy 0.031 (0.90 unparseable: the model is trained on CoT only), CoT 0.367,
+SC 0.367, ER 0.320; forward tokens per question 111 / 140 / 318 / 1139. This model gets the per-sign
+judgements and the count right 93% of the time but maps the level to the wrong option letter most of the
+time; its refinements (30% right per generation, vs 35% in stage 1) do not yet fix that, so ER does not
+beat SC at this size and training length.
 """
 import json
 import os
