@@ -210,6 +210,11 @@ def test_paper_config_builds_with_frozen_base(name):
   c = _config(name, "paper")
   cfg = task_lib.tslm_config_from(c.model)
   assert cfg.lm.embed_dim == 2048 and cfg.lm.num_layers == 16 and cfg.patch == 4 and cfg.enc_dim == 128
+  z = lambda *shape: np.zeros(shape, np.int32)
+  shapes = jax.eval_shape(lambda: ot.build(cfg).init(jax.random.PRNGKey(0), z(1, 8), series=np.zeros((1, 3, 16)),
+                                                     series_mask=z(1, 3, 16), series_pos=z(1, 3))["params"])
+  count = lambda tree: sum(x.size for x in jax.tree.leaves(flax.core.meta.unbox(tree)))
+  assert count(shapes["lm"]) == cfg.lm.num_params() + 2048 * 33  # + the 33 RMSNorm scales of Llama-3.2-1B
   # the freezing patterns freeze exactly the base LM (checked on a small model with the same layout)
   small = ot.build(_cfg(cfg.variant))
   b = _batch(cfg.variant)
