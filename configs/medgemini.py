@@ -34,9 +34,9 @@ def get_config(arg=None):
   c.data = ml_collections.ConfigDict(dict(
       name="phantoms", modality="3d" if variant == "tiny3d" else "2d", mode="report" if variant == "tiny_report"
       else "vqa", tokenizer="byte", seq_len=48, train_size=50_000, eval_size=512, seed=0))
-  c.train.update(steps=300, batch_size=32, log_every=50, eval_every=150, eval_batch_size=64, eval_batches=8,
+  c.train.update(steps=600, batch_size=32, log_every=50, eval_every=200, eval_batch_size=64, eval_batches=8,
                  checkpoint_every=0)
-  c.optim.update(lr=2e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
+  c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
 
   if variant == "tiny_siglip":
     c.task = "siglip"
@@ -50,17 +50,15 @@ def get_config(arg=None):
     return config_lib.finalize(c)
 
   c.task = "medgemini_vqa"
-  image = _vit("tiny", pool="none", token_pool=2)  # 32 px / patch 4 -> 8x8 grid -> 16 tokens
-  volume = _vit("tiny3d", pool="none", token_pool=2, token_pool_time=2)  # 8x32x32 -> 4x8x8 -> 32 tokens
+  image = _vit("tiny", pool="none", patch_size=8)  # 32 px / patch 8 -> 4x4 = 16 tokens
+  volume = _vit("tiny3d", pool="none", patch_size=8, token_pool_time=2)  # 8x32x32 -> 4x4x4 -> 2x4x4 = 32 tokens
   lm = _lm("tiny")
   media, max_items = ("image",), dict(image=1, volume=1)
   if variant == "tiny3d":
     media = ("image", "volume")
     c.data.seq_len = 64
-    c.train.update(steps=400)
   if variant == "tiny_report":
     c.data.seq_len = 80
-    c.train.update(steps=400)
   if variant == "paper":
     image = _vit("so400m-14", pool="none", remat=True, dtype="bfloat16")
     volume = _vit("so400m-14", pool="none", patch_embed="3d", frames=32, tubelet=8, token_pool=2, remat=True,

@@ -10,6 +10,7 @@ the host-side `evaluate` adds the majority-answer-per-question baseline.
 import collections
 import dataclasses
 import re
+import zlib
 
 import grain
 import jax.numpy as jnp
@@ -113,8 +114,13 @@ class MedGeminiVQATask(Task):
     return out
 
   def dummy_batch(self, batch_size):
-    return {k: np.zeros((batch_size,) + np.shape(v), np.asarray(v).dtype)
-            for k, v in self.encode(self.source("validation", 1)[0]).items()}
+    b, t = batch_size, self.config.data.seq_len
+    out = {k: np.zeros((b, t), np.int32) for k in ("tokens", "targets", "input_mask", "prefix_mask")}
+    out.update(loss_mask=np.zeros((b, t), np.float32), qtype=np.zeros((b,), np.int32))
+    for m in self.mm_cfg.media:
+      out[m.name] = np.zeros((b, m.max_items) + m.vit.input_shape, np.float32)
+      out[f"{m.name}_mask"] = np.zeros((b, m.max_items), np.int32)
+    return out
 
   def model_inputs(self, batch):
     names = [m.name for m in self.mm_cfg.media]
@@ -204,7 +210,7 @@ class SigLIPTask(Task):
     tokens = np.full(seq_len, self.tokenizer.pad_id, np.int32)
     tokens[:len(ids)] = ids
     # A stable id of the report text: identical reports are equally correct retrievals.
-    label = np.int32(int.from_bytes(ex["report"].encode()[-8:].ljust(8, b" "), "little") % (2**31 - 1))
+    label = np.int32(zlib.crc32(ex["report"].encode()) & 0x7FFFFFFF)
     return {"images": ex["media"][self.media][0], "tokens": tokens,
             "input_mask": (np.arange(seq_len) < len(ids)).astype(np.int32), "label": label}
 

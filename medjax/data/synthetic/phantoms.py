@@ -55,11 +55,11 @@ def make_radiograph(rng: np.random.Generator) -> dict:
   cardiomegaly = bool(rng.random() < 0.5)
   effusion = SIDES[rng.integers(2)] if rng.random() < 0.5 else None
   heart_rx = rng.uniform(8.0, 9.5) if cardiomegaly else rng.uniform(4.5, 5.5)
-  img, lungs = _draw_chest(rng, heart_rx, effusion, 20.5 + rng.uniform(-0.5, 0.5))
+  img, lungs = _draw_chest(rng, heart_rx, effusion, 19.5 + rng.uniform(-0.5, 0.5))
   if opacity is not None:
     cy, cx = lungs[opacity[0]]
     dy = -4.5 if opacity[1] == "upper" else 3.0
-    img[_ellipse(cy + dy + rng.uniform(-1, 1), cx + rng.uniform(-1, 1), 2.2, 2.2)] = 0.9
+    img[_ellipse(cy + dy + rng.uniform(-1, 1), cx + rng.uniform(-1, 1), 2.8, 2.8)] = 1.0
   img = np.clip(img + rng.normal(0, 0.04, img.shape), 0, 1).astype(np.float32)
   return {"image": img[..., None], "opacity": opacity, "cardiomegaly": cardiomegaly, "effusion": effusion}
 
@@ -85,9 +85,9 @@ def make_ct(rng: np.random.Generator) -> dict:
     cy, cx = lungs[nodule[0]]
     cy, cx = cy + rng.uniform(-3, 3), cx + rng.uniform(-1, 1)
     for z in (z0 - 1, z0, z0 + 1):
-      r = 2.2 if z == z0 else 1.3
+      r = 2.8 if z == z0 else 1.8
       if 0 <= z < FRAMES:
-        vol[z][_ellipse(cy, cx, r, r)] = 0.9
+        vol[z][_ellipse(cy, cx, r, r)] = 1.0
   vol = np.clip(vol + rng.normal(0, 0.04, vol.shape), 0, 1).astype(np.float32)
   return {"volume": vol[..., None], "scout": vol.mean(0)[..., None], "nodule": nodule, "effusion": effusion}
 
