@@ -1,6 +1,6 @@
 """Anatomy-VLM ablation (paper Table: global only -> + detection -> + fine alignment) on the phantom task.
 
-python experiments/anatomy_ablation.py --workdir=DIR [--steps=600] [--variant=tiny]
+python experiments/anatomy_ablation.py --workdir=DIR [--steps=800] [--variant=tiny]
 Trains each row through the one training loop and prints a table of seen-finding and held-out
 (zero-shot) AUC / balanced accuracy / F1, region-prompt zero-shot AUC and box mean IoU.
 """
@@ -11,7 +11,7 @@ from absl import app, flags
 
 flags.DEFINE_string("workdir", None, "One subdirectory per ablation row is written here.")
 flags.DEFINE_string("variant", "tiny", "configs/anatomy_vlm.py variant.")
-flags.DEFINE_integer("steps", 600, "Training steps per row.")
+flags.DEFINE_integer("steps", 800, "Training steps per row.")
 flags.DEFINE_integer("num_test", 512, "Zero-shot evaluation images.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS

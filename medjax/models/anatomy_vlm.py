@@ -7,6 +7,13 @@ token ; query token]); the pooled token gives the image embedding. Text (phrases
 goes through a frozen transformer encoder (mean over valid tokens, gradient stopped; freeze its
 parameters in the optimizer with the pattern `FROZEN_TEXT`) and a trained linear projection into the
 same unit-norm space.
+
+The text encoder is a real transformer (word embeddings + sin-cos positions + bidirectional encoder
+blocks, mean-pooled) whose weights are frozen, as in the paper. At paper size it is meant to carry
+pretrained medical-BERT weights; the tiny variant keeps its deterministic random initialisation:
+a frozen random transformer still maps phrases sharing words to nearby features, which is what lets
+descriptions of held-out findings ("a large round dense spot") land near what the seen findings'
+descriptions taught the trained projection.
 """
 import dataclasses
 from typing import Any
