@@ -154,3 +154,20 @@ def test_tiny_training_localises_regions(tmp_path):
   res = train(c, str(tmp_path))
   assert res["eval/box_miou"] > 0.65, res
   assert res["train/box_miou"] > 0.6, res
+
+
+def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
+  from medjax.tasks.anatomy_vlm import evaluation_metrics
+  exs = anatomy.make_examples(200, seed=3, findings=anatomy.FINDING_NAMES)
+  labels = np.stack([e["labels"] for e in exs])
+  region_labels = np.stack([e["region_labels"] for e in exs])
+  true_xyxy = np.asarray(boxes.cxcywh_to_xyxy(np.stack([e["boxes"] for e in exs])))
+  oracle = {"boxes": true_xyxy, "image_probs": labels * 0.8 + 0.1, "region_scores": region_labels,
+            "image_region_scores": region_labels.max(1)}
+  m = evaluation_metrics(oracle, exs, anatomy.FINDING_NAMES, anatomy.SEEN)
+  for k in ("box_miou", "auc_seen", "auc_heldout", "auc_anatomy_heldout", "bmac_seen", "f1_heldout"):
+    assert m[k] == pytest.approx(1.0, abs=1e-4), (k, m[k])
+  rng = np.random.default_rng(0)
+  noise = {k: rng.random(v.shape) for k, v in oracle.items() if k != "boxes"}
+  m = evaluation_metrics({**noise, "boxes": true_xyxy[:, ::-1]}, exs, anatomy.FINDING_NAMES, anatomy.SEEN)
+  assert abs(m["auc_seen"] - 0.5) < 0.1 and abs(m["auc_heldout"] - 0.5) < 0.15 and m["box_miou"] < 0.5
