@@ -105,3 +105,21 @@ def test_bora_csv_builder_reads_opensora_csv_and_videos(tmp_path):
     (tmp_path / "bad.csv").write_text("file,caption\na.mp4,x\n")
     from etils import epath
     mod.read_rows(epath.Path(tmp_path / "bad.csv"))
+
+
+@pytest.mark.slow
+def test_tiny_trains_through_the_loop_and_evaluates_generation(tmp_path):
+  import json
+  from medjax.train.loop import train
+  c = _config("tiny").unlock()
+  c.train.update(steps=30, batch_size=16, log_every=10, eval_every=30, eval_batch_size=16, eval_batches=1,
+                 checkpoint_every=0)
+  c.data.eval_videos = 4
+  c.diffusion.sample_steps = 5
+  out = train(c, str(tmp_path))
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  losses = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+  assert out["eval/classifier_accuracy_real"] > 0.95
+  for k in ("eval/direction_accuracy_cfg", "eval/direction_accuracy_nocfg"):
+    assert 0.0 <= out[k] <= 1.0
