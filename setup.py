@@ -30,8 +30,8 @@ setuptools.setup(
         # Reading real video files (data/bora_csv).
         "video": ["av>=14.0"],
         # Ahead-of-time compilation for TPU slices on a machine without TPUs.
-        "tpu-aot": ["libtpu>=0.0.40"],
+        "tpu-aot": ["libtpu==0.0.42.*"],
         "test": ["pytest>=8.0", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-                 "transformers>=5.0", "torch==2.13.0", "av>=14.0", "libtpu>=0.0.40"],
+                 "transformers>=5.0", "torch==2.13.0", "av>=14.0", "libtpu==0.0.42.*"],
     },
 )
