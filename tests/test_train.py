@@ -135,3 +135,16 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(lm_config, tmp_path)
   with pytest.raises(FloatingPointError, match=r"Non-finite loss .* at step (\d+).*last good checkpoint is step"):
     loop.train(cfg, str(tmp_path))
   assert os.listdir(tmp_path / "checkpoints")
+
+
+def test_checkpointer_accepts_a_relative_workdir(tmp_path, monkeypatch):
+  from medjax.train.checkpoint import Checkpointer
+  monkeypatch.chdir(tmp_path)
+  state = {"w": np.arange(4.0, dtype=np.float32)}
+  ckpt = Checkpointer("rel/checkpoints", use_async=False)
+  ckpt.save(1, state, force=True)
+  ckpt.wait()
+  restored, step = ckpt.restore(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state))
+  ckpt.close()
+  assert step == 1 and np.array_equal(restored["w"], state["w"])
+  assert (tmp_path / "rel" / "checkpoints" / "1").is_dir()

@@ -1,4 +1,5 @@
 """Orbax checkpoints of train state + data-iterator state + config, with corrupt-checkpoint fallback."""
+import os
 import time
 
 import grain
@@ -12,7 +13,7 @@ class Checkpointer:
   """Keep-last-N, atomic (orbax writes to a temporary directory and renames), optionally async."""
 
   def __init__(self, directory, *, keep: int = 3, use_async: bool = True):
-    self.directory = epath.Path(directory)
+    self.directory = epath.Path(os.path.abspath(directory))  # orbax needs absolute paths
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=use_async,
                                            create=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
