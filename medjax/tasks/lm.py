@@ -2,7 +2,6 @@
 import os
 import zlib
 
-import jax
 import numpy as np
 
 from medjax.data import pipeline
