@@ -153,16 +153,16 @@ def load_hf_config(path: str, **overrides) -> LMConfig:
 class _Tensors:
   """Lazy access to the tensors of a single-file or sharded safetensors checkpoint, as numpy arrays."""
 
-  def __init__(self, path: str):
-    index = os.path.join(path, "model.safetensors.index.json")
-    single = os.path.join(path, "model.safetensors")
+  def __init__(self, path: str, stem: str = "model"):
+    index = os.path.join(path, f"{stem}.safetensors.index.json")
+    single = os.path.join(path, f"{stem}.safetensors")
     if os.path.exists(index):
       self.files = {k: os.path.join(path, f) for k, f in _read_json(index)["weight_map"].items()}
     elif os.path.exists(single):
       with safe_open(single, "np") as f:
         self.files = dict.fromkeys(f.keys(), single)
     else:
-      raise ValueError(f"path: expected model.safetensors or model.safetensors.index.json in {path!r}")
+      raise ValueError(f"path: expected {stem}.safetensors or {stem}.safetensors.index.json in {path!r}")
     self._open = {}
 
   def get(self, name: str) -> np.ndarray:
