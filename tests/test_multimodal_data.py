@@ -1,0 +1,102 @@
+"""TFDS builders for VQA-RAD, SLAKE, MIMIC-CXR-style reports and 3D volumes, on their dummy_data fixtures."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from medjax.data import media_io, pipeline
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(f"mm_{name}", os.path.join(DATA, name, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _build(cls, name, tmp_path, config, manual=None):
+  builder = cls(data_dir=str(tmp_path), config=config)
+  manual = manual or os.path.join(DATA, name, "dummy_data")
+  builder.download_and_prepare(file_format="array_record",
+                               download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  out = {}
+  for split, src in builder.as_data_source().items():
+    recs = [src[i] for i in range(len(src))]
+    out[split] = [{**pipeline.record_to_example({k: v for k, v in r.items() if k not in ("image", "volume")}),
+                   **{k: np.asarray(r[k]) for k in ("image", "volume") if k in r}} for r in recs]
+  return out
+
+
+def _check_marker_image(image, top, bottom):
+  """Fixture images: grey, white 4x4 block top-left, black block bottom-right; padded rows [:top], [bottom:]."""
+  grey = image[..., 0].astype(float)
+  assert grey[:top].sum() == 0 and grey[bottom:].sum() == 0  # letterbox padding, aspect kept
+  assert grey[top:top + 2, :2].min() > 200  # white block stays top-left: no flip
+  assert 80 < grey[(top + bottom) // 2, 16] < 120
+
+
+# ---------------------------------------------------------------------------------------------- VQA-RAD
+vqa_rad = _load("vqa_rad")
+
+
+def test_vqa_rad(tmp_path):
+  splits = _build(vqa_rad.VqaRad, "vqa_rad", tmp_path, "tiny")
+  assert {k: len(v) for k, v in splits.items()} == {"train": 4, "test": 2}
+  by_id = {ex["id"]: ex for exs in splits.values() for ex in exs}
+  ex = by_id["0"]
+  assert (ex["question"], ex["answer"], ex["answer_type"]) == ("Are regions of the brain infarcted?", "Yes", "closed")
+  assert (ex["image_organ"], ex["question_type"], ex["image_name"]) == ("HEAD", "PRES", "synpic54610.jpg")
+  assert by_id["3"]["answer"] == "Right upper lobe" and by_id["3"]["answer_type"] == "open"
+  assert by_id["4"]["answer"] == "2" and by_id["4"]["phrase_type"] == "test_freeform"  # numeric answer in the JSON
+  assert {ex["id"] for ex in splits["test"]} == {"4", "5"}
+  assert ex["image"].shape == (32, 32, 1) and ex["image"].dtype == np.uint8
+  _check_marker_image(ex["image"], 0, 32)
+  _check_marker_image(by_id["2"]["image"], 8, 24)  # 32x16 -> centred 32x16 band
+
+
+def test_vqa_rad_rejects_bad_records():
+  good = {"qid": 1, "image_name": "a.jpg", "image_organ": "HEAD", "question": "q", "answer": "a",
+          "answer_type": "CLOSED", "question_type": "PRES", "phrase_type": "freeform"}
+  with pytest.raises(ValueError, match=r"answer_type: expected one of \['CLOSED', 'OPEN'\], got 'YESNO'"):
+    vqa_rad.parse_record({**good, "answer_type": "YESNO"}, "f[0]")
+  with pytest.raises(ValueError, match=r"f\[0\].*missing \['image_name'\]"):
+    vqa_rad.parse_record({k: v for k, v in good.items() if k != "image_name"}, "f[0]")
+
+
+def test_missing_image_is_named(tmp_path):
+  root = tmp_path / "manual"
+  (root / "VQA_RAD Image Folder").mkdir(parents=True)
+  rec = {"qid": 7, "image_name": "synpic1.jpg", "image_organ": "HEAD", "question": "q", "answer": "a",
+         "answer_type": "OPEN", "question_type": "PRES", "phrase_type": "freeform"}
+  (root / "VQA_RAD Dataset Public.json").write_text(json.dumps([rec]))
+  with pytest.raises(ValueError, match=r"image_name: expected an existing file, got .*synpic1.jpg"):
+    _build(vqa_rad.VqaRad, "vqa_rad", tmp_path / "out", "tiny", manual=root)
+
+
+# ------------------------------------------------------------------------------------------------ SLAKE
+slake = _load("slake")
+
+
+@pytest.mark.parametrize("config,counts", [("tiny", {"train": 3, "validation": 1, "test": 1}),
+                                           ("tiny_bilingual", {"train": 5, "validation": 1, "test": 2})])
+def test_slake(tmp_path, config, counts):
+  cfg = config if config == "tiny" else slake.SlakeConfig(name=config, image_size=32, channels=1,
+                                                         languages=("en", "zh"))
+  splits = _build(slake.Slake, "slake", tmp_path, cfg)
+  assert {k: len(v) for k, v in splits.items()} == counts
+  by_id = {ex["id"]: ex for exs in splits.values() for ex in exs}
+  ex = by_id["3"]
+  assert (ex["question"], ex["answer"], ex["answer_type"]) == ("Does the picture contain liver?", "Yes", "closed")
+  assert (ex["modality"], ex["location"], ex["content_type"], ex["q_lang"]) == ("CT", "Abdomen", "Organ", "en")
+  assert ex["image_name"] == "xmlab1/source.jpg"
+  assert by_id["0"]["answer"] == "MRI" and by_id["0"]["answer_type"] == "open"
+  if "bilingual" in config:
+    assert by_id["2"]["answer"] == "核磁共振" and by_id["2"]["q_lang"] == "zh"
+  assert ex["image"].shape == (32, 32, 1)
+  grey = ex["image"][..., 0].astype(float)  # 16 wide x 32 tall -> columns 8..24
+  assert grey[:, :8].max() == 0 and grey[:, 24:].max() == 0 and grey[:2, 8:10].min() > 200
