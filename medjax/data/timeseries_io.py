@@ -1,0 +1,163 @@
+"""Shared by the OpenTSLM TFDS builders in data/ (TSQA, M4 captions, HAR-CoT, Sleep-CoT, ECG-QA-CoT).
+
+Every builder emits the same record schema (`features()`), plus a few dataset-specific keys:
+  id              text
+  series          float32 [S, T]  each series as released, zero-padded to the example's longest
+  series_mask     bool [S, T]     True on real samples
+  series_length   int32 [S]
+  series_mean     float32 [S]     z-normalisation statistics of each series (population std,
+  series_std      float32 [S]     floored at 1e-6); `normalized()` applies them
+  series_text     [S] texts       one description per series, with its mean and std written in
+  pre_prompt, post_prompt         texts around the series
+  prompt          pre_prompt + "{series_text}: <ts>\\n" per series + post_prompt
+  rationale       chain-of-thought text ("" when the dataset has none)
+  label           the answer that evaluation compares ("" for captions)
+  answer          the training target: rationale ending in "Answer: {label}", or the caption
+  template_id     int32 (ECG-QA question template; -1 elsewhere)
+Splits that a release does not ship are drawn here (`split_indices`) with a fixed seed.
+"""
+import csv
+import math
+import re
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+TS = "<ts>"  # placeholder of one series in the prompt (as medjax.data.synthetic.har.TS)
+MIN_STD = 1e-6
+SPLITS = ("train", "validation", "test")
+csv.field_size_limit(1 << 30)  # one CSV cell can hold a long series
+
+
+def parse_series(text: str, where: str) -> np.ndarray:
+  """'[1.0, 2.0, ...]' -> float32 [N]; a malformed or non-finite series raises ValueError naming `where`."""
+  body = text.strip()
+  if not (body.startswith("[") and body.endswith("]")):
+    raise ValueError(f"{where}: expected a list of numbers, got {text[:40]!r}")
+  try:
+    values = [float(v) for v in body[1:-1].split(",") if v.strip()]
+  except ValueError as e:
+    raise ValueError(f"{where}: expected a list of numbers, got {text[:40]!r}") from e
+  if not values:
+    raise ValueError(f"{where}: expected a non-empty list of numbers, got {text[:40]!r}")
+  if not all(math.isfinite(v) for v in values):
+    raise ValueError(f"{where}: expected finite values, got NaN/inf")
+  return np.asarray(values, np.float32)
+
+
+def parse_series_list(text: str, where: str) -> list[np.ndarray]:
+  """'[[...], [...]]' -> one float32 array per inner list."""
+  body = text.strip()
+  inner = re.findall(r"\[[^\[\]]*\]", body[1:-1]) if body.startswith("[") and body.endswith("]") else []
+  if not inner or re.sub(r"\[[^\[\]]*\]", "", body[1:-1]).strip(" ,\n"):
+    raise ValueError(f"{where}: expected a list of lists of numbers, got {text[:40]!r}")
+  return [parse_series(s, f"{where}[{i}]") for i, s in enumerate(inner)]
+
+
+def stats(series: np.ndarray) -> tuple[float, float]:
+  """(mean, std) of one series; std is the population std, at least MIN_STD."""
+  return float(np.mean(series)), max(float(np.std(series)), MIN_STD)
+
+
+def normalized(record: dict) -> list[np.ndarray]:
+  """The z-normalised series of a record (unpadded), with the statistics its prompt states."""
+  return [((s[:n] - m) / sd).astype(np.float32) for s, n, m, sd in
+          zip(record["series"], record["series_length"], record["series_mean"], record["series_std"])]
+
+
+def target(rationale: str, label: str) -> str:
+  """The training target: the rationale, ending in "Answer: {label}" (added when missing)."""
+  if "Answer:" in rationale or not label:
+    return rationale
+  return f"{rationale} Answer: {label}".strip()
+
+
+def make_example(key: str, series, names, *, pre_prompt: str, post_prompt: str, rationale: str = "",
+                 label: str = "", answer: str | None = None, template_id: int = -1, **extra) -> dict:
+  """A record in the common schema; `names[i]` names series i in its description."""
+  if len(series) != len(names) or not series:
+    raise ValueError(f"{key}: series: expected one name per series (>= 1), got {len(series)} series and "
+                     f"{len(names)} names")
+  length = np.array([len(s) for s in series], np.int32)
+  padded = np.zeros((len(series), length.max()), np.float32)
+  mask = np.zeros(padded.shape, bool)
+  for i, s in enumerate(series):
+    padded[i, :len(s)], mask[i, :len(s)] = s, True
+  means, stds = np.array([stats(s) for s in series], np.float32).T
+  texts = [f"{name}, mean {m:.4f}, std {sd:.4f}" for name, m, sd in zip(names, means, stds)]
+  prompt = pre_prompt + "".join(f"{t}: {TS}\n" for t in texts) + post_prompt
+  return {"id": key, "series": padded, "series_mask": mask, "series_length": length,
+          "series_mean": means, "series_std": stds,
+          "series_text": texts, "pre_prompt": pre_prompt, "post_prompt": post_prompt, "prompt": prompt,
+          "rationale": rationale, "label": label,
+          "answer": target(rationale, label) if answer is None else answer, "template_id": template_id, **extra}
+
+
+def features(**extra) -> tfds.features.FeaturesDict:
+  """The common schema, plus `extra` dataset-specific features."""
+  text, tensor = tfds.features.Text, tfds.features.Tensor
+  return tfds.features.FeaturesDict({
+      "id": text(), "series": tensor(shape=(None, None), dtype=np.float32, encoding="zlib"),
+      "series_mask": tensor(shape=(None, None), dtype=np.bool_, encoding="zlib"),
+      "series_length": tensor(shape=(None,), dtype=np.int32),
+      "series_mean": tensor(shape=(None,), dtype=np.float32), "series_std": tensor(shape=(None,), dtype=np.float32),
+      "series_text": tfds.features.Sequence(text()), "pre_prompt": text(), "post_prompt": text(), "prompt": text(),
+      "rationale": text(), "label": text(), "answer": text(), "template_id": tfds.features.Scalar(np.int32),
+      **extra})
+
+
+def find_file(manual_dir, name: str, subdirs=()) -> epath.Path | None:
+  """`name` directly in manual_dir or in one of its `subdirs`, else None."""
+  for base in ("", *subdirs):
+    path = epath.Path(manual_dir) / base / name
+    if path.exists():
+      return path
+  return None
+
+
+def read_csv(path, required) -> list[tuple[str, dict]]:
+  """[(where, row)] of a CSV file with a header; repeated header rows are skipped.
+
+  `where` is "file:line" for error messages; missing `required` columns raise ValueError.
+  """
+  path = epath.Path(path)
+  with path.open() as f:
+    reader = csv.DictReader(f)
+    missing = sorted(set(required) - set(reader.fieldnames or ()))
+    if missing:
+      raise ValueError(f"{path.name}: missing columns {missing}; got {reader.fieldnames}")
+    rows = []
+    for row in reader:
+      if all(row[k] == k for k in required):  # a header repeated inside the file
+        continue
+      rows.append((f"{path.name}:{reader.line_num}", row))
+  return rows
+
+
+def field(row: dict, name: str, where: str) -> str:
+  """A required non-empty text cell, stripped."""
+  value = (row.get(name) or "").strip()
+  if not value:
+    raise ValueError(f"{where}: {name}: expected a non-empty value, got {row.get(name)!r}")
+  return value
+
+
+def split_indices(n: int, *, seed: int = 42, strata=None, test_frac: float = 0.1,
+                  val_frac: float = 0.1) -> dict[str, list[int]]:
+  """Deterministic train/validation/test indices of `n` rows (for releases shipped as one file).
+
+  The rows are shuffled with `seed`, grouped by `strata` (e.g. labels: each split then keeps the
+  label mix) and dealt out systematically: of every 1/test_frac rows, one goes to test and
+  val_frac/test_frac to validation.
+  """
+  order = np.random.default_rng(seed).permutation(n)
+  if strata is not None:
+    keys = np.asarray([str(s) for s in strata], object)
+    order = order[np.argsort(keys[order], kind="stable")]
+  period = round(1 / test_frac)
+  n_val = round(val_frac * period)
+  phase = np.arange(n) % period
+  return {"test": sorted(order[phase == 0].tolist()),
+          "validation": sorted(order[(phase >= 1) & (phase <= n_val)].tolist()),
+          "train": sorted(order[phase > n_val].tolist())}
