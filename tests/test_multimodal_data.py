@@ -100,3 +100,39 @@ def test_slake(tmp_path, config, counts):
   assert ex["image"].shape == (32, 32, 1)
   grey = ex["image"][..., 0].astype(float)  # 16 wide x 32 tall -> columns 8..24
   assert grey[:, :8].max() == 0 and grey[:, 24:].max() == 0 and grey[:2, 8:10].min() > 200
+
+
+# ------------------------------------------------------------------------------------------- MIMIC-CXR
+mimic_cxr = _load("mimic_cxr")
+
+
+def test_mimic_cxr(tmp_path):
+  splits = _build(mimic_cxr.MimicCxr, "mimic_cxr", tmp_path, "tiny")
+  # The LATERAL image is not a configured view; study s50771383's report has no FINDINGS / IMPRESSION.
+  assert {k: len(v) for k, v in splits.items()} == {"train": 2, "validation": 1, "test": 1}
+  by_id = {ex["dicom_id"]: ex for exs in splits.values() for ex in exs}
+  ex = by_id["02aa804e-bde0afdd-112c0b34-7bc16630-4e384014"]
+  assert (ex["study_id"], ex["subject_id"], ex["view_position"]) == ("50414267", "10000032", "PA")
+  assert ex["findings"].startswith("There is no focal consolidation, pleural effusion or pneumothorax. Bilateral nodular")
+  assert ex["findings"].endswith("posterior left sixth and seventh ribs are noted.")
+  assert ex["impression"] == "No acute cardiopulmonary process."
+  assert ex["report"] == ex["findings"] + " " + ex["impression"]
+  ap = splits["validation"][0]
+  assert ap["view_position"] == "AP" and ap["findings"] == "" and ap["impression"].startswith("Single portable AP")
+  test = splits["test"][0]  # NOTIFICATION after IMPRESSION ends it
+  assert test["impression"] == "Right lower lobe pneumonia." and test["findings"].endswith("No pleural effusion.")
+  assert ex["image"].shape == (32, 32, 1)
+  grey = ex["image"][..., 0].astype(float)  # 24 wide x 32 tall -> columns 4..28
+  assert grey[:, :4].sum() == 0 and grey[:, 28:].sum() == 0 and grey[:2, 4:6].min() > 200
+
+
+def test_mimic_cxr_all_views_and_bad_split(tmp_path):
+  cfg = mimic_cxr.MimicCxrConfig(name="tiny_all_views", image_size=32, channels=1, views=())
+  splits = _build(mimic_cxr.MimicCxr, "mimic_cxr", tmp_path / "all", cfg)
+  assert [ex["view_position"] for ex in splits["train"]].count("LATERAL") == 1
+  root = tmp_path / "manual"
+  root.mkdir()
+  (root / "mimic-cxr-2.0.0-split.csv").write_text("dicom_id,study_id,subject_id,split\nd1,1,10000001,val\n")
+  (root / "mimic-cxr-2.0.0-metadata.csv").write_text("dicom_id,ViewPosition\nd1,PA\n")
+  with pytest.raises(ValueError, match=r"split: expected one of \['test', 'train', 'validate'\], got 'val'"):
+    _build(mimic_cxr.MimicCxr, "mimic_cxr", tmp_path / "bad", "tiny", manual=root)
