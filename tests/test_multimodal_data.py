@@ -136,3 +136,58 @@ def test_mimic_cxr_all_views_and_bad_split(tmp_path):
   (root / "mimic-cxr-2.0.0-metadata.csv").write_text("dicom_id,ViewPosition\nd1,PA\n")
   with pytest.raises(ValueError, match=r"split: expected one of \['test', 'train', 'validate'\], got 'val'"):
     _build(mimic_cxr.MimicCxr, "mimic_cxr", tmp_path / "bad", "tiny", manual=root)
+
+
+# -------------------------------------------------------------------------------------------- 3D volumes
+volumes_3d = _load("volumes_3d")
+
+
+def test_m3d_cap_npy(tmp_path):
+  splits = _build(volumes_3d.Volumes3d, "volumes_3d", tmp_path, "m3d_cap_tiny")
+  assert {k: len(v) for k, v in splits.items()} == {"train": 1, "validation": 1, "test": 1}
+  ex = splits["train"][0]
+  assert ex["path"] == "ct_case/000006/Axial_non_contrast.npy"
+  assert ex["report"].startswith("There is a large hypodense lesion in the right lobe of the liver with peripheral "
+                                 "nodular") and "\n" not in ex["report"]
+  vol = ex["volume"]  # [1, 8, 16, 16] in [0, 1] -> [8, 32, 32, 1], values kept (window 0..1)
+  assert vol.shape == (8, 32, 32, 1) and vol.dtype == np.float32
+  assert vol[0, :6, :6].min() > 0.99 and abs(vol[3, 16, 16, 0] - 0.2) < 1e-6 and vol[-1, -6:, -6:].max() < 1e-6
+
+
+def test_m3d_vqa(tmp_path):
+  splits = _build(volumes_3d.Volumes3d, "volumes_3d", tmp_path, "m3d_vqa_tiny")
+  assert {k: len(v) for k, v in splits.items()} == {"train": 3, "validation": 1}
+  ex = {e["question"]: e for e in splits["train"]}["Which organ contains the lesion?"]
+  assert (ex["answer"], ex["answer_choice"], ex["question_type"]) == ("Liver", "C", "organ")
+  assert ex["options"] == ["Spleen", "Pancreas", "Liver", "Kidney"]
+  val = splits["validation"][0]
+  assert val["question_type"] == "location" and val["answer"] == "Right lower quadrant"
+  assert abs(val["volume"][3, 16, 16, 0] - 0.4) < 1e-6  # the other volume
+  with pytest.raises(ValueError, match=r"Answer Choice: expected one of A, B, C, D, got 'E'"):
+    volumes_3d.vqa_record({"Question Type": "1", "Question": "q", "Answer": "a", "Answer Choice": "E",
+                           **{f"Choice {c}": c for c in "ABCD"}}, "f.csv:2")
+
+
+def test_ct_rate_nifti_orientation_and_window(tmp_path):
+  splits = _build(volumes_3d.Volumes3d, "volumes_3d", tmp_path, "ct_rate_tiny")
+  assert {k: len(v) for k, v in splits.items()} == {"train": 2, "validation": 1}
+  ex = {e["id"]: e for e in splits["train"]}["train_1_a_2.nii.gz"]
+  assert ex["impression"] == "Nodule in the right lung upper lobe." and ex["findings"].startswith("Trachea, both")
+  assert ex["report"] == ex["findings"] + " " + ex["impression"]
+  assert splits["validation"][0]["impression"] == "" and splits["validation"][0]["report"].startswith("No pleural")
+  vol = ex["volume"][..., 0]
+  # The +1000 HU voxel at the patient's right-anterior-superior corner: last (superior) slice, top row
+  # (anterior), left column (patient right, radiological view); air -1000 HU -> 0, soft tissue 40 HU -> 0.52.
+  assert vol.shape == (8, 32, 32) and np.unravel_index(np.argmax(vol), vol.shape) == (7, 0, 0)
+  assert vol[7, 0, 0] > 0.9 and vol[0, 0, 31] == 0.0 and abs(vol[3, 16, 16] - 0.52) < 1e-3
+
+
+def test_volume_errors(tmp_path):
+  np.save(tmp_path / "flat.npy", np.zeros((16, 16), np.float32))
+  with pytest.raises(ValueError, match=r"Image Path: expected a 3D volume \[D, H, W\] .*got shape \(16, 16\)"):
+    media_io.load_volume(tmp_path / "flat.npy", "Image Path")
+  with pytest.raises(ValueError, match=r"image: expected an existing file, got .*missing.nii.gz"):
+    media_io.load_volume(tmp_path / "missing.nii.gz", "image")
+  with pytest.raises(ValueError, match=r"volume: expected a .npy, .nii or .nii.gz file, got v.mha"):
+    (tmp_path / "v.mha").write_text("")
+    media_io.load_volume(tmp_path / "v.mha")
