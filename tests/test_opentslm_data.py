@@ -58,6 +58,18 @@ def _check_common(rec, raw_series: list[np.ndarray]):
   assert prompt.count(tsio.TS) == len(n) and tsio.TS == har.TS
 
 
+def _check_encodes(rec, seq_len):
+  """A record goes through the task's host encoding; the loss covers the target, which parses to the label."""
+  from medjax.data.tokenizers import ByteTokenizer
+  from medjax.tasks import opentslm as task_lib
+  tok, (prompt, series, target) = ByteTokenizer(), tsio.format_example(rec)
+  enc = task_lib.encode_example(prompt, series, target, tok, seq_len=seq_len, ts_token_id=259, num_series=12,
+                                series_len=1500, max_samples=4096)
+  assert (enc["series_mask"].sum(axis=1)[:len(series)] == rec["series_length"]).all()
+  assert tok.decode(enc["targets"][enc["loss_mask"] > 0].tolist()).startswith(target)
+  assert task_lib.parse_answer(target) == _text(rec["label"]).lower()
+
+
 def _check_splits(splits, sizes):
   assert {k: len(v) for k, v in splits.items()} == sizes
   ids = [_text(r["id"]) for v in splits.values() for r in v]
@@ -76,6 +88,7 @@ def test_tsqa(tmp_path):
     assert _text(rec["label"]) == row["Answer"] and _text(rec["answer"]) == f"Answer: {row['Answer']}"
     assert _text(rec["pre_prompt"]).strip() == row["Question"] and _text(rec["task"]) == row["Task"]
     assert _text(rec["post_prompt"]) == f"Predict the {row['Task'].lower()}." and rec["template_id"] == -1
+  _check_encodes(splits["test"][0], 1024)
   bad = tmp_path / "TSQA.csv"
   bad.write_text('Task,Size,Question,Answer,Series\nTrend,3,q,(a),"[1.0, 2.0]"\n')
   with pytest.raises(ValueError, match=r"TSQA.csv:2: Size: expected the series length 2, got '3'"):
@@ -109,6 +122,7 @@ def test_sleep_cot(tmp_path):
     assert rec["series"].shape == (1, 1500) and _text(rec["label"]) == row["label"]
     assert _text(rec["answer"]) == row["rationale"] and _text(rec["answer"]).endswith(f"Answer: {row['label']}")
     assert "Non-REM stage 3" in _text(rec["post_prompt"])
+  _check_encodes(splits["test"][0], 1024)
   bad = tmp_path / "sleep_cot.csv"
   bad.write_text('time_series,label,rationale\n"[[1.0, 2.0]]",Wake,r\n')
   with pytest.raises(ValueError, match=r"sleep_cot.csv:2: time_series: expected one EEG channel of 1500 samples, "
@@ -154,6 +168,7 @@ def test_ecg_qa_cot(tmp_path):
   assert "Select your answer from: yes, no, not sure." in _text(verify["post_prompt"])
   val = splits["validation"][0]  # empty clinical_context -> the default
   assert "Clinical context: 12-lead ECG recording." in _text(val["pre_prompt"])
+  _check_encodes(val, 2048)
 
 
 def test_ecg_records500_and_bad_records(tmp_path):

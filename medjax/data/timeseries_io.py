@@ -66,6 +66,13 @@ def normalized(record: dict) -> list[np.ndarray]:
           zip(record["series"], record["series_length"], record["series_mean"], record["series_std"])]
 
 
+def format_example(record: dict) -> tuple[str, list[np.ndarray], str]:
+  """(prompt, normalised series, " " + answer) of a record read back from a data source: the contract of
+  medjax.data.synthetic.har.format_example, ready for the host encoding of medjax.tasks.opentslm."""
+  text = lambda v: v.decode() if isinstance(v, bytes) else str(v)
+  return text(record["prompt"]), normalized(record), " " + text(record["answer"])
+
+
 def target(rationale: str, label: str) -> str:
   """The training target: the rationale, ending in "Answer: {label}" (added when missing)."""
   if "Answer:" in rationale or not label:
