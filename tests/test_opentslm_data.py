@@ -184,6 +184,15 @@ def test_ecg_records500_and_bad_records(tmp_path):
     ecg_qa_cot.read_wfdb(tmp_path / "bad" / "00001_lr")
   with pytest.raises(ValueError, match=r"ecg_id 8: no PTB-XL record 00000/00008_hr or _lr"):
     ecg_qa_cot.load_ecg(str(tmp_path), 8)
+  rows = tmp_path / "ecg_qa_cot_test.csv"
+  rows.write_text("ecg_id,question,answer,template_id,question_type,rationale\n"
+                  "\"[7123, 7123]\",Same rhythm?,yes,7,comparison_consecutive-verify,Both are alike.\n")
+  (key, rec), = ecg_qa_cot.parse_rows(rows, tmp_path, {})  # no options known for template 7
+  assert rec["series"].shape == (24, 1000) and rec["series_text"][12].startswith("ECG lead L0 (recording 2)")
+  assert rec["options"] == [] and rec["answer"] == "Both are alike. Answer: yes" and rec["template_id"] == 7
+  rows.write_text("ecg_id,question,answer,template_id,question_type,rationale\n[7123],q,yes,x,single-verify,r\n")
+  with pytest.raises(ValueError, match="ecg_qa_cot_test.csv:2: template_id: expected an integer, got 'x'"):
+    list(ecg_qa_cot.parse_rows(rows, tmp_path, {}))
   with pytest.raises(ValueError, match="f.csv:2: ecg_id: expected a PTB-XL id or a list of ids, got 'abc'"):
     ecg_qa_cot.parse_ids("abc", "f.csv:2")
   assert ecg_qa_cot.parse_ids("[12, 34]", "w") == [12, 34]

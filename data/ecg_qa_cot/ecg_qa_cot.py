@@ -127,9 +127,9 @@ def prompts(question: str, context: str, options: list[str]) -> tuple[str, str]:
   return pre, choose + "End your response with \"Answer: \"."
 
 
-def parse_rows(path, root, template_answers: dict[int, list[str]]) -> list[tuple[str, dict]]:
-  """(key, record) for every row of one ecg_qa_cot_*.csv file."""
-  out = []
+def parse_rows(path, root, template_answers: dict[int, list[str]]):
+  """Yields (key, record) for every row of one ecg_qa_cot_*.csv file (lazily: a split of 12 x 1000
+  series per row does not fit in memory at once)."""
   for i, (where, row) in enumerate(tsio.read_csv(path, COLUMNS)):
     ids = parse_ids(row["ecg_id"], where)
     try:
@@ -145,11 +145,10 @@ def parse_rows(path, root, template_answers: dict[int, list[str]]) -> list[tuple
     options = template_answers.get(template_id, [])
     pre, post = prompts(question, (row.get("clinical_context") or "").strip() or DEFAULT_CONTEXT, options)
     key = f"{epath.Path(path).stem}-{i}"
-    out.append((key, tsio.make_example(
+    yield key, tsio.make_example(
         key, series, names, pre_prompt=pre, post_prompt=post, rationale=tsio.field(row, "rationale", where),
         label=parse_answer(tsio.field(row, "answer", where)), template_id=template_id, question=question,
-        question_type=tsio.field(row, "question_type", where), ecg_id=np.array(ids, np.int32), options=options)))
-  return out
+        question_type=tsio.field(row, "question_type", where), ecg_id=np.array(ids, np.int32), options=options)
 
 
 class EcgQaCot(tfds.core.GeneratorBasedBuilder):
