@@ -14,7 +14,9 @@ Every builder emits the same record schema (`features()`), plus a few dataset-sp
   label           the answer that evaluation compares ("" for captions)
   answer          the training target: rationale ending in "Answer: {label}", or the caption
   template_id     int32 (ECG-QA question template; -1 elsewhere)
-Splits that a release does not ship are drawn here (`split_indices`) with a fixed seed.
+`format_example()` turns a record read back from a data source into (prompt, normalised series,
+target) for the host encoding of medjax.tasks.opentslm. Splits that a release does not ship are drawn
+here (`split_indices`) with a fixed seed.
 """
 import csv
 import math
@@ -26,7 +28,6 @@ from etils import epath
 
 TS = "<ts>"  # placeholder of one series in the prompt (as medjax.data.synthetic.har.TS)
 MIN_STD = 1e-6
-SPLITS = ("train", "validation", "test")
 csv.field_size_limit(1 << 30)  # one CSV cell can hold a long series
 
 
