@@ -100,6 +100,11 @@ def test_slake(tmp_path, config, counts):
   assert ex["image"].shape == (32, 32, 1)
   grey = ex["image"][..., 0].astype(float)  # 16 wide x 32 tall -> columns 8..24
   assert grey[:, :8].max() == 0 and grey[:, 24:].max() == 0 and grey[:2, 8:10].min() > 200
+  rgb = media_io.load_image(os.path.join(DATA, "slake", "dummy_data", "Slake1.0", "imgs", "xmlab1", "source.jpg"),
+                            16, 3)
+  assert rgb.shape == (16, 16, 3) and rgb[:, :4].sum() == 0 and rgb[0, 4].min() > 200
+  with pytest.raises(ValueError, match="channels: expected 1 or 3, got 4"):
+    media_io.load_image("x.jpg", 16, 4)
 
 
 # ------------------------------------------------------------------------------------------- MIMIC-CXR
@@ -191,3 +196,40 @@ def test_volume_errors(tmp_path):
   with pytest.raises(ValueError, match=r"volume: expected a .npy, .nii or .nii.gz file, got v.mha"):
     (tmp_path / "v.mha").write_text("")
     media_io.load_volume(tmp_path / "v.mha")
+
+
+# ------------------------------------------------------------------------------ into the medgemini task
+def _task(variant, seq_len=96):
+  from medjax.tasks import get_task
+  spec = importlib.util.spec_from_file_location("medgemini_config", os.path.join(DATA, "..", "configs", "medgemini.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  config = mod.get_config(variant)
+  config.update_from_flattened_dict({"data.seq_len": seq_len})  # real questions are longer than the phantoms'
+  task = get_task(config)
+  return task, {m.name: m.vit.input_shape for m in task.mm_cfg.media}
+
+
+def test_records_encode_for_the_medgemini_task(tmp_path):
+  task, shapes = _task("tiny")  # image (32, 32, 1)
+  rad = {e["id"]: e for e in _build(vqa_rad.VqaRad, "vqa_rad", tmp_path / "rad", "tiny")["train"]}["0"]
+  ex = media_io.task_example(rad, shapes)
+  assert ex["prompt"] == "<image> Are regions of the brain infarcted?" and ex["target"] == "Yes"
+  assert ex["qtype"] == media_io.CLOSED and ex["media"]["image"][0].max() == 1.0
+  arrays = task.encode(ex)
+  assert arrays["image_mask"].tolist() == [1]
+  np.testing.assert_allclose(arrays["image"][0], rad["image"] / 255.0, atol=1e-6)
+  assert arrays["loss_mask"].sum() == len("Yes") + 1
+
+  task3d, shapes3d = _task("tiny3d")  # image (32, 32, 1) + volume (8, 32, 32, 1)
+  vqa = _build(volumes_3d.Volumes3d, "volumes_3d", tmp_path / "m3d", "m3d_vqa_tiny")["validation"][0]
+  ex = media_io.task_example(vqa, shapes3d)
+  assert ex["prompt"] == "<volume> Where is the bowel wall thickening located?" and ex["qtype"] == media_io.OPEN
+  arrays = task3d.encode(ex)
+  assert arrays["volume_mask"].tolist() == [1] and arrays["image_mask"].tolist() == [0]
+  np.testing.assert_array_equal(arrays["volume"][0], vqa["volume"])
+
+  rgb = media_io.task_example({"image": np.zeros((32, 32, 1), np.uint8), "report": "r"}, {"image": (32, 32, 3)})
+  assert rgb["media"]["image"][0].shape == (32, 32, 3) and rgb["prompt"] == "<image> report:"
+  with pytest.raises(ValueError, match=r"image: expected shape \(64, 64, 1\) \(the model's input\), got \(32, 32, 1\)"):
+    media_io.task_example(rad, {"image": (64, 64, 1)})
