@@ -112,9 +112,18 @@ class Volumes3d(tfds.core.GeneratorBasedBuilder):
     data = json.loads(path.read_text())
     bases = (root, root / "M3D_Cap_npy", path.parent)
     resolve = lambda p, field: media_io.first_existing([b / p for b in bases], field)
-    items = {s: [(e["image"], {"report": " ".join(resolve(e["text"], "text").read_text().split())})
-                 for e in data[s]] for s in ("train", "validation", "test") if data.get(s)}
-    return {s: self._generate_examples([(p, p, resolve(p, "image"), t) for p, t in it]) for s, it in items.items()}
+    out = {}
+    for split in ("train", "validation", "test"):
+      rows = []
+      for i, e in enumerate(data.get(split, [])):
+        media_io.require(e, ("image", "text"), f"{path.name}[{split!r}][{i}]")
+        report = " ".join(resolve(e["text"], "text").read_text().split())
+        rows.append((e["image"], e["image"], resolve(e["image"], "image"), {"report": report}))
+      if rows:
+        out[split] = self._generate_examples(rows)
+    if not out:
+      raise ValueError(f"{path.name}: expected entries under 'train', 'validation' or 'test', got keys {sorted(data)}")
+    return out
 
   def _m3d_vqa_splits(self, root):
     out = {}
@@ -133,15 +142,15 @@ class Volumes3d(tfds.core.GeneratorBasedBuilder):
 
   def _ct_rate_splits(self, root):
     out = {}
-    for split, name in (("train", "train"), ("validation", "valid")):
-      path = root / "radiology_text_reports" / f"{'validation' if name == 'valid' else name}_reports.csv"
+    for split, folder in (("train", "train"), ("validation", "valid")):
+      path = root / "radiology_text_reports" / f"{split}_reports.csv"
       if not path.exists():
         continue
       rows = []
       for r in read_csv(path, CT_RATE_COLUMNS):
         text = {"findings": " ".join(r["Findings_EN"].split()), "impression": " ".join(r["Impressions_EN"].split())}
         text["report"] = " ".join(v for v in text.values() if v)
-        rows.append((r["VolumeName"], r["VolumeName"], ct_rate_path(root, name, r["VolumeName"]), text))
+        rows.append((r["VolumeName"], r["VolumeName"], ct_rate_path(root, folder, r["VolumeName"]), text))
       out[split] = self._generate_examples(rows)
     if not out:
       raise ValueError(f"manual_dir: expected radiology_text_reports/{{train,validation}}_reports.csv in {root}")
