@@ -231,5 +231,6 @@ def test_records_encode_for_the_medgemini_task(tmp_path):
 
   rgb = media_io.task_example({"image": np.zeros((32, 32, 1), np.uint8), "report": "r"}, {"image": (32, 32, 3)})
   assert rgb["media"]["image"][0].shape == (32, 32, 3) and rgb["prompt"] == "<image> report:"
+  assert rgb["target"] == rgb["report"] == "r"
   with pytest.raises(ValueError, match=r"image: expected shape \(64, 64, 1\) \(the model's input\), got \(32, 32, 1\)"):
     media_io.task_example(rad, {"image": (64, 64, 1)})

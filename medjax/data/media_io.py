@@ -150,7 +150,8 @@ def task_example(record: dict, shapes: dict) -> dict:
 
   `shapes` maps "image" / "volume" to the model's input shape (H, W, C) / (frames, H, W, C); a grey
   image or volume is repeated to 3 channels where the model wants them. Records with `question`
-  become VQA (qtype from answer_type), others report generation ("report:" -> report or caption).
+  become VQA (qtype from answer_type), others report generation ("report:" -> report or caption; the
+  text is also under "report", which the SigLIP task reads).
   """
   media, parts = {}, []
   for name in ("image", "volume"):
@@ -172,4 +173,4 @@ def task_example(record: dict, shapes: dict) -> dict:
     return {"prompt": " ".join(parts + [text["question"]]), "target": text["answer"],
             "qtype": CLOSED if text.get("answer_type") == "closed" else OPEN, "media": media}
   target = text.get("report") or text.get("caption", "")
-  return {"prompt": " ".join(parts + ["report:"]), "target": target, "qtype": OPEN, "media": media}
+  return {"prompt": " ".join(parts + ["report:"]), "target": target, "qtype": OPEN, "media": media, "report": target}
