@@ -2,8 +2,12 @@
 
 python experiments/benchmark.py --configs=configs/llm.py:tiny,configs/llm.py:tiny-gemma --steps=10
 Any config of any family works (its task defines the batch); --set applies overrides to every config,
-e.g. --set=train.batch_size=8,data.seq_len=128.
+e.g. --set=train.batch_size=8,data.seq_len=128; --config adds one config with its own overrides, e.g.
+--config="configs/llm.py:llama-3.2-1b data.tokenizer=byte train.batch_size=8 model.attention_impl=cudnn".
+MFU uses the analytic model FLOPs (6 N T + attention for decoders and STDiT; no remat recomputation) where the
+family has them, else XLA's count of the compiled step (which includes recomputation: closer to HFU).
 """
+import json
 import time
 
 import jax
@@ -11,8 +15,10 @@ import numpy as np
 from absl import app, flags
 
 flags.DEFINE_list("configs", ["configs/llm.py:tiny", "configs/llm.py:tiny-gemma"], "Config files with variants.")
-flags.DEFINE_integer("steps", 10, "Timed steps per config (after one warm-up step).")
+flags.DEFINE_integer("steps", 10, "Timed steps per config (after one warm-up step); 0: compile only.")
 flags.DEFINE_list("set", [], "Overrides key=value applied to every config.")
+flags.DEFINE_multi_string("config", [], "One config and its own overrides: 'path:variant key=value ...'.")
+flags.DEFINE_string("json_out", "", "Also append each result as a JSON line to this file.")
 flags.DEFINE_integer("data_batches", 20, "Batches drawn to time the input pipeline (0 to skip).")
 FLAGS = flags.FLAGS
 
@@ -26,8 +32,12 @@ def load_config(spec: str, overrides):
   config = mod.get_config(arg or None)
   for item in overrides:
     key, _, value = item.partition("=")
-    config.update_from_flattened_dict({key: type(_lookup(config, key))(value) if not isinstance(
-        _lookup(config, key), bool) else value.lower() in ("1", "true")})
+    old = _lookup(config, key)
+    if isinstance(old, bool):
+      value = value.lower() in ("1", "true")
+    elif old is not None:
+      value = type(old)(value)
+    config.update_from_flattened_dict({key: value})
   return config
 
 
@@ -51,36 +61,44 @@ def benchmark(config, steps: int, data_batches: int = 0) -> dict:
   from medjax import parallel
   from medjax.train import loop
   from medjax.train.metrics import compiled_cost, peak_flops
+  from medjax.parallel.aot import model_flops
   t = config.train
   mesh, rules, task, model = loop.setup(config)
   per_host = loop.check_batch_size(t.batch_size, mesh, t.grad_accum)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, _, jitted, _ = loop.build_step(config, mesh, rules, task, model)
+    state, _, jitted, _ = loop.build_step(config, mesh, rules, task, model, abstract_only=not steps)
     t0 = time.time()
     compiled = jitted.lower(state, loop.abstract_batch(task, t.batch_size, mesh)).compile()
     compile_s = time.time() - t0
   cost = compiled_cost(compiled)
   rng = np.random.default_rng(0)
   local = jax.tree.map(lambda x: _fill(x, rng), task.dummy_batch(per_host))
-  batch = parallel.global_batch(local, mesh)
-  state, m = compiled(state, batch)
-  jax.block_until_ready(m)
-  t0 = time.time()
-  for _ in range(steps):
+  dt = float("nan")
+  if steps:
+    batch = parallel.global_batch(local, mesh)
     state, m = compiled(state, batch)
-  jax.block_until_ready(m)
-  dt = (time.time() - t0) / steps
+    jax.block_until_ready(m)
+    t0 = time.time()
+    for _ in range(steps):
+      state, m = compiled(state, batch)
+    jax.block_until_ready(m)
+    dt = (time.time() - t0) / steps
   peak = peak_flops()
+  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  tokens = task.count_tokens(local) * jax.process_count()
+  analytic = model_flops(model, params, t.batch_size, tokens // t.batch_size, task.dummy_batch(t.batch_size))
+  flops = analytic / mesh.size if analytic else cost["flops"]
   out = {
-      "params_M": sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
+      "params_M": params / 1e6,
       "devices": mesh.size, "compile_s": compile_s, "step_ms": dt * 1e3,
       "examples_per_s": t.batch_size / dt,
-      "tokens_per_s": task.count_tokens(local) * jax.process_count() / dt,
-      "tflops_per_device": cost["flops"] / dt / 1e12,
-      "mfu": cost["flops"] / dt / peak if peak else float("nan"),
+      "tokens_per_s": tokens / dt,
+      "xla_tflops_per_device": cost["flops"] / dt / 1e12,
+      "model_tflops_per_device": analytic / mesh.size / dt / 1e12 if analytic else float("nan"),
+      "mfu": flops / dt / peak if peak else float("nan"),
       "mem_MiB_per_device": cost.get("total_bytes", 0) / 2**20,
   }
-  if data_batches:
+  if data_batches and steps:
     it = iter(task.train_data(batch_size=per_host, seed=0, shard_index=0, shard_count=1))
     next(it)
     t0 = time.time()
@@ -91,17 +109,32 @@ def benchmark(config, steps: int, data_batches: int = 0) -> dict:
   return out
 
 
-COLUMNS = ("params_M", "devices", "compile_s", "step_ms", "examples_per_s", "tokens_per_s", "tflops_per_device",
-           "mfu", "mem_MiB_per_device", "data_batches_per_s", "data_headroom")
+COLUMNS = ("params_M", "devices", "compile_s", "step_ms", "examples_per_s", "tokens_per_s",
+           "xla_tflops_per_device", "model_tflops_per_device", "mfu", "mem_MiB_per_device", "data_batches_per_s",
+           "data_headroom")
 
 
 def main(argv):
   del argv
-  print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}")
-  print("config".ljust(34) + "".join(c.rjust(19) for c in COLUMNS))
-  for spec in FLAGS.configs:
-    r = benchmark(load_config(spec, FLAGS.set), FLAGS.steps, FLAGS.data_batches)
-    print(spec.ljust(34) + "".join(f"{r.get(c, float('nan')):19.4g}" for c in COLUMNS), flush=True)
+  print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}, jax {jax.__version__}")
+  runs = [(spec, list(FLAGS.set)) for spec in FLAGS.configs]
+  runs += [(item.split()[0], list(FLAGS.set) + item.split()[1:]) for item in FLAGS.config]
+  width = [max(12, len(c) + 1) for c in COLUMNS]
+  header = "config".ljust(34) + "".join(c.rjust(w) for c, w in zip(COLUMNS, width))
+  rows = []
+  for spec, overrides in runs:
+    try:
+      r = benchmark(load_config(spec, overrides), FLAGS.steps, FLAGS.data_batches)
+    except Exception as e:  # one config out of memory must not lose the others' figures
+      print(f"{spec} {' '.join(overrides)}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
+      continue
+    r.update(config=spec, overrides=overrides)
+    rows.append(spec.ljust(34) + "".join(f"{r.get(c, float('nan')):{w}.4g}" for c, w in zip(COLUMNS, width)))
+    print(f"{spec} {' '.join(overrides)}\n{header}\n{rows[-1]}", flush=True)
+    if FLAGS.json_out:
+      with open(FLAGS.json_out, "a") as f:
+        f.write(json.dumps(r) + "\n")
+  print("\n" + header + "\n" + "\n".join(rows))
 
 
 if __name__ == "__main__":

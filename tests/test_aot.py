@@ -63,3 +63,19 @@ def test_too_big_config_exits_nonzero_with_message():
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 1, out.stderr[-3000:]
   assert "does not fit" in out.stderr and "16 GiB" in out.stderr
+
+
+def test_stdit_flops_formula_matches_xla_count():
+  """The analytic STDiT training FLOPs (MFU numerator) agree with XLA's count of one fwd + bwd pass."""
+  import jax
+  import jax.numpy as jnp
+  from medjax.models.stdit import STDiT, stdit_config
+  cfg = stdit_config("tiny", hidden=64, depth=2, num_heads=4, caption_channels=32, text_vocab_size=0)
+  x, t = jnp.ones((2, 4, 8, 8, 1)), jnp.ones((2,), jnp.int32)
+  y, y_mask = jnp.ones((2, 6, 32)), jnp.ones((2, 6), jnp.int32)
+  model = STDiT(cfg)
+  params = model.init(jax.random.PRNGKey(0), x, t, y, y_mask, train=False)
+  loss = lambda p: jnp.mean(model.apply(p, x, t, y, y_mask, train=False) ** 2)
+  cost = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  assert aot.stdit_flops(cfg, x.shape, 6) == pytest.approx(cost["flops"], rel=0.15)

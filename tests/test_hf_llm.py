@@ -112,6 +112,21 @@ def test_greedy_generation_matches_transformers(checkpoints, name, scan_layers):
     assert row == _hf_greedy(model, prompt)
 
 
+def test_stop_sequence_ends_a_row_on_device(checkpoints):
+  path, model = checkpoints["llama"]
+  cfg = load_hf_config(path)
+  prompts = np.random.RandomState(1).randint(3, VOCAB, (2, 7))
+  ref = [_hf_greedy(model, p) for p in prompts.tolist()]
+  stop = tuple(ref[0][3:5])  # row 0 ends by its 5th token; row 1 runs on unless it meets the same pair
+  out, n = generate(DecoderLM(cfg), load_hf_params(path, cfg), jnp.asarray(prompts), jnp.full((2,), 7),
+                    jax.random.PRNGKey(0), max_new_tokens=NEW_TOKENS, pad_id=0, stop_ids=(stop,))
+  out, n = np.asarray(out).tolist(), np.asarray(n).tolist()
+  for row, (r, k) in enumerate(zip(ref, n)):
+    ends = [i + 2 for i in range(NEW_TOKENS - 1) if tuple(r[i:i + 2]) == stop] + [NEW_TOKENS]
+    assert k == ends[0] and out[row] == r[:k] + [0] * (NEW_TOKENS - k), row
+  assert n[0] <= 5
+
+
 def test_right_padded_batch_matches_single_prompts(checkpoints):
   path, model = checkpoints["gemma"]
   cfg = load_hf_config(path)

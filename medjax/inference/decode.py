@@ -37,19 +37,40 @@ def pad_prompts(prompts: list[list[int]], pad_id: int, multiple: int = 8):
   return out, lens
 
 
+def stop_token_ids(tokenizer, stop) -> tuple[tuple[int, ...], ...]:
+  """Token-id sequences of `stop` strings for `generate(stop_ids=...)` (hashable, so usable as a static arg).
+
+  A subword tokenizer may encode a stop string differently inside a longer text, so the device-side match
+  only ends generation early; callers still cut the decoded text at the first stop string.
+  """
+  return tuple(ids for ids in (tuple(tokenizer.encode(s)) for s in stop) if ids)
+
+
+def _ends_with_stop(out, i, stop_ids):
+  """[N] bool: row's tokens out[:, :i+1] end with one of the `stop_ids` sequences."""
+  hit = jnp.zeros((out.shape[0],), bool)
+  for seq in stop_ids:
+    if len(seq) > out.shape[1]:
+      continue
+    window = jax.lax.dynamic_slice_in_dim(out, jnp.maximum(i + 1 - len(seq), 0), len(seq), axis=1)
+    hit |= (i + 1 >= len(seq)) & jnp.all(window == jnp.asarray(seq, jnp.int32), axis=1)
+  return hit
+
+
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "num_samples", "temperature", "top_k",
-                                             "top_p", "eos_id", "pad_id", "vocab_size"))
+                                             "top_p", "eos_id", "pad_id", "vocab_size", "stop_ids"))
 def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_samples: int = 1,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, eos_id: int = -1, pad_id: int = 0,
-             vocab_size: int = 0):
+             vocab_size: int = 0, stop_ids: tuple = ()):
   """Samples continuations of right-padded prompts tokens [B,T] with per-row `lengths`.
 
   `vocab_size` > 0 restricts sampling to ids below it (the tokenizer's vocabulary when the model's
-  embedding table is padded larger).
+  embedding table is padded larger). A row ends at EOS or once its tokens end with one of `stop_ids`
+  (token-id sequences, see `stop_token_ids`); the loop ends when every row has.
 
   The prompt is prefilled once; its cache is shared by the `num_samples` samples of that prompt.
   Returns (new tokens [B * num_samples, max_new_tokens] padded with pad_id after EOS,
-  number of generated tokens per row incl. EOS). Rows are ordered prompt-major.
+  number of generated tokens per row incl. EOS or the stop sequence). Rows are ordered prompt-major.
   """
   b, t = tokens.shape
   cache = model.init_cache(b, t + max_new_tokens)
@@ -64,24 +85,24 @@ def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_sa
   out = jnp.full((n, max_new_tokens), pad_id, jnp.int32)
 
   def cond(carry):
-    i, _, _, _, done, _, _ = carry
+    i, _, _, _, done, _, _, _ = carry
     return (i < max_new_tokens) & ~jnp.all(done)
 
   def body(carry):
-    i, cache, last, pos, done, out, rng = carry
+    i, cache, last, pos, done, out, count, rng = carry
     rng, sub = jax.random.split(rng)
     tok = sample_logits(sub, last, temperature, top_k, top_p)
     tok = jnp.where(done, pad_id, tok)
     out = out.at[:, i].set(tok)
-    done = done | (tok == eos_id)
+    count = jnp.where(done, count, i + 1)
+    done = done | (tok == eos_id) | _ends_with_stop(out, i, stop_ids)
     logits, cache = model.apply({"params": params}, tok[:, None], positions=pos[:, None], cache=cache)
-    return i + 1, cache, trim(logits[:, 0]), pos + 1, done, out, rng
+    return i + 1, cache, trim(logits[:, 0]), pos + 1, done, out, count, rng
 
-  init = (jnp.int32(0), cache, last, pos, jnp.zeros((n,), bool), out, rng)
-  i, _, _, _, done, out, _ = jax.lax.while_loop(cond, body, init)
-  is_eos = out == eos_id
-  first_eos = jnp.where(is_eos.any(1), jnp.argmax(is_eos, axis=1) + 1, i)
-  return out, first_eos
+  zeros = jnp.zeros((n,), jnp.int32)
+  init = (jnp.int32(0), cache, last, pos, zeros.astype(bool), out, zeros, rng)
+  _, _, _, _, _, out, count, _ = jax.lax.while_loop(cond, body, init)
+  return out, count
 
 
 def generate_text(model, params, tokenizer, prompts: list[str], *, max_new_tokens: int, rng=None,
@@ -92,7 +113,8 @@ def generate_text(model, params, tokenizer, prompts: list[str], *, max_new_token
   rng = jax.random.PRNGKey(0) if rng is None else rng
   out, n = generate(model, params, jnp.asarray(toks), jnp.asarray(lens), rng, max_new_tokens=max_new_tokens,
                     num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
-                    eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, vocab_size=tokenizer.vocab_size)
+                    eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, vocab_size=tokenizer.vocab_size,
+                    stop_ids=stop_token_ids(tokenizer, stop))
   out, n = np.asarray(out), np.asarray(n)
   texts = []
   for row, k in zip(out, n):

@@ -38,6 +38,7 @@ class LMGenerator:
       raise ValueError(f"max_new_tokens: expected a positive int, got {max_new_tokens}")
     self.model, self.params, self.tokenizer = model, params, tokenizer
     self.max_new_tokens, self.stop, self.max_rows = max_new_tokens, tuple(stop), max_rows
+    self.stop_ids = decode.stop_token_ids(tokenizer, self.stop)
     self.top_k, self.top_p = top_k, top_p
 
   def _cut(self, text: str) -> str:
@@ -58,7 +59,8 @@ class LMGenerator:
       out, n = decode.generate(self.model, self.params, jnp.asarray(toks), jnp.asarray(lens), rng,
                                max_new_tokens=self.max_new_tokens, num_samples=num_samples,
                                temperature=float(temperature), top_k=self.top_k, top_p=self.top_p,
-                               eos_id=tok.eos_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size)
+                               eos_id=tok.eos_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
+                               stop_ids=self.stop_ids)
       out, n = np.asarray(out), np.asarray(n)
       spent += int(lens.sum()) + int(n.sum())
       rows = [self._cut(tok.decode(r[:k].tolist())) for r, k in zip(out, n)]
