@@ -85,3 +85,104 @@ def test_vae_config_errors_name_the_field(vae_dir, tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({**hf, "norm_num_groups": 2}))
   with pytest.raises(ValueError, match="diffusion_pytorch_model.safetensors"):
     load_vae(str(tmp_path))
+
+
+# -------------------------------------------------------------------------------------------- T5
+T5_VOCAB = 64
+
+
+def _save_t5_tokenizer(path):
+  """A word-level tokenizer.json laid out like T5's: <pad>=0, </s>=1, <unk>=2, eos appended by the post-processor."""
+  import tokenizers
+  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{f"w{i}": i for i in range(3, T5_VOCAB)}}
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+  tok.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+  tok.add_special_tokens(["<pad>", "</s>", "<unk>"])
+  tok.save(os.path.join(path, "tokenizer.json"))
+  json.dump({"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"},
+            open(os.path.join(path, "special_tokens_map.json"), "w"))
+
+
+@pytest.fixture(scope="module")
+def t5_dirs(tmp_path_factory):
+  """{"full": T5ForConditionalGeneration dir, "encoder": T5EncoderModel dir} -> (path, torch encoder)."""
+  transformers = pytest.importorskip("transformers", reason="T5 parity needs the reference transformers model")
+  torch.manual_seed(0)
+  cfg = transformers.T5Config(vocab_size=T5_VOCAB, d_model=32, d_kv=8, num_heads=4, d_ff=48, num_layers=2,
+                              num_decoder_layers=1, feed_forward_proj="gated-gelu", relative_attention_num_buckets=16,
+                              relative_attention_max_distance=20, initializer_factor=1.0, pad_token_id=0,
+                              eos_token_id=1, decoder_start_token_id=0)
+  full = _randomize_1d(transformers.T5ForConditionalGeneration(cfg))
+  encoder = transformers.T5EncoderModel(cfg)
+  encoder.load_state_dict(full.state_dict(), strict=False)
+  out = {}
+  for name, model in (("full", full), ("encoder", encoder.eval())):
+    path = str(tmp_path_factory.mktemp(f"t5_{name}"))
+    model.save_pretrained(path)
+    _save_t5_tokenizer(path)
+    out[name] = (path, model.get_encoder() if name == "full" else model)
+  return out
+
+
+@pytest.mark.parametrize("layout", ["full", "encoder"])
+def test_t5_encoder_matches_transformers(t5_dirs, layout):
+  from medjax.checkpoints.hf_t5 import load_t5_config, load_t5_params
+  from medjax.models.t5 import T5Encoder
+  path, ref = t5_dirs[layout]
+  cfg = load_t5_config(path)
+  assert (cfg.num_layers, cfg.d_ff, cfg.activation) == (2, 48, "gelu_tanh")
+  rs = np.random.RandomState(0)
+  ids = rs.randint(0, T5_VOCAB, (2, 40))  # 40 tokens span every bucket (max_distance 20)
+  mask = np.ones_like(ids)
+  mask[1, 25:] = 0
+  with torch.no_grad():
+    want = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+  got = jax.jit(T5Encoder(cfg).apply)({"params": load_t5_params(path, cfg)}, ids, mask)
+  assert np.abs(want).max() > 0.5
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
+
+
+def test_relative_position_buckets_match_transformers():
+  from transformers.models.t5.modeling_t5 import T5Attention
+  from medjax.models.t5 import relative_position_buckets
+  rel = torch.arange(300)[None, :] - torch.arange(300)[:, None]  # float32 log boundaries at 16, 32, 64
+  want = T5Attention._relative_position_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128)
+  np.testing.assert_array_equal(relative_position_buckets(300, 32, 128), want.numpy())
+
+
+def test_t5_caption_encoder_tokenizes_like_transformers(t5_dirs):
+  import transformers
+  from medjax.checkpoints.hf_t5 import load_t5_encoder
+  path, ref = t5_dirs["encoder"]
+  enc = load_t5_encoder(path, max_len=6)
+  captions = ["w5 w9 w17", "w3 w4 w5 w6 w7 w8 w9 w10", "w60 unknown w61"]
+  hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"),
+                                                pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+  want = hf_tok(captions, max_length=6, padding="max_length", truncation=True, return_tensors="np")
+  emb, mask = enc(captions)
+  ids, _ = enc.tokenize(captions)
+  np.testing.assert_array_equal(ids, want["input_ids"])
+  np.testing.assert_array_equal(mask, want["attention_mask"])
+  assert ids[1, -1] == 1 and ids[2, 1] == 2  # truncated captions end with eos; unknown words map to <unk>
+  with torch.no_grad():
+    ref_emb = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+  assert emb.shape == (3, 6, 32)
+  np.testing.assert_allclose(emb, ref_emb, atol=1e-4, rtol=0)
+  with pytest.raises(ValueError, match="captions: expected a non-empty list"):
+    enc([])
+
+
+def test_t5_config_errors_name_the_field(t5_dirs, tmp_path):
+  from medjax.checkpoints.hf_t5 import load_t5_config, load_t5_params
+  hf = json.load(open(os.path.join(t5_dirs["encoder"][0], "config.json")))
+  for change, field in [({"feed_forward_proj": "relu"}, "feed_forward_proj"), ({"model_type": "umt5"}, "model_type")]:
+    (tmp_path / "config.json").write_text(json.dumps({**hf, **change}))
+    with pytest.raises(ValueError, match=f"'{field}'"):
+      load_t5_config(str(tmp_path))
+  path = t5_dirs["full"][0]
+  cfg = load_t5_config(path, num_layers=3)
+  with pytest.raises(ValueError, match="encoder.block.2.layer.0.layer_norm.weight"):
+    load_t5_params(path, cfg)
+  with pytest.raises(ValueError, match="no place in the config"):
+    load_t5_params(path, load_t5_config(path, num_layers=1))
