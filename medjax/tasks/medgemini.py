@@ -4,21 +4,26 @@
 end; loss on answer tokens (+ EOS). Eval: teacher-forced exact match of the whole answer, which is
 exactly greedy-decoding accuracy (greedy reproduces the answer iff every answer token, EOS
 included, is the argmax given the answer so far), split into closed (yes/no) and open questions;
-the host-side `evaluate` adds the majority-answer-per-question baseline.
+the host-side `evaluate` adds the majority-answer-per-question baseline and scores greedy generations
+of `data.eval_generations` validation examples (default 64; 0 skips): VQA accuracy of the generated
+text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 and ROUGE-L of reports.
 "siglip": TwoTower image / report-text contrastive pretraining; eval: retrieval recall@K.
 """
 import collections
 import dataclasses
+import functools
 import re
 import zlib
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from medjax.data import pipeline
 from medjax.data.synthetic import phantoms
 from medjax.data.tokenizers import load_tokenizer
+from medjax.eval import report_metrics, vqa_accuracy
 from medjax.models.llm import LMConfig
 from medjax.models.multimodal import MediaSpec, MultimodalConfig, MultimodalLM, check_media_counts
 from medjax.models.text_tower import TextConfig, TwoTower
@@ -29,6 +34,7 @@ from medjax.train.task import Task
 
 DATASETS = {"phantoms"}
 PLACEHOLDERS = {"image": "<image>", "volume": "<volume>"}
+EVAL_GENERATIONS = 64
 
 
 def _fields(cls, section, **extra):
@@ -68,6 +74,37 @@ def _batch_ds(source, encode, *, batch_size, seed, shuffle, num_epochs, shard_in
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs).map(encode).batch(batch_size, drop_remainder=True)
   return ds.to_iter_dataset()
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id", "vocab_size"))
+def greedy_decode(model, params, inputs, lengths, *, max_new_tokens: int, eos_id: int, vocab_size: int):
+  """Greedy continuation of prompts (`inputs["tokens"]` [B,T], the first `lengths` tokens real) in place.
+
+  Each step reruns the prefix-LM over the fixed-length text (no KV cache: the media sit in the
+  bidirectional prefix and these models are small). Stops when every row wrote EOS or filled T.
+  Returns (tokens [B,T], end [B]: one past the last generated token, EOS included).
+  """
+  tokens = inputs["tokens"]
+  pos = jnp.arange(tokens.shape[1])[None]
+  prefix = pos < lengths[:, None]
+
+  def cond(carry):
+    i, _, _, done = carry
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def body(carry):
+    i, tokens, end, done = carry
+    logits = model.apply({"params": params}, **dict(inputs, tokens=tokens, input_mask=pos < end[:, None],
+                                                    prefix_mask=prefix))
+    nxt = jnp.argmax(jnp.take_along_axis(logits, (end - 1)[:, None, None], axis=1)[:, 0, :vocab_size], -1)
+    write = ~done
+    tokens = jnp.where(write[:, None] & (pos == end[:, None]), nxt[:, None].astype(tokens.dtype), tokens)
+    end = jnp.where(write, end + 1, end)
+    return i + 1, tokens, end, done | (nxt == eos_id) | (end >= tokens.shape[1])
+
+  done = lengths >= tokens.shape[1]
+  _, tokens, end, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), tokens, lengths, done))
+  return tokens, end
 
 
 class MedGeminiVQATask(Task):
@@ -166,10 +203,43 @@ class MedGeminiVQATask(Task):
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
 
-  def evaluate(self, model, params, mesh):
-    """Majority-answer-per-question baseline (from the train split) on the validation split."""
-    if self.config.data.mode != "vqa":
+  def generate(self, model, params, examples, max_new_tokens: int | None = None) -> list[str]:
+    """Greedy answers (or reports) to phantom examples, decoded up to EOS."""
+    batch = [self.encode(ex) for ex in examples]
+    lengths = np.array([int(b["prefix_mask"].sum()) for b in batch], np.int32)  # bos + prompt
+    arrays = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
+    arrays["tokens"] = np.where(np.arange(arrays["tokens"].shape[1]) < lengths[:, None], arrays["tokens"],
+                                self.tokenizer.pad_id)
+    inputs = {k: v for k, v in self.model_inputs(arrays).items() if k not in ("input_mask", "prefix_mask")}
+    tokens, end = greedy_decode(model, params, inputs, lengths, eos_id=self.tokenizer.eos_id,
+                                max_new_tokens=max_new_tokens or self.config.data.seq_len,
+                                vocab_size=self.tokenizer.vocab_size)
+    tokens, end = np.asarray(tokens), np.asarray(end)
+    texts = []
+    for row, start, stop in zip(tokens, lengths, end):
+      out = row[start:stop].tolist()
+      texts.append(self.tokenizer.decode(out[:out.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in out
+                                         else out))
+    return texts
+
+  def _generation_metrics(self, model, params):
+    n = min(int(self.config.data.get("eval_generations", EVAL_GENERATIONS)), self.config.data.eval_size)
+    if n <= 0:
       return {}
+    val = self.source("validation")
+    examples = [val[i] for i in range(n)]
+    preds = self.generate(model, params, examples)
+    targets = [ex["target"] for ex in examples]
+    if self.config.data.mode == "report":
+      return report_metrics(preds, targets)
+    m = vqa_accuracy(preds, targets, [ex["qtype"] == phantoms.CLOSED for ex in examples])
+    return {f"generated_{k}": v for k, v in m.items()}
+
+  def evaluate(self, model, params, mesh):
+    """Generation metrics and, for VQA, the majority-answer-per-question baseline (from the train split)."""
+    out = self._generation_metrics(model, params)
+    if self.config.data.mode != "vqa":
+      return out
     counts = collections.defaultdict(collections.Counter)
     train = self.source("train", min(self.config.data.train_size, 2000))
     for i in range(len(train)):
@@ -178,7 +248,7 @@ class MedGeminiVQATask(Task):
     val = self.source("validation")
     hits = [counts[ex["prompt"]].most_common(1)[0][0] == ex["target"] if counts[ex["prompt"]] else False
             for ex in (val[i] for i in range(len(val)))]
-    return {"majority_baseline": float(np.mean(hits))}
+    return {**out, "majority_baseline": float(np.mean(hits))}
 
 
 class SigLIPTask(Task):
