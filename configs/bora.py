@@ -30,7 +30,8 @@ def get_config(arg=None):
   # latent_scale multiplies the data before diffusion (SD-VAE latents: 0.18215); lowering it for pixels
   # lowers the SNR at every step, so global content (direction, count) is decided over more of the chain.
   c.data = dict(name="synthetic_cells", latent="pixels", tokenizer="words", frames=8, size=16, channels=1,
-                max_text_len=8, eval_videos=64, latent_scale=1.0)
+                max_text_len=8, eval_videos=64, latent_scale=1.0, max_count=4, speeds=(0.5, 1.5))
+  c.data.cache_dir = ""  # a latent cache root (experiments/cache_latents.py): train on cached latents + embeddings
   if variant == "tiny":
     c.model.update(in_channels=1, patch_size=(1, 4, 4), hidden=64, depth=3, num_heads=4, caption_channels=32,
                    max_text_len=8, text_vocab_size=32, caption_dropout=0.1)
@@ -41,7 +42,7 @@ def get_config(arg=None):
   else:
     c.model.update(dtype="bfloat16", remat=True, caption_dropout=0.1)
     c.data.update(name="bora_csv", latent="vae", tokenizer="", frames=40, size=32, channels=4, max_text_len=120,
-                  eval_videos=0)
+                  eval_videos=0, latent_scale=0.18215)
     c.train.update(steps=10_000, batch_size=64, ema_decay=0.9999, log_every=50, eval_every=0, checkpoint_every=500)
     c.optim.update(lr=1e-5, warmup_steps=0.0, schedule="constant", weight_decay=0.0, grad_clip=1.0)
     c.parallel.rules = "fsdp_tp_sp"

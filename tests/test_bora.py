@@ -37,7 +37,7 @@ def test_cells_videos_match_their_captions():
   # The cross-correlation peak of a one-cell fast video sits at its captioned displacement.
   ex = next(e for e in (cells.make_example(np.random.default_rng(s)) for s in range(100))
             if e["count"] == 1 and e["speed"] == 1)
-  from medjax.tasks.bora import motion_features
+  from medjax.eval.faithfulness import motion_features
   shift = np.unravel_index(np.argmax(motion_features(ex["video"][None])[0]), (16, 16))
   dy, dx = [(s + 8) % 16 - 8 for s in shift]
   assert {(-1, 0): 0, (1, 0): 1, (0, -1): 2, (0, 1): 3}[(int(np.sign(dy)), int(np.sign(dx)))] == ex["direction"]
@@ -49,10 +49,22 @@ def test_cells_videos_match_their_captions():
     cells.tokenize("3 cells moving up slow", 4)
 
 
-def test_direction_classifier_reads_real_videos():
-  from medjax.tasks.bora import DirectionClassifier
-  clf = DirectionClassifier(dict(frames=8, size=16), num_train=512, steps=150)
-  assert clf.heldout_accuracy > 0.95
+def test_faithfulness_classifier_reads_real_videos_and_not_wrong_ones():
+  from medjax.eval.faithfulness import FaithfulnessClassifier
+  kw = dict(frames=8, size=16)
+  clf = FaithfulnessClassifier(kw, num_train=512, steps=250)
+  assert clf.heldout_accuracy["direction"] > 0.95 and clf.heldout_accuracy["count"] > 0.9
+  src = cells.CellsSource(64, 99, **kw)
+  exs = [src[i] for i in range(64)]
+  videos = np.stack([e["video"] for e in exs])
+  labels = np.array([e["direction"] for e in exs])
+  # Played backwards, every clip moves the opposite way: the classifier must say so.
+  opposite = np.array([1, 0, 3, 2])[labels]
+  assert np.mean(clf.predict(videos[:, ::-1])["direction"] == opposite) > 0.9
+  # Static clips (one frame repeated) carry no direction: the pixel-count view still reads the count.
+  static = np.repeat(videos[:, :1], 8, axis=1)
+  assert np.mean(clf.predict(static)["count"] == np.array([e["count"] - 1 for e in exs])) > 0.8
+  assert clf.embed(videos).shape == (64, 64)
 
 
 def test_config_rejects_unknown_and_bad_values():
@@ -120,6 +132,7 @@ def test_tiny_trains_through_the_loop_and_evaluates_generation(tmp_path):
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   losses = [r["train/loss"] for r in rows if "train/loss" in r]
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
-  assert out["eval/classifier_accuracy_real"] > 0.95
-  for k in ("eval/direction_accuracy_cfg", "eval/direction_accuracy_nocfg"):
-    assert 0.0 <= out[k] <= 1.0
+  assert out["eval/classifier_direction_accuracy_real"] > 0.95
+  for k in ("direction_accuracy", "count_accuracy"):
+    assert 0.0 <= out[f"eval/{k}_cfg"] <= 1.0 and 0.0 <= out[f"eval/{k}_nocfg"] <= 1.0
+  assert out["eval/fvd_cfg"] > 0 and out["eval/fvd_nocfg"] > 0

@@ -108,3 +108,22 @@ def test_cfg_guides_eps_and_keeps_conditional_variance():
   x, t = jnp.ones((2, 1)), jnp.zeros((2,))
   out = fn(x, t, jnp.array([2.0, 2.0]), jnp.array([1.0, 1.0]))
   np.testing.assert_allclose(out, [[4.0, -2.0]] * 2)  # 1 + 3 * (2 - 1); variance from cond
+
+
+def test_frechet_distance_matches_scipy_sqrtm_reference():
+  import scipy.linalg
+  from medjax.eval.fvd import frechet_distance, fvd, gaussian_stats
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(5, 5)), rng.normal(size=(5, 5))
+  c1, c2 = a @ a.T + 0.1 * np.eye(5), b @ b.T + 0.1 * np.eye(5)
+  mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+  ref = np.sum((mu1 - mu2) ** 2) + np.trace(c1 + c2 - 2 * np.real(scipy.linalg.sqrtm(c1 @ c2)))
+  np.testing.assert_allclose(frechet_distance(mu1, c1, mu2, c2), ref, rtol=1e-8)
+  # 1-D closed form: (m1 - m2)^2 + (s1 - s2)^2.
+  np.testing.assert_allclose(frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]), 4.0 + 1.0, rtol=1e-12)
+  # FVD through a feature callable: same distribution ~0, a shifted one ~|shift|^2.
+  x, y = rng.normal(size=(4000, 3)), rng.normal(size=(4000, 3))
+  feat = lambda v: v.reshape(len(v), -1)
+  assert fvd(x, y, feat) < 0.02 and abs(fvd(x, y + 2.0, feat) - 12.0) < 0.3
+  with pytest.raises(ValueError, match="features"):
+    gaussian_stats(np.zeros((1, 3)))

@@ -2,19 +2,22 @@
 
 The embedded task (`data.name = "synthetic_cells"`, `data.latent = "pixels"`) denoises the pixels of
 tiny captioned microscopy-like videos directly. Evaluation generates videos for held-out captions and
-scores their motion direction with a classifier trained on real synthetic videos, with and without
-classifier-free guidance.
+scores their direction and count with a classifier trained on real synthetic videos (`medjax.eval`),
+and their FVD against real videos of the same captions, with and without classifier-free guidance.
 """
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from medjax import diffusion as diffusion_lib
+from medjax.data import latent_cache
 from medjax.data.synthetic import cells
 from medjax.data.tokenizers import ByteTokenizer
+from medjax.eval.faithfulness import FaithfulnessClassifier
+from medjax.eval.fvd import fvd
 from medjax.models.stdit import STDiT, STDiTConfig
 from medjax.train.task import Task
 
@@ -49,52 +52,6 @@ def generate(model, params, diff, y, y_mask, rng, *, shape, cfg_scale: float = 1
   return diff.sample(model_fn, noise, k_sample, method=method)
 
 
-# ------------------------------------------------------------------------------ direction classifier
-def motion_features(videos) -> np.ndarray:
-  """[N, T, H, W, 1] -> [N, H*W]: circular cross-correlation of consecutive frames summed over time,
-  normalised per video (its peak sits at the per-frame displacement)."""
-  v = (np.asarray(videos, np.float32)[..., 0] + 1.0) / 2.0
-  v = v - v.mean(axis=(2, 3), keepdims=True)
-  f = np.fft.rfft2(v)
-  xc = np.fft.irfft2(np.conj(f[:, :-1]) * f[:, 1:], s=v.shape[2:]).sum(axis=1)
-  xc = xc.reshape(len(v), -1)
-  return (xc - xc.mean(1, keepdims=True)) / (xc.std(1, keepdims=True) + 1e-6)
-
-
-class DirectionClassifier:
-  """Softmax regression on `motion_features`, trained on real synthetic videos."""
-
-  def __init__(self, data_kw: dict, num_train: int = 2048, steps: int = 300, seed: int = 1234):
-    src = cells.CellsSource(num_train + 512, seed, **data_kw)
-    exs = [src[i] for i in range(len(src))]
-    feats = motion_features(np.stack([e["video"] for e in exs]))
-    labels = np.array([e["direction"] for e in exs])
-    w = {"w": jnp.zeros((feats.shape[1], len(cells.DIRECTIONS))), "b": jnp.zeros((len(cells.DIRECTIONS),))}
-    tx = optax.adam(0.05)
-    x, y = jnp.asarray(feats[:num_train]), jnp.asarray(labels[:num_train])
-
-    def loss(w):
-      return optax.softmax_cross_entropy_with_integer_labels(x @ w["w"] + w["b"], y).mean()
-
-    @jax.jit
-    def step(w, s):
-      g = jax.grad(loss)(w)
-      u, s = tx.update(g, s, w)
-      return optax.apply_updates(w, u), s
-
-    s = tx.init(w)
-    for _ in range(steps):
-      w, s = step(w, s)
-    self.params = w
-    self.heldout_accuracy = float(np.mean(self.predict_features(feats[num_train:]) == labels[num_train:]))
-
-  def predict_features(self, feats):
-    return np.asarray(jnp.argmax(jnp.asarray(feats) @ self.params["w"] + self.params["b"], -1))
-
-  def predict(self, videos):
-    return self.predict_features(motion_features(videos))
-
-
 # ------------------------------------------------------------------------------ the task
 class BoraTask(Task):
   """Loss: the diffusion loss (IDDPM MSE + VB, or rectified-flow MSE) of STDiT on (video, caption)."""
@@ -118,7 +75,7 @@ class BoraTask(Task):
   @property
   def _data_kw(self):
     d = self.config.data
-    return dict(frames=d.frames, size=d.size)
+    return dict(frames=d.frames, size=d.size, speeds=tuple(d.speeds), max_count=d.max_count)
 
   def build_model(self):
     cfg = stdit_config_from(self.config.model, self.config.diffusion)
@@ -164,14 +121,30 @@ class BoraTask(Task):
     d = self.config.data
     if d.name != "synthetic_cells" or d.latent != "pixels":
       raise ValueError(f"data: only name='synthetic_cells' with latent='pixels' can be generated in-process, got "
-                       f"name={d.name!r}, latent={d.latent!r} (VAE latents need precomputed data)")
+                       f"name={d.name!r}, latent={d.latent!r} (VAE latents need precomputed data: data.cache_dir)")
     return cells.cells_dataset(seed=seed, max_text_len=d.max_text_len, tokenizer=self.tokenizer, **self._data_kw,
                                **kw)
 
+  def _cached(self, split, **kw):
+    """Batches of the latent cache split data.cache_dir/<split> (written by experiments/cache_latents.py)."""
+    d, m = self.config.data, self.config.model
+    if m.text_vocab_size:
+      raise ValueError(f"model.text_vocab_size: cached captions are embeddings, expected 0, got {m.text_vocab_size}")
+    expected = {"x": (self.video_shape, "data.frames/size/channels"),
+                "y": ((d.max_text_len, m.caption_channels), "data.max_text_len/model.caption_channels")}
+    return latent_cache.cache_dataset(os.path.join(d.cache_dir, split), expected=expected, **kw)
+
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
+    if self.config.data.cache_dir:
+      return self._cached("train", batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count)
     return self._dataset(seed, batch_size=batch_size, shard_index=shard_index, shard_count=shard_count)
 
   def eval_data(self, *, batch_size, shard_index, shard_count):
+    if self.config.data.cache_dir:
+      if not os.path.exists(os.path.join(self.config.data.cache_dir, "validation")):
+        return None
+      return self._cached("validation", batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
+                          shard_index=shard_index, shard_count=shard_count)
     return self._dataset(10_000 + self.config.seed, batch_size=batch_size, shuffle=False, num_records=4 * batch_size,
                          num_epochs=1, shard_index=shard_index, shard_count=shard_count)
 
@@ -182,17 +155,19 @@ class BoraTask(Task):
 
   # ---------------------------------------------------------------------------- evaluation
   @property
-  def classifier(self) -> DirectionClassifier:
+  def classifier(self) -> FaithfulnessClassifier:
     if self._classifier is None:
-      self._classifier = DirectionClassifier(self._data_kw)
+      self._classifier = FaithfulnessClassifier(self._data_kw)
     return self._classifier
 
   def prompts(self, n: int, seed: int = 20_000):
-    """n held-out captions -> (y, y_mask, direction labels)."""
+    """n held-out records -> (y, y_mask, labels {direction, count - 1}, real videos)."""
     src = cells.CellsSource(n, seed, **self._data_kw)
-    enc = [cells.encode(src[i], self.config.data.max_text_len, self.tokenizer) for i in range(n)]
-    return (np.stack([e["y"] for e in enc]), np.stack([e["y_mask"] for e in enc]),
-            np.array([e["direction"] for e in enc]))
+    exs = [src[i] for i in range(n)]
+    enc = [cells.encode(e, self.config.data.max_text_len, self.tokenizer) for e in exs]
+    labels = {"direction": np.array([e["direction"] for e in exs]), "count": np.array([e["count"] - 1 for e in exs])}
+    return (np.stack([e["y"] for e in enc]), np.stack([e["y_mask"] for e in enc]), labels,
+            np.stack([e["video"] for e in exs]))
 
   def sampler(self, model, cfg_scale: float):
     """A jitted (params, y, y_mask, rng) -> videos (latents / data.latent_scale) using the sampling chain."""
@@ -201,16 +176,23 @@ class BoraTask(Task):
                            method=self.config.diffusion.sampler)
     return jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
 
-  def direction_accuracy(self, model, params, cfg_scale: float, n: int, seed: int = 0) -> float:
-    y, y_mask, labels = self.prompts(n)
-    videos = self.sampler(model, cfg_scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(seed))
-    return float(np.mean(self.classifier.predict(jax.device_get(videos)) == labels))
+  def faithfulness(self, model, params, cfg_scale: float, n: int, seed: int = 0) -> dict:
+    """Generates n videos for held-out captions -> {direction_accuracy, count_accuracy, fvd} (FVD against
+    the real videos of the same captions, on the classifier's penultimate features)."""
+    y, y_mask, labels, real = self.prompts(n)
+    videos = jax.device_get(self.sampler(model, cfg_scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(seed)))
+    pred = self.classifier.predict(videos)
+    out = {f"{k}_accuracy": float(np.mean(pred[k] == labels[k])) for k in labels}
+    out["fvd"] = fvd(videos, real, self.classifier.embed)
+    return out
 
   def evaluate(self, model, params, mesh):
     n = self.config.data.eval_videos
     if not n or self.config.data.name != "synthetic_cells":
       return {}
-    scale = self.config.diffusion.cfg_scale
-    return {"direction_accuracy_cfg": self.direction_accuracy(model, params, scale, n),
-            "direction_accuracy_nocfg": self.direction_accuracy(model, params, 1.0, n),
-            "classifier_accuracy_real": self.classifier.heldout_accuracy, "chance": 1.0 / len(cells.DIRECTIONS)}
+    out = {"classifier_direction_accuracy_real": self.classifier.heldout_accuracy["direction"],
+           "classifier_count_accuracy_real": self.classifier.heldout_accuracy["count"],
+           "chance_direction": 1.0 / len(cells.DIRECTIONS), "chance_count": 1.0 / self.config.data.max_count}
+    for name, scale in (("cfg", self.config.diffusion.cfg_scale), ("nocfg", 1.0)):
+      out.update({f"{k}_{name}": v for k, v in self.faithfulness(model, params, scale, n).items()})
+    return out

@@ -1,7 +1,7 @@
 """Synthetic microscopy-like videos with captions: bright Gaussian "cells" drifting on a dark field.
 
-Each video has 1-4 cells moving together in one of four directions at a slow or fast speed on a
-torus (they wrap around the border, so the whole clip stays informative). The caption states the
+Each video has 1-`max_count` (default 4) cells moving together in one of four directions at a slow or
+fast speed on a torus (they wrap around the border, so the whole clip stays informative). The caption states the
 count, direction and speed, e.g. "3 cells moving left fast". Pixels are in [-1, 1] (background -1),
 channels-last [T, H, W, 1], ready to be used as the diffusion "latents" directly.
 """
@@ -63,9 +63,13 @@ def render(positions: np.ndarray, size: int, sigma: float, brightness: np.ndarra
 
 
 def make_example(rng: np.random.Generator, *, frames: int = 8, size: int = 16, speeds=(0.5, 1.5),
-                 sigma: float = 1.3) -> dict:
-  """dict(video [T, size, size, 1], count, direction (index), speed (index), caption)."""
-  count = int(rng.integers(1, 5))
+                 sigma: float = 1.3, max_count: int = 4) -> dict:
+  """dict(video [T, size, size, 1], count, direction (index), speed (index), caption).
+
+  `speeds`: pixels per frame of the "slow" and "fast" captions; `max_count` in 1-4."""
+  if not 1 <= max_count <= 4:
+    raise ValueError(f"max_count: expected 1-4 cells, got {max_count!r}")
+  count = int(rng.integers(1, max_count + 1))
   direction, speed = int(rng.integers(4)), int(rng.integers(2))
   start = rng.uniform(0, size, (count, 2))
   step = np.array(_STEP[DIRECTIONS[direction]], np.float32) * speeds[speed]
