@@ -186,3 +186,63 @@ def test_t5_config_errors_name_the_field(t5_dirs, tmp_path):
     load_t5_params(path, cfg)
   with pytest.raises(ValueError, match="no place in the config"):
     load_t5_params(path, load_t5_config(path, num_layers=1))
+
+
+# ---------------------------------------------------------------------------------------- caching
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], os.path.join(ROOT, path))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def _cached_config(cache_dir):
+  c = _load("configs/bora.py").get_config("tiny").unlock()
+  c.data.update(name="bora_csv", latent="vae", tokenizer="", frames=4, size=8, channels=4, max_text_len=16,
+                eval_videos=0, latent_scale=0.18215, cache_dir=cache_dir)
+  c.model.update(in_channels=4, patch_size=(1, 2, 2), text_vocab_size=0, caption_channels=32, max_text_len=16)
+  c.train.update(steps=3, batch_size=8, log_every=1, eval_every=3, eval_batch_size=8, eval_batches=1,
+                 checkpoint_every=0)
+  return c
+
+
+def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
+  pytest.importorskip("av")
+  from medjax.checkpoints.diffusers_vae import load_vae
+  from medjax.checkpoints.hf_t5 import load_t5_encoder
+  from medjax.data import latent_cache
+  from medjax.tasks import get_task
+  from medjax.train.loop import train
+  cli = _load("experiments/cache_latents.py")
+  cache, data_dir = str(tmp_path / "cache"), str(tmp_path / "tfds")
+  meta = cli.cache_latents(out=cache, manual_dir=os.path.join(ROOT, "data", "bora_csv", "dummy_data"),
+                           vae=vae_dir[0], text_encoder=t5_dirs["encoder"][0], builder_config="tiny",
+                           data_dir=data_dir, max_text_len=16, batch_size=2, sample_posterior=False)
+  assert {s: (m["count"], m["x_shape"], m["y_shape"]) for s, m in meta.items()} == {
+      "train": (2, [4, 8, 8, 4], [16, 32]), "validation": (1, [4, 8, 8, 4], [16, 32])}
+  assert meta["train"]["scaling_factor"] == 0.18215
+  # The cache holds the VAE posterior means and T5 embeddings of the clips the TFDS builder decoded.
+  clips = cli.load_builder("tiny", data_dir).as_data_source()["train"]
+  rec, cached = clips[1], latent_cache.CacheSource(os.path.join(cache, "train"))[1]
+  vae, params = load_vae(vae_dir[0])
+  z = encode_video(vae, params, latent_cache.to_pixels(rec["video"])[None])
+  np.testing.assert_allclose(cached["x"], np.asarray(z[0]), atol=1e-5)
+  emb, mask = load_t5_encoder(t5_dirs["encoder"][0], max_len=16)([rec["text"].decode()])
+  np.testing.assert_allclose(cached["y"], emb[0], atol=1e-5)
+  np.testing.assert_array_equal(cached["y_mask"], mask[0])
+  # data.cache_dir switches the Bora task to the cache; training runs and its loss is finite.
+  out = train(_cached_config(cache), str(tmp_path / "run"))
+  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  losses = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert len(losses) == 3 and np.all(np.isfinite(losses)) and out["step"] == 3
+  # A cache that does not fit the config is rejected, naming the config fields.
+  c = _cached_config(cache)
+  c.data.frames = 5
+  with pytest.raises(ValueError, match=r"data.frames/size/channels: .*\(4, 8, 8, 4\).*\(5, 8, 8, 4\)"):
+    get_task(c).train_data(batch_size=8, seed=0, shard_index=0, shard_count=1)
+  with pytest.raises(ValueError, match="already exists"):
+    latent_cache.write_split(os.path.join(cache, "train"), [rec], encode_videos=None, encode_captions=None)
