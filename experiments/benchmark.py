@@ -5,7 +5,8 @@ Any config of any family works (its task defines the batch); --set applies overr
 e.g. --set=train.batch_size=8,data.seq_len=128; --config adds one config with its own overrides, e.g.
 --config="configs/llm.py:llama-3.2-1b data.tokenizer=byte train.batch_size=8 model.attention_impl=cudnn".
 MFU uses the analytic model FLOPs (6 N T + attention for decoders and STDiT; no remat recomputation) where the
-family has them, else XLA's count of the compiled step (which includes recomputation: closer to HFU).
+family has them, else XLA's count of the compiled step (which includes recomputation: closer to HFU; on GPU
+XLA's count misses cuBLAS/cuDNN calls, so MFU is left out there). benchmarks/gpu_mfu.sh runs the GPU table.
 """
 import json
 import time
@@ -87,7 +88,9 @@ def benchmark(config, steps: int, data_batches: int = 0) -> dict:
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   tokens = task.count_tokens(local) * jax.process_count()
   analytic = model_flops(model, params, t.batch_size, tokens // t.batch_size, task.dummy_batch(t.batch_size))
-  flops = analytic / mesh.size if analytic else cost["flops"]
+  # XLA:GPU's cost analysis leaves out library calls (cuBLAS GEMMs, cuDNN attention), so without an analytic
+  # count there is no trustworthy MFU on GPU; on TPU/CPU XLA's count is used (it includes recomputation).
+  flops = analytic / mesh.size if analytic else (cost["flops"] if jax.default_backend() != "gpu" else float("nan"))
   out = {
       "params_M": params / 1e6,
       "devices": mesh.size, "compile_s": compile_s, "step_ms": dt * 1e3,
