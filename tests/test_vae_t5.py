@@ -77,6 +77,24 @@ def test_video_is_encoded_and_decoded_frame_by_frame(vae_dir):
     encode_video(vae, params, video[0])
 
 
+def test_pre_014_attention_names_load_the_same(vae_dir, tmp_path):
+  """Older diffusers checkpoints name the mid-block attention query/key/value/proj_attn."""
+  import shutil
+  from safetensors.numpy import load_file, save_file
+  old = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+  tensors = load_file(os.path.join(vae_dir[0], "diffusion_pytorch_model.safetensors"))
+  renamed = {}
+  for name, w in tensors.items():
+    for new_name, old_name in old.items():
+      name = name.replace(f".attentions.0.{new_name}.", f".attentions.0.{old_name}.")
+    renamed[name] = w
+  assert sum(".proj_attn." in n for n in renamed) == 4  # weight + bias, encoder + decoder
+  save_file(renamed, str(tmp_path / "diffusion_pytorch_model.safetensors"))
+  shutil.copy(os.path.join(vae_dir[0], "config.json"), tmp_path)
+  want, got = load_vae(vae_dir[0])[1], load_vae(str(tmp_path))[1]
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
 def test_vae_config_errors_name_the_field(vae_dir, tmp_path):
   hf = json.load(open(os.path.join(vae_dir[0], "config.json")))
   for change, field in [({"act_fn": "relu"}, "act_fn"), ({"_class_name": "VQModel"}, "_class_name"),
