@@ -208,6 +208,33 @@ def test_t5_config_errors_name_the_field(t5_dirs, tmp_path):
     load_t5_params(path, load_t5_config(path, num_layers=1))
 
 
+SD_VAE_FT_EMA = {  # stabilityai/sd-vae-ft-ema config.json (Open-Sora v1.0 / Bora)
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "norm_num_groups": 32, "out_channels": 3, "sample_size": 256, "up_block_types": ["UpDecoderBlock2D"] * 4}
+T5_V1_1_XXL = {  # google/t5-v1_1-xxl config.json (its encoder is Open-Sora / Bora's text encoder)
+    "architectures": ["T5ForConditionalGeneration"], "d_ff": 10240, "d_kv": 64, "d_model": 4096,
+    "dropout_rate": 0.1, "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-06, "model_type": "t5",
+    "num_decoder_layers": 24, "num_heads": 64, "num_layers": 24, "relative_attention_num_buckets": 32,
+    "tie_word_embeddings": False, "vocab_size": 32128}
+
+
+def test_hub_configs_map_to_presets_with_published_sizes(tmp_path):
+  from medjax.checkpoints.hf_t5 import load_t5_config
+  from medjax.models import t5, vae
+  from medjax.parallel.sharding import strip_boxes
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(strip_boxes(tree)))
+  (tmp_path / "config.json").write_text(json.dumps(SD_VAE_FT_EMA))
+  assert load_vae_config(str(tmp_path)) == vae.PRESETS["sd-vae"]
+  (tmp_path / "config.json").write_text(json.dumps(T5_V1_1_XXL))
+  assert load_t5_config(str(tmp_path)) == t5.PRESETS["t5-v1_1-xxl"]
+  sd = jax.eval_shape(lambda: vae.AutoencoderKL(vae.PRESETS["sd-vae"]).init(jax.random.PRNGKey(0),
+                                                                             jnp.zeros((1, 8, 8, 3))))
+  xxl = jax.eval_shape(lambda: t5.T5Encoder(t5.PRESETS["t5-v1_1-xxl"]).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4))))
+  assert (count(sd), count(xxl)) == (83_653_863, 4_762_310_656)  # as diffusers / transformers count them
+
+
 # ---------------------------------------------------------------------------------------- caching
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
