@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax.nn import Attention, GatedMLP, KVCache, RMSNorm, attention_mask, rope_frequencies
+from medjax.nn.lora import TARGETS as LORA_TARGETS, LoRAConfig
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -51,10 +52,17 @@ class LMConfig:
   scan_layers: bool = False
   remat_policy: str = "none"
   attention_impl: str = "xla"        # "cudnn" for the fused GPU kernel
+  lora_rank: int = 0                 # > 0: LoRA adapters on `lora_targets` (params lora_a/lora_b)
+  lora_alpha: float = 16.0
+  lora_targets: tuple = LORA_TARGETS
 
   def __post_init__(self):
     if isinstance(self.rope_scaling, dict):  # keep the config hashable (it is a static jit argument)
       object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+    object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+    if self.lora_rank < 0:
+      raise ValueError(f"lora_rank: expected >= 0 (0: no LoRA), got {self.lora_rank}")
+    self.lora()  # validates the targets
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy: expected one of {sorted(REMAT_POLICIES)}, got {self.remat_policy!r}")
     for f in ("dtype", "param_dtype"):
@@ -62,6 +70,9 @@ class LMConfig:
         raise ValueError(f"{f}: expected one of {sorted(DTYPES)}, got {getattr(self, f)!r}")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+
+  def lora(self) -> LoRAConfig | None:
+    return LoRAConfig(self.lora_rank, self.lora_alpha, self.lora_targets) if self.lora_rank else None
 
   def layer_is_local(self) -> np.ndarray:
     """Bool per layer: True where the layer uses the sliding window."""
@@ -127,12 +138,12 @@ class DecoderLayer(nn.Module):
     h, cache = Attention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, qk_norm=cfg.qk_norm,
                          qk_norm_zero_centered=cfg.norm_zero_centered, norm_eps=cfg.norm_eps,
                          query_scale=cfg.query_scale, softcap=cfg.attn_softcap,
-                         implementation=cfg.attention_impl, dtype=dtype, param_dtype=pdtype,
+                         implementation=cfg.attention_impl, dtype=dtype, param_dtype=pdtype, lora=cfg.lora(),
                          name="attn")(norm("attn_norm")(x), positions, mask, inv_freq, cache)
     if cfg.post_norms:
       h = norm("attn_post_norm")(h)
     x = x + h
-    h = GatedMLP(cfg.mlp_dim, cfg.activation, dtype, pdtype, name="mlp")(norm("mlp_norm")(x))
+    h = GatedMLP(cfg.mlp_dim, cfg.activation, dtype, pdtype, cfg.lora(), name="mlp")(norm("mlp_norm")(x))
     if cfg.post_norms:
       h = norm("mlp_post_norm")(h)
     x = nn.with_logical_constraint(x + h, ("act_batch", "act_length", "act_embed"))

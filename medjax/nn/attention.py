@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medjax.nn import lora as lora_lib
 from medjax.nn.norms import RMSNorm
 from medjax.nn.rope import apply_rope
 
@@ -62,7 +63,7 @@ def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation=
 class Einsum(nn.Module):
   """A bias-free projection `einsum(spec, x, kernel)` whose kernel carries logical axis names.
 
-  `shape` entries of None take the input's last dimension.
+  `shape` entries of None take the input's last dimension. `lora`: an optional LoRA adapter (nn/lora.py).
   """
   spec: str
   shape: tuple
@@ -70,6 +71,7 @@ class Einsum(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   fan_in_axes: tuple = (0,)
+  lora: Any = None
 
   @nn.compact
   def __call__(self, x):
@@ -78,7 +80,11 @@ class Einsum(nn.Module):
     init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=self.fan_in_axes,
                                             out_axis=out_axes)
     kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape, self.param_dtype)
-    return jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype))
+    y = jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.lora is None:
+      return y
+    return y + lora_lib.delta(self, x, self.spec, shape, self.fan_in_axes, self.axes, self.lora, self.dtype,
+                              self.param_dtype).astype(y.dtype)
 
 
 class Attention(nn.Module):
@@ -86,7 +92,7 @@ class Attention(nn.Module):
 
   __call__(x [B,T,E], positions [B,T], mask [B,1,T,S], inv_freq, cache) -> (y [B,T,E], cache).
   With a cache, keys/values of this call are written at slots `positions` and the mask must cover
-  the cache's S slots.
+  the cache's S slots. `lora` (a LoRAConfig) adds adapters to its targets among q/k/v/o.
   """
   num_heads: int
   num_kv_heads: int
@@ -99,10 +105,11 @@ class Attention(nn.Module):
   implementation: str = "xla"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  lora: Any = None
 
   def _proj(self, name, heads, head_axis):
     return Einsum("bte,ehd->bthd", (None, heads, self.head_dim), ("embed", head_axis, "head_dim"), self.dtype,
-                  self.param_dtype, name=name)
+                  self.param_dtype, lora=lora_lib.for_target(self.lora, name), name=name)
 
   @nn.compact
   def __call__(self, x, positions, mask, inv_freq=None, cache: KVCache | None = None):
@@ -129,5 +136,6 @@ class Attention(nn.Module):
                                 implementation=self.implementation)
     out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
     y = Einsum("bthd,hde->bte", (self.num_heads, self.head_dim, x.shape[-1]), ("heads", "head_dim", "embed"),
-               self.dtype, self.param_dtype, fan_in_axes=(0, 1), name="o")(out)
+               self.dtype, self.param_dtype, fan_in_axes=(0, 1), lora=lora_lib.for_target(self.lora, "o"),
+               name="o")(out)
     return y, cache
