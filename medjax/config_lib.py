@@ -14,7 +14,8 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=0.1, grad_clip=1.0, freeze=()))
   c.train = ml_collections.ConfigDict(dict(
       steps=100, batch_size=32, grad_accum=1, ema_decay=0.0, log_every=10, eval_every=0, eval_batch_size=32,
-      eval_batches=4, checkpoint_every=0, keep_checkpoints=3, async_checkpoints=True))
+      eval_batches=4, checkpoint_every=0, keep_checkpoints=3, async_checkpoints=True,
+      keep_best=False, early_stop_patience=0, init_from=""))
   c.parallel = ml_collections.ConfigDict(dict(
       mesh=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)), rules="fsdp_tp", num_devices=0,
       distributed=False, coordinator="", num_processes=1, process_id=0))

@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from medjax import parallel
 from medjax.parallel.sharding import batch_sharding, data_parallel_size
 from medjax.train import metrics as metrics_lib
+from medjax.train.best import METRIC as BEST_METRIC, BestParams, load_params
 from medjax.train.checkpoint import Checkpointer
 from medjax.train.optim import make_optimizer
 from medjax.train.state import create_train_state
@@ -131,8 +132,15 @@ def evaluate(config, task, model, params, mesh, rules, eval_fn) -> dict:
 
 
 def train(config, workdir: str) -> dict:
-  """Trains (or resumes) `config` in `workdir`; returns the last train and eval metrics."""
+  """Trains (or resumes) `config` in `workdir`; returns the last train and eval metrics.
+
+  `train.keep_best` keeps the params of the lowest eval loss in `workdir/best`; `train.early_stop_patience`
+  (> 0) also stops after that many evaluations without improvement; `train.init_from` (a `best`
+  directory of another run) initialises a fresh run's params from it (e.g. curriculum stages).
+  """
   t = config.train
+  if (t.keep_best or t.early_stop_patience) and not t.eval_every:
+    raise ValueError("train.eval_every: expected > 0 with train.keep_best or train.early_stop_patience, got 0")
   mesh, rules, task, model = setup(config)
   per_host = check_batch_size(t.batch_size, mesh, t.grad_accum)
   if t.eval_batch_size % data_parallel_size(mesh):
@@ -156,7 +164,18 @@ def train(config, workdir: str) -> dict:
   if restored is not None:
     state = restored
     logging.info("Resumed from step %d in %s", restored_step, workdir)
+  elif t.init_from:
+    params, n = load_params(t.init_from, state.params)
+    state = state.replace(params=params, ema_params=params if state.ema_params is not None else None)
+    logging.info("Initialised %d param arrays from %s", n, t.init_from)
+  best = BestParams(os.path.join(workdir, "best"), t.early_stop_patience) if (t.keep_best or t.early_stop_patience) \
+      else None
   start = int(jax.device_get(state.step))
+  end = t.steps
+  if best is not None and best.stop:
+    logging.info("This run early-stopped before (best %s at step %s); not training further.", BEST_METRIC,
+                 best.record["step"])
+    end = start
   writer = metrics_lib.MetricWriter(workdir)
   peak = metrics_lib.peak_flops()
   progress = metrics_lib.Progress(start, t.steps)
@@ -164,7 +183,7 @@ def train(config, workdir: str) -> dict:
   last_saved = restored_step
   with _Preemption() as preempt:
     tick = time.time()
-    for step in range(start, t.steps):
+    for step in range(start, end):
       local = next(train_iter)
       batch = parallel.global_batch(local, mesh)
       state, m = compiled(state, batch)
@@ -187,6 +206,10 @@ def train(config, workdir: str) -> dict:
       if t.eval_every and (done % t.eval_every == 0 or done == t.steps):
         params = state.ema_params if state.ema_params is not None else state.params
         m.update(evaluate(config, task, model, params, mesh, rules, eval_fn))
+        if best is not None:
+          if BEST_METRIC not in m:
+            raise ValueError(f"train.keep_best / train.early_stop_patience: the task's eval gives no {BEST_METRIC}")
+          best.update(done, m[BEST_METRIC], params)
         tick = time.time()
       writer.write(done, m)
       last.update(m)
@@ -194,16 +217,24 @@ def train(config, workdir: str) -> dict:
         logging.info("%s | loss %.4f | %.3fs/step %.0f tok/s %s", progress.line(done), m["train/loss"], dt,
                      m["perf/tokens_per_s"], " ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("eval/")))
       stop = preempt.any_process() if (done % t.log_every == 0 or preempt.requested) else False
-      if done == t.steps or stop or (t.checkpoint_every and done % t.checkpoint_every == 0):
+      early = best is not None and best.stop
+      if done == t.steps or stop or early or (t.checkpoint_every and done % t.checkpoint_every == 0):
         ckpt.save(done, state, train_iter, config, force=True)
         last_saved = done
       if stop:
         logging.warning("Preempted at step %d: checkpoint saved, exiting.", done)
         last["preempted"] = 1.0
         break
+      if early:
+        logging.info("Early stop at step %d: no %s improvement in %d evaluations (best %.4f at step %d).", done,
+                     BEST_METRIC, t.early_stop_patience, best.record["loss"], best.record["step"])
+        break
   ckpt.close()
   writer.close()
   last["step"] = float(jax.device_get(state.step))
+  if best is not None:
+    last.update({"best/step": float(best.record["step"] or 0), "best/eval_loss": best.record["loss"],
+                 "best/early_stopped": float(best.stop)})
   return last
 
 
