@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers", reason="parity tests need the
 
 from medjax.checkpoints import (load_siglip_model, load_siglip_params, load_siglip_text_config,  # noqa: E402
                                 load_siglip_vision_config, load_siglip_vision_params)
-from medjax.models.vit import ViT  # noqa: E402
+from medjax.models.vit import ViT, vit_config  # noqa: E402
 
 torch.set_num_threads(1)
 VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=16,
@@ -91,6 +91,17 @@ def test_configs_map_fields(checkpoints):
 def _write_config(tmp_path, hf):
   (tmp_path / "config.json").write_text(json.dumps(hf))
   return str(tmp_path)
+
+
+# The vision section of google/siglip-so400m-patch14-224's config.json (the rest takes transformers' defaults).
+SO400M_224 = {"architectures": ["SiglipModel"], "model_type": "siglip", "text_config": {"hidden_size": 1152},
+              "vision_config": {"hidden_size": 1152, "image_size": 224, "intermediate_size": 4304,
+                                "model_type": "siglip_vision_model", "num_attention_heads": 16,
+                                "num_hidden_layers": 27, "patch_size": 14}}
+
+
+def test_hub_config_maps_to_the_so400m_preset(tmp_path):
+  assert load_siglip_vision_config(_write_config(tmp_path, SO400M_224)) == vit_config("so400m-14")
 
 
 @pytest.mark.parametrize("change,field", [
