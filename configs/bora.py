@@ -30,7 +30,8 @@ def get_config(arg=None):
   # latent_scale multiplies the data before diffusion (SD-VAE latents: 0.18215); lowering it for pixels
   # lowers the SNR at every step, so global content (direction, count) is decided over more of the chain.
   c.data = dict(name="synthetic_cells", latent="pixels", tokenizer="words", frames=8, size=16, channels=1,
-                max_text_len=8, eval_videos=64, latent_scale=1.0, max_count=4, speeds=(0.5, 1.5))
+                max_text_len=8, eval_videos=64, latent_scale=1.0, max_count=4, speeds=(0.5, 1.5),
+                start_spread=0.0)
   c.data.cache_dir = ""  # a latent cache root (experiments/cache_latents.py): train on cached latents + embeddings
   if variant == "tiny":
     c.model.update(in_channels=1, patch_size=(1, 4, 4), hidden=64, depth=3, num_heads=4, caption_channels=32,

@@ -24,7 +24,6 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   import jax
-  import numpy as np
   from medjax.data.synthetic import cells
   from medjax.eval.frames import write_outputs
   from medjax.train.loop import trained_params
@@ -34,8 +33,7 @@ def main(argv):
   params, model, task, _, _, step = trained_params(config, FLAGS.workdir)
   spec = cells.parse_caption(FLAGS.prompt)
   text = cells.caption(spec["count"], spec["direction"], spec["speed"])
-  ids, mask = cells.tokenize(text, config.data.max_text_len, task.tokenizer)
-  y, y_mask = np.repeat(ids[None], FLAGS.num, 0), np.repeat(mask[None], FLAGS.num, 0)
+  y, y_mask = task.encode_captions([text] * FLAGS.num)
   scale = config.diffusion.cfg_scale if FLAGS.cfg_scale is None else FLAGS.cfg_scale
   videos = jax.device_get(task.sampler(model, scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(FLAGS.seed)))
   gif, png = write_outputs(videos, FLAGS.out or os.path.join(FLAGS.workdir, "samples"), FLAGS.zoom)

@@ -51,7 +51,7 @@ class FaithfulnessClassifier:
   """Direction and count of cell videos, fitted on `num_train` real videos from `cells.CellsSource`
   (`data_kw`: its frames, size, speeds, max_count); `heldout_accuracy` on 512 more."""
 
-  def __init__(self, data_kw: dict, num_train: int = 2048, steps: int = 400, width: int = 64, seed: int = 1234):
+  def __init__(self, data_kw: dict, num_train: int = 1024, steps: int = 300, width: int = 64, seed: int = 1234):
     src = cells.CellsSource(num_train + 512, seed, **data_kw)
     exs = [src[i] for i in range(len(src))]
     feats = video_features(np.stack([e["video"] for e in exs]))

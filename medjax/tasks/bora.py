@@ -36,6 +36,8 @@ def generate(model, params, diff, y, y_mask, rng, *, shape, cfg_scale: float = 1
   """Samples videos [B, *shape] for captions y [B, L(, D)] with classifier-free guidance `cfg_scale`
   (1.0: the conditional model alone). `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow."""
   b = y.shape[0]
+  if b == 0:
+    raise ValueError(f"y: expected at least one caption, got an empty batch of shape {y.shape}")
   channels = shape[-1]
 
   def apply(x, t, c):
@@ -66,6 +68,7 @@ class BoraTask(Task):
     self.tokenizer = ByteTokenizer() if d.tokenizer == "byte" else None
     self.diffusion = diffusion_lib.make_diffusion(config.diffusion)
     self._classifier = None
+    self._samplers = {}
 
   @property
   def video_shape(self):
@@ -73,14 +76,19 @@ class BoraTask(Task):
     return (d.frames, d.size, d.size, d.channels)
 
   @property
-  def _data_kw(self):
+  def data_kw(self):
     d = self.config.data
-    return dict(frames=d.frames, size=d.size, speeds=tuple(d.speeds), max_count=d.max_count)
+    return dict(frames=d.frames, size=d.size, speeds=tuple(d.speeds), max_count=d.max_count,
+                start_spread=d.start_spread)
 
   def build_model(self):
     cfg = stdit_config_from(self.config.model, self.config.diffusion)
     if cfg.in_channels != self.config.data.channels:
       raise ValueError(f"model.in_channels: {cfg.in_channels} != data.channels {self.config.data.channels}")
+    t, h, w, _ = self.video_shape
+    if any(n % p for n, p in zip((t, h, w), cfg.patch_size)):
+      raise ValueError(f"data: (frames, size, size) = {(t, h, w)} must be divisible by model.patch_size "
+                       f"{cfg.patch_size}")
     return STDiT(cfg)
 
   def dummy_batch(self, batch_size):
@@ -122,7 +130,7 @@ class BoraTask(Task):
     if d.name != "synthetic_cells" or d.latent != "pixels":
       raise ValueError(f"data: only name='synthetic_cells' with latent='pixels' can be generated in-process, got "
                        f"name={d.name!r}, latent={d.latent!r} (VAE latents need precomputed data: data.cache_dir)")
-    return cells.cells_dataset(seed=seed, max_text_len=d.max_text_len, tokenizer=self.tokenizer, **self._data_kw,
+    return cells.cells_dataset(seed=seed, max_text_len=d.max_text_len, tokenizer=self.tokenizer, **self.data_kw,
                                **kw)
 
   def _cached(self, split, **kw):
@@ -157,12 +165,19 @@ class BoraTask(Task):
   @property
   def classifier(self) -> FaithfulnessClassifier:
     if self._classifier is None:
-      self._classifier = FaithfulnessClassifier(self._data_kw)
+      self._classifier = FaithfulnessClassifier(self.data_kw)
     return self._classifier
+
+  def encode_captions(self, captions) -> tuple[np.ndarray, np.ndarray]:
+    """Caption strings -> (y [N, L], y_mask [N, L]) in the task's tokenisation."""
+    if isinstance(captions, str) or not len(captions):
+      raise ValueError(f"captions: expected a non-empty list of caption strings, got {captions!r}")
+    enc = [cells.tokenize(c, self.config.data.max_text_len, self.tokenizer) for c in captions]
+    return np.stack([e[0] for e in enc]), np.stack([e[1] for e in enc])
 
   def prompts(self, n: int, seed: int = 20_000):
     """n held-out records -> (y, y_mask, labels {direction, count - 1}, real videos)."""
-    src = cells.CellsSource(n, seed, **self._data_kw)
+    src = cells.CellsSource(n, seed, **self.data_kw)
     exs = [src[i] for i in range(n)]
     enc = [cells.encode(e, self.config.data.max_text_len, self.tokenizer) for e in exs]
     labels = {"direction": np.array([e["direction"] for e in exs]), "count": np.array([e["count"] - 1 for e in exs])}
@@ -170,11 +185,15 @@ class BoraTask(Task):
             np.stack([e["video"] for e in exs]))
 
   def sampler(self, model, cfg_scale: float):
-    """A jitted (params, y, y_mask, rng) -> videos (latents / data.latent_scale) using the sampling chain."""
-    diff = diffusion_lib.make_diffusion(self.config.diffusion, sampling=True)
-    fn = functools.partial(generate, model, diff=diff, shape=self.video_shape, cfg_scale=cfg_scale,
-                           method=self.config.diffusion.sampler)
-    return jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
+    """A jitted (params, y, y_mask, rng) -> videos (latents / data.latent_scale) using the sampling chain
+    (one per model and scale, so repeated evaluations reuse its compilation)."""
+    key = (id(model), float(cfg_scale))
+    if key not in self._samplers:
+      diff = diffusion_lib.make_diffusion(self.config.diffusion, sampling=True)
+      fn = functools.partial(generate, model, diff=diff, shape=self.video_shape, cfg_scale=cfg_scale,
+                             method=self.config.diffusion.sampler)
+      self._samplers[key] = jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
+    return self._samplers[key]
 
   def faithfulness(self, model, params, cfg_scale: float, n: int, seed: int = 0) -> dict:
     """Generates n videos for held-out captions -> {direction_accuracy, count_accuracy, fvd} (FVD against

@@ -63,15 +63,19 @@ def render(positions: np.ndarray, size: int, sigma: float, brightness: np.ndarra
 
 
 def make_example(rng: np.random.Generator, *, frames: int = 8, size: int = 16, speeds=(0.5, 1.5),
-                 sigma: float = 1.3, max_count: int = 4) -> dict:
+                 sigma: float = 1.3, max_count: int = 4, start_spread: float = 0.0) -> dict:
   """dict(video [T, size, size, 1], count, direction (index), speed (index), caption).
 
-  `speeds`: pixels per frame of the "slow" and "fast" captions; `max_count` in 1-4."""
+  `speeds`: pixels per frame of the "slow" and "fast" captions; `max_count` in 1-4; `start_spread` > 0:
+  cells start in a square of that side around the centre (0: anywhere)."""
   if not 1 <= max_count <= 4:
     raise ValueError(f"max_count: expected 1-4 cells, got {max_count!r}")
   count = int(rng.integers(1, max_count + 1))
   direction, speed = int(rng.integers(4)), int(rng.integers(2))
-  start = rng.uniform(0, size, (count, 2))
+  if start_spread > 0:
+    start = size / 2 + rng.uniform(-start_spread / 2, start_spread / 2, (count, 2))
+  else:
+    start = rng.uniform(0, size, (count, 2))
   step = np.array(_STEP[DIRECTIONS[direction]], np.float32) * speeds[speed]
   positions = (start[None] + np.arange(frames)[:, None, None] * step) % size
   video = render(positions.astype(np.float32), size, sigma, rng.uniform(0.8, 1.0, count))
