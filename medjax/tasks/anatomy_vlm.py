@@ -107,10 +107,11 @@ class AnatomyVLMTask(Task):
     self.seen = tuple(d.train_findings)
     self.label_mask = np.array([f in self.seen for f in self.findings], np.float32)
     self.label_tokens = self._encode([anatomy.FINDINGS[f].description for f in self.findings])
-    prompts = anatomy.prompts(self.regions)["region"]
-    self.region_prompt_tokens = self._encode(
-        [[prompts.get((f, r), f"{anatomy.FINDINGS[f].description} in the {r}") for f in self.findings]
-         for r in self.regions])  # [R, F, T]
+    prompts = anatomy.prompts(self.regions)
+    self.region_prompt_tokens = self._encode(  # [R, F + 1, T]: each finding in region r, then "r is clear"
+        [[prompts["region"].get((f, r), f"{anatomy.FINDINGS[f].description} in the {r}") for f in self.findings]
+         + [prompts["normal"][r]] for r in self.regions])
+    self.region_allowed = np.array([[r in anatomy.FINDINGS[f].regions for f in self.findings] for r in self.regions])
 
   def _encode(self, phrases, name="phrases"):
     return anatomy.encode_phrases(phrases, self.tokenizer, self.model_cfg.text.max_len, name)
@@ -228,10 +229,11 @@ class AnatomyVLMTask(Task):
 
   # ---- zero-shot interpretation and evaluation ---------------------------------------------------------
   def interpret(self, model, params, images, batch_size: int = 64) -> dict:
-    """Zero-shot reading of images [N,H,W,C]: per region (in `self.regions` order) its box (xyxy) and
-    finding scores (cosine with "<description> in the <region>"), and per image the finding
-    probabilities of the global head (descriptions as prompts). Numpy arrays:
-    boxes [N,R,4], region_scores [N,R,F], image_probs [N,F], image_region_scores [N,F] (max over regions).
+    """Zero-shot reading of images [N,H,W,C]. Numpy arrays, regions in `self.regions` order:
+    boxes [N,R,4] xyxy; region_scores [N,R,F]: logit of "<description> in the <region>" against
+    "the <region> is clear" for the region's embedding; image_probs [N,F]: the global head's
+    probabilities (descriptions as prompts); image_region_scores [N,F]: max of region_scores over
+    the regions where each finding occurs; image_fused_scores [N,F]: global logit + image_region_scores.
     """
     m = len(self.regions)
     fn = _interpret_fn(model)
@@ -247,8 +249,9 @@ class AnatomyVLMTask(Task):
     take = lambda x: np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), 1)
     boxes = np.asarray(box_lib.cxcywh_to_xyxy(take(out["boxes"])))
     region_scores = take(out["region_scores"])[:, np.arange(m), np.arange(m)]  # query of region r, prompts of r
+    image_region = np.where(self.region_allowed, region_scores, -np.inf).max(1)
     return {"boxes": boxes, "region_scores": region_scores, "image_probs": out["image_probs"],
-            "image_region_scores": region_scores.max(1)}
+            "image_region_scores": image_region, "image_fused_scores": out["image_logits"] + image_region}
 
   def evaluate(self, model, params, mesh) -> dict:
     """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
@@ -272,7 +275,7 @@ def evaluation_metrics(res: dict, exs: list, findings, seen) -> dict:
   region_labels = np.stack([e["region_labels"] for e in exs]).astype(bool)
   groups = {"seen": [f for f in findings if f in seen], "heldout": [f for f in findings if f not in seen]}
   for group, names in groups.items():
-    rows = {"auc": [], "auc_region": [], "auc_anatomy": [], "bmac": [], "f1": []}
+    rows = {"auc": [], "auc_region": [], "auc_fused": [], "auc_anatomy": [], "bmac": [], "f1": []}
     for f in names:
       j = findings.index(f)
       if labels[:, j].all() or not labels[:, j].any():
@@ -280,6 +283,7 @@ def evaluation_metrics(res: dict, exs: list, findings, seen) -> dict:
       pred = res["image_probs"][:, j] > 0.5
       rows["auc"].append(roc_auc(labels[:, j], res["image_probs"][:, j]))
       rows["auc_region"].append(roc_auc(labels[:, j], res["image_region_scores"][:, j]))
+      rows["auc_fused"].append(roc_auc(labels[:, j], res["image_fused_scores"][:, j]))
       rows["auc_anatomy"].append(roc_auc(region_labels[:, :, j].ravel(), res["region_scores"][:, :, j].ravel()))
       rows["bmac"].append(balanced_accuracy(labels[:, j], pred))
       rows["f1"].append(f1_score(labels[:, j], pred))
@@ -301,8 +305,10 @@ def _interpret_fn(model):
     img = model.apply({"params": params}, images, method=AnatomyVLM.encode_image)
     lp = model.apply({"params": params}, method=AnatomyVLM.logit_params)
     labels = model.apply({"params": params}, label_tokens, method=AnatomyVLM.encode_text)  # [F,E]
-    prompts = model.apply({"params": params}, region_prompt_tokens, method=AnatomyVLM.encode_text)  # [R,F,E]
+    prompts = model.apply({"params": params}, region_prompt_tokens, method=AnatomyVLM.encode_text)  # [R,F+1,E]
+    cos = jnp.einsum("bqe,rfe->bqrf", img["region_emb"], prompts)
+    logits = lp["global_scale"] * img["image_emb"] @ labels.T + lp["global_bias"]
     return {"boxes": img["boxes"], "region_logprobs": jax.nn.log_softmax(img["region_logits"], -1),
-            "image_probs": jax.nn.sigmoid(lp["global_scale"] * img["image_emb"] @ labels.T + lp["global_bias"]),
-            "region_scores": jnp.einsum("bqe,rfe->bqrf", img["region_emb"], prompts)}
+            "image_probs": jax.nn.sigmoid(logits), "image_logits": logits,
+            "region_scores": lp["fine_scale"] * (cos[..., :-1] - cos[..., -1:])}
   return jax.jit(fn)

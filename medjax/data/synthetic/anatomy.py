@@ -1,12 +1,15 @@
 """Synthetic chest radiographs with anatomical region boxes, regional findings and region phrases.
 
 Each phantom (grayscale, [size, size, 1] in [0, 1]) has jittered position, scale and per-lung shape,
-so the region boxes differ per image. Findings are drawn inside specific regions and described by
-region phrases ("nodule in the left mid lung zone"; 20% rephrased or negated), per-region hard
-negative phrases and a report. Every finding also has a knowledge description built from shared
-visual words ("a small round dense spot"): the held-out findings (`HELD_OUT`) never occur in
-training images and are recognised zero-shot from their descriptions, whose words the seen
-findings' descriptions use in other combinations.
+so the region boxes differ per image. Findings are drawn inside specific regions. Lung findings are
+compositions of visual attributes (size: small / large; shape: round spot / linear band / diffuse
+area; density: dense / lucent), and each finding's knowledge description names its attributes
+("a small round dense spot"). The held-out findings (`HELD_OUT`: a large round dense spot, a small
+round lucent spot) never occur in training images; every one of their attribute words occurs in
+seen findings' descriptions in other combinations, so they are recognisable zero-shot. Region
+phrases are knowledge-enriched: a finding is named ("nodule in the left mid lung zone"), described
+("a small round dense spot in ..."), or described by a random part of its description ("a dense spot
+in ..."); 20% are rephrased or negated. Each region also gets hard negative phrases and each image a report.
 """
 import dataclasses
 
@@ -31,25 +34,34 @@ CHEST_IMAGENOME_REGIONS = (
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-  description: str        # knowledge description (the zero-shot prompt)
+  description: str        # knowledge description (the zero-shot prompt): "a " + attributes + noun
   regions: tuple          # where it can occur
-  synonyms: tuple         # words used in phrases and reports
+  synonyms: tuple         # names used in phrases and reports
+  attributes: tuple = ()  # visual attribute words of the description (dropped at random in sub-phrases)
+
+
+def _lesion(size, shape, density, synonyms, regions=LUNG_ZONES) -> Finding:
+  noun = {"round": "spot", "linear": "band", "diffuse": "area"}[shape]
+  attrs = (size, shape, density)
+  return Finding(f"a {' '.join(attrs)} {noun}", regions, synonyms, attrs)
 
 
 _LOWER = tuple(r for r in LUNG_ZONES if "lower" in r)
 FINDINGS = {
-    "opacity": Finding("a large diffuse dense area", LUNG_ZONES, ("opacity", "consolidation")),
-    "nodule": Finding("a small round dense spot", LUNG_ZONES, ("nodule", "small nodule")),
-    "atelectasis": Finding("a thin linear dense band", LUNG_ZONES, ("atelectasis", "linear atelectasis")),
-    "effusion": Finding("dense fluid with a flat level at the base", _LOWER + ("right costophrenic angle", "left costophrenic angle"),
+    "nodule": _lesion("small", "round", "dense", ("nodule", "small nodule")),
+    "bulla": _lesion("large", "round", "lucent", ("bulla", "bullous lesion")),
+    "opacity": _lesion("large", "diffuse", "dense", ("opacity", "consolidation")),
+    "pneumothorax": _lesion("large", "diffuse", "lucent", ("pneumothorax", "collapsed lung"),
+                            tuple(r for r in LUNG_ZONES if "upper" in r)),
+    "atelectasis": _lesion("small", "linear", "dense", ("atelectasis", "linear atelectasis")),
+    "effusion": Finding("dense fluid with a flat level at the base", _LOWER + ("right costophrenic angle",
+                                                                             "left costophrenic angle"),
                         ("effusion", "pleural effusion")),
-    "pneumothorax": Finding("a dark lucent area without markings", tuple(r for r in LUNG_ZONES if "upper" in r),
-                            ("pneumothorax", "collapsed lung")),
     "cardiomegaly": Finding("an enlarged heart", ("cardiac silhouette",), ("cardiomegaly", "enlarged heart")),
-    "mass": Finding("a large round dense spot", LUNG_ZONES, ("mass", "lung mass")),
-    "cavity": Finding("a round dark lucent spot", LUNG_ZONES, ("cavity", "cavitary lesion")),
+    "mass": _lesion("large", "round", "dense", ("mass", "lung mass")),
+    "bleb": _lesion("small", "round", "lucent", ("bleb", "small bleb")),
 }
-HELD_OUT = ("mass", "cavity")
+HELD_OUT = ("mass", "bleb")
 SEEN = tuple(f for f in FINDINGS if f not in HELD_OUT)
 FINDING_NAMES = tuple(FINDINGS)
 
@@ -143,33 +155,37 @@ def _smooth_noise(rng, size, scale):
   return scale * (rows[:, i0] * (1 - f) + rows[:, i0 + 1] * f)
 
 
+_RADIUS = {"small": (0.03, 0.04), "large": (0.065, 0.08)}
+_HALF_WIDTH = {"small": (0.01, 0.014), "large": (0.022, 0.028)}
+
+
 def _draw_finding(img, xx, yy, rng, name, box, lung_mask):
+  """Adds finding `name` inside `box` (xyxy) to img [size, size] in place."""
+  if name not in FINDINGS:
+    raise ValueError(f"finding: unknown finding {name!r}; expected one of {FINDING_NAMES}")
   x0, y0, x1, y1 = box
   w, h = x1 - x0, y1 - y0
   px, py = rng.uniform(x0 + 0.3 * w, x1 - 0.3 * w), rng.uniform(y0 + 0.3 * h, y1 - 0.3 * h)
   r2 = (xx - px) ** 2 + (yy - py) ** 2
   inside = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1) & lung_mask
-  if name == "nodule":
-    img += 0.5 * (r2 <= rng.uniform(0.03, 0.04) ** 2)
-  elif name == "mass":
-    img += 0.5 * (r2 <= rng.uniform(0.065, 0.08) ** 2)
-  elif name == "opacity":
-    sig = 0.3 * max(w, h)
-    img += inside * 0.35 * np.exp(-r2 / (2 * sig ** 2)) * (1 + 0.3 * rng.normal(size=img.shape))
-  elif name == "atelectasis":
-    slope = rng.uniform(-0.3, 0.3)
-    img += 0.4 * (inside & (np.abs(yy - py - slope * (xx - px)) <= 0.012))
-  elif name == "effusion":
+  if name == "effusion":
     img += 0.45 * (inside & (yy >= y0 + rng.uniform(0.45, 0.65) * h))
-  elif name == "pneumothorax":
-    outer = (xx <= x0 + 0.5 * w) if (x0 + x1) < 1 else (xx >= x1 - 0.5 * w)
-    img[inside & outer] = 0.02
-  elif name == "cavity":
-    r = rng.uniform(0.04, 0.05)
-    img += 0.35 * ((r2 <= r ** 2) & (r2 > (0.6 * r) ** 2))
-    img[r2 <= (0.6 * r) ** 2] = 0.0
-  elif name != "cardiomegaly":
-    raise ValueError(f"finding: unknown finding {name!r}; expected one of {FINDING_NAMES}")
+    return
+  if name == "cardiomegaly":
+    return  # drawn as an enlarged cardiac silhouette
+  size, shape, density = FINDINGS[name].attributes
+  if shape == "round":
+    weight = (r2 <= rng.uniform(*_RADIUS[size]) ** 2).astype(np.float64)
+  elif shape == "linear":
+    slope = rng.uniform(-0.3, 0.3)
+    weight = (inside & (np.abs(yy - py - slope * (xx - px)) <= rng.uniform(*_HALF_WIDTH[size]))).astype(np.float64)
+  else:
+    sig = (0.3 if size == "large" else 0.15) * max(w, h)
+    weight = inside * np.clip(1.2 * np.exp(-r2 / (2 * sig ** 2)), 0, 1) * (1 + 0.2 * rng.normal(size=img.shape))
+  if density == "dense":
+    img += 0.45 * weight
+  else:  # air: the lung darkens towards black, its markings vanish
+    img *= 1 - np.clip(weight, 0, 1) * lung_mask
 
 
 def render(rng, size: int, boxes: dict, findings) -> np.ndarray:
@@ -195,12 +211,26 @@ def render(rng, size: int, boxes: dict, findings) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # Examples.
 # ---------------------------------------------------------------------------------------------------
+def mention(rng, finding: str, partial: bool = True) -> str:
+  """How a phrase refers to a finding: a name (40%), its knowledge description (30%) or, with `partial`,
+  a random part of the description ("a dense spot"; 30%, true whenever the full description is)."""
+  d = FINDINGS[finding]
+  u = rng.random()
+  if u < 0.4:
+    return d.synonyms[int(rng.integers(len(d.synonyms)))]
+  if u < 0.7 or not partial or not d.attributes:
+    return d.description
+  keep = rng.random(len(d.attributes)) < 0.5
+  keep[int(rng.integers(len(keep)))] = True
+  words = [w for w, k in zip(d.attributes, keep) if k]
+  return " ".join(["a", *words, d.description.split()[-1]])
+
+
 def region_phrase(rng, region: str, finding: str | None, negatives_pool=()) -> str:
   """A positive phrase for `region` (finding or None = normal); 20% rephrased / negated."""
   if finding is not None:
-    f = FINDINGS[finding].synonyms[int(rng.integers(2))]
     templates = _REPHRASED if rng.random() < 0.2 else _PHRASE
-    return templates[int(rng.integers(len(templates)))].format(f=f, r=region)
+    return templates[int(rng.integers(len(templates)))].format(f=mention(rng, finding), r=region)
   if negatives_pool and rng.random() < 0.2:
     f = FINDINGS[negatives_pool[int(rng.integers(len(negatives_pool)))]].synonyms[0]
     return _NEGATED[int(rng.integers(len(_NEGATED)))].format(f=f, r=region)
@@ -218,7 +248,7 @@ def hard_negative(rng, region: str, present: set, allowed) -> str | None:
   if not absent:
     return None
   f = absent[int(rng.integers(len(absent)))]
-  return _PHRASE[0].format(f=FINDINGS[f].synonyms[int(rng.integers(2))], r=region)
+  return _PHRASE[0].format(f=mention(rng, f, partial=False), r=region)
 
 
 def make_example(rng, *, regions=REGIONS, findings=SEEN, size: int = 64, num_negatives: int = 2,
@@ -271,10 +301,11 @@ def make_examples(n: int, seed: int, **kw) -> list[dict]:
 
 
 def prompts(regions=REGIONS) -> dict:
-  """Zero-shot prompts: finding -> knowledge description; (finding, region) -> regional phrase."""
+  """Zero-shot prompts: finding -> knowledge description; (finding, region) -> regional phrase;
+  region -> its normal phrase (the reference a regional finding prompt is scored against)."""
   image = {f: d.description for f, d in FINDINGS.items()}
   regional = {(f, r): f"{d.description} in the {r}" for f, d in FINDINGS.items() for r in d.regions if r in regions}
-  return {"image": image, "region": regional}
+  return {"image": image, "region": regional, "normal": {r: _CLEAR.format(r=r) for r in regions}}
 
 
 # ---------------------------------------------------------------------------------------------------
