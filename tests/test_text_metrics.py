@@ -58,7 +58,8 @@ def test_vqa_accuracy_splits_closed_and_open():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: vqa_accuracy(["yes"], ["yes", "no"], [True, True]), r"answers: expected one per item of predictions \(1\), got 2"),
+    (lambda: vqa_accuracy(["yes"], ["yes", "no"], [True, True]),
+     r"answers: expected one per item of predictions \(1\), got 2"),
     (lambda: vqa_accuracy(["yes"], ["yes"], [True, False]), "closed: expected one flag per answer"),
     (lambda: vqa_accuracy(["yes"], ["left"], [True]), "closed answer 'left' is not one of its options"),
     (lambda: bleu(["a"], ["a", "b"]), "references: expected one per item of hypotheses"),

@@ -78,7 +78,8 @@ def load_siglip_text_config(path: str, **overrides) -> tuple[TextConfig, int]:
 # [D, C, ph, pw] -> [ph, pw, C, D]; ("fused", i, layout) takes block i of a fused q/k/v tensor.
 # ---------------------------------------------------------------------------------------------------
 def _linear(key, name, n_in=1, flat_bias=False):
-  return [(key + ("kernel",), f"{name}.weight", n_in), (key + ("bias",), f"{name}.bias", "flat" if flat_bias else None)]
+  bias = "flat" if flat_bias else None
+  return [(key + ("kernel",), f"{name}.weight", n_in), (key + ("bias",), f"{name}.bias", bias)]
 
 
 def _norm(key, name):
@@ -94,7 +95,7 @@ def _encoder_names(key, prefix, depth, final_norm):
   for i in range(depth):
     k, n = key + (f"block_{i}",), f"{prefix}encoder.layers.{i}."
     for proj in "qkv":
-      out += _linear(k + ("attn", proj), f"{n}self_attn.{proj}_proj", 1, True)
+      out += _linear(k + ("attn", proj), f"{n}self_attn.{proj}_proj", flat_bias=True)
     out += _linear(k + ("attn", "o"), f"{n}self_attn.out_proj", 2)
     out += _norm(k + ("ln1",), f"{n}layer_norm1") + _norm(k + ("ln2",), f"{n}layer_norm2")
     out += _mlp(k + ("mlp",), f"{n}mlp")
@@ -123,8 +124,8 @@ def _text_names(cfg: TextConfig) -> list:
   p = "text_model."
   out = [(("txt", "embed", "embedding"), f"{p}embeddings.token_embedding.weight", None),
          (("txt", "pos_embedding"), f"{p}embeddings.position_embedding.weight", None)]
-  return out + _encoder_names(("txt", "encoder"), p, cfg.depth, "final_layer_norm") + _linear(("txt_head",),
-                                                                                              f"{p}head")
+  out += _encoder_names(("txt", "encoder"), p, cfg.depth, "final_layer_norm")
+  return out + _linear(("txt_head",), f"{p}head")
 
 
 def _to_medjax(w: np.ndarray, name: str, layout, shape: tuple, dtype) -> np.ndarray:
