@@ -59,6 +59,10 @@ def test_vae_encode_decode_match_diffusers(vae_dir):
   np.testing.assert_allclose(np.asarray(lv), logvar, atol=1e-4, rtol=0)
   y = jax.jit(lambda p, z: vae.apply({"params": p}, z, method=vae.decode))(params, mean)
   np.testing.assert_allclose(np.asarray(y), out, atol=1e-4, rtol=0)
+  bf16, params16 = load_vae(path, dtype="bfloat16")  # bf16 compute, fp32 params and outputs
+  m16, _ = jax.jit(lambda p, x: bf16.apply({"params": p}, x, method=bf16.encode))(params16, x)
+  assert m16.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(m16), mean, atol=0.03 * np.abs(mean).max(), rtol=0)
 
 
 def test_video_is_encoded_and_decoded_frame_by_frame(vae_dir):
@@ -189,6 +193,8 @@ def test_t5_caption_encoder_tokenizes_like_transformers(t5_dirs):
     ref_emb = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
   assert emb.shape == (3, 6, 32)
   np.testing.assert_allclose(emb, ref_emb, atol=1e-4, rtol=0)
+  emb16, _ = load_t5_encoder(path, max_len=6, dtype="bfloat16")(captions)
+  np.testing.assert_allclose(emb16, ref_emb, atol=0.03 * np.abs(ref_emb).max(), rtol=0)
   with pytest.raises(ValueError, match="captions: expected a non-empty list"):
     enc([])
 
@@ -283,7 +289,7 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
   batch = next(iter(task.train_data(batch_size=8, seed=0, shard_index=0, shard_count=1)))
   assert batch["x"].shape == (8, 4, 8, 8, 4) and batch["y"].shape == (8, 16, 32)
   model, tx = task.build_model(), optax.adam(3e-3)
-  params = nn.unbox(task.init_params(model, jax.random.PRNGKey(0), batch))
+  params = jax.jit(lambda rng: nn.unbox(task.init_params(model, rng, batch)))(jax.random.PRNGKey(0))
   loss_fn = lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1))[0]
 
   @jax.jit

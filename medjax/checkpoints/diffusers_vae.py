@@ -20,10 +20,14 @@ from medjax.parallel.sharding import strip_boxes
 
 _STEM = "diffusion_pytorch_model"
 # medjax attention param -> (diffusers name, pre-0.14 name, n_in for `_convert` (None: reshape only)).
-_ATTENTION = {("q", "kernel"): ("to_q.weight", "query.weight", 1), ("q_bias",): ("to_q.bias", "query.bias", None),
-              ("k", "kernel"): ("to_k.weight", "key.weight", 1), ("k_bias",): ("to_k.bias", "key.bias", None),
-              ("v", "kernel"): ("to_v.weight", "value.weight", 1), ("v_bias",): ("to_v.bias", "value.bias", None),
-              ("o",): ("to_out.0.weight", "proj_attn.weight", 2), ("o_bias",): ("to_out.0.bias", "proj_attn.bias", None)}
+_ATTENTION = {("q", "kernel"): ("to_q.weight", "query.weight", 1),
+              ("k", "kernel"): ("to_k.weight", "key.weight", 1),
+              ("v", "kernel"): ("to_v.weight", "value.weight", 1),
+              ("o",): ("to_out.0.weight", "proj_attn.weight", 2),
+              ("q_bias",): ("to_q.bias", "query.bias", None),
+              ("k_bias",): ("to_k.bias", "key.bias", None),
+              ("v_bias",): ("to_v.bias", "value.bias", None),
+              ("o_bias",): ("to_out.0.bias", "proj_attn.bias", None)}
 
 
 def load_vae_config(path: str, **overrides) -> VAEConfig:
