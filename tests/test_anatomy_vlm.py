@@ -166,14 +166,15 @@ def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
   region_labels = np.stack([e["region_labels"] for e in exs])
   true_xyxy = np.asarray(boxes.cxcywh_to_xyxy(np.stack([e["boxes"] for e in exs])))
   oracle = {"boxes": true_xyxy, "image_probs": labels * 0.8 + 0.1, "region_scores": region_labels,
-            "image_region_scores": region_labels.max(1)}
+            "image_region_scores": region_labels.max(1), "image_fused_scores": labels}
   m = evaluation_metrics(oracle, exs, anatomy.FINDING_NAMES, anatomy.SEEN)
-  for k in ("box_miou", "auc_seen", "auc_heldout", "auc_anatomy_heldout", "bmac_seen", "f1_heldout"):
+  for k in ("box_miou", "auc_seen", "auc_heldout", "auc_fused_heldout", "auc_anatomy_heldout", "bmac_seen", "f1_heldout"):
     assert m[k] == pytest.approx(1.0, abs=1e-4), (k, m[k])
   rng = np.random.default_rng(0)
   noise = {k: rng.random(v.shape) for k, v in oracle.items() if k != "boxes"}
   m = evaluation_metrics({**noise, "boxes": true_xyxy[:, ::-1]}, exs, anatomy.FINDING_NAMES, anatomy.SEEN)
   assert abs(m["auc_seen"] - 0.5) < 0.1 and abs(m["auc_heldout"] - 0.5) < 0.15 and m["box_miou"] < 0.5
+  assert abs(m["auc_fused_heldout"] - 0.5) < 0.15
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,3 +239,23 @@ def test_chest_imagenome_bad_scene_graphs_raise_clear_errors():
     mod.parse_findings({"attributes": [entry]}, "g.json")
   with pytest.raises(ValueError, match=r"expected 'category\|yes/no\|name', got 'opacity'"):
     mod.parse_findings({"attributes": [{**entry, "phrases": ["x"], "attributes": [["opacity"]]}]}, "g.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Colab
+# ---------------------------------------------------------------------------------------------
+def test_colab_draws_boxes_and_region_heat():
+  """colabs/anatomy_vlm.ipynb end to end, with its parameters cell shrunk."""
+  import os
+  import nbclient
+  import nbformat
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  nb = nbformat.read(os.path.join(root, "colabs", "anatomy_vlm.ipynb"), as_version=4)
+  params = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Parameters"))
+  params.source = 'STEPS, NUM_TEST, FINDING = 2, 16, "bleb"'
+  nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+  text = "\n".join(o.get("text", "") for o in outputs)
+  assert "eval/auc_heldout" in text and "'a small round lucent spot'" in text and "<- true" in text
+  assert sum(line.strip().startswith(r) for line in text.splitlines() for r in anatomy.REGIONS) == len(anatomy.REGIONS)
+  assert any("image/png" in o.get("data", {}) for o in outputs)
