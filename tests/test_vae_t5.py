@@ -303,7 +303,9 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
     params, state, loss = step(params, state)
     losses.append(float(loss))
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
-  assert task.eval_data(batch_size=8, shard_index=0, shard_count=1) is not None  # the validation split
+  assert len(list(task.eval_data(batch_size=1, shard_index=0, shard_count=1))) == 1  # the validation split
+  with pytest.raises(ValueError, match="batch_size: 8 x 1 host.*1 records x 1 epoch"):
+    task.eval_data(batch_size=8, shard_index=0, shard_count=1)
   # A cache that does not fit the config is rejected, naming the config fields.
   c = _cached_config(cache)
   c.data.frames = 5

@@ -101,6 +101,9 @@ def cache_dataset(path: str, *, batch_size: int, seed: int, shuffle: bool = True
   """This host's batches {x, y, y_mask} of the cache split at `path` (see `check_shapes` for `expected`)."""
   source = CacheSource(path)
   check_shapes(source.meta, path, expected or {})
+  if num_epochs is not None and len(source) * num_epochs < batch_size * shard_count:
+    raise ValueError(f"batch_size: {batch_size} x {shard_count} host(s) exceeds the {len(source)} records x "
+                     f"{num_epochs} epoch(s) of the cache at {path!r}; no batch would be produced")
   ds = grain.MapDataset.source(source)
   if shuffle:
     ds = ds.shuffle(seed=seed)
