@@ -1,15 +1,32 @@
-"""OpenTSLM-Flamingo on the embedded synthetic HAR-CoT task (arXiv 2510.02410).
+"""OpenTSLM-Flamingo on the embedded synthetic HAR-CoT / ECG-QA-CoT tasks (arXiv 2510.02410).
 
 python experiments/train.py --config=configs/opentslm_flamingo.py:tiny --workdir=/tmp/tslm
-Variants: tiny (CPU, about a minute; the tiny LM trains jointly since a random frozen LM cannot
-read), paper (Llama-3.2-1B base, frozen; bring its weights and tokenizer directory).
+Variants: tiny (synthetic HAR, CPU, about a minute; the tiny LM trains jointly since a random frozen
+LM cannot read), tiny_ecg (synthetic 3-lead ECG with 4 question templates), paper (Llama-3.2-1B
+base, frozen; bring its weights and tokenizer directory). The paper variants keep the params of the
+lowest validation loss and stop early; `model.lm.lora_rank` > 0 adds LoRA (trained, base frozen).
 """
 import dataclasses
 
 from medjax import config_lib
 from medjax.models.llm import PRESETS
+from medjax.nn.lora import frozen_base
 
-VARIANTS = ("tiny", "paper")
+VARIANTS = ("tiny", "tiny_ecg", "paper")
+# embedded synthetic datasets -> data fields; seq_len per model variant (SoftPrompt adds a token per 4 samples)
+SYNTHETIC = {
+    "synthetic_har": dict(num_series=3, series_len=128, max_new_tokens=56,
+                          seq_len=dict(flamingo=168, softprompt=264)),
+    "synthetic_ecg": dict(num_series=3, series_len=200, max_new_tokens=72,
+                          seq_len=dict(flamingo=216, softprompt=368)),
+}
+
+
+def synthetic_data(name: str, model_variant: str) -> dict:
+  """The `data` fields of an embedded synthetic dataset for `model_variant`."""
+  d = dict(SYNTHETIC[name], name=name)
+  d["seq_len"] = d["seq_len"][model_variant]
+  return d
 
 
 def make_config(model_variant: str, arg=None):
@@ -17,7 +34,7 @@ def make_config(model_variant: str, arg=None):
   variant = config_lib.parse_variant(arg, VARIANTS)
   c = config_lib.base_config()
   c.task = "opentslm"
-  tiny = variant == "tiny"
+  tiny = variant.startswith("tiny")
   lm = dataclasses.asdict(PRESETS["tiny" if tiny else "llama-3.2-1b"])
   if lm["rope_scaling"] is not None:
     lm["rope_scaling"] = dict(lm["rope_scaling"])
@@ -35,18 +52,19 @@ def make_config(model_variant: str, arg=None):
     c.model.update(encoder_layers=6, encoder_heads=8, encoder_mlp=1024)
     if tiny:
       c.model.update(enc_dim=64, encoder_layers=1, encoder_heads=2, encoder_mlp=128)
-  c.data = dict(name="synthetic_har", tokenizer="byte", num_series=3, series_len=128, train_examples=100_000,
-                eval_examples=512, eval_seed=12345, eval_questions=64, eval_gen_batch=64, max_new_tokens=56,
-                seq_len=168 if model_variant == "flamingo" else 264)
+  c.data = dict(tokenizer="byte", train_examples=100_000, eval_examples=512, eval_seed=12345, eval_questions=64,
+                eval_gen_batch=64, **synthetic_data("synthetic_ecg" if variant == "tiny_ecg" else "synthetic_har",
+                                                    model_variant))
   c.train.update(steps=300, batch_size=16, log_every=50, eval_every=300, eval_batch_size=64, eval_batches=2,
                  checkpoint_every=0)
   c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
   if not tiny:  # the paper's recipe: frozen base LM, AdamW 2e-4, linear decay, 3% warmup, batch 4
     c.model.lm.dtype = "bfloat16"
     c.data.update(tokenizer="", seq_len=1024, eval_gen_batch=8, max_new_tokens=256)
-    c.train.update(steps=20_000, batch_size=4, eval_every=1000, eval_batch_size=8, checkpoint_every=1000)
+    c.train.update(steps=20_000, batch_size=4, eval_every=1000, eval_batch_size=8, checkpoint_every=1000,
+                   keep_best=True, early_stop_patience=5)
     c.optim.update(lr=2e-4, warmup_steps=0.03, schedule="linear", end_lr_frac=0.0, weight_decay=0.01,
-                   grad_clip=1.0, freeze=("^lm/",))
+                   grad_clip=1.0, freeze=(frozen_base("lm/"),))
     c.parallel.mesh.update(data=1, fsdp=-1)
   return config_lib.finalize(c)
 

@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax.data.synthetic import har
+from medjax.data.synthetic import ecg, har
 from medjax.data.tokenizers import ByteTokenizer
 from medjax.models import opentslm as ot
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.nn.gated_xattn import GatedCrossAttentionBlock
+from medjax.nn.lora import frozen_base
 from medjax.nn.perceiver import PerceiverResampler
 from medjax.tasks import opentslm as task_lib
 from medjax.train.optim import param_labels
@@ -119,6 +120,21 @@ def test_flamingo_equals_base_lm_at_init():
   assert jax.tree.structure(flax.core.meta.unbox(lm_params)) == jax.tree.structure(params["lm"])
 
 
+def test_softprompt_lora_starts_as_the_base_and_only_adapters_train_in_the_lm():
+  b = _batch("softprompt")
+  lora_cfg = ot.TSLMConfig(lm=LMConfig(**{**LM.__dict__, "lora_rank": 4, "lora_alpha": 8.0,
+                                          "lora_targets": ("q", "v", "down")}), variant="softprompt", **SMALL)
+  params = _init(ot.build(lora_cfg), b)
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  base = flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if "/lora_" not in k}, sep="/")
+  np.testing.assert_array_equal(_apply(ot.build(lora_cfg), params, b), _apply(ot.build(_cfg("softprompt")), base, b))
+  labels = flax.traverse_util.flatten_dict(param_labels(params, (frozen_base("lm/"),)), sep="/")
+  assert sorted(k for k, v in labels.items() if k.startswith("lm/") and v == "train") == sorted(
+      f"lm/layer_{i}/{m}/{p}/lora_{ab}" for i in range(2) for m, p in (("attn", "q"), ("attn", "v"), ("mlp", "down"))
+      for ab in "ab")
+  assert all(v == "train" for k, v in labels.items() if not k.startswith("lm/"))  # encoder and projector
+
+
 @pytest.mark.parametrize("variant", ["flamingo", "softprompt"])
 def test_padding_series_does_not_change_outputs(variant):
   model = ot.build(_cfg(variant))
@@ -202,6 +218,41 @@ def test_parse_and_macro_f1():
   assert m["accuracy"] == 0.75 and m["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
 
 
+def _beats(lead):
+  """R-peak sample indices of a raw lead: local maxima above half the strip's peak."""
+  x = lead - np.median(lead)
+  return np.array([i for i in range(1, len(x) - 1) if x[i] > 0.5 * x.max() and x[i] >= x[i - 1] and x[i] > x[i + 1]])
+
+
+def test_synthetic_ecg_has_the_physiology_its_labels_claim():
+  stats = {f: [] for f in ecg.FINDINGS}
+  for i in range(150):
+    ex = ecg.example(3, i)
+    assert ex["label"] in ecg.LABEL_SETS[ex["template"]] and ex["series"].shape == (3, ecg.LENGTH)
+    r = _beats(ex["series"][1])
+    rr = np.diff(r) / ecg.FS
+    t = np.arange(ecg.LENGTH)
+    st = [ex["series"][1][(t > p + 0.1 * ecg.FS) & (t < p + 0.2 * ecg.FS)].mean() for p in r[:-1]]
+    stats[ex["finding"]].append((60 / np.median(rr), np.std(rr) / np.mean(rr),
+                                 np.mean(st) - np.median(ex["series"][1])))
+  s = {f: np.median(np.array(v), axis=0) for f, v in stats.items()}  # (bpm, RR variation, ST level)
+  assert s["bradycardia"][0] < 50 < 60 < s["normal"][0] < 90 < 115 < s["tachycardia"][0]
+  assert s["atrial fibrillation"][1] > 0.1 > 0.05 > max(s[f][1] for f in ("normal", "tachycardia", "st elevation"))
+  assert s["st elevation"][2] > 0.15 > 0.05 > s["normal"][2]
+  np.testing.assert_array_equal(ecg.example(3, 7)["series"], ecg.example(3, 7)["series"])  # deterministic
+  prompt, series, target = ecg.format_example(ecg.example(3, 0))
+  assert prompt.count(har.TS) == 3 and target.rsplit("Answer: ", 1)[1] == ecg.example(3, 0)["label"]
+
+
+def test_template_metrics():
+  rec = lambda t, p, l: {"template": t, "prediction": p, "label": l}
+  records = [rec("rate", "fast", "fast"), rec("rate", "slow", "normal"), rec("st", "yes", "yes"), rec("st", "no", "no")]
+  m = task_lib.template_metrics(records, {"rate": ("slow", "normal", "fast"), "st": ("yes", "no")})
+  # rate: fast f1 1, slow f1 0 (fp), normal f1 0 (fn) -> 1/3; st: 1
+  assert m["rate/accuracy"] == 0.5 and m["rate/macro_f1"] == pytest.approx(1 / 3) and m["st/macro_f1"] == 1.0
+  assert m["accuracy"] == 0.75 and m["macro_f1"] == pytest.approx(2 / 3) and m["chance"] == pytest.approx(5 / 12)
+
+
 # ---------------------------------------------------------------------------------------------
 # Configs and training through the one loop
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +285,64 @@ def test_learns_synthetic_har(name, tmp_path):
   result = train(c, str(tmp_path))
   assert result["eval/macro_f1"] > 0.6, result  # chance: 1/8
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Best params, early stopping and the curriculum
+# ---------------------------------------------------------------------------------------------
+def test_best_params_keeps_the_lowest_loss_and_stops_after_patience(tmp_path):
+  from medjax.train.best import BestParams, load_params
+  p = lambda v: {"enc": {"w": jnp.full((2, 3), v)}, "b": jnp.full((4,), v)}
+  best = BestParams(str(tmp_path / "best"), patience=2)
+  assert [best.update(s, loss, p(s)) for s, loss in ((1, 2.0), (2, 1.0), (3, 1.5))] == [True, True, False]
+  assert not best.stop
+  best = BestParams(str(tmp_path / "best"), patience=2)  # a restart keeps the record
+  assert best.record["step"] == 2 and best.record["bad_evals"] == 1
+  assert not best.update(4, 1.0, p(4)) and best.stop  # equal is not better: second evaluation without improvement
+  new = {"enc": {"w": jnp.zeros((2, 3)), "lora_a": jnp.ones(5)}, "b": jnp.zeros(4)}
+  loaded, n = load_params(str(tmp_path / "best"), new)
+  assert n == 2 and float(loaded["enc"]["w"][0, 0]) == 2.0 and float(loaded["b"][0]) == 2.0  # step 2's params
+  np.testing.assert_array_equal(loaded["enc"]["lora_a"], 1.0)  # not in the saved tree: keeps its init
+  with pytest.raises(ValueError, match=r"param enc/w: expected shape \(3, 3\), got \(2, 3\)"):
+    load_params(str(tmp_path / "best"), {**new, "enc": {"w": jnp.zeros((3, 3))}})
+  with pytest.raises(ValueError, match="1 saved params are not in this model"):
+    load_params(str(tmp_path / "best"), {"enc": new["enc"]})
+  with pytest.raises(FileNotFoundError, match="train.init_from: expected best params"):
+    load_params(str(tmp_path / "nowhere"), new)
+
+
+def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_path):
+  import orbax.checkpoint as ocp
+  from medjax.train.metrics import read_metrics
+  spec = importlib.util.spec_from_file_location("curriculum_runner", os.path.join(ROOT, "experiments", "curriculum.py"))
+  runner = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(runner)
+  c = _config("opentslm_curriculum", "flamingo_tiny")
+  assert tuple(c.curriculum.stages) == ("har", "ecg")
+  with c.unlocked():
+    c.model.lm.num_layers = 1
+    c.train.update(batch_size=8, eval_batch_size=8, eval_batches=1, log_every=2, async_checkpoints=False)
+    c.curriculum.eval_questions = 0
+    c.curriculum.har.train.update(steps=6, eval_every=2)
+    c.curriculum.ecg.train.update(steps=40, eval_every=2, early_stop_patience=2)
+    c.curriculum.ecg.optim = {"lr": 0.0}  # a stage that cannot improve: early stopping must end it
+    c.curriculum.ecg.model = {"lm": {"lora_rank": 2}}  # adapters that appear in stage 2 (SoftPrompt: stage 3)
+  out = runner.run(c, str(tmp_path))
+  evals = {r["step"]: r["eval/loss"] for r in read_metrics(str(tmp_path / "har")) if "eval/loss" in r}
+  assert out[0]["best/step"] == min(evals, key=evals.get) and out[0]["best/early_stopped"] == 0
+  assert out[1]["init_from"] == str(tmp_path / "har" / "best")
+  assert out[1]["best/early_stopped"] == 1 and out[1]["steps"] == 6  # evals at 2 (best), 4, 6 -> stop
+  restore = lambda stage: flax.traverse_util.flatten_dict(
+      ocp.StandardCheckpointer().restore(str(tmp_path / stage / "best" / "params")), sep="/")
+  stage1, stage2 = restore("har"), restore("ecg")  # stage 2 (lr 0) keeps the params it started from
+  assert set(stage2) - set(stage1) == {k for k in stage2 if "/lora_" in k} != set()
+  for k, v in stage1.items():
+    np.testing.assert_array_equal(stage2[k], v, err_msg=k)
+  assert all(np.all(np.asarray(v) == 0) for k, v in stage2.items() if k.endswith("lora_b"))
+  with c.unlocked():
+    c.curriculum.ecg.data.name = "ecg_qa_cot"
+  with pytest.raises(ValueError, match=r"curriculum.ecg: data.name: expected one of \['synthetic_ecg', 'synthetic_har'\]"):
+    runner.stage_configs(c)
 
 
 @pytest.mark.slow

@@ -3,15 +3,14 @@
 Host side (numpy), this module turns (prompt with `<ts>` placeholders, series, target) into fixed
 shape arrays, checking the data at this boundary (NaN, too long, placeholder/series mismatch).
 Evaluation generates greedily, parses the text after the last "Answer:" and reports accuracy and
-macro-F1 (a prediction outside the label set counts as a false negative only).
+macro-F1 (a prediction outside the label set counts as a false negative only), per question template
+when the source has several (ECG-QA); `predict` gives the per-example records for a JSONL file.
 """
-import dataclasses
-
 import grain
 import jax
 import numpy as np
 
-from medjax.data.synthetic import har
+from medjax.data.synthetic import ecg, har
 from medjax.data.tokenizers import load_tokenizer
 from medjax.inference import generate, pad_prompts
 from medjax.models import opentslm
@@ -19,7 +18,12 @@ from medjax.models.llm import LMConfig
 from medjax.objectives import masked_cross_entropy
 from medjax.train.task import Task
 
-DATASETS = {"synthetic_har": har}
+DATASETS = {"synthetic_har": har, "synthetic_ecg": ecg}
+
+
+def label_sets(source) -> dict:
+  """{template: answer set} of a data source (one template, "default", when it has no templates)."""
+  return getattr(source, "LABEL_SETS", None) or {"default": source.LABELS}
 
 
 def tslm_config_from(model_cfg) -> opentslm.TSLMConfig:
@@ -96,6 +100,24 @@ def classification_metrics(preds, labels, label_set) -> dict:
     fn = np.sum((preds != c) & (labels == c))
     f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
   return {"accuracy": float(np.mean(preds == labels)), "macro_f1": float(np.mean(f1s))}
+
+
+def template_metrics(records, sets: dict) -> dict:
+  """Accuracy and macro-F1 per template of records {"template", "prediction", "label"}; overall accuracy
+  and macro-F1 (the mean of the templates'); chance (the mean of 1 / #answers over templates)."""
+  out, f1s, chance = {}, [], []
+  for name, labels in sets.items():
+    rows = [r for r in records if r["template"] == name]
+    if not rows:
+      continue
+    m = classification_metrics([r["prediction"] for r in rows], [r["label"] for r in rows], labels)
+    f1s.append(m["macro_f1"])
+    chance.append(1.0 / len(labels))
+    if len(sets) > 1:
+      out.update({f"{name}/{k}": v for k, v in m.items()})
+  out["accuracy"] = float(np.mean([r["prediction"] == r["label"] for r in records]))
+  out["macro_f1"], out["chance"] = float(np.mean(f1s)), float(np.mean(chance))
+  return out
 
 
 class OpenTSLMTask(Task):
@@ -181,17 +203,24 @@ class OpenTSLMTask(Task):
     out, n = np.asarray(out), np.asarray(n)
     return [self.tokenizer.decode(row[:k].tolist()) for row, k in zip(out, n)]
 
-  def evaluate(self, model, params, mesh):
-    """Held-out generation: accuracy and macro-F1 of the parsed answers (chance = 1 / #labels)."""
+  def predict(self, model, params) -> list[dict]:
+    """Greedy generations on `data.eval_questions` held-out examples: one record per example."""
     d = self.config.data
-    if not d.eval_questions:
-      return {}
     examples = [self.source.example(d.eval_seed, i) for i in range(d.eval_questions)]
     formatted = [self.source.format_example(ex) for ex in examples]
     texts = []
     for i in range(0, len(formatted), d.eval_gen_batch):
       chunk = formatted[i:i + d.eval_gen_batch]
       texts += self.generate(model, params, [f[0] for f in chunk], [f[1] for f in chunk], d.max_new_tokens)
-    m = classification_metrics([parse_answer(t) for t in texts], [ex["label"] for ex in examples],
-                               self.source.LABELS)
-    return {**m, "chance": 1.0 / len(self.source.LABELS)}
+    return [{"index": i, "template": ex.get("template", "default"), "question": f[0].rsplit("\n", 1)[-1],
+             "label": ex["label"], "prediction": parse_answer(t), "correct": parse_answer(t) == ex["label"],
+             "generation": t} for i, (ex, f, t) in enumerate(zip(examples, formatted, texts))]
+
+  def summarize(self, records) -> dict:
+    return template_metrics(records, label_sets(self.source))
+
+  def evaluate(self, model, params, mesh):
+    """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several)."""
+    if not self.config.data.eval_questions:
+      return {}
+    return self.summarize(self.predict(model, params))
