@@ -35,14 +35,17 @@ flags.DEFINE_integer("num_samples", 4, "SC samples and ER stage-1 generations (a
                      "in a refinement training example).")
 flags.DEFINE_integer("num_refinements", 8, "ER stage-2 generations.")
 flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
+flags.DEFINE_integer("checkpoint_every", 0, "Also keep checkpoints every this many steps (0: only the last).")
 
 
-def er_config(config, *, steps: int, batch_size: int, refine_frac: float, refine_candidates: int):
+def er_config(config, *, steps: int, batch_size: int, refine_frac: float, refine_candidates: int,
+              checkpoint_every: int = 0):
   """`config` set up for the demo: mixed CoT + refinement data, a seq_len that fits both, `steps`."""
   config.train.steps = steps
   config.train.batch_size = batch_size
   config.train.eval_every = 0
-  config.train.checkpoint_every = 0
+  config.train.checkpoint_every = checkpoint_every
+  config.train.keep_checkpoints = max(config.train.keep_checkpoints, steps // checkpoint_every if checkpoint_every else 1)
   config.data.cot = True
   config.data.refine_frac = refine_frac
   config.data.refine_candidates = refine_candidates
@@ -69,7 +72,8 @@ def main(argv):
   from medjax.train.loop import train
   jax.config.update("jax_threefry_partitionable", True)
   config = er_config(evaluate_mcq.config_from_file(FLAGS.config), steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-                     refine_frac=FLAGS.refine_frac, refine_candidates=FLAGS.num_samples)
+                     refine_frac=FLAGS.refine_frac, refine_candidates=FLAGS.num_samples,
+                     checkpoint_every=FLAGS.checkpoint_every)
   train(config, FLAGS.workdir)
   results = compare(config, FLAGS.workdir, questions=FLAGS.questions, num_samples=FLAGS.num_samples,
                     num_refinements=FLAGS.num_refinements, temperature=FLAGS.temperature)

@@ -233,3 +233,11 @@ def test_colab_runs(tmp_path):
   text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
   assert "Refined reasoning:" in text and "vote:" in text and "Question:" in text
   assert all(name in text for name in ("greedy", "cot", "sc", "er"))
+
+
+def test_prompt_widths_are_bucketed():
+  from medjax.inference.decode import bucket_length, pad_prompts
+  assert [bucket_length(n) for n in (1, 16, 17, 100, 256, 257, 900)] == [16, 16, 32, 128, 256, 512, 1024]
+  toks, lens = pad_prompts([[5] * 20, [6] * 3], pad_id=0)
+  assert toks.shape == (2, 32) and lens.tolist() == [20, 3] and toks[1, 3:].sum() == 0
+  assert pad_prompts([[5] * 20], pad_id=0, multiple=8)[0].shape == (1, 24)

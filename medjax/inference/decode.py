@@ -25,12 +25,23 @@ def sample_logits(rng, logits, temperature=0.0, top_k=0, top_p=1.0):
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def pad_prompts(prompts: list[list[int]], pad_id: int, multiple: int = 8):
-  """Right-pads token lists to a common length (rounded up to `multiple`) -> (tokens [B,T], lengths [B])."""
+def bucket_length(n: int, step: int = 256) -> int:
+  """The padded prompt width for `n` tokens: the next power of two (at least 16) up to `step`, then the next
+  multiple of `step`. Few distinct widths mean few compilations of `generate` across calls."""
+  if n <= step:
+    return max(16, 1 << (max(n, 1) - 1).bit_length())
+  return -(-n // step) * step
+
+
+def pad_prompts(prompts: list[list[int]], pad_id: int, multiple: int | None = None):
+  """Right-pads token lists to a common width -> (tokens [B,T], lengths [B]).
+
+  The width is `bucket_length` of the longest prompt, or the next multiple of `multiple` when given.
+  """
   if not prompts or any(len(p) == 0 for p in prompts):
     raise ValueError("prompts: expected a non-empty list of non-empty token lists")
   lens = np.array([len(p) for p in prompts], np.int32)
-  width = int(-(-lens.max() // multiple) * multiple)
+  width = int(-(-lens.max() // multiple) * multiple) if multiple else bucket_length(int(lens.max()))
   out = np.full((len(prompts), width), pad_id, np.int32)
   for i, p in enumerate(prompts):
     out[i, :len(p)] = p
