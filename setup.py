@@ -25,6 +25,7 @@ setuptools.setup(
         "tokenizers>=0.21.0",
         "scipy>=1.13",
         "pillow>=10.0",
+        "nibabel>=5.2",  # NIfTI CT/MR volumes (data/volumes_3d)
     ],
     extras_require={
         # Reading real video files (data/bora_csv).
@@ -32,6 +33,7 @@ setuptools.setup(
         # Ahead-of-time compilation for TPU slices on a machine without TPUs.
         "tpu-aot": ["libtpu==0.0.42.*"],
         "test": ["pytest>=8.0", "pytest-xdist>=3.6", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-                 "transformers>=5.0", "torch==2.13.0", "av>=14.0", "libtpu==0.0.42.*"],
+                 "transformers>=5.0", "torch==2.13.0", "av>=14.0", "libtpu==0.0.42.*",
+                 "diffusers>=0.42,<0.43"],
     },
 )
