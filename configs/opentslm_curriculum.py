@@ -28,9 +28,11 @@ PAPER_STAGES = {"tsqa": (1, 4096), "m4_captions": (1, 4096), "har_cot": (3, 128)
 
 
 def _tiny_stages(model: str) -> dict:
-  train = dict(steps=300, eval_every=50, keep_best=True, early_stop_patience=2)
-  return {"har": dict(data=dict(_base.synthetic_data("synthetic_har", model), eval_questions=0), train=train),
-          "ecg": dict(data=dict(_base.synthetic_data("synthetic_ecg", model), eval_questions=0), train=train)}
+  train = dict(eval_every=50, keep_best=True, early_stop_patience=2)
+  return {"har": dict(data=dict(_base.synthetic_data("synthetic_har", model), eval_questions=0),
+                      train=dict(train, steps=300)),
+          "ecg": dict(data=dict(_base.synthetic_data("synthetic_ecg", model), eval_questions=0),
+                      train=dict(train, steps=600))}
 
 
 def _paper_stages(model: str) -> dict:

@@ -55,8 +55,8 @@ def make_config(model_variant: str, arg=None):
   c.data = dict(tokenizer="byte", train_examples=100_000, eval_examples=512, eval_seed=12345, eval_questions=64,
                 eval_gen_batch=64, **synthetic_data("synthetic_ecg" if variant == "tiny_ecg" else "synthetic_har",
                                                     model_variant))
-  c.train.update(steps=300, batch_size=16, log_every=50, eval_every=300, eval_batch_size=64, eval_batches=2,
-                 checkpoint_every=0)
+  c.train.update(steps=600 if variant == "tiny_ecg" else 300, batch_size=16, log_every=50, eval_every=300,
+                 eval_batch_size=64, eval_batches=2, checkpoint_every=0)
   c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
   if not tiny:  # the paper's recipe: frozen base LM, AdamW 2e-4, linear decay, 3% warmup, batch 4
     c.model.lm.dtype = "bfloat16"

@@ -20,7 +20,7 @@ RHYTHMS = {
     "normal": ((65, 85), 0.03, True, False),
     "tachycardia": ((120, 160), 0.03, True, False),
     "bradycardia": ((35, 48), 0.03, True, False),
-    "atrial fibrillation": ((80, 110), 0.3, False, False),
+    "atrial fibrillation": ((80, 110), 0.4, False, False),
     "st elevation": ((65, 85), 0.03, True, True),
 }
 # template -> (question, answer set, finding -> answer)
@@ -77,7 +77,7 @@ def make_example(rng: np.random.Generator) -> dict:
       seg = (t > r + 0.05) & (t < r + 0.28)  # the ST segment, raised as a smooth plateau
       x += st_amp * gains[5] / 0.3 * seg * np.sin(np.pi * np.clip((t - r - 0.05) / 0.23, 0, 1)) ** 0.5
     if not p_waves:  # fibrillatory baseline
-      x += 0.05 * np.sin(2 * np.pi * rng.uniform(5, 7) * t + rng.uniform(0, 2 * np.pi))
+      x += 0.12 * np.sin(2 * np.pi * rng.uniform(5, 7) * t + rng.uniform(0, 2 * np.pi))
     x += 0.1 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t + rng.uniform(0, 2 * np.pi))  # baseline wander
     series.append(x + rng.normal(0, rng.uniform(0.01, 0.03), LENGTH))
   label = TEMPLATES[template][2](finding)
