@@ -26,6 +26,8 @@ setuptools.setup(
         "scipy>=1.13",
         "pillow>=10.0",
         "nibabel>=5.2",  # NIfTI CT/MR volumes (data/volumes_3d)
+        "sacrebleu>=2.4",  # report BLEU (medjax/eval/text_metrics.py)
+        "rouge-score>=0.1.2",  # report ROUGE-L
     ],
     extras_require={
         # Reading real video files (data/bora_csv).
