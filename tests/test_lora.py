@@ -1,5 +1,6 @@
 """LoRA adapters on the decoder LM's attention and MLP projections (medjax/nn/lora.py)."""
 import dataclasses
+import functools
 
 import flax
 import jax
@@ -19,8 +20,9 @@ TOKENS = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, 64)
 
 
 def _init(cfg, abstract=False):
-  init = jax.eval_shape if abstract else jax.jit
-  return flax.core.meta.unbox(init(DecoderLM(cfg).init)(jax.random.PRNGKey(0), TOKENS)["params"])
+  init = DecoderLM(cfg).init
+  run = functools.partial(jax.eval_shape, init) if abstract else jax.jit(init)
+  return flax.core.meta.unbox(run(jax.random.PRNGKey(0), TOKENS)["params"])
 
 
 def _logits(cfg, params):
