@@ -139,6 +139,7 @@ def test_refinement_prompt():
     prompt = triage.format_refinement_prompt(ex, ["HR ok. Answer: A", "HR hi. Answer: B"])
     assert ex["question"] in prompt and "1. HR ok. Answer: A" in prompt and "2. HR hi" in prompt
     assert prompt.endswith("Refined reasoning:")
+    assert prompt.index("2. HR hi") < prompt.index(ex["question"])  # options sit next to the answer
 
 
 # ---------------------------------------------------------------------------------------------

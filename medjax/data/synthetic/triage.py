@@ -83,10 +83,13 @@ def format_target(ex: dict, cot: bool = True) -> str:
 
 
 def format_refinement_prompt(ex: dict, candidates: list[str]) -> str:
-    """Prompt listing candidate explanations and asking for a refined one (ensemble refinement)."""
-    lines = [_question_block(ex), "Candidates:"]
-    lines += [f"{i + 1}. {c.strip()}" for i, c in enumerate(candidates)]
-    return "\n".join(lines) + "\nRefined reasoning:"
+    """Prompt listing candidate explanations, then the question, asking for a refined explanation.
+
+    The question and options come last, as in `format_prompt`, so the answer letter is looked up over the
+    same short distance as in a chain of thought rather than across every candidate.
+    """
+    lines = ["Candidates:"] + [f"{i + 1}. {c.strip()}" for i, c in enumerate(candidates)]
+    return "\n".join(lines + [_question_block(ex)]) + "\nRefined reasoning:"
 
 
 _ANSWER = re.compile(r"answer\s*[:：]", re.IGNORECASE)
