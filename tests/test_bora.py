@@ -169,3 +169,29 @@ def test_bad_input_errors_name_the_problem():
   y, y_mask = task.encode_captions(["2 cells moving left fast"])
   with pytest.raises(ValueError, match="y: expected at least one caption"):
     task.sampler(task.build_model(), 4.0)(None, y=y[:0], y_mask=y_mask[:0], rng=jax.random.PRNGKey(0))
+
+
+def test_guided_generation_extrapolates_from_the_null_caption_branch():
+  """One Euler step of the task's rectified-flow sampler with guidance s equals noise + dt * (u + s (c - u)),
+  with c, u the model's outputs for the caption and for the learned null caption."""
+  from medjax.tasks.bora import generate
+  c = _config().unlock()
+  c.diffusion.update(type="rflow", sampler="euler", sample_steps=1)
+  task = get_task(c)
+  model = task.build_model()
+  batch = task.dummy_batch(2)
+  params = nn.unbox(task.init_params(model, jax.random.PRNGKey(0), batch))
+  leaves, tree = jax.tree.flatten(params)  # perturb the zero-initialised projections so captions matter
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  y, y_mask = task.encode_captions(["1 cell moving up slow", "3 cells moving left fast"])
+  rng = jax.random.PRNGKey(2)
+  noise = jax.random.normal(jax.random.split(rng)[0], (2,) + task.video_shape)
+  t = jnp.full((2,), float(c.diffusion.num_timesteps))
+  f = lambda drop: model.apply({"params": params}, noise, t, y, y_mask, drop_caption=jnp.full((2,), drop))
+  cond, uncond = f(False), f(True)
+  assert float(jnp.max(jnp.abs(cond - uncond))) > 1e-3
+  for scale in (1.0, 4.0):
+    got = generate(model, params, task.diffusion, y, y_mask, rng, shape=task.video_shape, cfg_scale=scale,
+                   method="euler")
+    np.testing.assert_allclose(got, noise - (uncond + scale * (cond - uncond)), rtol=1e-4, atol=1e-4)
