@@ -64,7 +64,8 @@ def test_lora_param_count(targets):
   assert sum(v.size for v in lora.values()) == expected
   assert {k.split("/")[-2] for k in lora} == set(targets)
   # with layers scanned the adapters are stacked over layers: same count
-  scanned = {k: v for k, v in _flat(_init(dataclasses.replace(cfg, scan_layers=True), abstract=True)).items() if _is_lora(k)}
+  scanned = _flat(_init(dataclasses.replace(cfg, scan_layers=True), abstract=True))
+  scanned = {k: v for k, v in scanned.items() if _is_lora(k)}
   assert sum(v.size for v in scanned.values()) == expected
   assert all(v.shape[0] == cfg.num_layers for v in scanned.values())
 

@@ -56,16 +56,16 @@ def delta(module: nn.Module, x, spec: str, kernel_shape: tuple, fan_in_axes: tup
   fan = "".join(kernel[i] for i in fan_in_axes)
   outs = [i for i in range(len(kernel)) if i not in fan_in_axes]
   mid = "".join(c for c in lhs if c not in fan) + r
+  pick = lambda seq, idx: tuple(seq[i] for i in idx)
   a_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=tuple(range(len(fan))),
                                             out_axis=-1)  # PEFT: kaiming_uniform(a=sqrt(5))
-  a = module.param("lora_a", nn.with_logical_partitioning(a_init, tuple(kernel_axes[i] for i in fan_in_axes) + (None,)),
-                   tuple(kernel_shape[i] for i in fan_in_axes) + (lora.rank,), param_dtype)
-  b = module.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros, (None,) + tuple(kernel_axes[i] for i in outs)),
-                   (lora.rank,) + tuple(kernel_shape[i] for i in outs), param_dtype)
+  a = module.param("lora_a", nn.with_logical_partitioning(a_init, pick(kernel_axes, fan_in_axes) + (None,)),
+                   pick(kernel_shape, fan_in_axes) + (lora.rank,), param_dtype)
+  b = module.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros, (None,) + pick(kernel_axes, outs)),
+                   (lora.rank,) + pick(kernel_shape, outs), param_dtype)
   h = jnp.einsum(f"{lhs},{fan}{r}->{mid}", x.astype(dtype), a.astype(dtype))
-  return jnp.einsum(f"{mid},{r}{''.join(kernel[i] for i in outs)}->{out}", h, b.astype(dtype)) * jnp.asarray(
-      lora.scale, dtype)
-
+  y = jnp.einsum(f"{mid},{r}{''.join(pick(kernel, outs))}->{out}", h, b.astype(dtype))
+  return y * jnp.asarray(lora.scale, dtype)
 
 class Dense(nn.Dense):
   """nn.Dense with an optional LoRA adapter (params `kernel` [, `bias`], `lora_a`, `lora_b`)."""
