@@ -4,6 +4,10 @@ python experiments/train.py --config=configs/medgemini.py:tiny --workdir=DIR
 Variants: tiny (2D radiograph VQA), tiny3d (scout image + CT volume VQA), tiny_report (2D report
 generation), tiny_siglip (SigLIP image/report pretraining), paper (SigLIP So400m/14 vision tower +
 Gemma-3-1B decoder; builds and compiles, bring weights with the importers).
+Public datasets: --config.data.name=vqa_rad (slake, mimic_cxr, volumes_3d) --config.data.manual_dir=RAW
+[--config.data.data_dir=TFDS_DIR --config.data.builder_config=NAME (default: the config matching the model's
+input; volumes_3d: m3d_cap, m3d_vqa or ct_rate)]; real questions and reports need a longer data.seq_len, and
+data.mode=report scores reports (BLEU, ROUGE-L).
 """
 import dataclasses
 
@@ -33,7 +37,8 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.data = ml_collections.ConfigDict(dict(
       name="phantoms", modality="3d" if variant == "tiny3d" else "2d", mode="report" if variant == "tiny_report"
-      else "vqa", tokenizer="byte", seq_len=48, train_size=50_000, eval_size=512, seed=0))
+      else "vqa", tokenizer="byte", seq_len=48, train_size=50_000, eval_size=512, seed=0,
+      data_dir="", manual_dir="", builder_config=""))  # public builders' (medjax.data.builders.MEDIA)
   c.train.update(steps=600, batch_size=32, log_every=50, eval_every=200, eval_batch_size=64, eval_batches=8,
                  checkpoint_every=0)
   c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)

@@ -5,8 +5,9 @@ python experiments/curriculum.py --config=configs/opentslm_curriculum.py:flaming
 Variants `<model>_<size>`, model flamingo | softprompt:
 - tiny: the embedded synthetic stages, HAR-CoT then ECG-QA-CoT (the public sets are not offline).
 - paper: TSQA -> M4 captions -> HAR-CoT -> Sleep-CoT -> ECG-QA-CoT on Llama-3.2-1B; SoftPrompt adds
-  LoRA (r=16, alpha=32) from stage 3 as in the paper. Its stages read the public-data sources named
-  in `data.name`; the runner checks they are registered before training anything.
+  LoRA (r=16, alpha=32) from stage 3 as in the paper. Its stages read the public datasets' TFDS builders
+  (data/<data.name>), each prepared from the raw files in its `curriculum.<stage>.data.manual_dir`
+  (e.g. --config.curriculum.tsqa.data.manual_dir=RAW/tsqa) into `data.data_dir`.
 `curriculum.stages` lists the stage names in order; `curriculum.<stage>` overrides the base config.
 """
 import importlib.util
@@ -25,6 +26,7 @@ SIZES = ("tiny", "paper")
 # ECG 12 leads x 1000 (10 s at 100 Hz); TSQA and M4 series up to the encoder's 4096 samples.
 PAPER_STAGES = {"tsqa": (1, 4096), "m4_captions": (1, 4096), "har_cot": (3, 128), "sleep_cot": (1, 1500),
                 "ecg_qa_cot": (12, 1000)}
+BUILDERS = {"har_cot": "opentslm_har_cot"}  # stage -> its TFDS builder in data/, where the names differ
 
 
 def _tiny_stages(model: str) -> dict:
@@ -39,8 +41,8 @@ def _paper_stages(model: str) -> dict:
   stages = {}
   for i, (name, (num_series, series_len)) in enumerate(PAPER_STAGES.items()):
     series_tokens = num_series * (series_len // 4 if model == "softprompt" else 1)  # one per patch of 4
-    stage = dict(data=dict(name=name, num_series=num_series, series_len=series_len, seq_len=1024 + series_tokens,
-                           eval_questions=0))
+    stage = dict(data=dict(name=BUILDERS.get(name, name), num_series=num_series, series_len=series_len,
+                           seq_len=1024 + series_tokens, eval_questions=0))
     if model == "softprompt" and i >= 2:
       stage["model"] = dict(lm=dict(lora_rank=16, lora_alpha=32.0))
     stages[name] = stage

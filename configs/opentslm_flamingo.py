@@ -5,6 +5,9 @@ Variants: tiny (synthetic HAR, CPU, about a minute; the tiny LM trains jointly s
 LM cannot read), tiny_ecg (synthetic 3-lead ECG with 4 question templates), paper (Llama-3.2-1B
 base, frozen; bring its weights and tokenizer directory). The paper variants keep the params of the
 lowest validation loss and stop early; `model.lm.lora_rank` > 0 adds LoRA (trained, base frozen).
+Public datasets: --config.data.name=tsqa (m4_captions, opentslm_har_cot, sleep_cot, ecg_qa_cot)
+--config.data.manual_dir=RAW [--config.data.data_dir=TFDS_DIR], with num_series / series_len / seq_len
+fitting the data (configs/opentslm_curriculum.py:<model>_paper sets them per stage).
 """
 import dataclasses
 
@@ -53,8 +56,8 @@ def make_config(model_variant: str, arg=None):
     if tiny:
       c.model.update(enc_dim=64, encoder_layers=1, encoder_heads=2, encoder_mlp=128)
   c.data = dict(tokenizer="byte", train_examples=100_000, eval_examples=512, eval_seed=12345, eval_questions=64,
-                eval_gen_batch=64, **synthetic_data("synthetic_ecg" if variant == "tiny_ecg" else "synthetic_har",
-                                                    model_variant))
+                eval_gen_batch=64, data_dir="", manual_dir="", builder_config="",  # public builders' (data/<name>)
+                **synthetic_data("synthetic_ecg" if variant == "tiny_ecg" else "synthetic_har", model_variant))
   c.train.update(steps=600 if variant == "tiny_ecg" else 300, batch_size=16, log_every=50, eval_every=300,
                  eval_batch_size=64, eval_batches=2, checkpoint_every=0)
   c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)

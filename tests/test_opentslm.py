@@ -340,8 +340,9 @@ def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_pat
     np.testing.assert_array_equal(stage2[k], v, err_msg=k)
   assert all(np.all(np.asarray(v) == 0) for k, v in stage2.items() if k.endswith("lora_b"))
   with c.unlocked():
-    c.curriculum.ecg.data.name = "ecg_qa_cot"
-  with pytest.raises(ValueError, match=r"curriculum.ecg: data.name: expected one of \['synthetic_ecg', 'synthetic_har'\]"):
+    c.curriculum.ecg.data.name = "ecg_qa"
+  with pytest.raises(ValueError, match=r"curriculum.ecg: data.name: expected one of \[.*'ecg_qa_cot'.*'synthetic_ecg', "
+                                       r"'synthetic_har', 'tsqa'\], got 'ecg_qa'"):
     runner.stage_configs(c)
 
 

@@ -8,6 +8,8 @@ the host-side `evaluate` adds the majority-answer-per-question baseline and scor
 of `data.eval_generations` validation examples (default 64; 0 skips): VQA accuracy of the generated
 text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 and ROUGE-L of reports.
 "siglip": TwoTower image / report-text contrastive pretraining; eval: retrieval recall@K.
+`data.name` "phantoms" or a public dataset's TFDS builder (medjax.data.builders.MEDIA, prepared from
+`data.manual_dir` into `data.data_dir`; records through media_io.task_example).
 """
 import collections
 import dataclasses
@@ -20,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.data import pipeline
+from medjax.data import builders, pipeline
 from medjax.data.synthetic import phantoms
 from medjax.data.tokenizers import load_tokenizer
 from medjax.eval import report_metrics, vqa_accuracy
@@ -32,7 +34,7 @@ from medjax.objectives import masked_cross_entropy
 from medjax.objectives.contrastive import retrieval_recall, sigmoid_loss, softmax_loss
 from medjax.train.task import Task
 
-DATASETS = {"phantoms"}
+DATASETS = {"phantoms", *builders.MEDIA}  # builders: the public datasets in data/
 PLACEHOLDERS = {"image": "<image>", "volume": "<volume>"}
 EVAL_GENERATIONS = 64
 
@@ -127,6 +129,8 @@ class MedGeminiVQATask(Task):
 
   def source(self, split, size=None):
     d = self.config.data
+    if d.name in builders.MEDIA:  # the whole split, unless `size` is given
+      return builders.media_source(d, split, {m.name: m.vit.input_shape for m in self.mm_cfg.media}, size)
     size = size or (d.train_size if split == "train" else d.eval_size)
     return phantoms.PhantomSource(split, size, d.modality, d.mode, seed=d.seed)
 
@@ -227,7 +231,7 @@ class MedGeminiVQATask(Task):
     if n <= 0:
       return {}
     val = self.source("validation")
-    examples = [val[i] for i in range(n)]
+    examples = [val[i] for i in range(min(n, len(val)))]
     preds = self.generate(model, params, examples)
     targets = [ex["target"] for ex in examples]
     if self.config.data.mode == "report":
@@ -271,6 +275,8 @@ class SigLIPTask(Task):
 
   def source(self, split):
     d = self.config.data
+    if d.name in builders.MEDIA:
+      return builders.media_source(d, split, {self.media: self.vision.input_shape}, reports=True)
     return phantoms.PhantomSource(split, d.train_size if split == "train" else d.eval_size, d.modality, "report",
                                   seed=d.seed)
 

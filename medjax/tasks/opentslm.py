@@ -5,11 +5,16 @@ shape arrays, checking the data at this boundary (NaN, too long, placeholder/ser
 Evaluation generates greedily, parses the text after the last "Answer:" and reports accuracy and
 macro-F1 (a prediction outside the label set counts as a false negative only), per question template
 when the source has several (ECG-QA); `predict` gives the per-example records for a JSONL file.
+`data.name` is an embedded synthetic task or a public dataset's TFDS builder (medjax.data.builders.TIMESERIES,
+prepared from `data.manual_dir` into `data.data_dir`).
 """
+import functools
+
 import grain
 import jax
 import numpy as np
 
+from medjax.data import builders
 from medjax.data.synthetic import ecg, har
 from medjax.data.tokenizers import load_tokenizer
 from medjax.inference import generate, pad_prompts
@@ -18,12 +23,29 @@ from medjax.models.llm import LMConfig
 from medjax.objectives import masked_cross_entropy
 from medjax.train.task import Task
 
-DATASETS = {"synthetic_har": har, "synthetic_ecg": ecg}
+# synthetic generator modules; None: a public dataset's TFDS builder (data/<name>, timeseries_io schema)
+DATASETS = {"synthetic_har": har, "synthetic_ecg": ecg, **dict.fromkeys(builders.TIMESERIES)}
 
 
-def label_sets(source) -> dict:
-  """{template: answer set} of a data source (one template, "default", when it has no templates)."""
+def label_sets(source, records=()) -> dict:
+  """{template: answer set} of a synthetic source (one template, "default", when it has no templates), or
+  for a public dataset (source None) the labels of `records`."""
+  if source is None:
+    sets = {}
+    for r in records:
+      sets.setdefault(r["template"], set()).add(r["label"])
+    return {k: sorted(v) for k, v in sets.items()}
   return getattr(source, "LABEL_SETS", None) or {"default": source.LABELS}
+
+
+def template_and_label(ex) -> tuple[str, str]:
+  """(template, label) of a synthetic example or a builder record ("template_<id>" by ECG-QA template_id;
+  "default" for -1; labels lowercased as `parse_answer` does)."""
+  if "template_id" not in ex:
+    return ex.get("template", "default"), ex["label"]
+  label = ex["label"].decode() if isinstance(ex["label"], bytes) else str(ex["label"])
+  tid = int(ex["template_id"])
+  return (f"template_{tid}" if tid >= 0 else "default"), label.lower()
 
 
 def tslm_config_from(model_cfg) -> opentslm.TSLMConfig:
@@ -128,7 +150,7 @@ class OpenTSLMTask(Task):
     d = config.data
     if d.name not in DATASETS:
       raise ValueError(f"data.name: expected one of {sorted(DATASETS)}, got {d.name!r}")
-    self.source = DATASETS[d.name]
+    self.source = DATASETS[d.name]  # None: read the public builder `data.name`
     self.tokenizer = load_tokenizer(d.tokenizer)
     self.cfg = tslm_config_from(config.model)
 
@@ -169,25 +191,42 @@ class OpenTSLMTask(Task):
     loss, acc, n = self._forward(model, params, batch)
     return {"loss": (loss * n, n), "token_accuracy": (acc * n, n)}
 
-  def _encode(self, index, seed):
-    prompt, series, target = self.source.format_example(self.source.example(seed, int(index)))
+  def examples(self, split, seed) -> tuple[int, callable]:
+    """(size, index -> example) of a split: the synthetic generator's draws with `seed` (train_examples /
+    eval_examples of them), or the public builder's records (`seed` unused)."""
+    d = self.config.data
+    if self.source is None:
+      src = builders.timeseries_source(d, split)
+      return len(src), lambda i: src[int(i)]
+    return (d.train_examples if split == "train" else d.eval_examples), functools.partial(self.source.example, seed)
+
+  def format_example(self, ex):
+    """(prompt, series, target) of an example."""
+    if self.source is None:
+      from medjax.data import timeseries_io  # imports TFDS
+      return timeseries_io.format_example(ex)
+    return self.source.format_example(ex)
+
+  def _encode(self, ex):
+    prompt, series, target = self.format_example(ex)
     return encode_example(prompt, series, target, self.tokenizer, seq_len=self.config.data.seq_len,
                           **self._encode_kw())
 
-  def _dataset(self, seed, size, *, batch_size, shuffle, num_epochs, shard_index, shard_count):
+  def _dataset(self, split, seed, *, batch_size, shuffle, num_epochs, shard_index, shard_count):
+    size, example = self.examples(split, seed)
     ds = grain.MapDataset.range(size)[shard_index::shard_count]
     if shuffle:
       ds = ds.shuffle(seed=seed)
-    ds = ds.repeat(num_epochs).map(lambda i: self._encode(i, seed))
+    ds = ds.repeat(num_epochs).map(lambda i: self._encode(example(int(i))))
     return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset(seed, self.config.data.train_examples, batch_size=batch_size, shuffle=True,
-                         num_epochs=None, shard_index=shard_index, shard_count=shard_count)
+    return self._dataset("train", seed, batch_size=batch_size, shuffle=True, num_epochs=None,
+                         shard_index=shard_index, shard_count=shard_count)
 
   def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset(self.config.data.eval_seed, self.config.data.eval_examples, batch_size=batch_size,
-                         shuffle=False, num_epochs=1, shard_index=shard_index, shard_count=shard_count)
+    return self._dataset("validation", self.config.data.eval_seed, batch_size=batch_size, shuffle=False,
+                         num_epochs=1, shard_index=shard_index, shard_count=shard_count)
 
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
@@ -204,20 +243,23 @@ class OpenTSLMTask(Task):
     return [self.tokenizer.decode(row[:k].tolist()) for row, k in zip(out, n)]
 
   def predict(self, model, params) -> list[dict]:
-    """Greedy generations on `data.eval_questions` held-out examples: one record per example."""
+    """Greedy generations on `data.eval_questions` held-out (a builder's test split) examples: one record each."""
     d = self.config.data
-    examples = [self.source.example(d.eval_seed, i) for i in range(d.eval_questions)]
-    formatted = [self.source.format_example(ex) for ex in examples]
+    size, example = self.examples("test", d.eval_seed)
+    examples = [example(i) for i in range(min(size, d.eval_questions))]
+    formatted = [self.format_example(ex) for ex in examples]
     texts = []
     for i in range(0, len(formatted), d.eval_gen_batch):
       chunk = formatted[i:i + d.eval_gen_batch]
       texts += self.generate(model, params, [f[0] for f in chunk], [f[1] for f in chunk], d.max_new_tokens)
-    return [{"index": i, "template": ex.get("template", "default"), "question": f[0].rsplit("\n", 1)[-1],
-             "label": ex["label"], "prediction": parse_answer(t), "correct": parse_answer(t) == ex["label"],
-             "generation": t} for i, (ex, f, t) in enumerate(zip(examples, formatted, texts))]
+    meta = [template_and_label(ex) for ex in examples]
+    return [{"index": i, "template": m[0], "question": f[0].rsplit("\n", 1)[-1], "label": m[1],
+             "prediction": parse_answer(t), "correct": parse_answer(t) == m[1], "generation": t}
+            for i, (m, f, t) in enumerate(zip(meta, formatted, texts))]
 
   def summarize(self, records) -> dict:
-    return template_metrics(records, label_sets(self.source))
+    records = [r for r in records if r["label"]]  # captions (M4) have no answer to score
+    return template_metrics(records, label_sets(self.source, records)) if records else {}
 
   def evaluate(self, model, params, mesh):
     """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several)."""
