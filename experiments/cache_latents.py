@@ -6,13 +6,10 @@ Each split of the `bora_csv` TFDS builder (clips decoded, resized and cropped by
 `--vae` is a diffusers AutoencoderKL directory, `--text_encoder` a HF T5 directory holding tokenizer.json.
 """
 import functools
-import importlib.util
 import itertools
 import os
 
 from absl import app, flags, logging
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string("manual_dir", None, "Folder holding train.csv (and validation.csv, test.csv) with path,text.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir for the prepared clips (default ~/tensorflow_datasets).")
@@ -28,22 +25,10 @@ flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
 flags.DEFINE_string("dtype", "float32", "Storage dtype of latents and embeddings (float32 or float16).")
 
 
-@functools.lru_cache(maxsize=None)
-def _builder_class():
-  """BoraCsv from data/bora_csv/bora_csv.py, imported without registering its name with TFDS (another import
-  of the file may have registered it already)."""
-  import tensorflow_datasets as tfds
-  spec = importlib.util.spec_from_file_location("medjax_data_bora_csv", os.path.join(REPO, "data", "bora_csv",
-                                                                                      "bora_csv.py"))
-  module = importlib.util.module_from_spec(spec)
-  with tfds.core.registered.skip_registration():
-    spec.loader.exec_module(module)
-  return module.BoraCsv
-
-
 def load_builder(config: str, data_dir=None):
   """The bora_csv TFDS builder with config `config` (bora, opensora_v1, tiny)."""
-  return _builder_class()(data_dir=data_dir, config=config)
+  from medjax.data import builders
+  return builders.builder_class("bora_csv")(data_dir=data_dir, config=config)
 
 
 def video_encoder(vae_dir: str, *, sample: bool, seed: int, frames_per_call: int = 0):

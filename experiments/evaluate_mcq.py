@@ -9,7 +9,6 @@ synthetic_triage, medqa, medmcqa, pubmedqa; the real ones are built from --manua
 builders in data/<name>/. Writes one JSONL record per question and strategy, prints a table of
 accuracy, unparseable rate and forward tokens (prefill + decoded) per strategy.
 """
-import functools
 import importlib.util
 import json
 import os
@@ -43,7 +42,6 @@ def define_flags():
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REAL_DATASETS = {"medqa": "MedQA", "medmcqa": "MedMCQA", "pubmedqa": "PubMedQA"}
 
 
 def saved_config(workdir: str):
@@ -90,33 +88,16 @@ def config_from_file(spec: str):
   return module.get_config(arg or None)
 
 
-@functools.lru_cache(maxsize=None)
-def builder_class(dataset: str):
-  """The TFDS builder class of data/<dataset>/<dataset>.py (imported once: TFDS registers names)."""
-  path = os.path.join(REPO, "data", dataset, f"{dataset}.py")
-  s = importlib.util.spec_from_file_location(f"medjax_data_{dataset}", path)
-  module = importlib.util.module_from_spec(s)
-  s.loader.exec_module(module)
-  return getattr(module, REAL_DATASETS[dataset])
-
-
 def load_examples(dataset: str, split: str, *, data_dir=None, manual_dir=None, builder_config=None):
   """Examples {question, options, answer_idx, ...} of one split, through the dataset's TFDS builder."""
-  from medjax.data import pipeline
+  from medjax.data import builders, pipeline
   if dataset == "synthetic_triage":
     from medjax.data.synthetic import tfds_builder
     source = tfds_builder.load_source(split, data_dir)
-  elif dataset in REAL_DATASETS:
-    import tensorflow_datasets as tfds
-    builder = builder_class(dataset)(data_dir=data_dir, config=builder_config)
-    builder.download_and_prepare(file_format="array_record",
-                                 download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    sources = builder.as_data_source()
-    if split not in sources:
-      raise ValueError(f"--split: {dataset} has splits {sorted(sources)}, got {split!r}")
-    source = sources[split]
+  elif dataset in builders.MCQ:
+    source = builders.load_builder(dataset, split, data_dir=data_dir, manual_dir=manual_dir, config=builder_config)
   else:
-    raise ValueError(f"--dataset: expected one of {['synthetic_triage', *REAL_DATASETS]}, got {dataset!r}")
+    raise ValueError(f"--dataset: expected one of {['synthetic_triage', *builders.MCQ]}, got {dataset!r}")
   return [pipeline.record_to_example(source[i]) for i in range(len(source))]
 
 
