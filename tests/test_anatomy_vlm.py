@@ -117,7 +117,7 @@ def test_paper_config_builds_vit_b16_with_29_regions():
 
 def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
   from medjax.parallel.sharding import strip_boxes
-  task = _task(stage_steps=(5, 5), matching="fixed")
+  task = _task(stage_steps=(5, 5), matching="fixed", weights=(1.0, 1.0, 1.0))
   model = task.build_model()
   batch = next(iter(task.train_data(batch_size=4, seed=0, shard_index=0, shard_count=1)))
   params = strip_boxes(task.init_params(model, jax.random.PRNGKey(0), batch))

@@ -181,15 +181,16 @@ class AnatomyVLMTask(Task):
             w_global * (step >= det).astype(jnp.float32))
 
   def _terms(self, model, params, batch):
-    """All loss terms and metrics (unweighted)."""
+    """All loss terms and metrics (unweighted); with loss.weights[1] == 0 the phrases are not encoded and the
+    fine term and its accuracy are reported as 0."""
     lc = self.config.loss
     b, m = batch["boxes"].shape[:2]
     k, t = batch["neg_tokens"].shape[2:]
-    texts = jnp.concatenate([batch["phrase_tokens"].reshape(-1, t), batch["neg_tokens"].reshape(-1, t),
-                             jnp.asarray(self.label_tokens)])
-    img, txt, lp = model.apply({"params": params}, batch["image"], texts, train=True)
-    pos_emb, neg_emb = txt[:b * m].reshape(b, m, -1), txt[b * m:b * m * (1 + k)].reshape(b, m, k, -1)
-    label_emb = txt[b * m * (1 + k):]
+    fine_on = lc.weights[1] != 0
+    phrases = [batch["phrase_tokens"].reshape(-1, t), batch["neg_tokens"].reshape(-1, t)] if fine_on else []
+    img, txt, lp = model.apply({"params": params}, batch["image"],
+                               jnp.concatenate(phrases + [jnp.asarray(self.label_tokens)]), train=True)
+    label_emb = txt[-len(self.label_tokens):]
     valid = batch["box_valid"]
     if lc.matching == "hungarian":
       cost = box_lib.match_cost(img["boxes"], batch["boxes"], valid.astype(bool),
@@ -205,10 +206,12 @@ class AnatomyVLMTask(Task):
     cls = jnp.sum(cls * valid) / n_valid
     anat = lc.l1_weight * l1 + lc.giou_weight * giou + lc.class_weight * cls
     miou = jnp.sum(box_lib.iou(box_lib.cxcywh_to_xyxy(pred), box_lib.cxcywh_to_xyxy(batch["boxes"])) * valid) / n_valid
-    region_emb = box_lib.gather_queries(img["region_emb"], idx)
-    fine, fine_acc = info_nce(region_emb.reshape(b * m, -1), pos_emb.reshape(b * m, -1),
-                              neg_emb.reshape(b * m, k, -1), batch["phrase_tokens"].reshape(b * m, t),
-                              valid.reshape(-1), batch["neg_valid"].reshape(b * m, k), lp["fine_scale"])
+    fine = fine_acc = jnp.float32(0.0)
+    if fine_on:
+      region_emb = box_lib.gather_queries(img["region_emb"], idx).reshape(b * m, -1)
+      fine, fine_acc = info_nce(region_emb, txt[:b * m], txt[b * m:b * m * (1 + k)].reshape(b * m, k, -1),
+                                batch["phrase_tokens"].reshape(b * m, t), valid.reshape(-1),
+                                batch["neg_valid"].reshape(b * m, k), lp["fine_scale"])
     glob_logits = lp["global_scale"] * img["image_emb"] @ label_emb.T + lp["global_bias"]
     glob = sigmoid_bce(glob_logits, batch["labels"], jnp.asarray(self.label_mask))
     return {"anat": anat, "fine": fine, "global": glob}, {
