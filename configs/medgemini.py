@@ -38,7 +38,8 @@ def get_config(arg=None):
   c.data = ml_collections.ConfigDict(dict(
       name="phantoms", modality="3d" if variant == "tiny3d" else "2d", mode="report" if variant == "tiny_report"
       else "vqa", tokenizer="byte", seq_len=48, train_size=50_000, eval_size=512, seed=0,
-      data_dir="", manual_dir="", builder_config=""))  # public builders' (medjax.data.builders.MEDIA)
+      data_dir="", manual_dir="", builder_config="",
+      eval_generations=64))  # public builders' (medjax.data.builders.MEDIA)
   c.train.update(steps=600, batch_size=32, log_every=50, eval_every=200, eval_batch_size=64, eval_batches=8,
                  checkpoint_every=0)
   c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)

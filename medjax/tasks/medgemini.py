@@ -36,7 +36,6 @@ from medjax.train.task import Task
 
 DATASETS = {"phantoms", *builders.MEDIA}  # builders: the public datasets in data/
 PLACEHOLDERS = {"image": "<image>", "volume": "<volume>"}
-EVAL_GENERATIONS = 64
 
 
 def _fields(cls, section, **extra):
@@ -227,7 +226,7 @@ class MedGeminiVQATask(Task):
     return texts
 
   def _generation_metrics(self, model, params):
-    n = min(int(self.config.data.get("eval_generations", EVAL_GENERATIONS)), self.config.data.eval_size)
+    n = min(int(self.config.data.eval_generations), self.config.data.eval_size)
     if n <= 0:
       return {}
     val = self.source("validation")
