@@ -40,3 +40,21 @@ def lm_config(triage_data_dir):
                                   **{k.replace("__", "."): v for k, v in overrides.items()}})
     return c
   return make
+
+
+@pytest.fixture
+def run_colab():
+  """run_colab(name, parameters) executes colabs/<name>.ipynb with its parameters cell (tagged 'parameters' or
+  starting with '# Parameters') replaced by `parameters`; returns (all printed text, all outputs)."""
+  def run(name: str, parameters: str, timeout: int = 600):
+    import nbclient
+    import nbformat
+    nb = nbformat.read(os.path.join(REPO, "colabs", f"{name}.ipynb"), as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and (
+        "parameters" in c.metadata.get("tags", []) or c.source.startswith("# Parameters")))
+    cell.source = parameters
+    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": REPO}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    return "\n".join(o.get("text", "") for o in outputs), outputs
+  return run

@@ -139,16 +139,10 @@ def test_tiny_trains_through_the_loop_and_evaluates_generation(tmp_path):
 
 
 @pytest.mark.slow
-def test_colab_trains_generates_and_shows_a_clip():
+def test_colab_trains_generates_and_shows_a_clip(run_colab):
   """colabs/bora.ipynb end to end with its parameters cell shrunk: frame grids are displayed."""
-  import nbclient
-  import nbformat
-  nb = nbformat.read(os.path.join(ROOT, "colabs", "bora.ipynb"), as_version=4)
-  params = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Parameters"))
-  params.source = 'STEPS, WORKDIR, PROMPT, NUM, CFG_SCALE, EVAL_VIDEOS = 10, None, "1 cell moving up slow", 2, 4.0, 2'
-  nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-  text = "\n".join(o.get("text", "") for o in outputs)
+  text, outputs = run_colab(
+      "bora", 'STEPS, WORKDIR, PROMPT, NUM, CFG_SCALE, EVAL_VIDEOS = 10, None, "1 cell moving up slow", 2, 4.0, 2')
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) == 3  # real clips, guided and unguided samples
   assert "'step': 10.0" in text and "guidance 4.0: classifier reads" in text and "| 4 |" in text

@@ -220,17 +220,10 @@ def test_evaluate_mcq_reads_the_saved_config(er_run):
 
 
 @pytest.mark.slow
-def test_colab_runs(tmp_path):
+def test_colab_runs(run_colab):
   """colabs/ensemble_refinement.ipynb end to end, with its parameters cell shrunk."""
-  import os
-  import nbclient
-  import nbformat
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  nb = nbformat.read(os.path.join(root, "colabs", "ensemble_refinement.ipynb"), as_version=4)
-  params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-  params.source = "STEPS, BATCH_SIZE, QUESTIONS, NUM_SAMPLES, NUM_REFINEMENTS, TEMPERATURE = 3, 8, 4, 2, 2, 0.7"
-  nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
-  text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+  text, _ = run_colab("ensemble_refinement",
+                      "STEPS, BATCH_SIZE, QUESTIONS, NUM_SAMPLES, NUM_REFINEMENTS, TEMPERATURE = 3, 8, 4, 2, 2, 0.7")
   assert "Refined reasoning:" in text and "vote:" in text and "Question:" in text
   assert all(name in text for name in ("greedy", "cot", "sc", "er"))
 
