@@ -6,6 +6,20 @@ Each row keeps some of the config's loss terms (config.loss.weights = w_anat, w_
 others are set to 0) and is trained through the one training loop, once per seed, and scored on phantoms that include the held-out findings. Prints a markdown table of mean
 (and std over seeds) of: held-out zero-shot AUC of the global head, of the region prompts (max over
 regions) and of both fused; seen-finding AUC; box mean IoU. Writes DIR/ablation.json.
+
+Measured (tiny, 800 steps, batch 32, one CPU device, 512 test phantoms; one process per row and seed,
+`--rows=ROW --seeds=S`; mean of seeds 0 and 1 where both ran, else seed 0):
+| row (loss.weights = 1, 1, 3) | zero-shot AUC, global | regions | fused | seen AUC | box mIoU |
+|---|---|---|---|---|---|
+| global only | 0.641 (0.680 / 0.602) | 0.528 | 0.645 | 0.829 | 0.09 |
+| + detection | 0.527 (seed 0) | 0.469 | 0.533 | 0.597 | 0.88 |
+| + fine alignment | 0.598 (0.600 / 0.596) | 0.605 | 0.613 | 0.741 | 0.86 |
+| + detection, w_anat 0.2 | 0.667 (seed 0) | 0.607 | 0.687 | 0.774 | 0.80 |
+| + fine alignment, w_anat 0.2 | 0.644 (seed 0) | 0.644 | 0.660 | 0.844 | 0.77 |
+On this task fine alignment recovers part of what detection costs the small shared encoder (0.53 -> 0.60
+held-out, 0.60 -> 0.74 seen) but does not beat global only, unlike the paper. Per finding, global only
+reads the held-out "mass" (a large round dense spot) at AUC 0.79 / 0.72 and the held-out "bleb" (a small
+round lucent spot, 2-3 px) at 0.57 / 0.49: small lesions are the weak point at 64 px with 8 px patches.
 """
 import json
 import os
