@@ -14,10 +14,11 @@ Measured (tiny, 800 steps, batch 32, one CPU device, 512 test phantoms; one proc
 | global only | 0.641 (0.680 / 0.602) | 0.528 | 0.645 | 0.829 | 0.09 |
 | + detection | 0.527 (seed 0) | 0.469 | 0.533 | 0.597 | 0.88 |
 | + fine alignment | 0.598 (0.600 / 0.596) | 0.605 | 0.613 | 0.741 | 0.86 |
-| + detection, w_anat 0.2 | 0.667 (seed 0) | 0.607 | 0.687 | 0.774 | 0.80 |
-| + fine alignment, w_anat 0.2 | 0.644 (seed 0) | 0.644 | 0.660 | 0.844 | 0.77 |
-On this task fine alignment recovers part of what detection costs the small shared encoder (0.53 -> 0.60
-held-out, 0.60 -> 0.74 seen) but does not beat global only, unlike the paper. Per finding, global only
+| + detection, w_anat 0.2 | 0.616 (0.667 / 0.564) | 0.527 | 0.630 | 0.782 | 0.81 |
+| + fine alignment, w_anat 0.2 | 0.605 (0.644 / 0.566) | 0.641 | 0.641 | 0.832 | 0.78 |
+On this task fine alignment recovers part of what detection costs the small shared encoder (w_anat 1:
+0.53 -> 0.60 held-out, 0.60 -> 0.74 seen; w_anat 0.2: region-prompt AUC 0.53 -> 0.64, seen 0.78 -> 0.83)
+but does not beat global only on held-out findings (seed spread ~0.05-0.1), unlike the paper. Per finding, global only
 reads the held-out "mass" (a large round dense spot) at AUC 0.79 / 0.72 and the held-out "bleb" (a small
 round lucent spot, 2-3 px) at 0.57 / 0.49: small lesions are the weak point at 64 px with 8 px patches.
 """
