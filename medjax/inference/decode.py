@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medjax.nn.attention import PrefixedCache
+
 
 def sample_logits(rng, logits, temperature=0.0, top_k=0, top_p=1.0):
   """One token per row of logits [B, V]: greedy when temperature == 0, else tempered top-k / top-p."""
@@ -79,20 +81,22 @@ def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_sa
   embedding table is padded larger). A row ends at EOS or once its tokens end with one of `stop_ids`
   (token-id sequences, see `stop_token_ids`); the loop ends when every row has.
 
-  The prompt is prefilled once; its cache is shared by the `num_samples` samples of that prompt.
+  The prompt is prefilled once; its keys/values are stored once and read by all `num_samples` samples of that
+  prompt (a PrefixedCache), so sampling many continuations costs little more memory traffic than one.
   Returns (new tokens [B * num_samples, max_new_tokens] padded with pad_id after EOS,
   number of generated tokens per row incl. EOS or the stop sequence). Rows are ordered prompt-major.
   """
   b, t = tokens.shape
-  cache = model.init_cache(b, t + max_new_tokens)
+  n = b * num_samples
+  prompt = model.init_cache(b, t)
   positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-  logits, cache = model.apply({"params": params}, tokens, positions=positions, cache=cache)
+  logits, prompt = model.apply({"params": params}, tokens, positions=positions, cache=prompt)
   trim = (lambda x: x[..., :vocab_size]) if vocab_size else (lambda x: x)
   last = trim(jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0])
-  rep = lambda x, axis=0: jnp.repeat(x, num_samples, axis=axis)
-  cache = jax.tree.map(lambda c: rep(c, 1), cache)
-  last, pos = rep(last), rep(lengths)
-  n = b * num_samples
+  # The prompt's keys/values are kept once and shared by its samples; each row caches only its new tokens.
+  prompt = prompt.replace(end=jnp.broadcast_to(lengths, prompt.end.shape))
+  cache = PrefixedCache(prompt, model.init_cache(n, max_new_tokens))
+  last, pos = jnp.repeat(last, num_samples, axis=0), jnp.repeat(lengths, num_samples)
   out = jnp.full((n, max_new_tokens), pad_id, jnp.int32)
 
   def cond(carry):

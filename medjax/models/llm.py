@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.nn import Attention, GatedMLP, KVCache, RMSNorm, attention_mask, rope_frequencies
+from medjax.nn import Attention, GatedMLP, KVCache, PrefixedCache, RMSNorm, attention_mask, rope_frequencies
 from medjax.nn.lora import TARGETS as LORA_TARGETS, LoRAConfig
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -169,6 +169,19 @@ def _maybe_remat(cls, cfg):
   return nn.remat(cls, policy=policy, prevent_cse=not cfg.scan_layers)
 
 
+def _prefixed_keys(cache, positions, t: int):
+  """Positions [B, P + S] and validity of a PrefixedCache's keys (stacked over layers) for queries at `positions`."""
+  pre, own = cache.prefix, cache.suffix
+  b = positions.shape[0]
+  p, s = pre.k.shape[2], own.k.shape[2]
+  prompt_len = jnp.repeat(pre.end[0], b // pre.k.shape[1])[:, None]
+  p_pos = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+  slot = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+  own_end = jnp.maximum(own.end[0], positions[:, 0] - prompt_len[:, 0] + t)
+  k_pos = jnp.concatenate([p_pos, prompt_len + slot], axis=1)
+  return k_pos, jnp.concatenate([p_pos < prompt_len, slot < own_end[:, None]], axis=1)
+
+
 class DecoderLM(nn.Module):
   """tokens [B,T] (or input embeddings [B,T,E]) -> logits [B,T,V] (float32)."""
   cfg: LMConfig
@@ -217,6 +230,10 @@ class DecoderLM(nn.Module):
     valid = jnp.ones((b, t), bool) if input_mask is None else input_mask.astype(bool)
     if cache is None:
       k_pos, k_valid, k_prefix = positions, valid, prefix_mask
+    elif isinstance(cache, PrefixedCache):
+      if prefix_mask is not None:
+        raise ValueError("prefix_mask: expected None when decoding from a PrefixedCache")
+      (k_pos, k_valid), k_prefix = _prefixed_keys(cache, positions, t), None
     else:
       slots = cache.k.shape[2]
       k_pos = jnp.broadcast_to(jnp.arange(slots, dtype=jnp.int32), (b, slots))
@@ -242,7 +259,9 @@ class DecoderLM(nn.Module):
           x = layer_hook(i, x)
         x, layer_cache = layer(x, positions, masks, inv_freqs, bool(is_local[i]), layer_cache)
         new.append(layer_cache)
-      if cache is not None:
+      if isinstance(cache, PrefixedCache):  # the shared prompt is unchanged: restack only the rows' own caches
+        cache = PrefixedCache(cache.prefix, jax.tree.map(lambda *c: jnp.stack(c), *[c.suffix for c in new]))
+      elif cache is not None:
         cache = jax.tree.map(lambda *c: jnp.stack(c), *new)
     x = self.final_norm(x)
     if return_hidden:

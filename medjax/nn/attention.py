@@ -24,6 +24,16 @@ class KVCache:
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
 
 
+@flax.struct.dataclass
+class PrefixedCache:
+  """A KV cache whose first part is shared: `prefix` holds a prompt's keys/values once for `group` consecutive
+  (prompt-major) rows, [B0, P, K, D] with `end` = the prompt lengths [B0]; `suffix` [B0 * group, S, K, D] holds
+  each row's own tokens after its prompt (slot s = position prompt_len + s). Decoding many samples of one
+  prompt then reads the prompt's keys once per step instead of once per sample."""
+  prefix: KVCache
+  suffix: KVCache
+
+
 def attention_mask(q_pos, k_pos, k_valid, *, causal=True, q_prefix=None, k_prefix=None, window=None):
   """Boolean mask [B, 1, Tq, Tk] from positions.
 
@@ -42,9 +52,13 @@ def attention_mask(q_pos, k_pos, k_valid, *, causal=True, q_prefix=None, k_prefi
   return allowed[:, None]
 
 
-def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation="xla"):
-  """q [B,T,N,D], k/v [B,S,K,D] with N % K == 0, mask [B,1,T,S] -> [B,T,N,D]."""
-  if implementation == "cudnn" and softcap is None:
+def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation="xla", prefix=None):
+  """q [B,T,N,D], k/v [B,S,K,D] with N % K == 0, mask [B,1,T,S] -> [B,T,N,D].
+
+  `prefix` = (pk, pv, pmask): extra keys/values [B0, P, K, D] shared by each group of B / B0 consecutive rows,
+  with their mask [B,1,T,P]; one softmax runs over the P + S keys.
+  """
+  if implementation == "cudnn" and softcap is None and prefix is None:
     return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="cudnn")
   b, t, n, d = q.shape
   kv = k.shape[2]
@@ -52,12 +66,29 @@ def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation=
     raise ValueError(f"num_heads ({n}) must be a multiple of num_kv_heads ({kv})")
   qg = q.reshape(b, t, kv, n // kv, d)
   logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+  if prefix is not None:
+    pk, pv, pmask = prefix
+    b0, p = pk.shape[:2]
+    grouped = qg.reshape(b0, b // b0, t, kv, n // kv, d)
+    plogits = jnp.einsum("brtkgd,bskd->brkgts", grouped, pk, preferred_element_type=jnp.float32) * scale
+    logits = jnp.concatenate([plogits.reshape(b, kv, n // kv, t, p), logits], axis=-1)
+    mask = jnp.concatenate([pmask, mask], axis=-1)
   if softcap is not None:
     logits = jnp.tanh(logits / softcap) * softcap
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  if prefix is None:
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, n, d)
+  pprobs = probs[..., :p].reshape(b0, b // b0, kv, n // kv, t, p)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs[..., p:], v)
+  out = out + jnp.einsum("brkgts,bskd->brtkgd", pprobs, pv).reshape(b, t, kv, n // kv, d)
   return out.reshape(b, t, n, d)
+
+
+def _write(cache: KVCache, k, v, start, length: int) -> KVCache:
+  """`cache` with k/v [B, T, K, D] written at slots start..start+T-1 of each row."""
+  write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice(c, u.astype(c.dtype), (s, 0, 0)))
+  return KVCache(write(cache.k, k, start), write(cache.v, v, start), jnp.maximum(cache.end, start + length))
 
 
 class Einsum(nn.Module):
@@ -92,7 +123,8 @@ class Attention(nn.Module):
 
   __call__(x [B,T,E], positions [B,T], mask [B,1,T,S], inv_freq, cache) -> (y [B,T,E], cache).
   With a cache, keys/values of this call are written at slots `positions` and the mask must cover
-  the cache's S slots. `lora` (a LoRAConfig) adds adapters to its targets among q/k/v/o.
+  the cache's S slots; with a PrefixedCache they go to the suffix (slot = position - prompt length) and the
+  mask covers the P prefix slots, then the S suffix slots. `lora` (a LoRAConfig) adds adapters to its targets among q/k/v/o.
   """
   num_heads: int
   num_kv_heads: int
@@ -125,15 +157,21 @@ class Attention(nn.Module):
     q = nn.with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
     k = nn.with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
     v = nn.with_logical_constraint(v, ("act_batch", "act_length", "act_kv_heads", None))
-    if cache is not None:
-      write = jax.vmap(lambda c, u, p: jax.lax.dynamic_update_slice(c, u.astype(c.dtype), (p, 0, 0)))
-      start = positions[:, 0]
-      cache = KVCache(write(cache.k, k, start), write(cache.v, v, start),
-                      jnp.maximum(cache.end, start + x.shape[1]))
+    prefix = None
+    if isinstance(cache, PrefixedCache):
+      pre, own = cache.prefix, cache.suffix
+      start = positions[:, 0] - jnp.repeat(pre.end, x.shape[0] // pre.k.shape[0])
+      own = _write(own, k, v, start, x.shape[1])
+      cache = PrefixedCache(pre, own)
+      p = pre.k.shape[1]
+      prefix = (pre.k.astype(self.dtype), pre.v.astype(self.dtype), mask[..., :p])
+      k, v, mask = own.k.astype(self.dtype), own.v.astype(self.dtype), mask[..., p:]
+    elif cache is not None:
+      cache = _write(cache, k, v, positions[:, 0], x.shape[1])
       k, v = cache.k.astype(self.dtype), cache.v.astype(self.dtype)
     scale = self.query_scale if self.query_scale is not None else self.head_dim ** -0.5
     out = dot_product_attention(q, k, v, mask, scale=scale, softcap=self.softcap,
-                                implementation=self.implementation)
+                                implementation=self.implementation, prefix=prefix)
     out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
     y = Einsum("bthd,hde->bte", (self.num_heads, self.head_dim, x.shape[-1]), ("heads", "head_dim", "embed"),
                self.dtype, self.param_dtype, fan_in_axes=(0, 1), lora=lora_lib.for_target(self.lora, "o"),
