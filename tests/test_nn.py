@@ -81,3 +81,24 @@ def test_kv_cache_decoding_equals_full_forward(preset, scan):
     step, cache = apply(variables, toks[:, i:i + 1], positions=jnp.full((2, 1), i), cache=cache)
     outs.append(step)
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset,scan", [("tiny", True), ("tiny-gemma", False)])
+def test_samples_sharing_a_prompt_cache_decode_like_the_full_forward(preset, scan):
+  """generate keeps each prompt's keys once (PrefixedCache) for all its samples; greedy rows must equal the
+  argmax of a full forward pass over prompt + output (sliding windows included), for every sample."""
+  from medjax.inference import generate
+  cfg = lm_config(preset, scan_layers=scan)
+  model = DecoderLM(cfg)
+  toks = np.random.RandomState(0).randint(3, 200, (2, 32))
+  lens = np.array([32, 9])
+  toks[1, 9:] = 0
+  params = model.init(jax.random.PRNGKey(0), jnp.asarray(toks))["params"]
+  out, n = generate(model, params, jnp.asarray(toks), jnp.asarray(lens), jax.random.PRNGKey(1),
+                    max_new_tokens=12, num_samples=2)
+  out = np.asarray(out)
+  assert np.asarray(n).tolist() == [12] * 4
+  for row in range(4):
+    prompt = toks[row // 2, :lens[row // 2]]
+    logits, _ = model.apply({"params": params}, jnp.asarray(np.concatenate([prompt, out[row]])[None]))
+    assert np.asarray(jnp.argmax(logits[0, len(prompt) - 1:-1], -1)).tolist() == out[row].tolist()
