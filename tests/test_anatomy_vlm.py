@@ -264,18 +264,10 @@ def test_chest_imagenome_bad_scene_graphs_raise_clear_errors():
 # ---------------------------------------------------------------------------------------------
 # Colab
 # ---------------------------------------------------------------------------------------------
-def test_colab_draws_boxes_and_region_heat():
+@pytest.mark.slow
+def test_colab_draws_boxes_and_region_heat(run_colab):
   """colabs/anatomy_vlm.ipynb end to end, with its parameters cell shrunk."""
-  import os
-  import nbclient
-  import nbformat
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  nb = nbformat.read(os.path.join(root, "colabs", "anatomy_vlm.ipynb"), as_version=4)
-  params = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Parameters"))
-  params.source = 'STEPS, NUM_TEST, FINDING = 2, 16, "bleb"'
-  nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": root}}).execute()
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-  text = "\n".join(o.get("text", "") for o in outputs)
+  text, outputs = run_colab("anatomy_vlm", 'STEPS, NUM_TEST, FINDING = 2, 16, "bleb"')
   assert "eval/auc_heldout" in text and "'a small round lucent spot'" in text and "<- true" in text
   assert sum(line.strip().startswith(r) for line in text.splitlines() for r in anatomy.REGIONS) == len(anatomy.REGIONS)
   assert any("image/png" in o.get("data", {}) for o in outputs)

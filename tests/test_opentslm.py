@@ -347,15 +347,9 @@ def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_pat
 
 
 @pytest.mark.slow
-def test_colab_runs():
+def test_colab_runs(run_colab):
   """colabs/opentslm.ipynb end to end, with its parameters cell shrunk."""
-  import nbclient
-  import nbformat
-  nb = nbformat.read(os.path.join(ROOT, "colabs", "opentslm.ipynb"), as_version=4)
-  params = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Parameters"))
-  params.source = 'VARIANT, STEPS, EXAMPLES = "flamingo", 2, 2'
-  nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
-  text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+  text, _ = run_colab("opentslm", 'VARIANT, STEPS, EXAMPLES = "flamingo", 2, 2')
   assert "eval/macro_f1" in text and "Answer:" in text and "true:" in text and "xattn_0 attn" in text
 
 

@@ -3,6 +3,7 @@ from medjax.diffusion.gaussian import GaussianDiffusion, space_timesteps
 from medjax.diffusion.guidance import cfg_model_fn
 from medjax.diffusion.rectified_flow import RectifiedFlow
 
+__all__ = ["GaussianDiffusion", "RectifiedFlow", "TYPES", "cfg_model_fn", "make_diffusion", "space_timesteps"]
 TYPES = ("iddpm", "rflow")
 
 

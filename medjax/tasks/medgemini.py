@@ -12,7 +12,6 @@ text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 an
 `data.manual_dir` into `data.data_dir`; records through media_io.task_example).
 """
 import collections
-import dataclasses
 import functools
 import re
 import zlib
