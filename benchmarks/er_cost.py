@@ -10,6 +10,11 @@ a warm-up run that compiles every shape):
   ER batched  `strategies.ensemble_refinement`: stage 1 as one call with N samples sharing each prompt's
               prefill, stage 2 likewise with M samples of the refinement prompt.
 Prompts are padded to a few bucketed widths, so the timed runs reuse the warm-up's compilations.
+
+Measured on 2 shared CPU cores (a run of experiments/er_demo.py at step 300, 4 questions): greedy CoT 0.052 s,
+ER naive 19.99 s (385x), ER batched 3.43 s (66x): batching and the shared prompt cache make ER 5.8x faster
+than 44 separate calls, but on a CPU a tiny model's decode step is compute-bound, so 132 rows cost far more
+than one; ER < 44 greedy answers needs a memory-bound accelerator, not measured here.
 """
 import os
 import statistics
