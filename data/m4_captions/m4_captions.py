@@ -61,8 +61,7 @@ class M4Captions(tfds.core.GeneratorBasedBuilder):
       rows += parse_frequency(series, captions, freq)
     if not rows:
       raise ValueError(f"manual_dir: no captioned m4_series_*.csv under {dl_manager.manual_dir}")
-    splits = tsio.split_indices(len(rows), strata=[r["frequency"] for _, r in rows])
-    return {split: self._generate_examples([rows[i] for i in idx]) for split, idx in splits.items()}
+    return {split: self._generate_examples(part) for split, part in tsio.split_rows(rows, "frequency").items()}
 
   def _generate_examples(self, rows):
     yield from rows

@@ -52,12 +52,8 @@ class SleepCot(tfds.core.GeneratorBasedBuilder):
                                  homepage="https://github.com/StanfordBDHG/OpenTSLM")
 
   def _split_generators(self, dl_manager):
-    path = tsio.find_file(dl_manager.manual_dir, FILE, ("sleep",))
-    if path is None:
-      raise ValueError(f"manual_dir: no {FILE} under {dl_manager.manual_dir}")
-    rows = parse_rows(path)
-    splits = tsio.split_indices(len(rows), strata=[r["label"] for _, r in rows])
-    return {split: self._generate_examples([rows[i] for i in idx]) for split, idx in splits.items()}
+    rows = parse_rows(tsio.require_file(dl_manager.manual_dir, FILE, ("sleep",)))
+    return {split: self._generate_examples(part) for split, part in tsio.split_rows(rows, "label").items()}
 
   def _generate_examples(self, rows):
     yield from rows

@@ -46,12 +46,8 @@ class Tsqa(tfds.core.GeneratorBasedBuilder):
                                  homepage="https://huggingface.co/datasets/ChengsenWang/TSQA")
 
   def _split_generators(self, dl_manager):
-    path = tsio.find_file(dl_manager.manual_dir, FILE, ("TSQA",))
-    if path is None:
-      raise ValueError(f"manual_dir: no {FILE} under {dl_manager.manual_dir}")
-    rows = parse_rows(path)
-    return {split: self._generate_examples([rows[i] for i in idx])
-            for split, idx in tsio.split_indices(len(rows)).items()}
+    rows = parse_rows(tsio.require_file(dl_manager.manual_dir, FILE, ("TSQA",)))
+    return {split: self._generate_examples(part) for split, part in tsio.split_rows(rows).items()}
 
   def _generate_examples(self, rows):
     yield from rows

@@ -124,6 +124,14 @@ def find_file(manual_dir, name: str, subdirs=()) -> epath.Path | None:
   return None
 
 
+def require_file(manual_dir, name: str, subdirs=()) -> epath.Path:
+  """`find_file`, raising a ValueError that names manual_dir when the file is missing."""
+  path = find_file(manual_dir, name, subdirs)
+  if path is None:
+    raise ValueError(f"manual_dir: no {name} under {manual_dir}")
+  return path
+
+
 def read_csv(path, required) -> list[tuple[str, dict]]:
   """[(where, row)] of a CSV file with a header; repeated header rows are skipped.
 
@@ -169,3 +177,9 @@ def split_indices(n: int, *, seed: int = 42, strata=None, test_frac: float = 0.1
   return {"test": sorted(order[phase == 0].tolist()),
           "validation": sorted(order[(phase >= 1) & (phase <= n_val)].tolist()),
           "train": sorted(order[phase > n_val].tolist())}
+
+
+def split_rows(rows: list, strata_field: str | None = None) -> dict[str, list]:
+  """`split_indices` applied to builder rows [(key, example)], stratified by `example[strata_field]`."""
+  strata = None if strata_field is None else [ex[strata_field] for _, ex in rows]
+  return {split: [rows[i] for i in idx] for split, idx in split_indices(len(rows), strata=strata).items()}
