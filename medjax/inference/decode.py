@@ -59,6 +59,14 @@ def stop_token_ids(tokenizer, stop) -> tuple[tuple[int, ...], ...]:
   return tuple(ids for ids in (tuple(tokenizer.encode(s)) for s in stop) if ids)
 
 
+def cut_at_stop(text: str, stop) -> str:
+  """`text` up to the first occurrence of any of the `stop` strings."""
+  for s in stop:
+    if s in text:
+      text = text[:text.index(s)]
+  return text
+
+
 def _ends_with_stop(out, i, stop_ids):
   """[N] bool: row's tokens out[:, :i+1] end with one of the `stop_ids` sequences."""
   hit = jnp.zeros((out.shape[0],), bool)
@@ -131,11 +139,4 @@ def generate_text(model, params, tokenizer, prompts: list[str], *, max_new_token
                     eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, vocab_size=tokenizer.vocab_size,
                     stop_ids=stop_token_ids(tokenizer, stop))
   out, n = np.asarray(out), np.asarray(n)
-  texts = []
-  for row, k in zip(out, n):
-    text = tokenizer.decode(row[:k].tolist())
-    for s in stop:
-      if s in text:
-        text = text[:text.index(s)]
-    texts.append(text)
-  return texts
+  return [cut_at_stop(tokenizer.decode(row[:k].tolist()), stop) for row, k in zip(out, n)]

@@ -41,12 +41,6 @@ class LMGenerator:
     self.stop_ids = decode.stop_token_ids(tokenizer, self.stop)
     self.top_k, self.top_p = top_k, top_p
 
-  def _cut(self, text: str) -> str:
-    for s in self.stop:
-      if s in text:
-        text = text[:text.index(s)]
-    return text
-
   def __call__(self, prompts: Sequence[str], *, num_samples: int = 1, temperature: float = 0.0,
                seed: int = 0) -> tuple[list[list[str]], int]:
     tok = self.tokenizer
@@ -63,7 +57,7 @@ class LMGenerator:
                                stop_ids=self.stop_ids)
       out, n = np.asarray(out), np.asarray(n)
       spent += int(lens.sum()) + int(n.sum())
-      rows = [self._cut(tok.decode(r[:k].tolist())) for r, k in zip(out, n)]
+      rows = [decode.cut_at_stop(tok.decode(r[:k].tolist()), self.stop) for r, k in zip(out, n)]
       texts += [rows[i:i + num_samples] for i in range(0, len(rows), num_samples)]
     return texts, spent
 
