@@ -14,10 +14,10 @@ Defaults (8 x 512 LM, vocab 8192, bf16, batch 4, paper-size encoders), XLA:CPU, 
   1x10000      1783      37053     (2660)       20.8
   12x1000      2917      32680     (3160)       11.2
 """
-import importlib.util
-import os
 
 from absl import app, flags
+
+from medjax.config_lib import config_from_file
 
 flags.DEFINE_integer("num_layers", 8, "Base LM layers.")
 flags.DEFINE_integer("embed_dim", 512, "Base LM width.")
@@ -25,14 +25,8 @@ flags.DEFINE_integer("batch_size", 4, "Examples per step (the paper uses 4).")
 flags.DEFINE_integer("text_len", 160, "Text tokens per example besides the series tokens.")
 flags.DEFINE_string("cases", "1x100,1x1000,1x10000,12x1000", "NUM_SERIESxSAMPLES, comma-separated.")
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _config(variant: str, num_series: int, samples: int):
-  spec = importlib.util.spec_from_file_location("_cfg", os.path.join(ROOT, "configs", f"opentslm_{variant}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("paper")
+  c = config_from_file(f"configs/opentslm_{variant}.py:paper")
   with c.unlocked():
     heads = FLAGS.embed_dim // 64
     c.model.lm.update(vocab_size=8192, embed_dim=FLAGS.embed_dim, num_layers=FLAGS.num_layers, num_heads=heads,

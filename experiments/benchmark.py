@@ -25,12 +25,8 @@ FLAGS = flags.FLAGS
 
 
 def load_config(spec: str, overrides):
-  import importlib.util
-  path, _, arg = spec.partition(":")
-  mod_spec = importlib.util.spec_from_file_location("bench_config", path)
-  mod = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(mod)
-  config = mod.get_config(arg or None)
+  from medjax.config_lib import config_from_file
+  config = config_from_file(spec)
   for item in overrides:
     key, _, value = item.partition("=")
     old = _lookup(config, key)

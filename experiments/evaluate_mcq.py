@@ -9,12 +9,13 @@ synthetic_triage, medqa, medmcqa, pubmedqa; the real ones are built from --manua
 builders in data/<name>/. Writes one JSONL record per question and strategy, prints a table of
 accuracy, unparseable rate and forward tokens (prefill + decoded) per strategy.
 """
-import importlib.util
 import json
 import os
 import time
 
 from absl import app, flags
+
+from medjax.config_lib import config_from_file
 
 FLAGS = flags.FLAGS
 
@@ -39,9 +40,6 @@ def define_flags():
   flags.DEFINE_integer("max_rows", 256, "Most sequences decoded at once.")
   flags.DEFINE_string("output", None, "JSONL path for per-question records (default CHECKPOINT/mcq_<dataset>.jsonl).")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
-
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def saved_config(workdir: str):
@@ -76,16 +74,6 @@ def load_model(checkpoint: str, config_spec: str | None):
   config = config_from_file(config_spec) if config_spec else saved_config(checkpoint)
   params, model, task, _, _, _ = trained_params(config, checkpoint)
   return model, params, task.tokenizer, config
-
-
-def config_from_file(spec: str):
-  """The config of 'path/to/file.py:variant' (a path relative to the repository root works too)."""
-  path, _, arg = spec.partition(":")
-  path = path if os.path.exists(path) else os.path.join(REPO, path)
-  s = importlib.util.spec_from_file_location("medjax_eval_config", path)
-  module = importlib.util.module_from_spec(s)
-  s.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def load_examples(dataset: str, split: str, *, data_dir=None, manual_dir=None, builder_config=None):

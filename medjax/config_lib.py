@@ -1,4 +1,7 @@
 """The config schema every experiment shares; configs/<family>.py fill in model and data."""
+import importlib.util
+import os
+
 import ml_collections
 
 
@@ -33,3 +36,14 @@ def parse_variant(arg: str | None, variants) -> str:
   if variant not in variants:
     raise ValueError(f"config variant: expected one of {sorted(variants)}, got {variant!r}")
   return variant
+
+
+def config_from_file(spec: str) -> ml_collections.ConfigDict:
+  """The config of 'path/to/file.py[:variant]' (a path relative to the repository root works too)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+  module_spec = importlib.util.spec_from_file_location("medjax_config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
