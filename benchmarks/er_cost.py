@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 
+import flax.linen as nn
 import jax
 from absl import app, flags
 
@@ -28,7 +29,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import evaluate_mcq  # noqa: E402
 
 flags.DEFINE_string("config", "configs/llm.py:tiny", "Config file:variant of the LM.")
-flags.DEFINE_string("workdir", None, "Trained run to load (newest checkpoint).")
+flags.DEFINE_list("set", [], "Config overrides key=value, e.g. model.embed_dim=512,model.num_layers=8.")
+flags.DEFINE_string("workdir", None, "Trained run to load (newest checkpoint); without it the model is randomly "
+                    "initialised and every answer decodes exactly --max_new_tokens tokens.")
 flags.DEFINE_integer("num_samples", 11, "ER stage-1 generations (N).")
 flags.DEFINE_integer("num_refinements", 33, "ER stage-2 generations (M).")
 flags.DEFINE_integer("questions", 4, "Held-out questions answered per run.")
@@ -72,13 +75,22 @@ def main(argv):
   del argv
   from medjax.inference import strategies as S
   from medjax.train import loop
-  config = evaluate_mcq.config_from_file(FLAGS.config)
-  params, model, task, *_ = loop.trained_params(config, FLAGS.workdir)
+  config = evaluate_mcq.config_from_file(FLAGS.config, FLAGS.set)
+  if FLAGS.workdir:
+    params, model, task, *_ = loop.trained_params(config, FLAGS.workdir)
+  else:
+    mesh, rules, task, model = loop.setup(config)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      params = loop.build_step(config, mesh, rules, task, model)[0].params
+  n_params = sum(x.size for x in jax.tree.leaves(params))
   examples = evaluate_mcq.load_examples("synthetic_triage", "test", data_dir=task.data_dir)[:FLAGS.questions]
-  gen = S.LMGenerator(model, params, task.tokenizer, max_new_tokens=FLAGS.max_new_tokens)
+  gen = S.LMGenerator(model, params, task.tokenizer, max_new_tokens=FLAGS.max_new_tokens,
+                      fixed_length=not FLAGS.workdir)
   r = measure(gen, S.TriageFormat(), examples, FLAGS.num_samples, FLAGS.num_refinements, FLAGS.repeats)
   n, m = FLAGS.num_samples, FLAGS.num_refinements
-  print(f"device: {jax.devices()[0].device_kind}; {len(examples)} questions; max_new_tokens {FLAGS.max_new_tokens}")
+  print(f"device: {jax.devices()[0].device_kind}; {n_params / 1e6:.1f}M params "
+        f"({'trained' if FLAGS.workdir else 'random, fixed-length answers'}); {len(examples)} questions; "
+        f"max_new_tokens {FLAGS.max_new_tokens}")
   print(f"{'method':<28}{'seconds':>10}{'x greedy':>10}")
   print(f"{'greedy CoT':<28}{r['greedy_s']:>10.3f}{1.0:>10.2f}")
   print(f"{f'ER naive ({n}+{m} calls)':<28}{r['er_naive_s']:>10.3f}{r['er_naive_over_greedy']:>10.2f}")
@@ -89,5 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir"])
   app.run(main)

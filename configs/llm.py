@@ -25,6 +25,7 @@ def get_config(arg=None):
   c.data.seq_len = 144
   c.data.cot = True
   c.data.refine_frac = 0.0  # share of train examples in ensemble-refinement format (needs cot)
+  c.data.direct_frac = 0.0  # share of train examples answered directly, without chain of thought (needs cot)
   c.data.refine_candidates = 4  # at most this many candidate explanations per refinement example
   c.data.eval_questions = 128
   c.data.max_new_tokens = 72

@@ -22,6 +22,7 @@ but does not beat global only on held-out findings (seed spread ~0.05-0.1), unli
 reads the held-out "mass" (a large round dense spot) at AUC 0.79 / 0.72 and the held-out "bleb" (a small
 round lucent spot, 2-3 px) at 0.57 / 0.49: small lesions are the weak point at 64 px with 8 px patches.
 """
+import glob
 import json
 import os
 
@@ -32,14 +33,16 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", "configs/anatomy_vlm.py:tiny", "Anatomy-VLM config.", lock_config=True)
 flags.DEFINE_string("workdir", None, "One subdirectory per row and seed is written here.")
 flags.DEFINE_list("seeds", ["0"], "Seeds (config.seed) per row.")
-flags.DEFINE_list("rows", ["global", "detection", "fine"], "Rows to train, from ROWS.")
+flags.DEFINE_list("rows", ["global", "detection", "fine"], "Rows to train, from ROWS (none: only print the "
+                  "table of the runs already under --workdir).")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 ROWS = {"global": ("global only", (0, 0, 1)), "detection": ("+ detection", (1, 0, 1)),
         "fine": ("+ fine alignment", (1, 1, 1))}  # which of (w_anat, w_fine, w_global) stay on
 COLUMNS = (("auc_heldout", "zero-shot AUC, global"), ("auc_region_heldout", "zero-shot AUC, regions"),
-           ("auc_fused_heldout", "zero-shot AUC, fused"), ("auc_seen", "seen AUC, global"),
+           ("auc_fused_heldout", "zero-shot AUC, fused"), ("auc_anatomy_heldout", "zero-shot AUC, anatomy-wise"),
+           ("auc_seen", "seen AUC, global"),
            ("box_miou", "box mIoU"))
 
 
@@ -73,15 +76,26 @@ def main(argv):
   unknown = [r for r in FLAGS.rows if r not in ROWS]
   if unknown:
     raise ValueError(f"--rows: expected names from {list(ROWS)}, got {unknown}")
-  results = {}
   for key in FLAGS.rows:
-    name, keep = ROWS[key]
     for seed in map(int, FLAGS.seeds):
-      res = train(row_config(FLAGS.config, keep, seed), os.path.join(FLAGS.workdir, f"{key}_seed{seed}"))
-      results.setdefault(name, []).append({k: float(v) for k, v in res.items() if k.startswith("eval/")})
+      run_dir = os.path.join(FLAGS.workdir, f"{key}_seed{seed}")
+      res = train(row_config(FLAGS.config, ROWS[key][1], seed), run_dir)
+      with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump({k: float(v) for k, v in res.items() if k.startswith("eval/")}, f, indent=1)
+  results = collect(FLAGS.workdir)
   with open(os.path.join(FLAGS.workdir, "ablation.json"), "w") as f:
     json.dump(results, f, indent=1)
   print(format_table(results))
+
+
+def collect(workdir: str) -> dict:
+  """Row name -> per-seed metric dicts of every finished run under `workdir` (runs of other processes too)."""
+  results = {}
+  for key, (name, _) in ROWS.items():
+    runs = sorted(glob.glob(os.path.join(workdir, f"{key}_seed*", "eval.json")))
+    if runs:
+      results[name] = [json.load(open(r)) for r in runs]
+  return results
 
 
 if __name__ == "__main__":

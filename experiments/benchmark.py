@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from medjax.config_lib import config_from_file
+
 flags.DEFINE_list("configs", ["configs/llm.py:tiny", "configs/llm.py:tiny-gemma"], "Config files with variants.")
 flags.DEFINE_integer("steps", 10, "Timed steps per config (after one warm-up step); 0: compile only.")
 flags.DEFINE_list("set", [], "Overrides key=value applied to every config.")
@@ -22,27 +24,6 @@ flags.DEFINE_multi_string("config", [], "One config and its own overrides: 'path
 flags.DEFINE_string("json_out", "", "Also append each result as a JSON line to this file.")
 flags.DEFINE_integer("data_batches", 20, "Batches drawn to time the input pipeline (0 to skip).")
 FLAGS = flags.FLAGS
-
-
-def load_config(spec: str, overrides):
-  from medjax.config_lib import config_from_file
-  config = config_from_file(spec)
-  for item in overrides:
-    key, _, value = item.partition("=")
-    old = _lookup(config, key)
-    if isinstance(old, bool):
-      value = value.lower() in ("1", "true")
-    elif old is not None:
-      value = type(old)(value)
-    config.update_from_flattened_dict({key: value})
-  return config
-
-
-def _lookup(config, dotted):
-  node = config
-  for part in dotted.split("."):
-    node = node[part]
-  return node
 
 
 def _fill(x, rng):
@@ -123,7 +104,7 @@ def main(argv):
   rows = []
   for spec, overrides in runs:
     try:
-      r = benchmark(load_config(spec, overrides), FLAGS.steps, FLAGS.data_batches)
+      r = benchmark(config_from_file(spec, overrides), FLAGS.steps, FLAGS.data_batches)
     except Exception as e:  # one config out of memory must not lose the others' figures
       print(f"{spec} {' '.join(overrides)}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
       continue

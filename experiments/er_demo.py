@@ -34,6 +34,7 @@ flags.DEFINE_string("config", "configs/llm.py:tiny", "Config file:variant.")
 flags.DEFINE_integer("steps", 150, "Training steps (few, so the model stays imperfect).")
 flags.DEFINE_integer("batch_size", 16, "Training batch size.")
 flags.DEFINE_float("refine_frac", 0.5, "Share of training examples in refinement format.")
+flags.DEFINE_float("direct_frac", 0.2, "Share of training examples answered directly (the greedy baseline).")
 flags.DEFINE_integer("questions", 128, "Held-out test questions.")
 flags.DEFINE_integer("num_samples", 4, "SC samples and ER stage-1 generations (also the most candidates "
                      "in a refinement training example).")
@@ -43,7 +44,7 @@ flags.DEFINE_integer("checkpoint_every", 0, "Also keep checkpoints every this ma
 
 
 def er_config(config, *, steps: int, batch_size: int, refine_frac: float, refine_candidates: int,
-              checkpoint_every: int = 0):
+              checkpoint_every: int = 0, direct_frac: float = 0.0):
   """`config` set up for the demo: mixed CoT + refinement data, a seq_len that fits both, `steps`."""
   config.train.steps = steps
   config.train.batch_size = batch_size
@@ -52,6 +53,7 @@ def er_config(config, *, steps: int, batch_size: int, refine_frac: float, refine
   config.train.keep_checkpoints = max(config.train.keep_checkpoints, steps // checkpoint_every if checkpoint_every else 1)
   config.data.cot = True
   config.data.refine_frac = refine_frac
+  config.data.direct_frac = direct_frac
   config.data.refine_candidates = refine_candidates
   config.data.seq_len = 176 + 64 * refine_candidates  # measured max: 163 + 62 per candidate
   return config
@@ -76,7 +78,7 @@ def main(argv):
   from medjax.train.loop import train
   jax.config.update("jax_threefry_partitionable", True)
   config = er_config(evaluate_mcq.config_from_file(FLAGS.config), steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-                     refine_frac=FLAGS.refine_frac, refine_candidates=FLAGS.num_samples,
+                     refine_frac=FLAGS.refine_frac, refine_candidates=FLAGS.num_samples, direct_frac=FLAGS.direct_frac,
                      checkpoint_every=FLAGS.checkpoint_every)
   train(config, FLAGS.workdir)
   results = compare(config, FLAGS.workdir, questions=FLAGS.questions, num_samples=FLAGS.num_samples,

@@ -38,12 +38,24 @@ def parse_variant(arg: str | None, variants) -> str:
   return variant
 
 
-def config_from_file(spec: str) -> ml_collections.ConfigDict:
-  """The config of 'path/to/file.py[:variant]' (a path relative to the repository root works too)."""
+def config_from_file(spec: str, overrides=()) -> ml_collections.ConfigDict:
+  """The config of 'path/to/file.py[:variant]' (a path relative to the repository root works too), with
+  `overrides` 'dotted.key=value' applied (values cast to the type of the config's value)."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
   module_spec = importlib.util.spec_from_file_location("medjax_config_file", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  config = module.get_config(arg or None)
+  for item in overrides:
+    key, _, value = item.partition("=")
+    old = config
+    for part in key.split("."):
+      old = old[part]
+    if isinstance(old, bool):
+      value = value.lower() in ("1", "true")
+    elif old is not None:
+      value = type(old)(value)
+    config.update_from_flattened_dict({key: value})
+  return config

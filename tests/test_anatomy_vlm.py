@@ -187,7 +187,8 @@ def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
   true_xyxy = np.asarray(boxes.cxcywh_to_xyxy(np.stack([e["boxes"] for e in exs])))
   oracle = {"boxes": true_xyxy, "image_probs": labels * 0.8 + 0.1, "region_scores": region_labels,
             "image_region_scores": region_labels.max(1), "image_fused_scores": labels}
-  m = evaluation_metrics(oracle, exs, anatomy.FINDING_NAMES, anatomy.SEEN)
+  allowed = np.array([[r in anatomy.FINDINGS[f].regions for f in anatomy.FINDING_NAMES] for r in anatomy.REGIONS])
+  m = evaluation_metrics(oracle, exs, anatomy.FINDING_NAMES, anatomy.SEEN, allowed)
   for k in ("box_miou", "auc_seen", "auc_heldout", "auc_fused_heldout", "auc_anatomy_heldout", "bmac_seen", "f1_heldout"):
     assert m[k] == pytest.approx(1.0, abs=1e-4), (k, m[k])
   rng = np.random.default_rng(0)

@@ -138,6 +138,24 @@ def test_refinement_training_examples():
     assert 2 <= prompt.count("Answer:") <= 4
 
 
+def test_training_mix_of_cot_refinement_and_direct_examples():
+  from medjax.config_lib import config_from_file
+  from medjax.tasks import get_task
+  c = config_from_file("configs/llm.py:tiny", ["data.refine_frac=0.5", "data.direct_frac=0.2"])
+  task = get_task(c)
+  kinds = {"refine": 0, "direct": 0, "cot": 0}
+  for ex in triage.make_examples(300, seed=1):
+    prompt, target = task._mixed_format(ex)
+    kind = "refine" if prompt.startswith("Candidates:") else "cot" if prompt.endswith("Reasoning:") else "direct"
+    kinds[kind] += 1
+    assert triage.parse_answer(target) == ex["answer_idx"] and (kind == "direct") == target.startswith("Answer:")
+    assert task._mixed_format(ex) == (prompt, target)  # fixed per question
+  assert 0.4 < kinds["refine"] / 300 < 0.6 and 0.12 < kinds["direct"] / 300 < 0.28, kinds
+  c.data.direct_frac = 0.6
+  with pytest.raises(ValueError, match="refine_frac \\+ data.direct_frac.*0.5 \\+ 0.6"):
+    get_task(c)
+
+
 # ---------------------------------------------------------------------------------------------
 # A real (random) model: token accounting and shared prefills
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +169,8 @@ def test_lm_generator_counts_forward_tokens():
   assert [len(t) for t in texts] == [3, 3, 3]
   prefill = sum(len(tok.encode(p, add_bos=True)) for p in prompts)  # once per prompt, not per sample
   assert prefill < spent <= prefill + 9 * 6
+  fixed = S.LMGenerator(model, params, tok, max_new_tokens=6, fixed_length=True)
+  assert fixed(prompts, num_samples=2, temperature=1.0)[1] == prefill + 3 * 2 * 6  # no row ends early
   greedy, _ = gen(prompts)
   again, _ = gen(prompts[:1])
   assert greedy[0] == again[0]  # chunking (max_rows) does not change greedy outputs

@@ -33,12 +33,14 @@ class LMGenerator:
   """
 
   def __init__(self, model, params, tokenizer, *, max_new_tokens: int, stop: Sequence[str] = (),
-               max_rows: int = 256, top_k: int = 0, top_p: float = 1.0):
+               max_rows: int = 256, top_k: int = 0, top_p: float = 1.0, fixed_length: bool = False):
     if max_new_tokens <= 0:
       raise ValueError(f"max_new_tokens: expected a positive int, got {max_new_tokens}")
     self.model, self.params, self.tokenizer = model, params, tokenizer
     self.max_new_tokens, self.stop, self.max_rows = max_new_tokens, tuple(stop), max_rows
-    self.stop_ids = decode.stop_token_ids(tokenizer, self.stop)
+    # fixed_length (benchmarks): no EOS or stop sequence ends a row; every row decodes max_new_tokens.
+    self.stop_ids = () if fixed_length else decode.stop_token_ids(tokenizer, self.stop)
+    self.eos_id = -1 if fixed_length else tokenizer.eos_id
     self.top_k, self.top_p = top_k, top_p
 
   def __call__(self, prompts: Sequence[str], *, num_samples: int = 1, temperature: float = 0.0,
@@ -53,7 +55,7 @@ class LMGenerator:
       out, n = decode.generate(self.model, self.params, jnp.asarray(toks), jnp.asarray(lens), rng,
                                max_new_tokens=self.max_new_tokens, num_samples=num_samples,
                                temperature=float(temperature), top_k=self.top_k, top_p=self.top_p,
-                               eos_id=tok.eos_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
+                               eos_id=self.eos_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
                                stop_ids=self.stop_ids)
       out, n = np.asarray(out), np.asarray(n)
       spent += int(lens.sum()) + int(n.sum())

@@ -13,6 +13,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 import scipy.stats
 
 from medjax.data.synthetic import anatomy
@@ -235,8 +236,10 @@ class AnatomyVLMTask(Task):
     """Zero-shot reading of images [N,H,W,C]. Numpy arrays, regions in `self.regions` order:
     boxes [N,R,4] xyxy; region_scores [N,R,F]: logit of "<description> in the <region>" against
     "the <region> is clear" for the region's embedding; image_probs [N,F]: the global head's
-    probabilities (descriptions as prompts); image_region_scores [N,F]: max of region_scores over
-    the regions where each finding occurs; image_fused_scores [N,F]: global logit + image_region_scores.
+    probabilities (descriptions as prompts); image_region_scores [N,F]: over the regions where each finding
+    occurs, the max of log p(finding | region), a softmax over the prompts of the findings that occur in the
+    region and its "clear" prompt (CLIP-style zero-shot); image_fused_scores [N,F]: global logit +
+    image_region_scores.
     """
     m = len(self.regions)
     fn = _interpret_fn(model)
@@ -252,7 +255,11 @@ class AnatomyVLMTask(Task):
     take = lambda x: np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), 1)
     boxes = np.asarray(box_lib.cxcywh_to_xyxy(take(out["boxes"])))
     region_scores = take(out["region_scores"])[:, np.arange(m), np.arange(m)]  # query of region r, prompts of r
-    image_region = np.where(self.region_allowed, region_scores, -np.inf).max(1)
+    # log p(finding | region) over the findings that occur in the region and "clear" (logit 0 in the margins)
+    possible = np.where(self.region_allowed, region_scores, -np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      log_p = possible - np.logaddexp(scipy.special.logsumexp(possible, -1, keepdims=True), 0.0)
+    image_region = log_p.max(1)
     return {"boxes": boxes, "region_scores": region_scores, "image_probs": out["image_probs"],
             "image_region_scores": image_region, "image_fused_scores": out["image_logits"] + image_region}
 
@@ -267,11 +274,12 @@ class AnatomyVLMTask(Task):
     c = self.model_cfg.vit.channels
     images = np.stack([np.repeat(e["image"], c, -1) if c != 1 else e["image"] for e in exs])
     res = self.interpret(model, params, images)
-    return evaluation_metrics(res, exs, self.findings, self.seen)
+    return evaluation_metrics(res, exs, self.findings, self.seen, self.region_allowed)
 
 
-def evaluation_metrics(res: dict, exs: list, findings, seen) -> dict:
-  """Metrics from `interpret` outputs against generator examples (see AnatomyVLMTask.evaluate)."""
+def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> dict:
+  """Metrics from `interpret` outputs against generator examples (see AnatomyVLMTask.evaluate). Anatomy-wise
+  AUC ranks (image, region) pairs, over the regions where the finding can occur (`allowed` [R,F]; all if None)."""
   true_boxes = np.asarray(box_lib.cxcywh_to_xyxy(np.stack([e["boxes"] for e in exs])))
   out = {"box_miou": float(np.mean(np.asarray(box_lib.iou(res["boxes"], true_boxes))))}
   labels = np.stack([e["labels"] for e in exs]).astype(bool)
@@ -287,7 +295,8 @@ def evaluation_metrics(res: dict, exs: list, findings, seen) -> dict:
       rows["auc"].append(roc_auc(labels[:, j], res["image_probs"][:, j]))
       rows["auc_region"].append(roc_auc(labels[:, j], res["image_region_scores"][:, j]))
       rows["auc_fused"].append(roc_auc(labels[:, j], res["image_fused_scores"][:, j]))
-      rows["auc_anatomy"].append(roc_auc(region_labels[:, :, j].ravel(), res["region_scores"][:, :, j].ravel()))
+      where = slice(None) if allowed is None else np.asarray(allowed)[:, j]
+      rows["auc_anatomy"].append(roc_auc(region_labels[:, where, j].ravel(), res["region_scores"][:, where, j].ravel()))
       rows["bmac"].append(balanced_accuracy(labels[:, j], pred))
       rows["f1"].append(f1_score(labels[:, j], pred))
     out.update({f"{k}_{group}": float(np.nanmean(v)) if v else float("nan") for k, v in rows.items()})

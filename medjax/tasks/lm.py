@@ -26,7 +26,7 @@ def wrong_explanation(ex: dict, rng: np.random.Generator) -> str:
   a misjudged vital sign, a miscount, or the wrong letter for the right level (then followed through)."""
   words = ex["cot"].split(";")[0].split()
   judged = list(zip(words[::2], words[1::2]))
-  kind = int(rng.integers(3))
+  kind = int(rng.choice(3, p=(0.4, 0.4, 0.2)))  # a right level with the wrong letter is the rarest slip
   if kind == 0:
     i = int(rng.integers(len(judged)))
     name, label = judged[i]
@@ -43,9 +43,10 @@ def wrong_explanation(ex: dict, rng: np.random.Generator) -> str:
 
 def refinement_example(ex: dict, rng: np.random.Generator, max_candidates: int) -> tuple[str, str]:
   """(prompt, target) teaching ensemble refinement: 2..max_candidates candidate explanations, each
-  wrong with a per-question probability in [0, 0.7); the target is the correct explanation."""
+  wrong with a per-question probability in [0, 0.5) (like a fair model's own samples, so the candidates
+  carry evidence worth reading); the target is the correct explanation."""
   k = int(rng.integers(2, max_candidates + 1))
-  p_wrong = 0.7 * rng.random()
+  p_wrong = 0.5 * rng.random()
   cands = [wrong_explanation(ex, rng) if rng.random() < p_wrong else triage.format_target(ex).strip()
            for _ in range(k)]
   return triage.format_refinement_prompt(ex, cands), triage.format_target(ex)
@@ -63,17 +64,28 @@ class LMTask(Task):
     self.data_dir = os.path.expanduser(d.data_dir) if d.data_dir else None
     if d.refine_frac and not d.cot:
       raise ValueError(f"data.refine_frac: refinement examples need data.cot=True, got refine_frac={d.refine_frac}")
-    if not 0.0 <= d.refine_frac <= 1.0:
-      raise ValueError(f"data.refine_frac: expected a fraction in [0, 1], got {d.refine_frac}")
-    self._format = self._mixed_format if d.refine_frac else (lambda r: pipeline.triage_format(r, cot=d.cot))
+    direct = d.get("direct_frac", 0.0)
+    for name, frac in (("refine_frac", d.refine_frac), ("direct_frac", direct)):
+      if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"data.{name}: expected a fraction in [0, 1], got {frac}")
+    if d.refine_frac + direct > 1.0:
+      raise ValueError(f"data.refine_frac + data.direct_frac: expected at most 1, got {d.refine_frac} + {direct}")
+    if direct and not d.cot:
+      raise ValueError(f"data.direct_frac: mixes direct answers into CoT data (data.cot=True), got cot={d.cot}")
+    mixed = d.refine_frac or direct
+    self._format = self._mixed_format if mixed else (lambda r: pipeline.triage_format(r, cot=d.cot))
 
   def _mixed_format(self, record) -> tuple[str, str]:
-    """A CoT example, or (for a `refine_frac` share, fixed per question) a refinement example."""
+    """A CoT example, or (by shares fixed per question) a refinement example (`refine_frac`) or a direct
+    answer (`direct_frac`)."""
+    d = self.config.data
     ex = pipeline.record_to_example(record)
     rng = np.random.default_rng(zlib.crc32(ex["question"].encode()))
-    if rng.random() >= self.config.data.refine_frac:
-      return triage.format_prompt(ex), triage.format_target(ex)
-    return refinement_example(ex, rng, self.config.data.refine_candidates)
+    u = rng.random()
+    if u < d.refine_frac:
+      return refinement_example(ex, rng, d.refine_candidates)
+    cot = u >= d.refine_frac + d.get("direct_frac", 0.0)
+    return triage.format_prompt(ex, cot), triage.format_target(ex, cot)
 
   def build_model(self):
     cfg = lm_config_from(self.config.model)

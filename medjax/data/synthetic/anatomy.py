@@ -5,8 +5,9 @@ so the region boxes differ per image. Findings are drawn inside specific regions
 compositions of visual attributes (size: small / large; shape: round spot / linear band / diffuse
 area; density: dense / lucent), and each finding's knowledge description names its attributes
 ("a small round dense spot"). The held-out findings (`HELD_OUT`: a large round dense spot, a small
-round lucent spot) never occur in training images; every one of their attribute words occurs in
-seen findings' descriptions in other combinations, so they are recognisable zero-shot. Region
+round lucent spot) never occur in training images; every pair of their attribute words occurs in
+some seen finding's description (mass: bulla, opacity, nodule; bleb: nodule, bulla, emphysema), so they
+are recognisable zero-shot. Region
 phrases are knowledge-enriched: a finding is named ("nodule in the left mid lung zone"), described
 ("a small round dense spot in ..."), or described by a random part of its description ("a dense spot
 in ..."); 20% are rephrased or negated. Each region also gets hard negative phrases and each image a report.
@@ -54,6 +55,7 @@ FINDINGS = {
     "pneumothorax": _lesion("large", "diffuse", "lucent", ("pneumothorax", "collapsed lung"),
                             tuple(r for r in LUNG_ZONES if "upper" in r)),
     "atelectasis": _lesion("small", "linear", "dense", ("atelectasis", "linear atelectasis")),
+    "emphysema": _lesion("small", "diffuse", "lucent", ("emphysema", "focal emphysema")),
     "effusion": Finding("dense fluid with a flat level at the base", _LOWER + ("right costophrenic angle",
                                                                              "left costophrenic angle"),
                         ("effusion", "pleural effusion")),
@@ -155,7 +157,7 @@ def _smooth_noise(rng, size, scale):
   return scale * (rows[:, i0] * (1 - f) + rows[:, i0 + 1] * f)
 
 
-_RADIUS = {"small": (0.03, 0.04), "large": (0.065, 0.08)}
+_RADIUS = {"small": (0.045, 0.055), "large": (0.085, 0.1)}
 _HALF_WIDTH = {"small": (0.01, 0.014), "large": (0.022, 0.028)}
 
 
@@ -196,7 +198,7 @@ def render(rng, size: int, boxes: dict, findings) -> np.ndarray:
   body = (min(rl[0], ll[0]) - 0.06, min(rl[1], ll[1]) - 0.08, max(rl[2], ll[2]) + 0.06, 1.2)
   img[_ellipse(xx, yy, body)] = 0.38
   lungs = _ellipse(xx, yy, rl) | _ellipse(xx, yy, ll)
-  img = np.where(lungs, 0.14 + _smooth_noise(rng, size, 0.03), img)
+  img = np.where(lungs, 0.22 + _smooth_noise(rng, size, 0.03), img)
   img[_ellipse(xx, yy, boxes["mediastinum"]) | ((xx >= boxes["mediastinum"][0]) & (xx <= boxes["mediastinum"][2])
                                                 & (yy >= boxes["mediastinum"][1]) & (yy <= boxes["mediastinum"][3]))] = 0.55
   t = boxes["trachea"]
