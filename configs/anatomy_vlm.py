@@ -45,7 +45,7 @@ def get_config(arg=None):
   c.data.num_test = 512             # zero-shot evaluation images (seen + held-out findings)
   # w_global 3: in joint training the global head otherwise stays near its base rate for ~600 steps while
   # detection and fine alignment take the shared encoder (one seed, 800 steps, w_global 1 -> 3: seen-finding
-  # AUC 0.73 -> 0.83, held-out 0.70 -> 0.67, i.e. within seed noise).
+  # AUC 0.73 -> 0.83, held-out 0.70 -> 0.67, i.e. within seed noise; measured on an earlier phantom version).
   c.loss = dict(weights=(1.0, 1.0, 3.0), stage_steps=(0, 0), matching="hungarian", l1_weight=5.0,
                 giou_weight=2.0, class_weight=1.0)
   # tiny, 2000 steps (~6 CPU minutes): see experiments/anatomy_ablation.py for the measured table (held-out zero-shot AUC per row).

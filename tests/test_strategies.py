@@ -254,3 +254,18 @@ def test_prompt_widths_are_bucketed():
   toks, lens = pad_prompts([[5] * 20, [6] * 3], pad_id=0)
   assert toks.shape == (2, 32) and lens.tolist() == [20, 3] and toks[1, 3:].sum() == 0
   assert pad_prompts([[5] * 20], pad_id=0, multiple=8)[0].shape == (1, 24)
+
+
+def test_er_cost_benchmark_times_every_method_on_fixed_length_answers():
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "er_cost.py")
+  spec = importlib.util.spec_from_file_location("medjax_benchmark_er_cost", path)
+  er_cost = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(er_cost)
+  model = DecoderLM(lm_config("tiny"))
+  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]
+  gen = S.LMGenerator(model, params, ByteTokenizer(), max_new_tokens=4, fixed_length=True)
+  r = er_cost.measure(gen, S.TriageFormat(), EXAMPLES[:1], num_samples=2, num_refinements=3, repeats=1)
+  assert all(r[k] > 0 for k in ("greedy_s", "er_batched_s", "er_naive_s"))
+  assert r["er_batched_over_greedy"] == pytest.approx(r["er_batched_s"] / r["greedy_s"])
