@@ -46,7 +46,8 @@ def get_config(arg=None):
   # w_global 3: in joint training the global head otherwise stays near its base rate for ~600 steps while
   # detection and fine alignment take the shared encoder (one seed, 800 steps, w_global 1 -> 3: seen-finding
   # AUC 0.73 -> 0.83, held-out 0.70 -> 0.67, i.e. within seed noise; measured on an earlier phantom version).
-  c.loss = dict(weights=(1.0, 1.0, 3.0), stage_steps=(0, 0), matching="hungarian", l1_weight=5.0,
+  # Staged as in the paper: detection only for 300 steps, + global for 300, then all losses.
+  c.loss = dict(weights=(1.0, 1.0, 3.0), stage_steps=(300, 300), matching="hungarian", l1_weight=5.0,
                 giou_weight=2.0, class_weight=1.0)
   # tiny, 2000 steps (~6 CPU minutes): see experiments/anatomy_ablation.py for the measured table (held-out zero-shot AUC per row).
   c.train.update(steps=2000, batch_size=32, log_every=100, eval_every=1000, eval_batch_size=64, eval_batches=2)

@@ -176,8 +176,10 @@ class AnatomyVLMTask(Task):
 
   # ---- losses --------------------------------------------------------------------------------------
   def _stage_weights(self, step):
+    """Staged training (detection -> + global -> + fine); a stage whose own loss is off is skipped."""
     w_anat, w_fine, w_global = self.config.loss.weights
     det, glob = self.config.loss.stage_steps
+    det, glob = (det if w_anat else 0), (glob if w_global else 0)
     return (jnp.float32(w_anat), w_fine * (step >= det + glob).astype(jnp.float32),
             w_global * (step >= det).astype(jnp.float32))
 
