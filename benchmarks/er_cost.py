@@ -35,15 +35,20 @@ from absl import app, flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
 import evaluate_mcq  # noqa: E402
 
-flags.DEFINE_string("config", "configs/llm.py:tiny", "Config file:variant of the LM.")
-flags.DEFINE_list("set", [], "Config overrides key=value, e.g. model.embed_dim=512,model.num_layers=8.")
-flags.DEFINE_string("workdir", None, "Trained run to load (newest checkpoint); without it the model is randomly "
-                    "initialised and every answer decodes exactly --max_new_tokens tokens.")
-flags.DEFINE_integer("num_samples", 11, "ER stage-1 generations (N).")
-flags.DEFINE_integer("num_refinements", 33, "ER stage-2 generations (M).")
-flags.DEFINE_integer("questions", 4, "Held-out questions answered per run.")
-flags.DEFINE_integer("max_new_tokens", 72, "Generated tokens per answer at most.")
-flags.DEFINE_integer("repeats", 3, "Timed runs per method (median reported).")
+
+def define_flags():
+  """Command-line flags (defined only when run as a script, so tests can import `measure`)."""
+  flags.DEFINE_string("config", "configs/llm.py:tiny", "Config file:variant of the LM.")
+  flags.DEFINE_list("set", [], "Config overrides key=value, e.g. model.embed_dim=512,model.num_layers=8.")
+  flags.DEFINE_string("workdir", None, "Trained run to load (newest checkpoint); without it the model is randomly "
+                      "initialised and every answer decodes exactly --max_new_tokens tokens.")
+  flags.DEFINE_integer("num_samples", 11, "ER stage-1 generations (N).")
+  flags.DEFINE_integer("num_refinements", 33, "ER stage-2 generations (M).")
+  flags.DEFINE_integer("questions", 4, "Held-out questions answered per run.")
+  flags.DEFINE_integer("max_new_tokens", 72, "Generated tokens per answer at most.")
+  flags.DEFINE_integer("repeats", 3, "Timed runs per method (median reported).")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -108,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -243,7 +243,8 @@ def test_evaluate_mcq_reads_the_saved_config(er_run):
 def test_colab_runs(run_colab):
   """colabs/ensemble_refinement.ipynb end to end, with its parameters cell shrunk."""
   text, _ = run_colab("ensemble_refinement",
-                      "STEPS, BATCH_SIZE, QUESTIONS, NUM_SAMPLES, NUM_REFINEMENTS, TEMPERATURE = 3, 8, 4, 2, 2, 0.7")
+                      "STEPS, BATCH_SIZE, DIRECT_FRAC, QUESTIONS, NUM_SAMPLES, NUM_REFINEMENTS, TEMPERATURE = "
+                      "3, 8, 0.2, 4, 2, 2, 0.7")
   assert "Refined reasoning:" in text and "vote:" in text and "Question:" in text
   assert all(name in text for name in ("greedy", "cot", "sc", "er"))
 
