@@ -11,18 +11,21 @@ import os
 
 from absl import app, flags, logging
 
-flags.DEFINE_string("manual_dir", None, "Folder holding train.csv (and validation.csv, test.csv) with path,text.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir for the prepared clips (default ~/tensorflow_datasets).")
-flags.DEFINE_string("builder_config", "bora", "bora_csv config: bora (40 frames), opensora_v1 (16) or tiny.")
-flags.DEFINE_string("vae", None, "diffusers AutoencoderKL directory (config.json + safetensors).")
-flags.DEFINE_string("text_encoder", None, "HF T5 directory (config.json, model.safetensors, tokenizer.json).")
-flags.DEFINE_string("out", None, "Cache root; each split is written to OUT/<split>.")
-flags.DEFINE_integer("max_text_len", 120, "Caption tokens (Open-Sora: 120).")
-flags.DEFINE_integer("batch_size", 4, "Clips encoded per call.")
-flags.DEFINE_integer("frames_per_call", 0, "VAE frames per call within a batch (0: all; lower it to save memory).")
-flags.DEFINE_bool("sample_posterior", True, "Cache a posterior sample (Open-Sora) instead of the mean.")
-flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
-flags.DEFINE_string("dtype", "float32", "Storage dtype of latents and embeddings (float32 or float16).")
+
+def define_flags():
+  """Command-line flags (defined only when run as a script, so tests import this module beside others)."""
+  flags.DEFINE_string("manual_dir", None, "Folder holding train.csv (and validation.csv, test.csv) with path,text.")
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir for the prepared clips (default ~/tensorflow_datasets).")
+  flags.DEFINE_string("builder_config", "bora", "bora_csv config: bora (40 frames), opensora_v1 (16) or tiny.")
+  flags.DEFINE_string("vae", None, "diffusers AutoencoderKL directory (config.json + safetensors).")
+  flags.DEFINE_string("text_encoder", None, "HF T5 directory (config.json, model.safetensors, tokenizer.json).")
+  flags.DEFINE_string("out", None, "Cache root; each split is written to OUT/<split>.")
+  flags.DEFINE_integer("max_text_len", 120, "Caption tokens (Open-Sora: 120).")
+  flags.DEFINE_integer("batch_size", 4, "Clips encoded per call.")
+  flags.DEFINE_integer("frames_per_call", 0, "VAE frames per call within a batch (0: all; lower it to save memory).")
+  flags.DEFINE_bool("sample_posterior", True, "Cache a posterior sample (Open-Sora) instead of the mean.")
+  flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
+  flags.DEFINE_string("dtype", "float32", "Storage dtype of latents and embeddings (float32 or float16).")
 
 
 def load_builder(config: str, data_dir=None):
@@ -87,4 +90,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -14,9 +14,14 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Curriculum config, e.g. configs/opentslm_curriculum.py:flamingo_tiny.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Stage workdirs, predictions and curriculum.jsonl go here.")
+
+def define_flags():
+  """Command-line flags (defined only when run as a script, so tests import this module beside others)."""
+  config_flags.DEFINE_config_file("config", None, "Curriculum config, e.g. configs/opentslm_curriculum.py:flamingo_tiny.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Stage workdirs, predictions and curriculum.jsonl go here.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -89,5 +94,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

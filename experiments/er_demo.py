@@ -34,18 +34,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate_mcq  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir (resumed if it has a checkpoint).")
-flags.DEFINE_string("config", "configs/llm.py:tiny", "Config file:variant.")
-flags.DEFINE_integer("steps", 500, "Training steps (few, so the model stays imperfect).")
-flags.DEFINE_integer("batch_size", 32, "Training batch size.")
-flags.DEFINE_float("refine_frac", 0.5, "Share of training examples in refinement format.")
-flags.DEFINE_float("direct_frac", 0.2, "Share of training examples answered directly (the greedy baseline).")
-flags.DEFINE_integer("questions", 128, "Held-out test questions.")
-flags.DEFINE_integer("num_samples", 4, "SC samples and ER stage-1 generations (also the most candidates "
-                     "in a refinement training example).")
-flags.DEFINE_integer("num_refinements", 8, "ER stage-2 generations.")
-flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
-flags.DEFINE_integer("checkpoint_every", 0, "Also keep checkpoints every this many steps (0: only the last).")
+
+
+def define_flags():
+  """Command-line flags (defined only when run as a script, so the colab and tests import this module
+  beside other scripts)."""
+  flags.DEFINE_string("workdir", None, "Training workdir (resumed if it has a checkpoint).")
+  flags.DEFINE_string("config", "configs/llm.py:tiny", "Config file:variant.")
+  flags.DEFINE_integer("steps", 500, "Training steps (few, so the model stays imperfect).")
+  flags.DEFINE_integer("batch_size", 32, "Training batch size.")
+  flags.DEFINE_float("refine_frac", 0.5, "Share of training examples in refinement format.")
+  flags.DEFINE_float("direct_frac", 0.2, "Share of training examples answered directly (the greedy baseline).")
+  flags.DEFINE_integer("questions", 128, "Held-out test questions.")
+  flags.DEFINE_integer("num_samples", 4, "SC samples and ER stage-1 generations (also the most candidates "
+                       "in a refinement training example).")
+  flags.DEFINE_integer("num_refinements", 8, "ER stage-2 generations.")
+  flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
+  flags.DEFINE_integer("checkpoint_every", 0, "Also keep checkpoints every this many steps (0: only the last).")
 
 
 def er_config(config, *, steps: int, batch_size: int, refine_frac: float, refine_candidates: int,
@@ -96,5 +101,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

@@ -270,3 +270,14 @@ def test_er_cost_benchmark_times_every_method_on_fixed_length_answers():
   r = er_cost.measure(gen, S.TriageFormat(), EXAMPLES[:1], num_samples=2, num_refinements=3, repeats=1)
   assert all(r[k] > 0 for k in ("greedy_s", "er_batched_s", "er_naive_s"))
   assert r["er_batched_over_greedy"] == pytest.approx(r["er_batched_s"] / r["greedy_s"])
+
+
+def test_scripts_used_as_libraries_load_together():
+  """Tests and colabs import these scripts side by side: their flags must not collide (absl flags are global)."""
+  import importlib.util
+  import os
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for i, path in enumerate(("experiments/er_demo.py", "benchmarks/er_cost.py", "experiments/evaluate_mcq.py",
+                            "experiments/curriculum.py", "experiments/cache_latents.py")):
+    spec = importlib.util.spec_from_file_location(f"medjax_script_together_{i}", os.path.join(root, path))
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
