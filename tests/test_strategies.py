@@ -182,11 +182,12 @@ def test_lm_generator_counts_forward_tokens():
 # ---------------------------------------------------------------------------------------------
 # End to end: train the tiny LM on CoT + refinement data, then every strategy and evaluate_mcq
 # ---------------------------------------------------------------------------------------------
-def _load_script(name):
+def _load_script(name, folder="experiments"):
+  """A repository script (folder/name.py) as a fresh module."""
   import importlib.util
   import os
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"medjax_script_{name}", path)
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), folder, f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"medjax_script_{folder}_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -258,12 +259,7 @@ def test_prompt_widths_are_bucketed():
 
 
 def test_er_cost_benchmark_times_every_method_on_fixed_length_answers():
-  import importlib.util
-  import os
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "er_cost.py")
-  spec = importlib.util.spec_from_file_location("medjax_benchmark_er_cost", path)
-  er_cost = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(er_cost)
+  er_cost = _load_script("er_cost", "benchmarks")
   model = DecoderLM(lm_config("tiny"))
   params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]
   gen = S.LMGenerator(model, params, ByteTokenizer(), max_new_tokens=4, fixed_length=True)
@@ -274,10 +270,6 @@ def test_er_cost_benchmark_times_every_method_on_fixed_length_answers():
 
 def test_scripts_used_as_libraries_load_together():
   """Tests and colabs import these scripts side by side: their flags must not collide (absl flags are global)."""
-  import importlib.util
-  import os
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  for i, path in enumerate(("experiments/er_demo.py", "benchmarks/er_cost.py", "experiments/evaluate_mcq.py",
-                            "experiments/curriculum.py", "experiments/cache_latents.py")):
-    spec = importlib.util.spec_from_file_location(f"medjax_script_together_{i}", os.path.join(root, path))
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+  for folder, name in (("experiments", "er_demo"), ("benchmarks", "er_cost"), ("experiments", "evaluate_mcq"),
+                       ("experiments", "curriculum"), ("experiments", "cache_latents")):
+    _load_script(name, folder)
