@@ -38,17 +38,18 @@ def get_config(arg=None):
   c.model = dataclasses.asdict(PRESETS[preset])
   c.model.preset = preset
   c.diffusion = dict(type="iddpm", num_timesteps=1000, schedule="linear", learn_sigma=True, sample_steps=100,
-                     sampler="ddpm", cfg_scale=7.0, timestep_sampling="logit_normal")
+                     sampler="ddpm", cfg_scale=7.0, timestep_sampling="logit_normal",
+                     clip_denoised=False)  # True: clip each sampling step's data estimate to [-1, 1] (pixels)
   # latent_scale multiplies the data before diffusion (SD-VAE latents: 0.18215); lowering it for pixels
   # lowers the SNR at every step, so global content (direction, count) is decided over more of the chain.
   c.data = dict(name="synthetic_cells", latent="pixels", tokenizer="words", frames=8, size=16, channels=1,
                 max_text_len=8, eval_videos=64, latent_scale=1.0, max_count=4, speeds=(0.5, 1.5),
-                start_spread=0.0)
+                motion="cross", start_spread=0.0)
   c.data.cache_dir = ""  # a latent cache root (experiments/cache_latents.py): train on cached latents + embeddings
   if variant == "tiny":
     c.model.update(in_channels=1, patch_size=(1, 4, 4), hidden=64, depth=3, num_heads=4, caption_channels=32,
                    max_text_len=8, text_vocab_size=32, caption_dropout=0.1)
-    c.diffusion.update(sample_steps=50, cfg_scale=4.0)
+    c.diffusion.update(sample_steps=50, cfg_scale=4.0, clip_denoised=True)
     c.train.update(steps=600, batch_size=32, log_every=50, eval_every=600, eval_batch_size=32, eval_batches=2,
                    checkpoint_every=600)
     c.optim.update(lr=2e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.0)

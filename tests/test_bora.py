@@ -48,6 +48,25 @@ def test_cells_videos_match_their_captions():
     cells.tokenize("3 cells moving up slow", 4)
 
 
+def test_crossing_cells_stay_in_the_field_and_start_opposite_their_direction():
+  sigma, size = 1.3, 16
+  for seed in range(40):
+    ex = cells.make_example(np.random.default_rng(seed), motion="cross", sigma=sigma, max_count=1)
+    v = ex["video"][..., 0]
+    peaks = np.array([np.unravel_index(np.argmax(f), f.shape) for f in v])   # [T, (y, x)]
+    assert peaks.min() >= 1 and peaks.max() <= size - 2  # no wrap-around: at least ~1 sigma inside
+    axis, sign = {0: (0, -1), 1: (0, 1), 2: (1, -1), 3: (1, 1)}[ex["direction"]]
+    assert sign * (peaks[-1, axis] - peaks[0, axis]) > 0 and peaks[-1, 1 - axis] == peaks[0, 1 - axis]
+  # Across clips, a "right" clip's first frame holds more cell on the left half than on the right.
+  right = [e for e in (cells.make_example(np.random.default_rng(s)) for s in range(200)) if e["direction"] == 3]
+  first = np.mean([e["video"][0, :, :, 0] for e in right], axis=0)
+  assert first[:, :size // 2].mean() > first[:, size // 2:].mean() + 0.05
+  with pytest.raises(ValueError, match=r"speeds: with motion='cross'.*got speeds=\(0.5, 2.0\)"):
+    cells.make_example(np.random.default_rng(0), speeds=(0.5, 2.0))
+  with pytest.raises(ValueError, match="motion: expected one of"):
+    cells.make_example(np.random.default_rng(0), motion="spiral")
+
+
 def test_faithfulness_classifier_reads_real_videos_and_not_wrong_ones():
   from medjax.eval.faithfulness import FaithfulnessClassifier
   kw = dict(frames=8, size=16)

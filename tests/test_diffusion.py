@@ -100,6 +100,12 @@ def test_rectified_flow_loss_and_euler_sampler():
   perfect = lambda xt, mt: (xt - x0) / (mt / rf.num_timesteps).reshape(-1, 1, 1, 1, 1)
   assert float(jnp.max(rf.training_losses(perfect, x0, jnp.array([.1, .4, .7, .9]), noise)["loss"])) < 1e-8
   np.testing.assert_allclose(rf.sample(perfect, noise), x0, atol=1e-5)
+  # Clipping the data estimate changes nothing for data in [-1, 1]; data outside it lands on the bound.
+  np.testing.assert_allclose(rf.sample(perfect, noise, clip_denoised=True), x0, atol=1e-5)
+  far = jnp.full(SHAPE, 3.0)
+  to_far = lambda xt, mt: (xt - far) / (mt / rf.num_timesteps).reshape(-1, 1, 1, 1, 1)
+  np.testing.assert_allclose(rf.sample(to_far, noise), far, atol=1e-4)
+  np.testing.assert_allclose(rf.sample(to_far, noise, clip_denoised=True), jnp.ones(SHAPE), atol=1e-5)
 
 
 def test_cfg_guides_eps_and_keeps_conditional_variance():

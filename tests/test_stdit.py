@@ -79,6 +79,19 @@ def test_padded_caption_tokens_are_ignored_and_null_caption_differs():
     model.apply({"params": params}, x[:, :, :7], t, y, mask)
 
 
+@pytest.mark.parametrize("pos", ["sincos", "sincos_stream"])
+def test_where_the_frame_index_reaches_the_tokens(pos):
+  """Identical frames with temporal attention off: only "sincos_stream" puts the frame index in the tokens
+  themselves (v1.0's "sincos" reaches them only through block 0's temporal attention)."""
+  cfg, model, params = _model(temporal_attention=False, temporal_pos=pos)
+  x, t, y, mask = _inputs(cfg)
+  out = model.apply({"params": params}, jnp.repeat(x[:, :1], T, axis=1), t, y, mask)
+  spread = float(jnp.max(jnp.abs(out - out[:, :1])))
+  assert spread > 1e-3 if pos == "sincos_stream" else spread == 0.0
+  with pytest.raises(ValueError, match="temporal_pos: expected one of"):
+    _model(temporal_pos="learned")
+
+
 @pytest.mark.parametrize("kw", [dict(temporal_pos="rope", qk_norm=True), dict(remat=True)])
 def test_options_build_and_run(kw):
   cfg, model, params = _model(**kw)

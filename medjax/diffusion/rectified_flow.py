@@ -45,8 +45,11 @@ class RectifiedFlow:
 
   def sample(self, model_fn, noise, rng=None, *, method: str = "euler", eta: float = 0.0,
              clip_denoised: bool = False):
-    """Euler integration of dx/dt = v from t=1 (noise) to t=0 in `sample_steps` uniform steps."""
-    del rng, eta, clip_denoised
+    """Euler integration of dx/dt = v from t=1 (noise) to t=0 in `sample_steps` uniform steps.
+
+    `clip_denoised`: each step's data estimate x0 = x - t v is clipped to [-1, 1] and the step taken as
+    x' = (1 - t') x0 + t' noise_estimate (the same as x + (t' - t) v without clipping)."""
+    del rng, eta
     if method != "euler":
       raise ValueError(f"method: rectified flow supports 'euler', got {method!r}")
     b = noise.shape[0]
@@ -55,7 +58,10 @@ class RectifiedFlow:
     def step(x, i):
       t, t_next = ts[i], ts[i + 1]
       v = model_fn(x, jnp.full((b,), t * self.num_timesteps)).astype(jnp.float32)
-      return x + (t_next - t) * v, None
+      if not clip_denoised:
+        return x + (t_next - t) * v, None
+      x0 = jnp.clip(x - t * v, -1.0, 1.0)
+      return (1.0 - t_next) * x0 + t_next * (x - (1.0 - t) * x0) / t, None
 
     x, _ = jax.lax.scan(step, noise.astype(jnp.float32), jnp.arange(self.sample_steps))
     return x

@@ -22,6 +22,7 @@ from medjax.nn.rope import rope_frequencies
 
 _XAVIER = nn.initializers.xavier_uniform()
 _TOKENS = ("act_batch", "act_length", "act_embed")
+TEMPORAL_POS = ("sincos", "sincos_stream", "rope", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,9 @@ class STDiTConfig:
   caption_dropout: float = 0.1      # training-time prob of replacing the caption by the null embedding
   text_vocab_size: int = 0          # > 0: captions are token ids embedded by a learned table
   temporal_attention: bool = True
-  temporal_pos: str = "sincos"      # "sincos" (added before block 0's temporal attention) | "rope" | "none"
+  # "sincos": added to block 0's temporal-attention input (v1.0); "sincos_stream": added to the tokens with
+  # the spatial embedding, so every block sees each token's frame (as Latte); "rope" (v1.1+) | "none".
+  temporal_pos: str = "sincos"
   qk_norm: bool = False
   rope_theta: float = 10000.0
   remat: bool = False
@@ -188,6 +191,10 @@ class STDiT(nn.Module):
 
     tokens = PatchEmbed3D(cfg.patch_size, d, dt, pdt, name="x_embedder")(x)   # [B, nt, S, D]
     tokens = tokens + jnp.asarray(sincos_2d(d, nh, nw), dt)[None, None]
+    if cfg.temporal_pos not in TEMPORAL_POS:
+      raise ValueError(f"temporal_pos: expected one of {TEMPORAL_POS}, got {cfg.temporal_pos!r}")
+    if cfg.temporal_pos == "sincos_stream":
+      tokens = tokens + jnp.asarray(sincos_1d(d, np.arange(nt)), dt)[None, :, None]
     tokens = nn.with_logical_constraint(tokens.reshape(b, nt * nh * nw, d), _TOKENS)
 
     temb = TimestepEmbedder(d, dtype=dt, param_dtype=pdt, name="t_embedder")(timesteps)
@@ -204,8 +211,6 @@ class STDiT(nn.Module):
 
     tpe = jnp.asarray(sincos_1d(d, np.arange(nt)), dt) if cfg.temporal_pos == "sincos" else None
     rope = rope_frequencies(d // cfg.num_heads, cfg.rope_theta) if cfg.temporal_pos == "rope" else None
-    if cfg.temporal_pos not in ("sincos", "rope", "none"):
-      raise ValueError(f"temporal_pos: expected 'sincos', 'rope' or 'none', got {cfg.temporal_pos!r}")
     block_cls = nn.remat(STDiTBlock, static_argnums=(5,)) if cfg.remat else STDiTBlock
     for i in range(cfg.depth):
       tokens = block_cls(cfg, name=f"block_{i}")(tokens, t0, y_emb, y_attn_mask, nt, tpe if i == 0 else None, rope)

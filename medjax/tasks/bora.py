@@ -32,9 +32,11 @@ def stdit_config_from(model_cfg, diffusion_cfg) -> STDiTConfig:
   return STDiTConfig(**fields)
 
 
-def generate(model, params, diff, y, y_mask, rng, *, shape, cfg_scale: float = 1.0, method: str = "ddpm"):
+def generate(model, params, diff, y, y_mask, rng, *, shape, cfg_scale: float = 1.0, method: str = "ddpm",
+             clip_denoised: bool = False):
   """Samples videos [B, *shape] for captions y [B, L(, D)] with classifier-free guidance `cfg_scale`
-  (1.0: the conditional model alone). `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow."""
+  (1.0: the conditional model alone). `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow;
+  `clip_denoised` clips each step's data estimate to [-1, 1] (for data in that range, e.g. pixels)."""
   b = y.shape[0]
   if b == 0:
     raise ValueError(f"y: expected at least one caption, got an empty batch of shape {y.shape}")
@@ -51,7 +53,7 @@ def generate(model, params, diff, y, y_mask, rng, *, shape, cfg_scale: float = 1
     model_fn = lambda x, t: guided(x, t, cond, {**cond, "drop": jnp.ones((b,), bool)})
   k_noise, k_sample = jax.random.split(rng)
   noise = jax.random.normal(k_noise, (b,) + tuple(shape))
-  return diff.sample(model_fn, noise, k_sample, method=method)
+  return diff.sample(model_fn, noise, k_sample, method=method, clip_denoised=clip_denoised)
 
 
 # ------------------------------------------------------------------------------ the task
@@ -79,7 +81,7 @@ class BoraTask(Task):
   def data_kw(self):
     d = self.config.data
     return dict(frames=d.frames, size=d.size, speeds=tuple(d.speeds), max_count=d.max_count,
-                start_spread=d.start_spread)
+                start_spread=d.start_spread, motion=d.get("motion", "wrap"))
 
   def build_model(self):
     cfg = stdit_config_from(self.config.model, self.config.diffusion)
@@ -191,7 +193,8 @@ class BoraTask(Task):
     if key not in self._samplers:
       diff = diffusion_lib.make_diffusion(self.config.diffusion, sampling=True)
       fn = functools.partial(generate, model, diff=diff, shape=self.video_shape, cfg_scale=cfg_scale,
-                             method=self.config.diffusion.sampler)
+                             method=self.config.diffusion.sampler,
+                             clip_denoised=self.config.diffusion.get("clip_denoised", False))
       self._samplers[key] = jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
     return self._samplers[key]
 

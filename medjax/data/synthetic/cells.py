@@ -1,8 +1,14 @@
 """Synthetic microscopy-like videos with captions: bright Gaussian "cells" drifting on a dark field.
 
 Each video has 1-`max_count` (default 4) cells moving together in one of four directions at a slow or
-fast speed on a torus (they wrap around the border, so the whole clip stays informative). The caption states the
-count, direction and speed, e.g. "3 cells moving left fast". Pixels are in [-1, 1] (background -1),
+fast speed. The caption states the count, direction and speed, e.g. "3 cells moving left fast". Two kinds
+of motion (`motion`):
+- "cross" (the default): cells migrate across the field, as in a chemotaxis or wound-healing assay. Each
+  starts where its whole path stays inside the field (at least one sigma from the border), so a "right"
+  clip begins with its cells on the left. The direction shows in where the cells are over time as well
+  as in how they move.
+- "wrap": cells start anywhere and wrap around the border (a torus). Every frame's layout is then
+  uniform whatever the caption, and the direction shows only in the motion between frames. Pixels are in [-1, 1] (background -1),
 channels-last [T, H, W, 1], ready to be used as the diffusion "latents" directly.
 """
 import grain
@@ -62,21 +68,41 @@ def render(positions: np.ndarray, size: int, sigma: float, brightness: np.ndarra
   return np.clip(2.0 * img - 1.0, -1.0, 1.0).astype(np.float32)
 
 
+MOTIONS = ("cross", "wrap")
+
+
+def _check_motion(motion: str, frames: int, size: int, speeds, sigma: float):
+  if motion not in MOTIONS:
+    raise ValueError(f"motion: expected one of {MOTIONS}, got {motion!r}")
+  travel = max(speeds) * (frames - 1)
+  if motion == "cross" and travel > size - 1 - 2 * sigma:
+    raise ValueError(f"speeds: with motion='cross' the fastest path ({max(speeds)} px x {frames - 1} frames = "
+                     f"{travel:g} px) must fit in the field less a sigma each side ({size - 1 - 2 * sigma:g} px), "
+                     f"got speeds={tuple(speeds)}")
+
+
 def make_example(rng: np.random.Generator, *, frames: int = 8, size: int = 16, speeds=(0.5, 1.5),
-                 sigma: float = 1.3, max_count: int = 4, start_spread: float = 0.0) -> dict:
+                 sigma: float = 1.3, max_count: int = 4, start_spread: float = 0.0, motion: str = "cross") -> dict:
   """dict(video [T, size, size, 1], count, direction (index), speed (index), caption).
 
-  `speeds`: pixels per frame of the "slow" and "fast" captions; `max_count` in 1-4; `start_spread` > 0:
-  cells start in a square of that side around the centre (0: anywhere)."""
+  `speeds`: pixels per frame of the "slow" and "fast" captions; `max_count` in 1-4; `motion`: "cross" or
+  "wrap" (see the module docstring); `start_spread` > 0 (wrap only): cells start in a square of that side
+  around the centre (0: anywhere)."""
   if not 1 <= max_count <= 4:
     raise ValueError(f"max_count: expected 1-4 cells, got {max_count!r}")
+  _check_motion(motion, frames, size, speeds, sigma)
   count = int(rng.integers(1, max_count + 1))
   direction, speed = int(rng.integers(4)), int(rng.integers(2))
-  if start_spread > 0:
+  step = np.array(_STEP[DIRECTIONS[direction]], np.float32) * speeds[speed]
+  if motion == "cross":
+    # Along the motion: the path [start, start + travel] lies in [sigma, size - 1 - sigma].
+    lo = sigma + np.maximum(-step * (frames - 1), 0.0)
+    hi = size - 1 - sigma - np.maximum(step * (frames - 1), 0.0)
+    start = rng.uniform(lo, hi, (count, 2))
+  elif start_spread > 0:
     start = size / 2 + rng.uniform(-start_spread / 2, start_spread / 2, (count, 2))
   else:
     start = rng.uniform(0, size, (count, 2))
-  step = np.array(_STEP[DIRECTIONS[direction]], np.float32) * speeds[speed]
   positions = (start[None] + np.arange(frames)[:, None, None] * step) % size
   video = render(positions.astype(np.float32), size, sigma, rng.uniform(0.8, 1.0, count))
   return {"video": video[..., None], "count": count, "direction": direction, "speed": speed,
