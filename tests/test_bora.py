@@ -142,7 +142,7 @@ def test_tiny_trains_through_the_loop_and_evaluates_generation(tmp_path):
   import json
   from medjax.train.loop import train
   c = _config("tiny").unlock()
-  c.train.update(steps=30, batch_size=16, log_every=10, eval_every=30, eval_batch_size=16, eval_batches=1,
+  c.train.update(steps=60, batch_size=16, log_every=10, eval_every=60, eval_batch_size=16, eval_batches=1,
                  checkpoint_every=0)
   c.data.eval_videos = 4
   c.diffusion.sample_steps = 5
