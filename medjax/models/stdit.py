@@ -193,8 +193,9 @@ class STDiT(nn.Module):
     tokens = tokens + jnp.asarray(sincos_2d(d, nh, nw), dt)[None, None]
     if cfg.temporal_pos not in TEMPORAL_POS:
       raise ValueError(f"temporal_pos: expected one of {TEMPORAL_POS}, got {cfg.temporal_pos!r}")
+    frame_pos = jnp.asarray(sincos_1d(d, np.arange(nt)), dt)   # [nt, D]
     if cfg.temporal_pos == "sincos_stream":
-      tokens = tokens + jnp.asarray(sincos_1d(d, np.arange(nt)), dt)[None, :, None]
+      tokens = tokens + frame_pos[None, :, None]
     tokens = nn.with_logical_constraint(tokens.reshape(b, nt * nh * nw, d), _TOKENS)
 
     temb = TimestepEmbedder(d, dtype=dt, param_dtype=pdt, name="t_embedder")(timesteps)
@@ -209,7 +210,7 @@ class STDiT(nn.Module):
     q_pos = jnp.zeros((b, 1), jnp.int32)
     y_attn_mask = attention_mask(q_pos, jnp.zeros(y.shape[:2], jnp.int32), y_valid, causal=False)  # [B,1,1,L]
 
-    tpe = jnp.asarray(sincos_1d(d, np.arange(nt)), dt) if cfg.temporal_pos == "sincos" else None
+    tpe = frame_pos if cfg.temporal_pos == "sincos" else None
     rope = rope_frequencies(d // cfg.num_heads, cfg.rope_theta) if cfg.temporal_pos == "rope" else None
     block_cls = nn.remat(STDiTBlock, static_argnums=(5,)) if cfg.remat else STDiTBlock
     for i in range(cfg.depth):

@@ -8,8 +8,9 @@ of motion (`motion`):
   clip begins with its cells on the left. The direction shows in where the cells are over time as well
   as in how they move.
 - "wrap": cells start anywhere and wrap around the border (a torus). Every frame's layout is then
-  uniform whatever the caption, and the direction shows only in the motion between frames. Pixels are in [-1, 1] (background -1),
-channels-last [T, H, W, 1], ready to be used as the diffusion "latents" directly.
+  uniform whatever the caption, and the direction shows only in the motion between frames.
+Pixels are in [-1, 1] (background -1), channels-last [T, H, W, 1], ready to be used as the diffusion
+"latents" directly.
 """
 import grain
 import numpy as np
