@@ -23,6 +23,7 @@ generations, and 15.3x faster than the separate calls. On the 0.4M-parameter tin
 experiments/er_demo.py, 4 questions) the CPU decode step is compute-bound per row, so batching saves
 little: greedy 0.052 s, ER naive 19.99 s (385x), ER batched 3.43 s (66x).
 """
+
 import os
 import statistics
 import sys
@@ -32,16 +33,24 @@ import flax.linen as nn
 import jax
 from absl import app, flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+sys.path.insert(
+  0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+)
 import evaluate_mcq  # noqa: E402
 
 
 def define_flags():
   """Command-line flags (defined only when run as a script, so tests can import `measure`)."""
   flags.DEFINE_string("config", "configs/llm.py:tiny", "Config file:variant of the LM.")
-  flags.DEFINE_list("set", [], "Config overrides key=value, e.g. model.embed_dim=512,model.num_layers=8.")
-  flags.DEFINE_string("workdir", None, "Trained run to load (newest checkpoint); without it the model is randomly "
-                      "initialised and every answer decodes exactly --max_new_tokens tokens.")
+  flags.DEFINE_list(
+    "set", [], "Config overrides key=value, e.g. model.embed_dim=512,model.num_layers=8."
+  )
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "Trained run to load (newest checkpoint); without it the model is randomly "
+    "initialised and every answer decodes exactly --max_new_tokens tokens.",
+  )
   flags.DEFINE_integer("num_samples", 11, "ER stage-1 generations (N).")
   flags.DEFINE_integer("num_refinements", 33, "ER stage-2 generations (M).")
   flags.DEFINE_integer("questions", 4, "Held-out questions answered per run.")
@@ -65,28 +74,42 @@ def _median_seconds(fn, repeats: int) -> float:
 def measure(generator, fmt, examples, num_samples: int, num_refinements: int, repeats: int) -> dict:
   """Seconds per question batch for greedy CoT, naive ER and batched ER, and their ratios."""
   from medjax.inference import strategies as S
+
   prompts = [fmt.prompt(ex, True) for ex in examples]
 
   def naive_er():
-    stage1 = [[generator([p], temperature=0.7, seed=s)[0][0][0] for s in range(num_samples)] for p in prompts]
+    stage1 = [
+      [generator([p], temperature=0.7, seed=s)[0][0][0] for s in range(num_samples)]
+      for p in prompts
+    ]
     refine = [fmt.refine_prompt(ex, g) for ex, g in zip(examples, stage1)]
     for p in refine:
       for s in range(num_refinements):
         generator([p], temperature=0.7, seed=1000 + s)
 
   greedy = _median_seconds(lambda: generator(prompts, temperature=0.0), repeats)
-  batched = _median_seconds(lambda: S.ensemble_refinement(
-      generator, fmt, examples, num_samples=num_samples, num_refinements=num_refinements), repeats)
+  batched = _median_seconds(
+    lambda: S.ensemble_refinement(
+      generator, fmt, examples, num_samples=num_samples, num_refinements=num_refinements
+    ),
+    repeats,
+  )
   naive = _median_seconds(naive_er, max(1, repeats // 3))
-  return {"greedy_s": greedy, "er_batched_s": batched, "er_naive_s": naive,
-          "er_batched_over_greedy": batched / greedy, "er_naive_over_greedy": naive / greedy,
-          "naive_over_batched": naive / batched}
+  return {
+    "greedy_s": greedy,
+    "er_batched_s": batched,
+    "er_naive_s": naive,
+    "er_batched_over_greedy": batched / greedy,
+    "er_naive_over_greedy": naive / greedy,
+    "naive_over_batched": naive / batched,
+  }
 
 
 def main(argv):
   del argv
   from medjax.inference import strategies as S
   from medjax.train import loop
+
   config = evaluate_mcq.config_from_file(FLAGS.config, FLAGS.set)
   if FLAGS.workdir:
     params, model, task, *_ = loop.trained_params(config, FLAGS.workdir)
@@ -95,21 +118,38 @@ def main(argv):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       params = loop.build_step(config, mesh, rules, task, model)[0].params
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  examples = evaluate_mcq.load_examples("synthetic_triage", "test", data_dir=task.data_dir)[:FLAGS.questions]
-  gen = S.LMGenerator(model, params, task.tokenizer, max_new_tokens=FLAGS.max_new_tokens,
-                      fixed_length=not FLAGS.workdir)
-  r = measure(gen, S.TriageFormat(), examples, FLAGS.num_samples, FLAGS.num_refinements, FLAGS.repeats)
+  examples = evaluate_mcq.load_examples("synthetic_triage", "test", data_dir=task.data_dir)[
+    : FLAGS.questions
+  ]
+  gen = S.LMGenerator(
+    model,
+    params,
+    task.tokenizer,
+    max_new_tokens=FLAGS.max_new_tokens,
+    fixed_length=not FLAGS.workdir,
+  )
+  r = measure(
+    gen, S.TriageFormat(), examples, FLAGS.num_samples, FLAGS.num_refinements, FLAGS.repeats
+  )
   n, m = FLAGS.num_samples, FLAGS.num_refinements
-  print(f"device: {jax.devices()[0].device_kind}; {n_params / 1e6:.1f}M params "
-        f"({'trained' if FLAGS.workdir else 'random, fixed-length answers'}); {len(examples)} questions; "
-        f"max_new_tokens {FLAGS.max_new_tokens}")
+  print(
+    f"device: {jax.devices()[0].device_kind}; {n_params / 1e6:.1f}M params "
+    f"({'trained' if FLAGS.workdir else 'random, fixed-length answers'}); {len(examples)} questions; "
+    f"max_new_tokens {FLAGS.max_new_tokens}"
+  )
   print(f"{'method':<28}{'seconds':>10}{'x greedy':>10}")
   print(f"{'greedy CoT':<28}{r['greedy_s']:>10.3f}{1.0:>10.2f}")
-  print(f"{f'ER naive ({n}+{m} calls)':<28}{r['er_naive_s']:>10.3f}{r['er_naive_over_greedy']:>10.2f}")
-  print(f"{f'ER batched (N={n}, M={m})':<28}{r['er_batched_s']:>10.3f}{r['er_batched_over_greedy']:>10.2f}")
-  print(f"ER (N={n}, M={m}) costs {r['er_batched_over_greedy']:.2f} greedy answers' wall time "
-        f"(vs {n + m} generations); batching + shared prefill make it {r['naive_over_batched']:.1f}x faster "
-        f"than {n + m} separate calls.")
+  print(
+    f"{f'ER naive ({n}+{m} calls)':<28}{r['er_naive_s']:>10.3f}{r['er_naive_over_greedy']:>10.2f}"
+  )
+  print(
+    f"{f'ER batched (N={n}, M={m})':<28}{r['er_batched_s']:>10.3f}{r['er_batched_over_greedy']:>10.2f}"
+  )
+  print(
+    f"ER (N={n}, M={m}) costs {r['er_batched_over_greedy']:.2f} greedy answers' wall time "
+    f"(vs {n + m} generations); batching + shared prefill make it {r['naive_over_batched']:.1f}x faster "
+    f"than {n + m} separate calls."
+  )
 
 
 if __name__ == "__main__":

@@ -25,16 +25,27 @@ flags.DEFINE_integer("batch_size", 4, "Examples per step (the paper uses 4).")
 flags.DEFINE_integer("text_len", 160, "Text tokens per example besides the series tokens.")
 flags.DEFINE_string("cases", "1x100,1x1000,1x10000,12x1000", "NUM_SERIESxSAMPLES, comma-separated.")
 FLAGS = flags.FLAGS
+
+
 def _config(variant: str, num_series: int, samples: int):
   c = config_from_file(f"configs/opentslm_{variant}.py:paper")
   with c.unlocked():
     heads = FLAGS.embed_dim // 64
-    c.model.lm.update(vocab_size=8192, embed_dim=FLAGS.embed_dim, num_layers=FLAGS.num_layers, num_heads=heads,
-                      num_kv_heads=max(heads // 2, 1), head_dim=64, mlp_dim=3 * FLAGS.embed_dim)
+    c.model.lm.update(
+      vocab_size=8192,
+      embed_dim=FLAGS.embed_dim,
+      num_layers=FLAGS.num_layers,
+      num_heads=heads,
+      num_kv_heads=max(heads // 2, 1),
+      head_dim=64,
+      mlp_dim=3 * FLAGS.embed_dim,
+    )
     patches = -(-samples // c.model.patch)
     c.model.update(ts_token_id=259, max_patches=max(c.model.max_patches, patches))
     extra = num_series * patches if variant == "softprompt" else num_series
-    c.data.update(tokenizer="byte", num_series=num_series, series_len=samples, seq_len=FLAGS.text_len + extra)
+    c.data.update(
+      tokenizer="byte", num_series=num_series, series_len=samples, seq_len=FLAGS.text_len + extra
+    )
     c.train.batch_size = FLAGS.batch_size
     c.parallel.mesh.update(data=1, fsdp=-1)
   return c
@@ -43,8 +54,10 @@ def _config(variant: str, num_series: int, samples: int):
 def step_memory(variant: str, num_series: int, samples: int) -> dict:
   """Compiled per-device memory of one train step (bytes) and the LM sequence length (nothing runs)."""
   import jax
+
   from medjax.parallel.aot import compile_train_step
   from medjax.train.metrics import compiled_cost
+
   c = _config(variant, num_series, samples)
   compiled = compile_train_step(c, jax.devices()[:1])[0]
   return {"seq_len": c.data.seq_len, **compiled_cost(compiled)}
@@ -54,19 +67,28 @@ def main(argv):
   del argv
   cases = [tuple(int(v) for v in case.split("x")) for case in FLAGS.cases.split(",")]
   rows = {}
-  print(f"LM: {FLAGS.num_layers} layers x {FLAGS.embed_dim}, batch {FLAGS.batch_size}, frozen base; "
-        "per-device MiB from XLA memory_analysis (args + outputs + temps - aliased)")
-  print(f"{'series':>9} | {'variant':>10} | {'LM tokens':>9} | {'args':>8} | {'temp':>8} | {'total':>8}")
+  print(
+    f"LM: {FLAGS.num_layers} layers x {FLAGS.embed_dim}, batch {FLAGS.batch_size}, frozen base; "
+    "per-device MiB from XLA memory_analysis (args + outputs + temps - aliased)"
+  )
+  print(
+    f"{'series':>9} | {'variant':>10} | {'LM tokens':>9} | {'args':>8} | {'temp':>8} | {'total':>8}"
+  )
   for m, s in cases:
     for variant in ("flamingo", "softprompt"):
       r = rows[(m, s, variant)] = step_memory(variant, m, s)
       mib = lambda k: r.get(k, 0) / 2**20
-      print(f"{f'{m}x{s}':>9} | {variant:>10} | {r['seq_len']:>9} | {mib('argument_bytes'):8.1f} | "
-            f"{mib('temp_bytes'):8.1f} | {mib('total_bytes'):8.1f}", flush=True)
+      print(
+        f"{f'{m}x{s}':>9} | {variant:>10} | {r['seq_len']:>9} | {mib('argument_bytes'):8.1f} | "
+        f"{mib('temp_bytes'):8.1f} | {mib('total_bytes'):8.1f}",
+        flush=True,
+      )
   for m, s in cases:
     f, p = rows[(m, s, "flamingo")], rows[(m, s, "softprompt")]
     if f.get("total_bytes"):
-      print(f"{m}x{s}: SoftPrompt / Flamingo total memory = {p['total_bytes'] / f['total_bytes']:.2f}")
+      print(
+        f"{m}x{s}: SoftPrompt / Flamingo total memory = {p['total_bytes'] / f['total_bytes']:.2f}"
+      )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Earlier (one H200, v1.0 sincos, rflow) on cells wrapping around a torus (data.mo
 direction shows only in the motion between frames: direction stayed at .29-.41 after 3000-8000 steps while
 the count reached 1.0 with max_count=2.
 """
+
 import dataclasses
 
 from medjax import config_lib
@@ -41,27 +42,84 @@ def get_config(arg=None):
   preset = "tiny" if variant == "tiny" else "STDiT-XL/2"
   c.model = dataclasses.asdict(PRESETS[preset])
   c.model.preset = preset
-  c.diffusion = dict(type="iddpm", num_timesteps=1000, schedule="linear", learn_sigma=True, sample_steps=100,
-                     sampler="ddpm", cfg_scale=7.0, timestep_sampling="logit_normal",
-                     clip_denoised=False)  # True: clip each sampling step's data estimate to [-1, 1] (pixels)
+  c.diffusion = dict(
+    type="iddpm",
+    num_timesteps=1000,
+    schedule="linear",
+    learn_sigma=True,
+    sample_steps=100,
+    sampler="ddpm",
+    cfg_scale=7.0,
+    timestep_sampling="logit_normal",
+    clip_denoised=False,
+  )  # True: clip each sampling step's data estimate to [-1, 1] (pixels)
   # latent_scale multiplies the data before diffusion (SD-VAE latents: 0.18215); lowering it for pixels
   # lowers the SNR at every step, so global content (direction, count) is decided over more of the chain.
-  c.data = dict(name="synthetic_cells", latent="pixels", tokenizer="words", frames=8, size=16, channels=1,
-                max_text_len=8, eval_videos=64, latent_scale=1.0, max_count=4, speeds=(0.5, 1.5),
-                motion="cross", start_spread=0.0)
-  c.data.cache_dir = ""  # a latent cache root (experiments/cache_latents.py): train on cached latents + embeddings
+  c.data = dict(
+    name="synthetic_cells",
+    latent="pixels",
+    tokenizer="words",
+    frames=8,
+    size=16,
+    channels=1,
+    max_text_len=8,
+    eval_videos=64,
+    latent_scale=1.0,
+    max_count=4,
+    speeds=(0.5, 1.5),
+    motion="cross",
+    start_spread=0.0,
+  )
+  c.data.cache_dir = (
+    ""  # a latent cache root (experiments/cache_latents.py): train on cached latents + embeddings
+  )
   if variant == "tiny":
-    c.model.update(in_channels=1, patch_size=(1, 4, 4), hidden=64, depth=3, num_heads=4, caption_channels=32,
-                   max_text_len=8, text_vocab_size=32, caption_dropout=0.1, temporal_pos="sincos_stream")
-    c.diffusion.update(type="rflow", sampler="euler", sample_steps=20, cfg_scale=4.0, clip_denoised=True)
-    c.train.update(steps=3000, batch_size=32, log_every=50, eval_every=600, eval_batch_size=32, eval_batches=2,
-                   checkpoint_every=600)
+    c.model.update(
+      in_channels=1,
+      patch_size=(1, 4, 4),
+      hidden=64,
+      depth=3,
+      num_heads=4,
+      caption_channels=32,
+      max_text_len=8,
+      text_vocab_size=32,
+      caption_dropout=0.1,
+      temporal_pos="sincos_stream",
+    )
+    c.diffusion.update(
+      type="rflow", sampler="euler", sample_steps=20, cfg_scale=4.0, clip_denoised=True
+    )
+    c.train.update(
+      steps=3000,
+      batch_size=32,
+      log_every=50,
+      eval_every=600,
+      eval_batch_size=32,
+      eval_batches=2,
+      checkpoint_every=600,
+    )
     c.optim.update(lr=2e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.0)
   else:
     c.model.update(dtype="bfloat16", remat=True, caption_dropout=0.1)
-    c.data.update(name="bora_csv", latent="vae", tokenizer="", frames=40, size=32, channels=4, max_text_len=120,
-                  eval_videos=0, latent_scale=0.18215)
-    c.train.update(steps=10_000, batch_size=64, ema_decay=0.9999, log_every=50, eval_every=0, checkpoint_every=500)
+    c.data.update(
+      name="bora_csv",
+      latent="vae",
+      tokenizer="",
+      frames=40,
+      size=32,
+      channels=4,
+      max_text_len=120,
+      eval_videos=0,
+      latent_scale=0.18215,
+    )
+    c.train.update(
+      steps=10_000,
+      batch_size=64,
+      ema_decay=0.9999,
+      log_every=50,
+      eval_every=0,
+      checkpoint_every=500,
+    )
     c.optim.update(lr=1e-5, warmup_steps=0.0, schedule="constant", weight_decay=0.0, grad_clip=1.0)
     c.parallel.rules = "fsdp_tp_sp"
     c.parallel.mesh.update(data=1, fsdp=-1)

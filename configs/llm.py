@@ -4,6 +4,7 @@ python experiments/train.py --config=configs/llm.py:tiny --workdir=/tmp/lm
 Variants: tiny (CPU, ~3 min to ~85% held-out answer accuracy, chance 25%), tiny-gemma, and the published sizes llama-3.2-1b, llama-3.2-3b,
 gemma-3-270m, gemma-3-1b (paper-size shapes; bring weights with the checkpoint importer).
 """
+
 import dataclasses
 
 from medjax import config_lib
@@ -25,12 +26,21 @@ def get_config(arg=None):
   c.data.seq_len = 144
   c.data.cot = True
   c.data.refine_frac = 0.0  # share of train examples in ensemble-refinement format (needs cot)
-  c.data.direct_frac = 0.0  # share of train examples answered directly, without chain of thought (needs cot)
+  c.data.direct_frac = (
+    0.0  # share of train examples answered directly, without chain of thought (needs cot)
+  )
   c.data.refine_candidates = 4  # at most this many candidate explanations per refinement example
   c.data.eval_questions = 128
   c.data.max_new_tokens = 72
-  c.train.update(steps=400, batch_size=32, log_every=50, eval_every=200, eval_batch_size=64, eval_batches=4,
-                 checkpoint_every=200)
+  c.train.update(
+    steps=400,
+    batch_size=32,
+    log_every=50,
+    eval_every=200,
+    eval_batch_size=64,
+    eval_batches=4,
+    checkpoint_every=200,
+  )
   c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
   if variant not in ("tiny", "tiny-gemma"):
     c.model.dtype = "bfloat16"

@@ -9,6 +9,7 @@ Public datasets: --config.data.name=vqa_rad (slake, mimic_cxr, volumes_3d) --con
 input; volumes_3d: m3d_cap, m3d_vqa or ct_rate)]; real questions and reports need a longer data.seq_len, and
 data.mode=report scores reports (BLEU, ROUGE-L).
 """
+
 import dataclasses
 
 import ml_collections
@@ -22,7 +23,9 @@ IMAGE_TOKEN, VOLUME_TOKEN = 259, 260  # the first ids after the byte tokenizer's
 
 
 def _vit(preset, **overrides):
-  return dict(dataclasses.asdict(dataclasses.replace(VIT_PRESETS[preset], **overrides)), preset=preset)
+  return dict(
+    dataclasses.asdict(dataclasses.replace(VIT_PRESETS[preset], **overrides)), preset=preset
+  )
 
 
 def _lm(preset, **overrides):
@@ -35,21 +38,43 @@ def _lm(preset, **overrides):
 def get_config(arg=None):
   variant = config_lib.parse_variant(arg, VARIANTS)
   c = config_lib.base_config()
-  c.data = ml_collections.ConfigDict(dict(
-      name="phantoms", modality="3d" if variant == "tiny3d" else "2d", mode="report" if variant == "tiny_report"
-      else "vqa", tokenizer="byte", seq_len=48, train_size=50_000, eval_size=512, seed=0,
-      data_dir="", manual_dir="", builder_config="",
-      eval_generations=64))  # public builders' (medjax.data.builders.MEDIA)
-  c.train.update(steps=600, batch_size=32, log_every=50, eval_every=200, eval_batch_size=64, eval_batches=8,
-                 checkpoint_every=0)
+  c.data = ml_collections.ConfigDict(
+    dict(
+      name="phantoms",
+      modality="3d" if variant == "tiny3d" else "2d",
+      mode="report" if variant == "tiny_report" else "vqa",
+      tokenizer="byte",
+      seq_len=48,
+      train_size=50_000,
+      eval_size=512,
+      seed=0,
+      data_dir="",
+      manual_dir="",
+      builder_config="",
+      eval_generations=64,
+    )
+  )  # public builders' (medjax.data.builders.MEDIA)
+  c.train.update(
+    steps=600,
+    batch_size=32,
+    log_every=50,
+    eval_every=200,
+    eval_batch_size=64,
+    eval_batches=8,
+    checkpoint_every=0,
+  )
   c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
 
   if variant == "tiny_siglip":
     c.task = "siglip"
-    c.model = ml_collections.ConfigDict(dict(
-        vision=_vit("tiny", pool="map"), text=dict(vocab_size=264, max_len=80, width=64, depth=2, heads=4,
-                                                   mlp_dim=128, pool="mean"),
-        embed_dim=64, loss="sigmoid"))
+    c.model = ml_collections.ConfigDict(
+      dict(
+        vision=_vit("tiny", pool="map"),
+        text=dict(vocab_size=264, max_len=80, width=64, depth=2, heads=4, mlp_dim=128, pool="mean"),
+        embed_dim=64,
+        loss="sigmoid",
+      )
+    )
     c.data.seq_len = 80
     c.train.update(steps=300, batch_size=64, eval_batch_size=64, eval_batches=4)
     c.optim.update(lr=1e-3, weight_decay=1e-4)
@@ -57,7 +82,9 @@ def get_config(arg=None):
 
   c.task = "medgemini_vqa"
   image = _vit("tiny", pool="none", patch_size=8)  # 32 px / patch 8 -> 4x4 = 16 tokens
-  volume = _vit("tiny3d", pool="none", patch_size=8, token_pool_time=2)  # 8x32x32 -> 4x4x4 -> 2x4x4 = 32 tokens
+  volume = _vit(
+    "tiny3d", pool="none", patch_size=8, token_pool_time=2
+  )  # 8x32x32 -> 4x4x4 -> 2x4x4 = 32 tokens
   lm = _lm("tiny")
   media, max_items = ("image",), dict(image=1, volume=1)
   if variant == "tiny3d":
@@ -67,16 +94,32 @@ def get_config(arg=None):
     c.data.seq_len = 80
   if variant == "paper":
     image = _vit("so400m-14", pool="none", remat=True, dtype="bfloat16")
-    volume = _vit("so400m-14", pool="none", patch_embed="3d", frames=32, tubelet=8, token_pool=2, remat=True,
-                  dtype="bfloat16")  # 32 slices / 8 -> 4 x 16 x 16 grid, pooled to 4 x 8 x 8 = 256 tokens
+    volume = _vit(
+      "so400m-14",
+      pool="none",
+      patch_embed="3d",
+      frames=32,
+      tubelet=8,
+      token_pool=2,
+      remat=True,
+      dtype="bfloat16",
+    )  # 32 slices / 8 -> 4 x 16 x 16 grid, pooled to 4 x 8 x 8 = 256 tokens
     lm = _lm("gemma-3-1b", dtype="bfloat16", remat_policy="full")
     media, max_items = ("image", "volume"), dict(image=4, volume=1)
     c.data.update(tokenizer="", seq_len=256)  # a Gemma tokenizer directory
     c.train.update(batch_size=256, steps=10_000)
     c.optim.update(lr=1e-4)
     c.parallel.mesh.update(data=1, fsdp=-1)
-  c.model = ml_collections.ConfigDict(dict(
-      lm=lm, image=image, volume=volume, media=media, max_items=max_items, projector="linear",
-      image_token=IMAGE_TOKEN if variant != "paper" else 255_999,   # Gemma-3's <start_of_image> id
-      volume_token=VOLUME_TOKEN if variant != "paper" else 256_000))
+  c.model = ml_collections.ConfigDict(
+    dict(
+      lm=lm,
+      image=image,
+      volume=volume,
+      media=media,
+      max_items=max_items,
+      projector="linear",
+      image_token=IMAGE_TOKEN if variant != "paper" else 255_999,  # Gemma-3's <start_of_image> id
+      volume_token=VOLUME_TOKEN if variant != "paper" else 256_000,
+    )
+  )
   return config_lib.finalize(c)

@@ -10,13 +10,16 @@ Variants `<model>_<size>`, model flamingo | softprompt:
   (e.g. --config.curriculum.tsqa.data.manual_dir=RAW/tsqa) into `data.data_dir`.
 `curriculum.stages` lists the stage names in order; `curriculum.<stage>` overrides the base config.
 """
+
 import importlib.util
 import os
 
 import ml_collections
 
 _spec = importlib.util.spec_from_file_location(
-    "_opentslm_flamingo_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "opentslm_flamingo.py"))
+  "_opentslm_flamingo_config",
+  os.path.join(os.path.dirname(os.path.abspath(__file__)), "opentslm_flamingo.py"),
+)
 _base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_base)
 
@@ -24,25 +27,47 @@ MODELS = ("flamingo", "softprompt")
 SIZES = ("tiny", "paper")
 # stage -> (series per example, samples per series): HAR 3 axes x 128, Sleep 1 EEG x 1500 (30 s at 50 Hz),
 # ECG 12 leads x 1000 (10 s at 100 Hz); TSQA and M4 series up to the encoder's 4096 samples.
-PAPER_STAGES = {"tsqa": (1, 4096), "m4_captions": (1, 4096), "har_cot": (3, 128), "sleep_cot": (1, 1500),
-                "ecg_qa_cot": (12, 1000)}
-BUILDERS = {"har_cot": "opentslm_har_cot"}  # stage -> its TFDS builder in data/, where the names differ
+PAPER_STAGES = {
+  "tsqa": (1, 4096),
+  "m4_captions": (1, 4096),
+  "har_cot": (3, 128),
+  "sleep_cot": (1, 1500),
+  "ecg_qa_cot": (12, 1000),
+}
+BUILDERS = {
+  "har_cot": "opentslm_har_cot"
+}  # stage -> its TFDS builder in data/, where the names differ
 
 
 def _tiny_stages(model: str) -> dict:
   train = dict(eval_every=50, keep_best=True, early_stop_patience=2)
-  return {"har": dict(data=dict(_base.synthetic_data("synthetic_har", model), eval_questions=0),
-                      train=dict(train, steps=300)),
-          "ecg": dict(data=dict(_base.synthetic_data("synthetic_ecg", model), eval_questions=0),
-                      train=dict(train, steps=600))}
+  return {
+    "har": dict(
+      data=dict(_base.synthetic_data("synthetic_har", model), eval_questions=0),
+      train=dict(train, steps=300),
+    ),
+    "ecg": dict(
+      data=dict(_base.synthetic_data("synthetic_ecg", model), eval_questions=0),
+      train=dict(train, steps=600),
+    ),
+  }
 
 
 def _paper_stages(model: str) -> dict:
   stages = {}
   for i, (name, (num_series, series_len)) in enumerate(PAPER_STAGES.items()):
-    series_tokens = num_series * (series_len // 4 if model == "softprompt" else 1)  # one per patch of 4
-    stage = dict(data=dict(name=BUILDERS.get(name, name), num_series=num_series, series_len=series_len,
-                           seq_len=1024 + series_tokens, eval_questions=0))
+    series_tokens = num_series * (
+      series_len // 4 if model == "softprompt" else 1
+    )  # one per patch of 4
+    stage = dict(
+      data=dict(
+        name=BUILDERS.get(name, name),
+        num_series=num_series,
+        series_len=series_len,
+        seq_len=1024 + series_tokens,
+        eval_questions=0,
+      )
+    )
     if model == "softprompt" and i >= 2:
       stage["model"] = dict(lm=dict(lora_rank=16, lora_alpha=32.0))
     stages[name] = stage
@@ -53,11 +78,14 @@ def get_config(arg=None):
   arg = arg or "flamingo_tiny"
   model, _, size = arg.partition("_")
   if model not in MODELS or size not in SIZES:
-    raise ValueError(f"config variant: expected <model>_<size> with model in {MODELS} and size in {SIZES}, "
-                     f"got {arg!r}")
+    raise ValueError(
+      f"config variant: expected <model>_<size> with model in {MODELS} and size in {SIZES}, "
+      f"got {arg!r}"
+    )
   c = _base.make_config(model, size)
   stages = _tiny_stages(model) if size == "tiny" else _paper_stages(model)
   with c.unlocked():
-    c.curriculum = ml_collections.ConfigDict(dict(stages=tuple(stages), eval_questions=64 if size == "tiny" else 500,
-                                                  **stages))
+    c.curriculum = ml_collections.ConfigDict(
+      dict(stages=tuple(stages), eval_questions=64 if size == "tiny" else 500, **stages)
+    )
   return c

@@ -9,6 +9,7 @@ Public datasets: --config.data.name=tsqa (m4_captions, opentslm_har_cot, sleep_c
 --config.data.manual_dir=RAW [--config.data.data_dir=TFDS_DIR], with num_series / series_len / seq_len
 fitting the data (configs/opentslm_curriculum.py:<model>_paper sets them per stage).
 """
+
 import dataclasses
 
 from medjax import config_lib
@@ -18,10 +19,12 @@ from medjax.nn.lora import frozen_base
 VARIANTS = ("tiny", "tiny_ecg", "paper")
 # embedded synthetic datasets -> data fields; seq_len per model variant (SoftPrompt adds a token per 4 samples)
 SYNTHETIC = {
-    "synthetic_har": dict(num_series=3, series_len=128, max_new_tokens=56,
-                          seq_len=dict(flamingo=168, softprompt=264)),
-    "synthetic_ecg": dict(num_series=3, series_len=200, max_new_tokens=72,
-                          seq_len=dict(flamingo=216, softprompt=368)),
+  "synthetic_har": dict(
+    num_series=3, series_len=128, max_new_tokens=56, seq_len=dict(flamingo=168, softprompt=264)
+  ),
+  "synthetic_ecg": dict(
+    num_series=3, series_len=200, max_new_tokens=72, seq_len=dict(flamingo=216, softprompt=368)
+  ),
 }
 
 
@@ -42,32 +45,83 @@ def make_config(model_variant: str, arg=None):
   if lm["rope_scaling"] is not None:
     lm["rope_scaling"] = dict(lm["rope_scaling"])
   lm["scan_layers"] = False if model_variant == "flamingo" else lm["scan_layers"]
-  c.model = dict(variant=model_variant, ts_token_id=259 if tiny else 128_002, patch=4, enc_dim=128,
-                 max_patches=1024)
+  c.model = dict(
+    variant=model_variant,
+    ts_token_id=259 if tiny else 128_002,
+    patch=4,
+    enc_dim=128,
+    max_patches=1024,
+  )
   c.model.lm = lm
   if model_variant == "flamingo":
-    c.model.update(resampler_layers=6, num_latents=64, resampler_heads=8, resampler_head_dim=64, ff_mult=4,
-                   xattn_every=1, xattn_heads=8, xattn_head_dim=64)
+    c.model.update(
+      resampler_layers=6,
+      num_latents=64,
+      resampler_heads=8,
+      resampler_head_dim=64,
+      ff_mult=4,
+      xattn_every=1,
+      xattn_heads=8,
+      xattn_head_dim=64,
+    )
     if tiny:
-      c.model.update(enc_dim=64, resampler_layers=1, num_latents=8, resampler_heads=2, resampler_head_dim=32,
-                     ff_mult=2, xattn_heads=2, xattn_head_dim=32)
+      c.model.update(
+        enc_dim=64,
+        resampler_layers=1,
+        num_latents=8,
+        resampler_heads=2,
+        resampler_head_dim=32,
+        ff_mult=2,
+        xattn_heads=2,
+        xattn_head_dim=32,
+      )
   else:
     c.model.update(encoder_layers=6, encoder_heads=8, encoder_mlp=1024)
     if tiny:
       c.model.update(enc_dim=64, encoder_layers=1, encoder_heads=2, encoder_mlp=128)
-  c.data = dict(tokenizer="byte", train_examples=100_000, eval_examples=512, eval_seed=12345, eval_questions=64,
-                eval_gen_batch=64, data_dir="", manual_dir="", builder_config="",  # public builders' (data/<name>)
-                **synthetic_data("synthetic_ecg" if variant == "tiny_ecg" else "synthetic_har", model_variant))
-  c.train.update(steps=600 if variant == "tiny_ecg" else 300, batch_size=16, log_every=50, eval_every=300,
-                 eval_batch_size=64, eval_batches=2, checkpoint_every=0)
+  c.data = dict(
+    tokenizer="byte",
+    train_examples=100_000,
+    eval_examples=512,
+    eval_seed=12345,
+    eval_questions=64,
+    eval_gen_batch=64,
+    data_dir="",
+    manual_dir="",
+    builder_config="",  # public builders' (data/<name>)
+    **synthetic_data("synthetic_ecg" if variant == "tiny_ecg" else "synthetic_har", model_variant),
+  )
+  c.train.update(
+    steps=600 if variant == "tiny_ecg" else 300,
+    batch_size=16,
+    log_every=50,
+    eval_every=300,
+    eval_batch_size=64,
+    eval_batches=2,
+    checkpoint_every=0,
+  )
   c.optim.update(lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01)
   if not tiny:  # the paper's recipe: frozen base LM, AdamW 2e-4, linear decay, 3% warmup, batch 4
     c.model.lm.dtype = "bfloat16"
     c.data.update(tokenizer="", seq_len=1024, eval_gen_batch=8, max_new_tokens=256)
-    c.train.update(steps=20_000, batch_size=4, eval_every=1000, eval_batch_size=8, checkpoint_every=1000,
-                   keep_best=True, early_stop_patience=5)
-    c.optim.update(lr=2e-4, warmup_steps=0.03, schedule="linear", end_lr_frac=0.0, weight_decay=0.01,
-                   grad_clip=1.0, freeze=(frozen_base("lm/"),))
+    c.train.update(
+      steps=20_000,
+      batch_size=4,
+      eval_every=1000,
+      eval_batch_size=8,
+      checkpoint_every=1000,
+      keep_best=True,
+      early_stop_patience=5,
+    )
+    c.optim.update(
+      lr=2e-4,
+      warmup_steps=0.03,
+      schedule="linear",
+      end_lr_frac=0.0,
+      weight_decay=0.01,
+      grad_clip=1.0,
+      freeze=(frozen_base("lm/"),),
+    )
     c.parallel.mesh.update(data=1, fsdp=-1)
   return config_lib.finalize(c)
 

@@ -6,11 +6,14 @@ with configs/opentslm_flamingo.py. LoRA on the LM projections (the paper: r=16, 
 --config.model.lm.lora_rank=16 --config.model.lm.lora_alpha=32 [--config.model.lm.lora_targets=...];
 the base stays frozen (optim.freeze spares the lora_a/lora_b params).
 """
+
 import importlib.util
 import os
 
 _spec = importlib.util.spec_from_file_location(
-    "_opentslm_flamingo_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "opentslm_flamingo.py"))
+  "_opentslm_flamingo_config",
+  os.path.join(os.path.dirname(os.path.abspath(__file__)), "opentslm_flamingo.py"),
+)
 _flamingo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_flamingo)
 

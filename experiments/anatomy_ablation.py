@@ -27,6 +27,7 @@ size. (The global-only row's region columns use an untrained region head.) Unsta
 the fine row scored 0.800 / 0.815 / 0.815 / 0.821 / 0.912 over the same seeds. Every attribute pair of each
 held-out description occurs in some seen finding's description.
 """
+
 import glob
 import json
 import os
@@ -35,20 +36,32 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", "configs/anatomy_vlm.py:tiny", "Anatomy-VLM config.", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", "configs/anatomy_vlm.py:tiny", "Anatomy-VLM config.", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "One subdirectory per row and seed is written here.")
 flags.DEFINE_list("seeds", ["0"], "Seeds (config.seed) per row.")
-flags.DEFINE_list("rows", ["global", "detection", "fine"], "Rows to train, from ROWS (none: only print the "
-                  "table of the runs already under --workdir).")
+flags.DEFINE_list(
+  "rows",
+  ["global", "detection", "fine"],
+  "Rows to train, from ROWS (none: only print the table of the runs already under --workdir).",
+)
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
-ROWS = {"global": ("global only", (0, 0, 1)), "detection": ("+ detection", (1, 0, 1)),
-        "fine": ("+ fine alignment", (1, 1, 1))}  # which of (w_anat, w_fine, w_global) stay on
-COLUMNS = (("auc_heldout", "zero-shot AUC, global"), ("auc_region_heldout", "zero-shot AUC, regions"),
-           ("auc_fused_heldout", "zero-shot AUC, fused"), ("auc_anatomy_heldout", "zero-shot AUC, anatomy-wise"),
-           ("auc_seen", "seen AUC, global"),
-           ("box_miou", "box mIoU"))
+ROWS = {
+  "global": ("global only", (0, 0, 1)),
+  "detection": ("+ detection", (1, 0, 1)),
+  "fine": ("+ fine alignment", (1, 1, 1)),
+}  # which of (w_anat, w_fine, w_global) stay on
+COLUMNS = (
+  ("auc_heldout", "zero-shot AUC, global"),
+  ("auc_region_heldout", "zero-shot AUC, regions"),
+  ("auc_fused_heldout", "zero-shot AUC, fused"),
+  ("auc_anatomy_heldout", "zero-shot AUC, anatomy-wise"),
+  ("auc_seen", "seen AUC, global"),
+  ("box_miou", "box mIoU"),
+)
 
 
 def row_config(config, keep, seed: int):
@@ -63,7 +76,10 @@ def row_config(config, keep, seed: int):
 
 def format_table(results: dict) -> str:
   """results: row name -> list of per-seed metric dicts ("eval/..." keys) -> markdown table."""
-  lines = ["| row | " + " | ".join(name for _, name in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+  lines = [
+    "| row | " + " | ".join(name for _, name in COLUMNS) + " |",
+    "|---" * (len(COLUMNS) + 1) + "|",
+  ]
   for row, runs in results.items():
     cells = []
     for key, _ in COLUMNS:
@@ -76,7 +92,9 @@ def format_table(results: dict) -> str:
 def main(argv):
   del argv
   import jax
+
   from medjax.train.loop import train
+
   jax.config.update("jax_threefry_partitionable", True)
   unknown = [r for r in FLAGS.rows if r not in ROWS]
   if unknown:

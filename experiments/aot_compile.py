@@ -6,6 +6,7 @@ python experiments/aot_compile.py --config=configs/llm.py:llama-3.2-1b --config.
 Prints per-chip HBM (arguments, temporaries, total vs the chip's capacity), FLOPs per step and the step
 time / tokens/s that peak FLOP/s would allow; exits 1 when the step does not fit. Needs `pip install libtpu`.
 """
+
 import json
 import os
 import sys
@@ -13,7 +14,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/llm.py:tiny.", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Config file, e.g. configs/llm.py:tiny.", lock_config=True
+)
 flags.DEFINE_string("topology", None, "TPU slice, e.g. v5p-128, v5e-256, v6e-256, v4-128.")
 flags.DEFINE_string("json_out", None, "Also write the report as JSON here.")
 flags.mark_flags_as_required(["config", "topology"])
@@ -22,9 +25,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host runs nothing; TPU devices are compile-only
+  os.environ.setdefault(
+    "JAX_PLATFORMS", "cpu"
+  )  # the host runs nothing; TPU devices are compile-only
   import jax
+
   from medjax.parallel import aot
+
   jax.config.update("jax_threefry_partitionable", True)
   report = aot.analyze(FLAGS.config, FLAGS.topology)
   print(aot.format_report(report))
@@ -32,11 +39,19 @@ def main(argv):
     with open(FLAGS.json_out, "w") as f:
       json.dump(report, f, indent=1)
   if not report["fits"]:
-    need = (f"{report['total_gib']:.2f} GiB" if report["total_gib"] else
-            f"{report['temp_gib']:.2f} GiB of temporaries alone" if report.get("temp_gib") else "more than that")
-    print(f"ERROR: the train step does not fit: it needs {need} per chip but a {report['topology']} chip has "
-          f"{report['hbm_gib']} GiB; shard more (--config.parallel.mesh.*, --config.parallel.rules), lower "
-          f"train.batch_size or raise train.grad_accum, or enable model.remat_policy.", file=sys.stderr)
+    need = (
+      f"{report['total_gib']:.2f} GiB"
+      if report["total_gib"]
+      else f"{report['temp_gib']:.2f} GiB of temporaries alone"
+      if report.get("temp_gib")
+      else "more than that"
+    )
+    print(
+      f"ERROR: the train step does not fit: it needs {need} per chip but a {report['topology']} chip has "
+      f"{report['hbm_gib']} GiB; shard more (--config.parallel.mesh.*, --config.parallel.rules), lower "
+      f"train.batch_size or raise train.grad_accum, or enable model.remat_policy.",
+      file=sys.stderr,
+    )
     sys.exit(1)
 
 

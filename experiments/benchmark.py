@@ -8,6 +8,7 @@ MFU uses the analytic model FLOPs (6 N T + attention for decoders and STDiT; no 
 family has them, else XLA's count of the compiled step (which includes recomputation: closer to HFU; on GPU
 XLA's count misses cuBLAS/cuDNN calls, so MFU is left out there). benchmarks/gpu_mfu.sh runs the GPU table.
 """
+
 import json
 import time
 
@@ -17,10 +18,16 @@ from absl import app, flags
 
 from medjax.config_lib import config_from_file
 
-flags.DEFINE_list("configs", ["configs/llm.py:tiny", "configs/llm.py:tiny-gemma"], "Config files with variants.")
-flags.DEFINE_integer("steps", 10, "Timed steps per config (after one warm-up step); 0: compile only.")
+flags.DEFINE_list(
+  "configs", ["configs/llm.py:tiny", "configs/llm.py:tiny-gemma"], "Config files with variants."
+)
+flags.DEFINE_integer(
+  "steps", 10, "Timed steps per config (after one warm-up step); 0: compile only."
+)
 flags.DEFINE_list("set", [], "Overrides key=value applied to every config.")
-flags.DEFINE_multi_string("config", [], "One config and its own overrides: 'path:variant key=value ...'.")
+flags.DEFINE_multi_string(
+  "config", [], "One config and its own overrides: 'path:variant key=value ...'."
+)
 flags.DEFINE_string("json_out", "", "Also append each result as a JSON line to this file.")
 flags.DEFINE_integer("data_batches", 20, "Batches drawn to time the input pipeline (0 to skip).")
 FLAGS = flags.FLAGS
@@ -36,10 +43,12 @@ def _fill(x, rng):
 def benchmark(config, steps: int, data_batches: int = 0) -> dict:
   """Compiles and times the real training step of `config` on synthetic inputs of the right shapes."""
   import flax.linen as nn
+
   from medjax import parallel
+  from medjax.parallel.aot import model_flops
   from medjax.train import loop
   from medjax.train.metrics import compiled_cost, peak_flops
-  from medjax.parallel.aot import model_flops
+
   t = config.train
   mesh, rules, task, model = loop.setup(config)
   per_host = loop.check_batch_size(t.batch_size, mesh, t.grad_accum)
@@ -64,19 +73,27 @@ def benchmark(config, steps: int, data_batches: int = 0) -> dict:
   peak = peak_flops()
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   tokens = task.count_tokens(local) * jax.process_count()
-  analytic = model_flops(model, params, t.batch_size, tokens // t.batch_size, task.dummy_batch(t.batch_size))
+  analytic = model_flops(
+    model, params, t.batch_size, tokens // t.batch_size, task.dummy_batch(t.batch_size)
+  )
   # XLA:GPU's cost analysis leaves out library calls (cuBLAS GEMMs, cuDNN attention), so without an analytic
   # count there is no trustworthy MFU on GPU; on TPU/CPU XLA's count is used (it includes recomputation).
-  flops = analytic / mesh.size if analytic else (cost["flops"] if jax.default_backend() != "gpu" else float("nan"))
+  flops = (
+    analytic / mesh.size
+    if analytic
+    else (cost["flops"] if jax.default_backend() != "gpu" else float("nan"))
+  )
   out = {
-      "params_M": params / 1e6,
-      "devices": mesh.size, "compile_s": compile_s, "step_ms": dt * 1e3,
-      "examples_per_s": t.batch_size / dt,
-      "tokens_per_s": tokens / dt,
-      "xla_tflops_per_device": cost["flops"] / dt / 1e12,
-      "model_tflops_per_device": analytic / mesh.size / dt / 1e12 if analytic else float("nan"),
-      "mfu": flops / dt / peak if peak else float("nan"),
-      "mem_MiB_per_device": cost.get("total_bytes", 0) / 2**20,
+    "params_M": params / 1e6,
+    "devices": mesh.size,
+    "compile_s": compile_s,
+    "step_ms": dt * 1e3,
+    "examples_per_s": t.batch_size / dt,
+    "tokens_per_s": tokens / dt,
+    "xla_tflops_per_device": cost["flops"] / dt / 1e12,
+    "model_tflops_per_device": analytic / mesh.size / dt / 1e12 if analytic else float("nan"),
+    "mfu": flops / dt / peak if peak else float("nan"),
+    "mem_MiB_per_device": cost.get("total_bytes", 0) / 2**20,
   }
   if data_batches and steps:
     it = iter(task.train_data(batch_size=per_host, seed=0, shard_index=0, shard_count=1))
@@ -89,9 +106,20 @@ def benchmark(config, steps: int, data_batches: int = 0) -> dict:
   return out
 
 
-COLUMNS = ("params_M", "devices", "compile_s", "step_ms", "examples_per_s", "tokens_per_s",
-           "xla_tflops_per_device", "model_tflops_per_device", "mfu", "mem_MiB_per_device", "data_batches_per_s",
-           "data_headroom")
+COLUMNS = (
+  "params_M",
+  "devices",
+  "compile_s",
+  "step_ms",
+  "examples_per_s",
+  "tokens_per_s",
+  "xla_tflops_per_device",
+  "model_tflops_per_device",
+  "mfu",
+  "mem_MiB_per_device",
+  "data_batches_per_s",
+  "data_headroom",
+)
 
 
 def main(argv):
@@ -106,10 +134,15 @@ def main(argv):
     try:
       r = benchmark(config_from_file(spec, overrides), FLAGS.steps, FLAGS.data_batches)
     except Exception as e:  # one config out of memory must not lose the others' figures
-      print(f"{spec} {' '.join(overrides)}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
+      print(
+        f"{spec} {' '.join(overrides)}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300]}",
+        flush=True,
+      )
       continue
     r.update(config=spec, overrides=overrides)
-    rows.append(spec.ljust(34) + "".join(f"{r.get(c, float('nan')):{w}.4g}" for c, w in zip(COLUMNS, width)))
+    rows.append(
+      spec.ljust(34) + "".join(f"{r.get(c, float('nan')):{w}.4g}" for c, w in zip(COLUMNS, width))
+    )
     print(f"{spec} {' '.join(overrides)}\n{header}\n{rows[-1]}", flush=True)
     if FLAGS.json_out:
       with open(FLAGS.json_out, "a") as f:

@@ -7,6 +7,7 @@ validation loss. After each stage, the best params answer `curriculum.eval_quest
 questions: DIR/<stage>/predictions.jsonl (one record per example) and a line of DIR/curriculum.jsonl
 (accuracy and macro-F1, per template where the task has several). Restarting resumes.
 """
+
 import copy
 import json
 import os
@@ -17,8 +18,12 @@ from ml_collections import config_flags
 
 def define_flags():
   """Command-line flags (defined only when run as a script, so tests import this module beside others)."""
-  config_flags.DEFINE_config_file("config", None, "Curriculum config, e.g. configs/opentslm_curriculum.py:flamingo_tiny.",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Curriculum config, e.g. configs/opentslm_curriculum.py:flamingo_tiny.",
+    lock_config=True,
+  )
   flags.DEFINE_string("workdir", None, "Stage workdirs, predictions and curriculum.jsonl go here.")
 
 
@@ -28,6 +33,7 @@ FLAGS = flags.FLAGS
 def stage_configs(config) -> list:
   """[(stage name, the base config with that stage's overrides)]; checks every stage builds its task."""
   from medjax import tasks
+
   cur = config.curriculum
   if not cur.stages:
     raise ValueError("curriculum.stages: expected at least one stage, got none")
@@ -49,8 +55,10 @@ def evaluate_best(config, stage_dir: str, questions: int) -> tuple[list[dict], d
   """(per-example records, metrics) of the stage's best params on `questions` held-out examples."""
   import flax.linen as nn
   import jax
+
   from medjax.train import loop
   from medjax.train.best import load_params
+
   config = copy.deepcopy(config)
   config.data.eval_questions = questions
   mesh, rules, task, model = loop.setup(config)
@@ -64,6 +72,7 @@ def evaluate_best(config, stage_dir: str, questions: int) -> tuple[list[dict], d
 def run(config, workdir: str) -> list[dict]:
   """Trains the stages in order; returns one summary per stage."""
   from medjax.train.loop import train
+
   summaries, prev = [], None
   for name, c in stage_configs(config):
     stage_dir = os.path.join(workdir, name)
@@ -75,8 +84,14 @@ def run(config, workdir: str) -> list[dict]:
       records, metrics = evaluate_best(c, stage_dir, config.curriculum.eval_questions)
       with open(os.path.join(stage_dir, "predictions.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
-    summary = {"stage": name, "data": c.data.name, "init_from": c.train.init_from, "steps": result["step"],
-               **{k: v for k, v in result.items() if k.startswith("best/")}, **metrics}
+    summary = {
+      "stage": name,
+      "data": c.data.name,
+      "init_from": c.train.init_from,
+      "steps": result["step"],
+      **{k: v for k, v in result.items() if k.startswith("best/")},
+      **metrics,
+    }
     with open(os.path.join(workdir, "curriculum.jsonl"), "a") as f:
       f.write(json.dumps(summary) + "\n")
     logging.info("stage %s: %s", name, summary)
@@ -88,6 +103,7 @@ def run(config, workdir: str) -> list[dict]:
 def main(argv):
   del argv
   import jax
+
   jax.config.update("jax_threefry_partitionable", True)
   for s in run(FLAGS.config, FLAGS.workdir):
     print(json.dumps(s, sort_keys=True))

@@ -24,6 +24,7 @@ stays within 0.05 of greedy CoT: this model's errors are mostly systematic (the 
 wrong option letter), so resampling the same reasoning repeats them, while reading several candidates
 fixes some.
 """
+
 import json
 import os
 import sys
@@ -44,23 +45,41 @@ def define_flags():
   flags.DEFINE_integer("steps", 500, "Training steps (few, so the model stays imperfect).")
   flags.DEFINE_integer("batch_size", 32, "Training batch size.")
   flags.DEFINE_float("refine_frac", 0.5, "Share of training examples in refinement format.")
-  flags.DEFINE_float("direct_frac", 0.2, "Share of training examples answered directly (the greedy baseline).")
+  flags.DEFINE_float(
+    "direct_frac", 0.2, "Share of training examples answered directly (the greedy baseline)."
+  )
   flags.DEFINE_integer("questions", 128, "Held-out test questions.")
-  flags.DEFINE_integer("num_samples", 4, "SC samples and ER stage-1 generations (also the most candidates "
-                       "in a refinement training example).")
+  flags.DEFINE_integer(
+    "num_samples",
+    4,
+    "SC samples and ER stage-1 generations (also the most candidates "
+    "in a refinement training example).",
+  )
   flags.DEFINE_integer("num_refinements", 8, "ER stage-2 generations.")
   flags.DEFINE_float("temperature", 0.7, "Sampling temperature.")
-  flags.DEFINE_integer("checkpoint_every", 0, "Also keep checkpoints every this many steps (0: only the last).")
+  flags.DEFINE_integer(
+    "checkpoint_every", 0, "Also keep checkpoints every this many steps (0: only the last)."
+  )
 
 
-def er_config(config, *, steps: int, batch_size: int, refine_frac: float, refine_candidates: int,
-              checkpoint_every: int = 0, direct_frac: float = 0.0):
+def er_config(
+  config,
+  *,
+  steps: int,
+  batch_size: int,
+  refine_frac: float,
+  refine_candidates: int,
+  checkpoint_every: int = 0,
+  direct_frac: float = 0.0,
+):
   """`config` set up for the demo: mixed CoT + refinement data, a seq_len that fits both, `steps`."""
   config.train.steps = steps
   config.train.batch_size = batch_size
   config.train.eval_every = 0
   config.train.checkpoint_every = checkpoint_every
-  config.train.keep_checkpoints = max(config.train.keep_checkpoints, steps // checkpoint_every if checkpoint_every else 1)
+  config.train.keep_checkpoints = max(
+    config.train.keep_checkpoints, steps // checkpoint_every if checkpoint_every else 1
+  )
   config.data.cot = True
   config.data.refine_frac = refine_frac
   config.data.direct_frac = direct_frac
@@ -69,30 +88,64 @@ def er_config(config, *, steps: int, batch_size: int, refine_frac: float, refine
   return config
 
 
-def compare(config, workdir: str, *, questions: int, num_samples: int, num_refinements: int,
-            temperature: float, seed: int = 0, strategies=("greedy", "cot", "sc", "er")) -> dict:
+def compare(
+  config,
+  workdir: str,
+  *,
+  questions: int,
+  num_samples: int,
+  num_refinements: int,
+  temperature: float,
+  seed: int = 0,
+  strategies=("greedy", "cot", "sc", "er"),
+) -> dict:
   """name -> (StrategyResult, seconds) on the first `questions` held-out test questions."""
   from medjax.inference import strategies as S
   from medjax.train.loop import trained_params
+
   params, model, task, _, _, _ = trained_params(config, workdir)
-  examples = evaluate_mcq.load_examples("synthetic_triage", "test", data_dir=task.data_dir)[:questions]
+  examples = evaluate_mcq.load_examples("synthetic_triage", "test", data_dir=task.data_dir)[
+    :questions
+  ]
   gen = S.LMGenerator(model, params, task.tokenizer, max_new_tokens=config.data.max_new_tokens)
-  return evaluate_mcq.run_strategies(gen, S.TriageFormat(), examples, strategies, num_samples=num_samples,
-                                     num_refinements=num_refinements, num_shuffles=5, temperature=temperature,
-                                     seed=seed)
+  return evaluate_mcq.run_strategies(
+    gen,
+    S.TriageFormat(),
+    examples,
+    strategies,
+    num_samples=num_samples,
+    num_refinements=num_refinements,
+    num_shuffles=5,
+    temperature=temperature,
+    seed=seed,
+  )
 
 
 def main(argv):
   del argv
   import jax
+
   from medjax.train.loop import train
+
   jax.config.update("jax_threefry_partitionable", True)
-  config = er_config(evaluate_mcq.config_from_file(FLAGS.config), steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-                     refine_frac=FLAGS.refine_frac, refine_candidates=FLAGS.num_samples, direct_frac=FLAGS.direct_frac,
-                     checkpoint_every=FLAGS.checkpoint_every)
+  config = er_config(
+    evaluate_mcq.config_from_file(FLAGS.config),
+    steps=FLAGS.steps,
+    batch_size=FLAGS.batch_size,
+    refine_frac=FLAGS.refine_frac,
+    refine_candidates=FLAGS.num_samples,
+    direct_frac=FLAGS.direct_frac,
+    checkpoint_every=FLAGS.checkpoint_every,
+  )
   train(config, FLAGS.workdir)
-  results = compare(config, FLAGS.workdir, questions=FLAGS.questions, num_samples=FLAGS.num_samples,
-                    num_refinements=FLAGS.num_refinements, temperature=FLAGS.temperature)
+  results = compare(
+    config,
+    FLAGS.workdir,
+    questions=FLAGS.questions,
+    num_samples=FLAGS.num_samples,
+    num_refinements=FLAGS.num_refinements,
+    temperature=FLAGS.temperature,
+  )
   print(evaluate_mcq.table(results))
   with open(os.path.join(FLAGS.workdir, "er_demo.jsonl"), "w") as f:
     for name, (res, _) in results.items():

@@ -4,15 +4,20 @@
 Writes <out>/sample.gif (the first video, frames in time) and <out>/grid.png (rows: videos, columns:
 frames), and prints the count and direction the faithfulness classifier reads from each sample. Needs Pillow.
 """
+
 import os
 
 from absl import app, flags
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/bora.py:tiny.", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Config file, e.g. configs/bora.py:tiny.", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "The training run's workdir (checkpoints are read from it).")
 flags.DEFINE_string("prompt", "2 cells moving right fast", "Caption of the videos to generate.")
-flags.DEFINE_float("cfg_scale", None, "Classifier-free guidance scale (default: config.diffusion.cfg_scale).")
+flags.DEFINE_float(
+  "cfg_scale", None, "Classifier-free guidance scale (default: config.diffusion.cfg_scale)."
+)
 flags.DEFINE_integer("num", 4, "Number of videos.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_string("out", None, "Output folder (default: <workdir>/samples).")
@@ -24,9 +29,11 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   import jax
+
   from medjax.data.synthetic import cells
   from medjax.eval.frames import write_outputs
   from medjax.train.loop import trained_params
+
   config = FLAGS.config
   if config.task != "bora":
     raise ValueError(f"--config: expected a bora config (task 'bora'), got task {config.task!r}")
@@ -35,7 +42,9 @@ def main(argv):
   text = cells.caption(spec["count"], spec["direction"], spec["speed"])
   y, y_mask = task.encode_captions([text] * FLAGS.num)
   scale = config.diffusion.cfg_scale if FLAGS.cfg_scale is None else FLAGS.cfg_scale
-  videos = jax.device_get(task.sampler(model, scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(FLAGS.seed)))
+  videos = jax.device_get(
+    task.sampler(model, scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(FLAGS.seed))
+  )
   gif, png = write_outputs(videos, FLAGS.out or os.path.join(FLAGS.workdir, "samples"), FLAGS.zoom)
   read = task.classifier.predict(videos)
   read = [f"{c + 1} {cells.DIRECTIONS[d]}" for d, c in zip(read["direction"], read["count"])]

@@ -3,12 +3,15 @@
 Override any config field with --config.a.b=value; an unknown key is an error naming the nearest ones.
 Restarting with the same --workdir resumes from the newest checkpoint.
 """
+
 import json
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/llm.py:tiny.", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Config file, e.g. configs/llm.py:tiny.", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics.jsonl and TensorBoard events go.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
@@ -17,10 +20,13 @@ FLAGS = flags.FLAGS
 def _quiet_libraries():
   """Keeps orbax/grain INFO chatter out of the training log (warnings still show)."""
   import logging as py_logging
+
   class _Filter(py_logging.Filter):
     def filter(self, record):
       return record.levelno >= py_logging.WARNING or not any(
-          s in record.pathname for s in ("/orbax/", "/grain/", "/tensorflow_datasets/"))
+        s in record.pathname for s in ("/orbax/", "/grain/", "/tensorflow_datasets/")
+      )
+
   logging.get_absl_handler().addFilter(_Filter())
 
 
@@ -28,11 +34,15 @@ def main(argv):
   del argv
   _quiet_libraries()
   import jax
+
   from medjax import parallel
   from medjax.train.loop import train
+
   config = FLAGS.config
   p = config.parallel
-  parallel.initialize_distributed(p.distributed, p.coordinator or None, p.num_processes, p.process_id)
+  parallel.initialize_distributed(
+    p.distributed, p.coordinator or None, p.num_processes, p.process_id
+  )
   jax.config.update("jax_threefry_partitionable", True)
   logging.info("config:\n%s", config)
   result = train(config, FLAGS.workdir)

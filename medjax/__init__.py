@@ -1,2 +1,3 @@
 """medjax: medical multimodal models in JAX/Flax."""
+
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """The config schema every experiment shares; configs/<family>.py fill in model and data."""
+
 import importlib.util
 import os
 
@@ -12,16 +13,50 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = ml_collections.ConfigDict()
   c.data = ml_collections.ConfigDict()
-  c.optim = ml_collections.ConfigDict(dict(
-      name="adamw", lr=1e-3, warmup_steps=0.05, schedule="cosine", end_lr_frac=0.1, b1=0.9, b2=0.95, eps=1e-8,
-      weight_decay=0.1, grad_clip=1.0, freeze=()))
-  c.train = ml_collections.ConfigDict(dict(
-      steps=100, batch_size=32, grad_accum=1, ema_decay=0.0, log_every=10, eval_every=0, eval_batch_size=32,
-      eval_batches=4, checkpoint_every=0, keep_checkpoints=3, async_checkpoints=True,
-      keep_best=False, early_stop_patience=0, init_from=""))
-  c.parallel = ml_collections.ConfigDict(dict(
-      mesh=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)), rules="fsdp_tp", num_devices=0,
-      distributed=False, coordinator="", num_processes=1, process_id=0))
+  c.optim = ml_collections.ConfigDict(
+    dict(
+      name="adamw",
+      lr=1e-3,
+      warmup_steps=0.05,
+      schedule="cosine",
+      end_lr_frac=0.1,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.1,
+      grad_clip=1.0,
+      freeze=(),
+    )
+  )
+  c.train = ml_collections.ConfigDict(
+    dict(
+      steps=100,
+      batch_size=32,
+      grad_accum=1,
+      ema_decay=0.0,
+      log_every=10,
+      eval_every=0,
+      eval_batch_size=32,
+      eval_batches=4,
+      checkpoint_every=0,
+      keep_checkpoints=3,
+      async_checkpoints=True,
+      keep_best=False,
+      early_stop_patience=0,
+      init_from="",
+    )
+  )
+  c.parallel = ml_collections.ConfigDict(
+    dict(
+      mesh=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)),
+      rules="fsdp_tp",
+      num_devices=0,
+      distributed=False,
+      coordinator="",
+      num_processes=1,
+      process_id=0,
+    )
+  )
   return c
 
 

@@ -1,7 +1,10 @@
 """Test setup: 8 fake CPU devices and a persistent compilation cache, set before JAX starts."""
+
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
@@ -20,6 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def triage_data_dir(tmp_path_factory):
   """The embedded triage task built once per test session as TFDS array_record files."""
   from medjax.data.synthetic import tfds_builder
+
   path = str(tmp_path_factory.mktemp("tfds"))
   tfds_builder.get_builder(path)
   return path
@@ -29,16 +33,25 @@ def triage_data_dir(tmp_path_factory):
 def lm_config(triage_data_dir):
   """configs/llm.py:tiny made small enough for tests; pass overrides as dotted keys."""
   import sys
+
   sys.path.insert(0, REPO)
   from configs import llm
 
   def make(**overrides):
     c = llm.get_config("tiny")
     c.data.data_dir = triage_data_dir
-    c.update_from_flattened_dict({"train.batch_size": 16, "train.eval_every": 0, "train.log_every": 1,
-                                  "train.async_checkpoints": False, "data.eval_questions": 0,
-                                  **{k.replace("__", "."): v for k, v in overrides.items()}})
+    c.update_from_flattened_dict(
+      {
+        "train.batch_size": 16,
+        "train.eval_every": 0,
+        "train.log_every": 1,
+        "train.async_checkpoints": False,
+        "data.eval_questions": 0,
+        **{k.replace("__", "."): v for k, v in overrides.items()},
+      }
+    )
     return c
+
   return make
 
 
@@ -46,15 +59,23 @@ def lm_config(triage_data_dir):
 def run_colab():
   """run_colab(name, parameters) executes colabs/<name>.ipynb with its parameters cell (tagged 'parameters' or
   starting with '# Parameters') replaced by `parameters`; returns (all printed text, all outputs)."""
+
   def run(name: str, parameters: str, timeout: int = 600):
     import nbclient
     import nbformat
+
     nb = nbformat.read(os.path.join(REPO, "colabs", f"{name}.ipynb"), as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and (
-        "parameters" in c.metadata.get("tags", []) or c.source.startswith("# Parameters")))
+    cell = next(
+      c
+      for c in nb.cells
+      if c.cell_type == "code"
+      and ("parameters" in c.metadata.get("tags", []) or c.source.startswith("# Parameters"))
+    )
     cell.source = parameters
-    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": REPO}}).execute()
+    nbclient.NotebookClient(
+      nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": REPO}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     return "\n".join(o.get("text", "") for o in outputs), outputs
+
   return run

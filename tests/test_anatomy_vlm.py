@@ -1,5 +1,6 @@
 """Tests for Anatomy-VLM: box utilities and matching, the synthetic phantom task, the model and its task,
 the Chest ImaGenome builder and the colab."""
+
 import functools
 
 import jax
@@ -36,7 +37,9 @@ def test_hungarian_match_under_jit_with_invalid_targets():
   perm = np.stack([rng.permutation(6) for _ in range(3)])
   target = jnp.take_along_axis(pred, perm[..., None], 1) + 0.01
   valid = jnp.asarray(rng.random((3, 6)) < 0.7).at[:, 0].set(True)
-  idx = jax.jit(lambda p, t, v: boxes.hungarian_match(boxes.match_cost(p, t, v)))(pred, target, valid)
+  idx = jax.jit(lambda p, t, v: boxes.hungarian_match(boxes.match_cost(p, t, v)))(
+    pred, target, valid
+  )
   np.testing.assert_array_equal(np.where(valid, idx, -1), np.where(valid, perm, -1))
   assert all(len(set(row)) == 6 for row in np.asarray(idx))
 
@@ -45,10 +48,14 @@ def test_box_conversions_iou_and_giou():
   a = jnp.array([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.2, 0.2]])
   b = jnp.array([[0.25, 0.25, 0.75, 0.75], [0.5, 0.5, 0.7, 0.7]])
   np.testing.assert_allclose(boxes.iou(a, b), [1 / 7, 0.0], atol=1e-6)
-  np.testing.assert_allclose(boxes.giou(a, b), [1 / 7 - (0.5625 - 0.4375) / 0.5625, -(0.49 - 0.08) / 0.49], atol=1e-6)
+  np.testing.assert_allclose(
+    boxes.giou(a, b), [1 / 7 - (0.5625 - 0.4375) / 0.5625, -(0.49 - 0.08) / 0.49], atol=1e-6
+  )
   np.testing.assert_allclose(boxes.cxcywh_to_xyxy(boxes.xyxy_to_cxcywh(a)), a, atol=1e-7)
   np.testing.assert_allclose(boxes.pairwise_iou(a, b), [[1 / 7, 0.0], [0.0, 0.0]], atol=1e-6)
-  l1, g = boxes.box_loss(boxes.xyxy_to_cxcywh(a)[None], boxes.xyxy_to_cxcywh(a)[None], jnp.ones((1, 2)))
+  l1, g = boxes.box_loss(
+    boxes.xyxy_to_cxcywh(a)[None], boxes.xyxy_to_cxcywh(a)[None], jnp.ones((1, 2))
+  )
   assert float(l1) == 0.0 and abs(float(g)) < 1e-5
 
 
@@ -60,14 +67,18 @@ def test_phantoms_have_varying_boxes_and_consistent_labels():
   bx = np.stack([e["boxes"] for e in exs])
   assert bx.shape == (40, len(anatomy.REGIONS), 4) and np.all(bx.std(0) > 0.002)
   held = [anatomy.FINDING_NAMES.index(f) for f in anatomy.HELD_OUT]
-  assert all(e["labels"][held].sum() == 0 for e in exs)  # held-out findings never in training images
+  assert all(
+    e["labels"][held].sum() == 0 for e in exs
+  )  # held-out findings never in training images
   for e in exs:
     for f, r in e["findings"]:
       assert e["region_labels"][anatomy.REGIONS.index(r), anatomy.FINDING_NAMES.index(f)] == 1
       assert r in e["phrases"][anatomy.REGIONS.index(r)]
   test = anatomy.make_examples(60, seed=1, findings=anatomy.FINDING_NAMES)
   assert any(e["labels"][held].sum() > 0 for e in test)
-  assert all(len(n) == 2 for n in exs[0]["negatives"][:6]) and exs[0]["negatives"][7] == []  # lungs; mediastinum
+  assert (
+    all(len(n) == 2 for n in exs[0]["negatives"][:6]) and exs[0]["negatives"][7] == []
+  )  # lungs; mediastinum
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -87,7 +98,10 @@ def test_bad_inputs_raise_clear_errors():
 def _config(variant="tiny", **loss):
   import importlib.util
   import os
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "anatomy_vlm.py")
+
+  path = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "anatomy_vlm.py"
+  )
   spec = importlib.util.spec_from_file_location("anatomy_vlm_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -98,25 +112,33 @@ def _config(variant="tiny", **loss):
 
 def _task(**loss):
   from medjax.tasks import get_task
+
   return get_task(_config(**loss))
 
 
 def test_paper_config_builds_vit_b16_with_29_regions():
   from medjax.parallel.sharding import strip_boxes
   from medjax.tasks import get_task
+
   task = get_task(_config("paper"))
   model = task.build_model()
-  params = jax.eval_shape(lambda r: strip_boxes(task.init_params(model, r, task.dummy_batch(1))), jax.random.PRNGKey(0))
+  params = jax.eval_shape(
+    lambda r: strip_boxes(task.init_params(model, r, task.dummy_batch(1))), jax.random.PRNGKey(0)
+  )
   assert params["queries"].shape == (29, 768)
   n_vision = sum(x.size for x in jax.tree.leaves(params["vision"]))
   assert 85e6 < n_vision < 88e6  # ViT-B/16
-  out = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method=model.encode_image), params,
-                       jax.ShapeDtypeStruct((2, 224, 224, 1), jnp.float32))
+  out = jax.eval_shape(
+    lambda p, x: model.apply({"params": p}, x, method=model.encode_image),
+    params,
+    jax.ShapeDtypeStruct((2, 224, 224, 1), jnp.float32),
+  )
   assert out["boxes"].shape == (2, 29, 4) and out["region_emb"].shape == (2, 29, 512)
 
 
 def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
   from medjax.parallel.sharding import strip_boxes
+
   task = _task(stage_steps=(5, 5), matching="fixed", weights=(1.0, 1.0, 1.0))
   model = task.build_model()
   batch = next(iter(task.train_data(batch_size=4, seed=0, shard_index=0, shard_count=1)))
@@ -129,17 +151,24 @@ def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
   _, m = totals[0]
   np.testing.assert_allclose(totals[0][0], m["loss_anat"], rtol=1e-5)
   np.testing.assert_allclose(totals[5][0], m["loss_anat"] + m["loss_global"], rtol=1e-5)
-  np.testing.assert_allclose(totals[10][0], m["loss_anat"] + m["loss_global"] + m["loss_fine"], rtol=1e-5)
+  np.testing.assert_allclose(
+    totals[10][0], m["loss_anat"] + m["loss_global"] + m["loss_fine"], rtol=1e-5
+  )
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["text_encoder"]))
   assert float(jnp.abs(grads["text_proj"]["kernel"]).max()) > 0.0
   w = _task(stage_steps=(5, 5), weights=(0.0, 0.0, 1.0))._stage_weights(jnp.int32(0))
   assert [float(x) for x in w] == [0.0, 0.0, 1.0]  # no detection loss: its stage is skipped
   w = _task(stage_steps=(5, 5), weights=(1.0, 1.0, 0.0))._stage_weights(jnp.int32(5))
-  assert [float(x) for x in w] == [1.0, 1.0, 0.0]  # no global loss: fine alignment follows detection
+  assert [float(x) for x in w] == [
+    1.0,
+    1.0,
+    0.0,
+  ]  # no global loss: fine alignment follows detection
 
 
 def test_auc_balanced_accuracy_and_f1_match_their_definitions():
   from medjax.tasks.anatomy_vlm import balanced_accuracy, f1_score, roc_auc
+
   rng = np.random.default_rng(0)
   y = rng.random(300) < 0.3
   s = np.round(y * 0.5 + rng.normal(size=300), 1)  # ties
@@ -155,6 +184,7 @@ def test_auc_balanced_accuracy_and_f1_match_their_definitions():
 def test_tiny_training_localises_regions(tmp_path):
   """Through the one training loop: held-out box mean IoU of the matched queries well above 0.5."""
   from medjax.train.loop import train
+
   c = _config()
   c.train.update(steps=150, batch_size=32, eval_every=150, log_every=50, checkpoint_every=0)
   c.data.num_test = 128
@@ -170,6 +200,7 @@ def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
   use in other combinations (2000-step figures of every row: experiments/anatomy_ablation.py)."""
   from medjax.tasks.anatomy_vlm import roc_auc
   from medjax.train.loop import train, trained_params
+
   c = _config(weights=(0.0, 0.0, 1.0))
   c.train.update(steps=800, eval_every=800, log_every=200, checkpoint_every=0)
   c.data.num_test = 0
@@ -185,20 +216,40 @@ def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
 
 def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
   from medjax.tasks.anatomy_vlm import evaluation_metrics
+
   exs = anatomy.make_examples(200, seed=3, findings=anatomy.FINDING_NAMES)
   labels = np.stack([e["labels"] for e in exs])
   region_labels = np.stack([e["region_labels"] for e in exs])
   true_xyxy = np.asarray(boxes.cxcywh_to_xyxy(np.stack([e["boxes"] for e in exs])))
-  oracle = {"boxes": true_xyxy, "image_probs": labels * 0.8 + 0.1, "region_scores": region_labels,
-            "image_region_scores": region_labels.max(1), "image_fused_scores": labels}
-  allowed = np.array([[r in anatomy.FINDINGS[f].regions for f in anatomy.FINDING_NAMES] for r in anatomy.REGIONS])
+  oracle = {
+    "boxes": true_xyxy,
+    "image_probs": labels * 0.8 + 0.1,
+    "region_scores": region_labels,
+    "image_region_scores": region_labels.max(1),
+    "image_fused_scores": labels,
+  }
+  allowed = np.array(
+    [[r in anatomy.FINDINGS[f].regions for f in anatomy.FINDING_NAMES] for r in anatomy.REGIONS]
+  )
   m = evaluation_metrics(oracle, exs, anatomy.FINDING_NAMES, anatomy.SEEN, allowed)
-  for k in ("box_miou", "auc_seen", "auc_heldout", "auc_fused_heldout", "auc_anatomy_heldout", "bmac_seen", "f1_heldout"):
+  for k in (
+    "box_miou",
+    "auc_seen",
+    "auc_heldout",
+    "auc_fused_heldout",
+    "auc_anatomy_heldout",
+    "bmac_seen",
+    "f1_heldout",
+  ):
     assert m[k] == pytest.approx(1.0, abs=1e-4), (k, m[k])
   rng = np.random.default_rng(0)
   noise = {k: rng.random(v.shape) for k, v in oracle.items() if k != "boxes"}
-  m = evaluation_metrics({**noise, "boxes": true_xyxy[:, ::-1]}, exs, anatomy.FINDING_NAMES, anatomy.SEEN)
-  assert abs(m["auc_seen"] - 0.5) < 0.1 and abs(m["auc_heldout"] - 0.5) < 0.15 and m["box_miou"] < 0.5
+  m = evaluation_metrics(
+    {**noise, "boxes": true_xyxy[:, ::-1]}, exs, anatomy.FINDING_NAMES, anatomy.SEEN
+  )
+  assert (
+    abs(m["auc_seen"] - 0.5) < 0.1 and abs(m["auc_heldout"] - 0.5) < 0.15 and m["box_miou"] < 0.5
+  )
   assert abs(m["auc_fused_heldout"] - 0.5) < 0.15
 
 
@@ -209,8 +260,14 @@ def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
 def _imagenome():
   import importlib.util
   import os
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "data", "chest_imagenome",
-                      "chest_imagenome.py")
+
+  path = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    os.pardir,
+    "data",
+    "chest_imagenome",
+    "chest_imagenome.py",
+  )
   spec = importlib.util.spec_from_file_location("chest_imagenome", path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
@@ -220,50 +277,89 @@ def _imagenome():
 def test_chest_imagenome_builder_reads_scene_graphs(tmp_path):
   import json
   import os
+
   import tensorflow_datasets as tfds
+
   mod, manual = _imagenome()
   builder = mod.ChestImaGenome(data_dir=str(tmp_path), config="tiny")
-  builder.download_and_prepare(file_format="array_record",
-                               download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  builder.download_and_prepare(
+    file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual)
+  )
   src = builder.as_data_source()
   assert len(src["train"]) == 2 and len(src["validation"]) == 1
   dec = lambda s: s.decode() if isinstance(s, bytes) else s
-  ex = next(src["train"][i] for i in range(2) if dec(src["train"][i]["image_id"]).startswith("3f1e9b0c"))
+  ex = next(
+    src["train"][i] for i in range(2) if dec(src["train"][i]["image_id"]).startswith("3f1e9b0c")
+  )
   image, bx, valid = np.asarray(ex["image"]), np.asarray(ex["boxes"]), np.asarray(ex["box_valid"])
   assert image.shape == (32, 32, 1) and image.dtype == np.uint8
   regions = anatomy.CHEST_IMAGENOME_REGIONS
-  graph = json.load(open(os.path.join(manual, "silver_dataset", "scene_graph",
-                                      dec(ex["image_id"]) + "_SceneGraph.json")))
+  graph = json.load(
+    open(
+      os.path.join(
+        manual, "silver_dataset", "scene_graph", dec(ex["image_id"]) + "_SceneGraph.json"
+      )
+    )
+  )
   names = {o["bbox_name"] for o in graph["objects"]}
   assert "left cardiophrenic angle" in names  # not one of the 29: skipped
   assert {regions[i] for i in np.nonzero(valid)[0]} == names & set(regions)
-  rl = next(o for o in graph["objects"] if o["bbox_name"] == "right lung")  # 96 x 80 image, padded 8 px each side
-  want = np.array([rl["original_x1"] + 8, rl["original_y1"], rl["original_x2"] + 8, rl["original_y2"]]) / 96
-  np.testing.assert_allclose(np.asarray(boxes.cxcywh_to_xyxy(bx[regions.index("right lung")])), want, atol=1e-5)
+  rl = next(
+    o for o in graph["objects"] if o["bbox_name"] == "right lung"
+  )  # 96 x 80 image, padded 8 px each side
+  want = (
+    np.array([rl["original_x1"] + 8, rl["original_y1"], rl["original_x2"] + 8, rl["original_y2"]])
+    / 96
+  )
+  np.testing.assert_allclose(
+    np.asarray(boxes.cxcywh_to_xyxy(bx[regions.index("right lung")])), want, atol=1e-5
+  )
   anatomy.check_boxes(bx[valid])
   lung = boxes.cxcywh_to_xyxy(bx[regions.index("right lower lung zone")]) * 32
   heart = boxes.cxcywh_to_xyxy(bx[regions.index("cardiac silhouette")]) * 32
-  crop = lambda b: image[int(b[1]) + 1:int(b[3]) - 1, int(b[0]) + 1:int(b[2]) - 1].mean()
-  assert crop(lung) < crop(heart) - 40  # dark lung, bright heart: boxes and pixels agree after the padding
+  crop = lambda b: image[int(b[1]) + 1 : int(b[3]) - 1, int(b[0]) + 1 : int(b[2]) - 1].mean()
+  assert (
+    crop(lung) < crop(heart) - 40
+  )  # dark lung, bright heart: boxes and pixels agree after the padding
   texts = [dec(t) for t in ex["phrases"]["text"]]
-  assert texts == ["Small nodular opacity projecting over the right mid lung.", "The left lung is clear without pneumothorax."]
-  assert list(ex["phrases"]["region"]) == [regions.index("right mid lung zone"), regions.index("left lung")]
+  assert texts == [
+    "Small nodular opacity projecting over the right mid lung.",
+    "The left lung is clear without pneumothorax.",
+  ]
+  assert list(ex["phrases"]["region"]) == [
+    regions.index("right mid lung zone"),
+    regions.index("left lung"),
+  ]
   pos = {dec(n) for n, p in zip(ex["attributes"]["name"], ex["attributes"]["positive"]) if p}
   assert pos == {"lung opacity", "mass/nodule (not otherwise specified)", "normal"}
 
 
 def test_chest_imagenome_bad_scene_graphs_raise_clear_errors():
   mod, _ = _imagenome()
-  obj = {"bbox_name": "right lung", "original_x1": 10, "original_y1": 5, "original_x2": 130, "original_y2": 60}
-  with pytest.raises(ValueError, match=r"g.json object 'right lung': expected a non-empty box inside the 100x80"):
+  obj = {
+    "bbox_name": "right lung",
+    "original_x1": 10,
+    "original_y1": 5,
+    "original_x2": 130,
+    "original_y2": 60,
+  }
+  with pytest.raises(
+    ValueError, match=r"g.json object 'right lung': expected a non-empty box inside the 100x80"
+  ):
     mod.parse_boxes({"objects": [obj]}, 100, 80, "g.json")
   with pytest.raises(ValueError, match=r"expected field 'original_y2'"):
-    mod.parse_boxes({"objects": [{k: v for k, v in obj.items() if k != "original_y2"}]}, 200, 80, "g.json")
+    mod.parse_boxes(
+      {"objects": [{k: v for k, v in obj.items() if k != "original_y2"}]}, 200, 80, "g.json"
+    )
   entry = {"bbox_name": "left lung", "attributes": [], "phrases": []}
-  with pytest.raises(ValueError, match=r"attributes of 'left lung': expected a non-empty list of phrases, got \[\]"):
+  with pytest.raises(
+    ValueError, match=r"attributes of 'left lung': expected a non-empty list of phrases, got \[\]"
+  ):
     mod.parse_findings({"attributes": [entry]}, "g.json")
   with pytest.raises(ValueError, match=r"expected 'category\|yes/no\|name', got 'opacity'"):
-    mod.parse_findings({"attributes": [{**entry, "phrases": ["x"], "attributes": [["opacity"]]}]}, "g.json")
+    mod.parse_findings(
+      {"attributes": [{**entry, "phrases": ["x"], "attributes": [["opacity"]]}]}, "g.json"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,5 +370,7 @@ def test_colab_draws_boxes_and_region_heat(run_colab):
   """colabs/anatomy_vlm.ipynb end to end, with its parameters cell shrunk."""
   text, outputs = run_colab("anatomy_vlm", 'STEPS, NUM_TEST, FINDING = 2, 16, "bleb"')
   assert "eval/auc_heldout" in text and "'a small round lucent spot'" in text and "<- true" in text
-  assert sum(line.strip().startswith(r) for line in text.splitlines() for r in anatomy.REGIONS) == len(anatomy.REGIONS)
+  assert sum(
+    line.strip().startswith(r) for line in text.splitlines() for r in anatomy.REGIONS
+  ) == len(anatomy.REGIONS)
   assert any("image/png" in o.get("data", {}) for o in outputs)

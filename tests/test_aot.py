@@ -1,4 +1,5 @@
 """AOT compilation of the real train step for TPU slices described by libtpu (no TPU attached)."""
+
 import os
 import subprocess
 import sys
@@ -9,13 +10,15 @@ from medjax.parallel import aot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_libtpu = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("libtpu") is None,
-    reason="libtpu is not installed (pip install libtpu); it describes TPU topologies for compilation")
+  __import__("importlib").util.find_spec("libtpu") is None,
+  reason="libtpu is not installed (pip install libtpu); it describes TPU topologies for compilation",
+)
 
 
 def _config(variant="tiny", **parallel_mesh):
   sys.path.insert(0, ROOT)
   from configs import llm
+
   c = llm.get_config(variant)
   c.unlock()
   c.data.tokenizer = "byte"
@@ -24,16 +27,27 @@ def _config(variant="tiny", **parallel_mesh):
   return c
 
 
-@pytest.mark.parametrize("name,libtpu_name,chips", [
-    ("v5p-128", "v5p:4x4x4", 64), ("v5p-8", "v5p:2x2x1", 4), ("v4-8", "v4:2x2x1", 4), ("v4-128", "v4:4x4x4", 64),
-    ("v5e-8", "v5e:2x4", 8), ("v5e-256", "v5e:16x16", 256), ("v6e-256", "v6e:16x16", 256),
-    ("v5litepod-16", "v5e:4x4", 16)])
+@pytest.mark.parametrize(
+  "name,libtpu_name,chips",
+  [
+    ("v5p-128", "v5p:4x4x4", 64),
+    ("v5p-8", "v5p:2x2x1", 4),
+    ("v4-8", "v4:2x2x1", 4),
+    ("v4-128", "v4:4x4x4", 64),
+    ("v5e-8", "v5e:2x4", 8),
+    ("v5e-256", "v5e:16x16", 256),
+    ("v6e-256", "v6e:16x16", 256),
+    ("v5litepod-16", "v5e:4x4", 16),
+  ],
+)
 def test_parse_topology(name, libtpu_name, chips):
   topo = aot.parse_topology(name)
   assert (topo.libtpu_name, topo.chips) == (libtpu_name, chips)
 
 
-@pytest.mark.parametrize("name,match", [("v7-8", "expected <generation>-<count>"), ("v5p-6", "power of two")])
+@pytest.mark.parametrize(
+  "name,match", [("v7-8", "expected <generation>-<count>"), ("v5p-6", "power of two")]
+)
 def test_parse_topology_rejects(name, match):
   with pytest.raises(ValueError, match=match):
     aot.parse_topology(name)
@@ -47,7 +61,9 @@ def test_tiny_compiles_for_v5e_8_and_fsdp_shards_the_state():
   # Params + two fp32 Adam moments, replicated over data: ~12 bytes per parameter on every chip.
   assert dp["argument_gib"] * aot.GiB == pytest.approx(12 * dp["params"], rel=0.05)
   fsdp = aot.analyze(_config(data=1, fsdp=8), "v5e-8")
-  assert fsdp["argument_gib"] < dp["argument_gib"] / 4  # weights and moments split 8 ways (small ones not)
+  assert (
+    fsdp["argument_gib"] < dp["argument_gib"] / 4
+  )  # weights and moments split 8 ways (small ones not)
   # Unrolled layers: XLA's FLOP count agrees with the 6*N*T + attention formula (norms, softmax, Adam aside).
   assert dp["xla_tflops_per_chip"] * 8 == pytest.approx(dp["model_tflops_total"], rel=0.25)
   assert dp["min_step_s"] == pytest.approx(dp["model_tflops_total"] * 1e12 / 8 / 197e12)
@@ -56,9 +72,15 @@ def test_tiny_compiles_for_v5e_8_and_fsdp_shards_the_state():
 
 @needs_libtpu
 def test_too_big_config_exits_nonzero_with_message():
-  cmd = [sys.executable, os.path.join(ROOT, "experiments", "aot_compile.py"), "--config=configs/llm.py:llama-3.2-1b",
-         "--config.data.tokenizer=byte", "--topology=v5e-8", "--config.parallel.mesh.data=8",
-         "--config.parallel.mesh.fsdp=1"]
+  cmd = [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "aot_compile.py"),
+    "--config=configs/llm.py:llama-3.2-1b",
+    "--config.data.tokenizer=byte",
+    "--topology=v5e-8",
+    "--config.parallel.mesh.data=8",
+    "--config.parallel.mesh.fsdp=1",
+  ]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 1, out.stderr[-3000:]
@@ -69,8 +91,12 @@ def test_stdit_flops_formula_matches_xla_count():
   """The analytic STDiT training FLOPs (MFU numerator) agree with XLA's count of one fwd + bwd pass."""
   import jax
   import jax.numpy as jnp
+
   from medjax.models.stdit import STDiT, stdit_config
-  cfg = stdit_config("tiny", hidden=64, depth=2, num_heads=4, caption_channels=32, text_vocab_size=0)
+
+  cfg = stdit_config(
+    "tiny", hidden=64, depth=2, num_heads=4, caption_channels=32, text_vocab_size=0
+  )
   x, t = jnp.ones((2, 4, 8, 8, 1)), jnp.ones((2,), jnp.int32)
   y, y_mask = jnp.ones((2, 6, 32)), jnp.ones((2, 6), jnp.int32)
   model = STDiT(cfg)

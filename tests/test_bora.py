@@ -1,4 +1,5 @@
 """Bora task: synthetic cell videos, the motion classifier, the paper config, training and CFG sampling."""
+
 import importlib.util
 import os
 
@@ -15,7 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], os.path.join(ROOT, path))
+  spec = importlib.util.spec_from_file_location(
+    os.path.basename(path)[:-3], os.path.join(ROOT, path)
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -29,17 +32,28 @@ def test_cells_videos_match_their_captions():
   rng = np.random.default_rng(0)
   for _ in range(20):
     ex = cells.make_example(rng)
-    assert ex["video"].shape == (8, 16, 16, 1) and -1 <= ex["video"].min() and ex["video"].max() <= 1
+    assert (
+      ex["video"].shape == (8, 16, 16, 1) and -1 <= ex["video"].min() and ex["video"].max() <= 1
+    )
     spec = cells.parse_caption(ex["caption"])
-    assert (spec["count"], cells.DIRECTIONS.index(spec["direction"]), cells.SPEEDS.index(spec["speed"])) == (
-        ex["count"], ex["direction"], ex["speed"])
+    assert (
+      spec["count"],
+      cells.DIRECTIONS.index(spec["direction"]),
+      cells.SPEEDS.index(spec["speed"]),
+    ) == (ex["count"], ex["direction"], ex["speed"])
   # The cross-correlation peak of a one-cell fast video sits at its captioned displacement.
-  ex = next(e for e in (cells.make_example(np.random.default_rng(s)) for s in range(100))
-            if e["count"] == 1 and e["speed"] == 1)
+  ex = next(
+    e
+    for e in (cells.make_example(np.random.default_rng(s)) for s in range(100))
+    if e["count"] == 1 and e["speed"] == 1
+  )
   from medjax.eval.faithfulness import motion_features
+
   shift = np.unravel_index(np.argmax(motion_features(ex["video"][None])[0]), (16, 16))
   dy, dx = [(s + 8) % 16 - 8 for s in shift]
-  assert {(-1, 0): 0, (1, 0): 1, (0, -1): 2, (0, 1): 3}[(int(np.sign(dy)), int(np.sign(dx)))] == ex["direction"]
+  assert {(-1, 0): 0, (1, 0): 1, (0, -1): 2, (0, 1): 3}[(int(np.sign(dy)), int(np.sign(dx)))] == ex[
+    "direction"
+  ]
   ids, mask = cells.tokenize("3 cells moving up slow", 8)
   assert mask.sum() == 5 and cells.WORDS[ids[3]] == "up"
   with pytest.raises(ValueError, match="prompt"):
@@ -53,14 +67,20 @@ def test_crossing_cells_stay_in_the_field_and_start_opposite_their_direction():
   for seed in range(40):
     ex = cells.make_example(np.random.default_rng(seed), motion="cross", sigma=sigma, max_count=1)
     v = ex["video"][..., 0]
-    peaks = np.array([np.unravel_index(np.argmax(f), f.shape) for f in v])   # [T, (y, x)]
+    peaks = np.array([np.unravel_index(np.argmax(f), f.shape) for f in v])  # [T, (y, x)]
     assert peaks.min() >= 1 and peaks.max() <= size - 2  # no wrap-around: at least ~1 sigma inside
     axis, sign = {0: (0, -1), 1: (0, 1), 2: (1, -1), 3: (1, 1)}[ex["direction"]]
-    assert sign * (peaks[-1, axis] - peaks[0, axis]) > 0 and peaks[-1, 1 - axis] == peaks[0, 1 - axis]
+    assert (
+      sign * (peaks[-1, axis] - peaks[0, axis]) > 0 and peaks[-1, 1 - axis] == peaks[0, 1 - axis]
+    )
   # Across clips, a "right" clip's first frame holds more cell on the left half than on the right.
-  right = [e for e in (cells.make_example(np.random.default_rng(s)) for s in range(200)) if e["direction"] == 3]
+  right = [
+    e
+    for e in (cells.make_example(np.random.default_rng(s)) for s in range(200))
+    if e["direction"] == 3
+  ]
   first = np.mean([e["video"][0, :, :, 0] for e in right], axis=0)
-  assert first[:, :size // 2].mean() > first[:, size // 2:].mean() + 0.05
+  assert first[:, : size // 2].mean() > first[:, size // 2 :].mean() + 0.05
   with pytest.raises(ValueError, match=r"speeds: with motion='cross'.*got speeds=\(0.5, 2.0\)"):
     cells.make_example(np.random.default_rng(0), speeds=(0.5, 2.0))
   with pytest.raises(ValueError, match="motion: expected one of"):
@@ -69,6 +89,7 @@ def test_crossing_cells_stay_in_the_field_and_start_opposite_their_direction():
 
 def test_faithfulness_classifier_reads_real_videos_and_not_wrong_ones():
   from medjax.eval.faithfulness import FaithfulnessClassifier
+
   kw = dict(frames=8, size=16)
   clf = FaithfulnessClassifier(kw, num_train=512, steps=250)
   assert clf.heldout_accuracy["direction"] > 0.95 and clf.heldout_accuracy["count"] > 0.9
@@ -103,7 +124,9 @@ def test_paper_config_builds_and_traces():
   batch = task.dummy_batch(1)
   assert batch["x"].shape == (1, 40, 32, 32, 4) and batch["y"].shape == (1, 120, 4096)
   params = jax.eval_shape(lambda: nn.unbox(task.init_params(model, jax.random.PRNGKey(0), batch)))
-  loss, metrics = jax.eval_shape(lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1)), params)
+  loss, metrics = jax.eval_shape(
+    lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1)), params
+  )
   assert loss.shape == () and set(metrics) == {"mse", "vb"}
   assert task.count_tokens(batch) == 10_240
   with pytest.raises(ValueError, match="precomputed"):
@@ -114,36 +137,55 @@ def test_bora_csv_builder_reads_opensora_csv_and_videos(tmp_path):
   pytest.importorskip("av")
   pytest.importorskip("PIL")
   import tensorflow_datasets as tfds
+
   mod = _load("data/bora_csv/bora_csv.py")
   builder = mod.BoraCsv(data_dir=str(tmp_path), config="tiny")
   manual = os.path.join(ROOT, "data", "bora_csv", "dummy_data")
-  builder.download_and_prepare(file_format="array_record", download_config=tfds.download.DownloadConfig(
-      manual_dir=manual))
+  builder.download_and_prepare(
+    file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual)
+  )
   src = builder.as_data_source()
   train = [src["train"][i] for i in range(len(src["train"]))]
   # mri_short.mp4 has 5 frames < (4 - 1) * 2 + 1 = 7 and is skipped.
-  assert sorted(r["path"].decode() if isinstance(r["path"], bytes) else r["path"] for r in train) == [
-      "endoscopy_0.mp4", "ultrasound_1.mp4"]
-  endo = next(r for r in train if b"endoscopy" in (r["path"] if isinstance(r["path"], bytes) else r["path"].encode()))
+  assert sorted(
+    r["path"].decode() if isinstance(r["path"], bytes) else r["path"] for r in train
+  ) == ["endoscopy_0.mp4", "ultrasound_1.mp4"]
+  endo = next(
+    r
+    for r in train
+    if b"endoscopy" in (r["path"] if isinstance(r["path"], bytes) else r["path"].encode())
+  )
   video = np.asarray(endo["video"])
   assert video.shape == (4, 32, 32, 3) and video.dtype == np.uint8
   red = video[..., 0].astype(float)
   cols = [np.argmax(red[t].sum(0)) for t in range(4)]
-  assert cols == sorted(cols) and cols[-1] > cols[0]  # the red spot drifts right, frames in order, no flip
+  assert (
+    cols == sorted(cols) and cols[-1] > cols[0]
+  )  # the red spot drifts right, frames in order, no flip
   assert len(src["validation"]) == 1
   with pytest.raises(ValueError, match="path,text"):
     (tmp_path / "bad.csv").write_text("file,caption\na.mp4,x\n")
     from etils import epath
+
     mod.read_rows(epath.Path(tmp_path / "bad.csv"))
 
 
 @pytest.mark.slow
 def test_tiny_trains_through_the_loop_and_evaluates_generation(tmp_path):
   import json
+
   from medjax.train.loop import train
+
   c = _config("tiny").unlock()
-  c.train.update(steps=60, batch_size=16, log_every=10, eval_every=60, eval_batch_size=16, eval_batches=1,
-                 checkpoint_every=0)
+  c.train.update(
+    steps=60,
+    batch_size=16,
+    log_every=10,
+    eval_every=60,
+    eval_batch_size=16,
+    eval_batches=1,
+    checkpoint_every=0,
+  )
   c.data.eval_videos = 4
   c.diffusion.sample_steps = 5
   out = train(c, str(tmp_path))
@@ -160,7 +202,9 @@ def test_tiny_trains_through_the_loop_and_evaluates_generation(tmp_path):
 def test_colab_trains_generates_and_shows_a_clip(run_colab):
   """colabs/bora.ipynb end to end with its parameters cell shrunk: frame grids are displayed."""
   text, outputs = run_colab(
-      "bora", 'STEPS, WORKDIR, PROMPT, NUM, CFG_SCALE, EVAL_VIDEOS = 10, None, "1 cell moving up slow", 2, 4.0, 2')
+    "bora",
+    'STEPS, WORKDIR, PROMPT, NUM, CFG_SCALE, EVAL_VIDEOS = 10, None, "1 cell moving up slow", 2, 4.0, 2',
+  )
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) == 3  # real clips, guided and unguided samples
   assert "'step': 10.0" in text and "guidance 4.0: classifier reads" in text and "| 4 |" in text
@@ -170,7 +214,9 @@ def test_bad_input_errors_name_the_problem():
   c = _config().unlock()
   c.model.patch_size = (2, 4, 4)
   c.data.frames = 7
-  with pytest.raises(ValueError, match=r"data: \(frames, size, size\) = \(7, 16, 16\) must be divisible"):
+  with pytest.raises(
+    ValueError, match=r"data: \(frames, size, size\) = \(7, 16, 16\) must be divisible"
+  ):
     get_task(c).build_model()
   c = _config().unlock()
   c.data.size = 14
@@ -181,30 +227,50 @@ def test_bad_input_errors_name_the_problem():
     task.encode_captions([])
   y, y_mask = task.encode_captions(["2 cells moving left fast"])
   with pytest.raises(ValueError, match="y: expected at least one caption"):
-    task.sampler(task.build_model(), 4.0)(None, y=y[:0], y_mask=y_mask[:0], rng=jax.random.PRNGKey(0))
+    task.sampler(task.build_model(), 4.0)(
+      None, y=y[:0], y_mask=y_mask[:0], rng=jax.random.PRNGKey(0)
+    )
 
 
 def test_guided_generation_extrapolates_from_the_null_caption_branch():
   """One Euler step of the task's rectified-flow sampler with guidance s equals noise + dt * (u + s (c - u)),
   with c, u the model's outputs for the caption and for the learned null caption."""
   from medjax.tasks.bora import generate
+
   c = _config().unlock()
   c.diffusion.update(type="rflow", sampler="euler", sample_steps=1)
   task = get_task(c)
   model = task.build_model()
   batch = task.dummy_batch(2)
   params = nn.unbox(task.init_params(model, jax.random.PRNGKey(0), batch))
-  leaves, tree = jax.tree.flatten(params)  # perturb the zero-initialised projections so captions matter
+  leaves, tree = jax.tree.flatten(
+    params
+  )  # perturb the zero-initialised projections so captions matter
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  params = jax.tree.unflatten(
+    tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  )
   y, y_mask = task.encode_captions(["1 cell moving up slow", "3 cells moving left fast"])
   rng = jax.random.PRNGKey(2)
   noise = jax.random.normal(jax.random.split(rng)[0], (2,) + task.video_shape)
   t = jnp.full((2,), float(c.diffusion.num_timesteps))
-  f = lambda drop: model.apply({"params": params}, noise, t, y, y_mask, drop_caption=jnp.full((2,), drop))
+  f = lambda drop: model.apply(
+    {"params": params}, noise, t, y, y_mask, drop_caption=jnp.full((2,), drop)
+  )
   cond, uncond = f(False), f(True)
   assert float(jnp.max(jnp.abs(cond - uncond))) > 1e-3
   for scale in (1.0, 4.0):
-    got = generate(model, params, task.diffusion, y, y_mask, rng, shape=task.video_shape, cfg_scale=scale,
-                   method="euler")
-    np.testing.assert_allclose(got, noise - (uncond + scale * (cond - uncond)), rtol=1e-4, atol=1e-4)
+    got = generate(
+      model,
+      params,
+      task.diffusion,
+      y,
+      y_mask,
+      rng,
+      shape=task.video_shape,
+      cfg_scale=scale,
+      method="euler",
+    )
+    np.testing.assert_allclose(
+      got, noise - (uncond + scale * (cond - uncond)), rtol=1e-4, atol=1e-4
+    )

@@ -1,4 +1,5 @@
 """IDDPM and rectified flow: closed forms, the bound of a perfect model, respacing and samplers."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,10 +17,14 @@ def _x0(seed=0):
 
 def _perfect_model(d, x0):
   """The exact eps of a point mass at x0, with the true posterior variance (v = -1)."""
+
   def fn(xt, model_t):
     t = jnp.searchsorted(jnp.asarray(d.timestep_map), model_t)
-    eps = (xt - d._at(d.sqrt_alphas_cumprod, t, xt.ndim) * x0) / d._at(d.sqrt_one_minus_alphas_cumprod, t, xt.ndim)
+    eps = (xt - d._at(d.sqrt_alphas_cumprod, t, xt.ndim) * x0) / d._at(
+      d.sqrt_one_minus_alphas_cumprod, t, xt.ndim
+    )
     return jnp.concatenate([eps, -jnp.ones_like(eps)], -1)
+
   return fn
 
 
@@ -35,8 +40,11 @@ def test_q_sample_and_posterior_match_closed_forms():
   # Bayes: q(x_{t-1}|x_t,x0) ∝ N(x_t; sqrt(alpha_t) x_{t-1}, beta_t) N(x_{t-1}; sqrt(acp_{t-1}) x0, 1 - acp_{t-1}).
   t = jnp.array([1, 10, 500, 999])
   tn = np.asarray(t)
-  al, be, ap = (1 - betas[tn]).reshape(-1, 1, 1, 1, 1), betas[tn].reshape(-1, 1, 1, 1, 1), acp[tn - 1].reshape(
-      -1, 1, 1, 1, 1)
+  al, be, ap = (
+    (1 - betas[tn]).reshape(-1, 1, 1, 1, 1),
+    betas[tn].reshape(-1, 1, 1, 1, 1),
+    acp[tn - 1].reshape(-1, 1, 1, 1, 1),
+  )
   var = 1 / (al / be + 1 / (1 - ap))
   mean_ref = var * (np.sqrt(al) * np.asarray(xt) / be + np.sqrt(ap) * np.asarray(x0) / (1 - ap))
   mean, pvar, plogvar = d.q_posterior(x0, xt, t)
@@ -52,7 +60,9 @@ def test_vlb_of_perfect_model_is_small_and_of_wrong_model_is_not():
   perfect = _perfect_model(d, x0)
   out = d.training_losses(perfect, x0, t, noise)
   assert float(jnp.max(out["vb"])) < 1e-6 and float(jnp.max(out["mse"])) < 1e-8
-  wrong = lambda xt, mt: perfect(xt, mt) + jnp.concatenate([0.3 * jnp.ones(SHAPE), jnp.ones(SHAPE)], -1)
+  wrong = lambda xt, mt: (
+    perfect(xt, mt) + jnp.concatenate([0.3 * jnp.ones(SHAPE), jnp.ones(SHAPE)], -1)
+  )
   bad = d.training_losses(wrong, x0, t, noise)
   assert float(jnp.min(bad["vb"])) > 3e-4 and float(jnp.min(bad["mse"])) > 0.08
 
@@ -86,7 +96,8 @@ def test_respaced_sampler_recovers_point_mass(method):
   d = GaussianDiffusion.create(1000, respace=25)
   x0 = _x0(6)
   x = jax.jit(lambda n, k: d.sample(_perfect_model(d, x0), n, k, method=method))(
-      jax.random.normal(jax.random.PRNGKey(7), SHAPE), jax.random.PRNGKey(8))
+    jax.random.normal(jax.random.PRNGKey(7), SHAPE), jax.random.PRNGKey(8)
+  )
   np.testing.assert_allclose(x, x0, atol=2e-2)
 
 
@@ -98,14 +109,19 @@ def test_rectified_flow_loss_and_euler_sampler():
   # P(|sigmoid(z) - .5| < .25) = P(|z| < log 3) = 0.728 for logit-normal (0.5 for uniform).
   assert abs(float(jnp.mean(jnp.abs(t - 0.5) < 0.25)) - 0.728) < 0.03
   perfect = lambda xt, mt: (xt - x0) / (mt / rf.num_timesteps).reshape(-1, 1, 1, 1, 1)
-  assert float(jnp.max(rf.training_losses(perfect, x0, jnp.array([.1, .4, .7, .9]), noise)["loss"])) < 1e-8
+  assert (
+    float(jnp.max(rf.training_losses(perfect, x0, jnp.array([0.1, 0.4, 0.7, 0.9]), noise)["loss"]))
+    < 1e-8
+  )
   np.testing.assert_allclose(rf.sample(perfect, noise), x0, atol=1e-5)
   # Clipping the data estimate changes nothing for data in [-1, 1]; data outside it lands on the bound.
   np.testing.assert_allclose(rf.sample(perfect, noise, clip_denoised=True), x0, atol=1e-5)
   far = jnp.full(SHAPE, 3.0)
   to_far = lambda xt, mt: (xt - far) / (mt / rf.num_timesteps).reshape(-1, 1, 1, 1, 1)
   np.testing.assert_allclose(rf.sample(to_far, noise), far, atol=1e-4)
-  np.testing.assert_allclose(rf.sample(to_far, noise, clip_denoised=True), jnp.ones(SHAPE), atol=1e-5)
+  np.testing.assert_allclose(
+    rf.sample(to_far, noise, clip_denoised=True), jnp.ones(SHAPE), atol=1e-5
+  )
 
 
 def test_cfg_guides_eps_and_keeps_conditional_variance():
@@ -118,7 +134,9 @@ def test_cfg_guides_eps_and_keeps_conditional_variance():
 
 def test_frechet_distance_matches_scipy_sqrtm_reference():
   import scipy.linalg
+
   from medjax.eval.fvd import frechet_distance, fvd, gaussian_stats
+
   rng = np.random.default_rng(0)
   a, b = rng.normal(size=(5, 5)), rng.normal(size=(5, 5))
   c1, c2 = a @ a.T + 0.1 * np.eye(5), b @ b.T + 0.1 * np.eye(5)
@@ -126,7 +144,9 @@ def test_frechet_distance_matches_scipy_sqrtm_reference():
   ref = np.sum((mu1 - mu2) ** 2) + np.trace(c1 + c2 - 2 * np.real(scipy.linalg.sqrtm(c1 @ c2)))
   np.testing.assert_allclose(frechet_distance(mu1, c1, mu2, c2), ref, rtol=1e-8)
   # 1-D closed form: (m1 - m2)^2 + (s1 - s2)^2.
-  np.testing.assert_allclose(frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]), 4.0 + 1.0, rtol=1e-12)
+  np.testing.assert_allclose(
+    frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]), 4.0 + 1.0, rtol=1e-12
+  )
   # FVD through a feature callable: same distribution ~0, a shifted one ~|shift|^2.
   x, y = rng.normal(size=(4000, 3)), rng.normal(size=(4000, 3))
   feat = lambda v: v.reshape(len(v), -1)
@@ -146,33 +166,61 @@ def _np_reference_step(betas_full, use, i, x, eps, v):
   frac = (v + 1) / 2
   log_var = frac * np.log(beta[i]) + (1 - frac) * log_post[i]
   x0 = np.sqrt(1 / acp[i]) * x - np.sqrt(1 / acp[i] - 1) * eps
-  mean = beta[i] * np.sqrt(acp_prev[i]) / (1 - acp[i]) * x0 + (1 - acp_prev[i]) * np.sqrt(1 - beta[i]) / (
-      1 - acp[i]) * x
+  mean = (
+    beta[i] * np.sqrt(acp_prev[i]) / (1 - acp[i]) * x0
+    + (1 - acp_prev[i]) * np.sqrt(1 - beta[i]) / (1 - acp[i]) * x
+  )
   return mean, log_var, x0, acp[i], acp_prev[i], post_var[i], log_post[i]
 
 
 def test_vlb_term_matches_numpy_reference_for_an_arbitrary_model():
   import scipy.stats
+
   d = GaussianDiffusion.create(1000)
-  x0, noise = np.asarray(_x0(12), np.float64), np.asarray(jax.random.normal(jax.random.PRNGKey(13), SHAPE))
-  out = np.asarray(jax.random.uniform(jax.random.PRNGKey(14), SHAPE[:-1] + (4,), minval=-1, maxval=1))
+  x0, noise = (
+    np.asarray(_x0(12), np.float64),
+    np.asarray(jax.random.normal(jax.random.PRNGKey(13), SHAPE)),
+  )
+  out = np.asarray(
+    jax.random.uniform(jax.random.PRNGKey(14), SHAPE[:-1] + (4,), minval=-1, maxval=1)
+  )
   eps, v = out[..., :2], out[..., 2:]
   t = np.array([0, 3, 250, 999])
-  vb = np.asarray(jax.jit(lambda o, x, n, t: d.vb_terms(o, x, d.q_sample(x, t, n), t))(
-      jnp.asarray(out, jnp.float32), jnp.asarray(x0, jnp.float32), jnp.asarray(noise), jnp.asarray(t)))
+  vb = np.asarray(
+    jax.jit(lambda o, x, n, t: d.vb_terms(o, x, d.q_sample(x, t, n), t))(
+      jnp.asarray(out, jnp.float32),
+      jnp.asarray(x0, jnp.float32),
+      jnp.asarray(noise),
+      jnp.asarray(t),
+    )
+  )
   betas = linear_betas(1000)
   for b, ti in enumerate(t):
-    xt = np.sqrt(np.cumprod(1 - betas)[ti]) * x0[b] + np.sqrt(1 - np.cumprod(1 - betas)[ti]) * noise[b]
-    mean, log_var, _, acp, acp_prev, _, log_post = _np_reference_step(betas, np.arange(1000), ti, xt, eps[b], v[b])
+    xt = (
+      np.sqrt(np.cumprod(1 - betas)[ti]) * x0[b] + np.sqrt(1 - np.cumprod(1 - betas)[ti]) * noise[b]
+    )
+    mean, log_var, _, acp, acp_prev, _, log_post = _np_reference_step(
+      betas, np.arange(1000), ti, xt, eps[b], v[b]
+    )
     if ti == 0:  # discretised Gaussian decoder NLL of x0 (exact normal cdf)
       std = np.exp(0.5 * log_var)
-      p = scipy.stats.norm.cdf((x0[b] + 1 / 255 - mean) / std) - scipy.stats.norm.cdf((x0[b] - 1 / 255 - mean) / std)
+      p = scipy.stats.norm.cdf((x0[b] + 1 / 255 - mean) / std) - scipy.stats.norm.cdf(
+        (x0[b] - 1 / 255 - mean) / std
+      )
       ref = -np.mean(np.log(p)) / np.log(2)
       np.testing.assert_allclose(vb[b], ref, rtol=2e-3)
     else:  # KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) in bits/dim
       beta = 1 - acp / acp_prev
-      true_mean = (beta * np.sqrt(acp_prev) * x0[b] + (1 - acp_prev) * np.sqrt(1 - beta) * xt) / (1 - acp)
-      kl = 0.5 * (-1 + log_var - log_post + np.exp(log_post - log_var) + (true_mean - mean) ** 2 / np.exp(log_var))
+      true_mean = (beta * np.sqrt(acp_prev) * x0[b] + (1 - acp_prev) * np.sqrt(1 - beta) * xt) / (
+        1 - acp
+      )
+      kl = 0.5 * (
+        -1
+        + log_var
+        - log_post
+        + np.exp(log_post - log_var)
+        + (true_mean - mean) ** 2 / np.exp(log_var)
+      )
       np.testing.assert_allclose(vb[b], np.mean(kl) / np.log(2), rtol=2e-3)
 
 
@@ -180,8 +228,9 @@ def test_vlb_term_matches_numpy_reference_for_an_arbitrary_model():
 def test_respaced_sampler_matches_numpy_reference_chain(method):
   """The whole 5-step respaced chain of a fixed toy model, replayed in float64 numpy with the same noise."""
   d = GaussianDiffusion.create(1000, respace=5)
-  model = lambda x, mt: jnp.concatenate([0.5 * jnp.tanh(x) + 1e-4 * mt.reshape(-1, 1, 1, 1, 1),
-                                         0.3 * jnp.sin(x)], -1)
+  model = lambda x, mt: jnp.concatenate(
+    [0.5 * jnp.tanh(x) + 1e-4 * mt.reshape(-1, 1, 1, 1, 1), 0.3 * jnp.sin(x)], -1
+  )
   noise, rng = jax.random.normal(jax.random.PRNGKey(15), SHAPE), jax.random.PRNGKey(16)
   got = np.asarray(jax.jit(lambda n, k: d.sample(model, n, k, method=method))(noise, rng))
   keys = jax.random.split(rng, 5)
@@ -189,10 +238,14 @@ def test_respaced_sampler_matches_numpy_reference_chain(method):
   use = space_timesteps(1000, 5)
   for i in range(4, -1, -1):
     eps, v = 0.5 * np.tanh(x) + 1e-4 * use[i], 0.3 * np.sin(x)
-    mean, log_var, x0, acp, acp_prev, _, _ = _np_reference_step(linear_betas(1000), use, i, x, eps, v)
+    mean, log_var, x0, acp, acp_prev, _, _ = _np_reference_step(
+      linear_betas(1000), use, i, x, eps, v
+    )
     z = np.asarray(jax.random.normal(keys[4 - i], SHAPE), np.float64) if i > 0 else 0.0
     if method == "ddpm":
       x = mean + np.exp(0.5 * log_var) * z
     else:  # eta = 0: deterministic DDIM
-      x = x0 * np.sqrt(acp_prev) + np.sqrt(1 - acp_prev) * (np.sqrt(1 / acp) * x - x0) / np.sqrt(1 / acp - 1)
+      x = x0 * np.sqrt(acp_prev) + np.sqrt(1 - acp_prev) * (np.sqrt(1 / acp) * x - x0) / np.sqrt(
+        1 / acp - 1
+      )
   np.testing.assert_allclose(got, x, rtol=1e-4, atol=1e-4)

@@ -1,4 +1,5 @@
 """SigLIP checkpoint import: features and logits equal `transformers` on tiny random models."""
+
 import dataclasses
 import json
 
@@ -6,18 +7,40 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="parity tests run the reference transformers models on torch")
-transformers = pytest.importorskip("transformers", reason="parity tests need the reference transformers models")
+torch = pytest.importorskip(
+  "torch", reason="parity tests run the reference transformers models on torch"
+)
+transformers = pytest.importorskip(
+  "transformers", reason="parity tests need the reference transformers models"
+)
 
-from medjax.checkpoints import (load_siglip_model, load_siglip_params, load_siglip_text_config,  # noqa: E402
-                                load_siglip_vision_config, load_siglip_vision_params)
+from medjax.checkpoints import (  # noqa: E402
+  load_siglip_model,
+  load_siglip_params,
+  load_siglip_text_config,
+  load_siglip_vision_config,
+  load_siglip_vision_params,
+)
 from medjax.models.vit import ViT, vit_config  # noqa: E402
 
 torch.set_num_threads(1)
-VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=16,
-              patch_size=4, num_channels=3)
-TEXT = dict(vocab_size=50, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=10)
+VISION = dict(
+  hidden_size=32,
+  intermediate_size=48,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  image_size=16,
+  patch_size=4,
+  num_channels=3,
+)
+TEXT = dict(
+  vocab_size=50,
+  hidden_size=32,
+  intermediate_size=40,
+  num_hidden_layers=2,
+  num_attention_heads=2,
+  max_position_embeddings=10,
+)
 
 
 def _randomize(model):
@@ -35,8 +58,9 @@ def checkpoints(tmp_path_factory):
   root = tmp_path_factory.mktemp("siglip")
   torch.manual_seed(0)
   vision = _randomize(transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**VISION)))
-  full = _randomize(transformers.SiglipModel(transformers.SiglipConfig(
-      text_config=TEXT, vision_config=VISION)))
+  full = _randomize(
+    transformers.SiglipModel(transformers.SiglipConfig(text_config=TEXT, vision_config=VISION))
+  )
   out = {}
   for name, model in (("vision", vision), ("full", full)):
     model.save_pretrained(str(root / name))
@@ -59,19 +83,29 @@ def test_vision_tower_matches_transformers(checkpoints, name):
     ref = tower(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)))
   out = ViT(cfg).apply({"params": params}, jnp.asarray(images))
   assert np.abs(ref.pooler_output.numpy()).max() > 0.5  # features are not trivially small
-  np.testing.assert_allclose(np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0)
-  np.testing.assert_allclose(np.asarray(out["pooled"]), ref.pooler_output.numpy(), atol=1e-4, rtol=0)
+  np.testing.assert_allclose(
+    np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0
+  )
+  np.testing.assert_allclose(
+    np.asarray(out["pooled"]), ref.pooler_output.numpy(), atol=1e-4, rtol=0
+  )
 
 
 def test_two_tower_logits_match_transformers(checkpoints):
   path, model = checkpoints["full"]
   module, params = load_siglip_model(path)
   images = _images(3, seed=1)
-  tokens = np.random.RandomState(2).randint(0, TEXT["vocab_size"], (3, TEXT["max_position_embeddings"]))
+  tokens = np.random.RandomState(2).randint(
+    0, TEXT["vocab_size"], (3, TEXT["max_position_embeddings"])
+  )
   with torch.no_grad():
-    ref = model(input_ids=torch.tensor(tokens), pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)))
+    ref = model(
+      input_ids=torch.tensor(tokens), pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))
+    )
   out = module.apply({"params": params}, jnp.asarray(images), jnp.asarray(tokens))
-  logits = np.exp(float(out["t_prime"])) * np.asarray(out["zimg"]) @ np.asarray(out["ztxt"]).T + float(out["bias"])
+  logits = np.exp(float(out["t_prime"])) * np.asarray(out["zimg"]) @ np.asarray(
+    out["ztxt"]
+  ).T + float(out["bias"])
   np.testing.assert_allclose(np.asarray(out["zimg"]), ref.image_embeds.numpy(), atol=1e-4, rtol=0)
   np.testing.assert_allclose(np.asarray(out["ztxt"]), ref.text_embeds.numpy(), atol=1e-4, rtol=0)
   np.testing.assert_allclose(logits, ref.logits_per_image.numpy(), atol=1e-4, rtol=0)
@@ -81,11 +115,28 @@ def test_two_tower_logits_match_transformers(checkpoints):
 def test_configs_map_fields(checkpoints):
   path, _ = checkpoints["full"]
   vision = load_siglip_vision_config(path)
-  assert (vision.width, vision.depth, vision.heads, vision.mlp_dim, vision.patch_size, vision.image_size,
-          vision.channels, vision.pool, vision.act) == (32, 2, 4, 48, 4, 16, 3, "map", "gelu_tanh")
+  assert (
+    vision.width,
+    vision.depth,
+    vision.heads,
+    vision.mlp_dim,
+    vision.patch_size,
+    vision.image_size,
+    vision.channels,
+    vision.pool,
+    vision.act,
+  ) == (32, 2, 4, 48, 4, 16, 3, "map", "gelu_tanh")
   text, embed_dim = load_siglip_text_config(path)
-  assert (text.vocab_size, text.max_len, text.width, text.depth, text.heads, text.mlp_dim, text.pool,
-          embed_dim) == (50, 10, 32, 2, 2, 40, "last", 32)
+  assert (
+    text.vocab_size,
+    text.max_len,
+    text.width,
+    text.depth,
+    text.heads,
+    text.mlp_dim,
+    text.pool,
+    embed_dim,
+  ) == (50, 10, 32, 2, 2, 40, "last", 32)
 
 
 def _write_config(tmp_path, hf):
@@ -94,20 +145,33 @@ def _write_config(tmp_path, hf):
 
 
 # The vision section of google/siglip-so400m-patch14-224's config.json (the rest takes transformers' defaults).
-SO400M_224 = {"architectures": ["SiglipModel"], "model_type": "siglip", "text_config": {"hidden_size": 1152},
-              "vision_config": {"hidden_size": 1152, "image_size": 224, "intermediate_size": 4304,
-                                "model_type": "siglip_vision_model", "num_attention_heads": 16,
-                                "num_hidden_layers": 27, "patch_size": 14}}
+SO400M_224 = {
+  "architectures": ["SiglipModel"],
+  "model_type": "siglip",
+  "text_config": {"hidden_size": 1152},
+  "vision_config": {
+    "hidden_size": 1152,
+    "image_size": 224,
+    "intermediate_size": 4304,
+    "model_type": "siglip_vision_model",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 27,
+    "patch_size": 14,
+  },
+}
 
 
 def test_hub_config_maps_to_the_so400m_preset(tmp_path):
   assert load_siglip_vision_config(_write_config(tmp_path, SO400M_224)) == vit_config("so400m-14")
 
 
-@pytest.mark.parametrize("change,field", [
+@pytest.mark.parametrize(
+  "change,field",
+  [
     ({"model_type": "siglip2_vision_model"}, "model_type"),
     ({"hidden_act": "quick_gelu"}, "hidden_act"),
-])
+  ],
+)
 def test_unsupported_configs_name_the_field(tmp_path, change, field):
   hf = {"model_type": "siglip_vision_model", **VISION, **change}
   with pytest.raises(ValueError, match=f"'{field}'"):

@@ -1,4 +1,5 @@
 """Decoder LM presets, scan/remat equivalence and input checks."""
+
 import dataclasses
 
 import flax
@@ -10,8 +11,12 @@ import pytest
 from medjax.models.llm import DecoderLM, lm_config
 
 # Published parameter counts (Hugging Face model cards / config arithmetic).
-PUBLISHED = {"llama-3.2-1b": 1_235_814_400, "llama-3.2-3b": 3_212_749_824,
-             "gemma-3-270m": 268_098_176, "gemma-3-1b": 999_885_952}
+PUBLISHED = {
+  "llama-3.2-1b": 1_235_814_400,
+  "llama-3.2-3b": 3_212_749_824,
+  "gemma-3-270m": 268_098_176,
+  "gemma-3-1b": 999_885_952,
+}
 
 
 @pytest.mark.parametrize("preset", sorted(PUBLISHED))

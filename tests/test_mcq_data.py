@@ -1,4 +1,5 @@
 """TFDS builders for MedQA, MedMCQA and PubMedQA, built from their dummy_data fixtures (real formats)."""
+
 import importlib.util
 import json
 import os
@@ -13,7 +14,9 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(f"mcq_{name}", os.path.join(DATA, name, f"{name}.py"))
+  spec = importlib.util.spec_from_file_location(
+    f"mcq_{name}", os.path.join(DATA, name, f"{name}.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -25,10 +28,14 @@ medqa, medmcqa, pubmedqa = _load("medqa"), _load("medmcqa"), _load("pubmedqa")
 def _build(cls, name, tmp_path, config=None):
   builder = cls(data_dir=str(tmp_path), config=config)
   manual = os.path.join(DATA, name, "dummy_data")
-  builder.download_and_prepare(file_format="array_record",
-                               download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  builder.download_and_prepare(
+    file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual)
+  )
   sources = builder.as_data_source()
-  return {split: [pipeline.record_to_example(src[i]) for i in range(len(src))] for split, src in sources.items()}
+  return {
+    split: [pipeline.record_to_example(src[i]) for i in range(len(src))]
+    for split, src in sources.items()
+  }
 
 
 def _check_schema(ex, num_options):
@@ -41,22 +48,33 @@ def _check_schema(ex, num_options):
 def test_medqa(tmp_path, config, num_options):
   splits = _build(medqa.MedQA, "medqa", tmp_path, config)
   assert {k: len(v) for k, v in splits.items()} == {"train": 3, "validation": 2, "test": 2}
-  raw = [json.loads(l) for l in open(os.path.join(DATA, "medqa", "dummy_data", "US", "train.jsonl"))]
+  raw = [
+    json.loads(l) for l in open(os.path.join(DATA, "medqa", "dummy_data", "US", "train.jsonl"))
+  ]
   for ex in splits["train"] + splits["test"]:
     _check_schema(ex, num_options)
   by_q = {ex["question"]: ex for ex in splits["train"]}
   for r in raw:
-    assert by_q[r["question"]]["answer"] == r["answer"] and by_q[r["question"]]["subject"] == r["meta_info"]
+    assert (
+      by_q[r["question"]]["answer"] == r["answer"]
+      and by_q[r["question"]]["subject"] == r["meta_info"]
+    )
   ex = splits["test"][0]
   prompt = S.FewShotFormat(shots=splits["train"][:2]).prompt(ex, cot=False)
-  assert prompt.count("Question:") == 3 and f"({'ABCDE'[num_options - 1]}) {ex['options'][-1]}" in prompt
+  assert (
+    prompt.count("Question:") == 3 and f"({'ABCDE'[num_options - 1]}) {ex['options'][-1]}" in prompt
+  )
 
 
 def test_medqa_rejects_bad_records():
   with pytest.raises(ValueError, match="answer_idx"):
-    medqa.parse_record(json.dumps({"question": "q", "options": {"A": "x", "B": "y"}, "answer_idx": "C"}), "f:1")
+    medqa.parse_record(
+      json.dumps({"question": "q", "options": {"A": "x", "B": "y"}, "answer_idx": "C"}), "f:1"
+    )
   with pytest.raises(ValueError, match="options"):
-    medqa.parse_record(json.dumps({"question": "q", "options": {"A": "x", "C": "y"}, "answer_idx": "A"}), "f:1")
+    medqa.parse_record(
+      json.dumps({"question": "q", "options": {"A": "x", "C": "y"}, "answer_idx": "A"}), "f:1"
+    )
 
 
 def test_medmcqa(tmp_path):
@@ -68,8 +86,14 @@ def test_medmcqa(tmp_path):
   assert by_q["Drug of choice for absence seizures is:"]["subject"] == "Pharmacology"
   for ex in by_q.values():
     _check_schema(ex, 4)
-  assert medmcqa.parse_record(json.dumps({"question": "q", "cop": 0, "opa": "x", "opb": "y", "opc": "z",
-                                          "opd": "w"}), 0, "f:1")["answer"] == "x"  # the HF export
+  assert (
+    medmcqa.parse_record(
+      json.dumps({"question": "q", "cop": 0, "opa": "x", "opb": "y", "opc": "z", "opd": "w"}),
+      0,
+      "f:1",
+    )["answer"]
+    == "x"
+  )  # the HF export
   with pytest.raises(ValueError, match="cop"):
     medmcqa.parse_record(json.dumps({"question": "q", "cop": 0, "opa": "x"}), 1, "f:1")
 

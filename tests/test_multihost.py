@@ -1,4 +1,5 @@
 """Multi-host training: 2 processes x 4 CPU devices form one global mesh and match 1 process x 8 devices."""
+
 import itertools
 import os
 import socket
@@ -16,14 +17,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _hosts(n, batch_size, **kw):
   source = [{"q": f"question {i}"} for i in range(40)]
-  return [pipeline.lm_dataset(source, format_fn=lambda ex: (ex["q"], "answer"), tokenizer=tokenizers.ByteTokenizer(),
-                              seq_len=24, batch_size=batch_size // n, seed=3, shard_index=i, shard_count=n, **kw)
-          for i in range(n)]
+  return [
+    pipeline.lm_dataset(
+      source,
+      format_fn=lambda ex: (ex["q"], "answer"),
+      tokenizer=tokenizers.ByteTokenizer(),
+      seq_len=24,
+      batch_size=batch_size // n,
+      seed=3,
+      shard_index=i,
+      shard_count=n,
+      **kw,
+    )
+    for i in range(n)
+  ]
 
 
 @pytest.mark.parametrize("num_epochs", [None, 1])
 def test_global_batch_does_not_depend_on_host_count(num_epochs):
   """Host i's batch is the i-th slice of the global batch, for 1, 2 or 4 hosts, across epochs."""
+
   def global_batches(n):
     per_host = [list(itertools.islice(ds, 6)) for ds in _hosts(n, 8, num_epochs=num_epochs)]
     assert len({len(b) for b in per_host}) == 1  # every host runs the same number of steps
@@ -53,19 +66,44 @@ def _free_port() -> int:
 
 def _train(workdir, steps, num_processes):
   """Runs experiments/train.py as `num_processes` processes sharing 8 CPU devices; waits for all."""
-  args = [sys.executable, os.path.join(ROOT, "experiments", "train.py"), "--config=configs/llm.py:tiny",
-          f"--workdir={workdir}", f"--config.train.steps={steps}", "--config.train.batch_size=16",
-          "--config.train.eval_every=0", "--config.data.eval_questions=0", "--config.train.checkpoint_every=2",
-          "--config.train.log_every=1", "--config.train.async_checkpoints=False",
-          "--config.optim.schedule=constant", "--config.optim.warmup_steps=0"]  # the same lr whatever `steps` is
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // num_processes}")
+  args = [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "train.py"),
+    "--config=configs/llm.py:tiny",
+    f"--workdir={workdir}",
+    f"--config.train.steps={steps}",
+    "--config.train.batch_size=16",
+    "--config.train.eval_every=0",
+    "--config.data.eval_questions=0",
+    "--config.train.checkpoint_every=2",
+    "--config.train.log_every=1",
+    "--config.train.async_checkpoints=False",
+    "--config.optim.schedule=constant",
+    "--config.optim.warmup_steps=0",
+  ]  # the same lr whatever `steps` is
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // num_processes}",
+  )
   if num_processes > 1:
-    args += ["--config.parallel.distributed=True", f"--config.parallel.coordinator=127.0.0.1:{_free_port()}",
-             f"--config.parallel.num_processes={num_processes}"]
-  procs = [subprocess.Popen(args + ([f"--config.parallel.process_id={i}"] if num_processes > 1 else []), cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(num_processes)]
+    args += [
+      "--config.parallel.distributed=True",
+      f"--config.parallel.coordinator=127.0.0.1:{_free_port()}",
+      f"--config.parallel.num_processes={num_processes}",
+    ]
+  procs = [
+    subprocess.Popen(
+      args + ([f"--config.parallel.process_id={i}"] if num_processes > 1 else []),
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(num_processes)
+  ]
   try:
     outs = [p.communicate(timeout=400)[0] for p in procs]
   finally:
@@ -79,14 +117,17 @@ def _train(workdir, steps, num_processes):
 @pytest.mark.slow
 def test_two_processes_match_one_process_and_resume(tmp_path):
   from medjax.data.synthetic import tfds_builder
+
   tfds_builder.get_builder()  # prepare the dataset once, before several processes read it
   two = tmp_path / "two"
-  _train(two, 2, 2)                      # steps 1-2 on 2 processes, checkpoint at step 2
-  outs = _train(two, 4, 2)               # both processes restore step 2 (state + their data iterators)
+  _train(two, 2, 2)  # steps 1-2 on 2 processes, checkpoint at step 2
+  outs = _train(two, 4, 2)  # both processes restore step 2 (state + their data iterators)
   assert all("Resumed from step 2" in out for out in outs)
   _train(tmp_path / "one", 4, 1)
   loss = lambda w: {m["step"]: m["train/loss"] for m in metrics_lib.read_metrics(w)}
   want, got = loss(tmp_path / "one"), loss(two)
   assert sorted(got) == sorted(want) == [1, 2, 3, 4]
-  np.testing.assert_allclose([got[s] for s in range(1, 5)], [want[s] for s in range(1, 5)], rtol=0, atol=1e-5)
+  np.testing.assert_allclose(
+    [got[s] for s in range(1, 5)], [want[s] for s in range(1, 5)], rtol=0, atol=1e-5
+  )
   assert want[4] < want[1]

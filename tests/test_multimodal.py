@@ -1,4 +1,5 @@
 """Interleaved multimodal decoder, prefix-LM masking, SigLIP loss / recall, phantom tasks."""
+
 import os
 
 import jax
@@ -21,18 +22,25 @@ SIGLIP_BAR = 0.2
 
 
 def _model():
-  cfg = MultimodalConfig(lm_config("tiny"), (
+  cfg = MultimodalConfig(
+    lm_config("tiny"),
+    (
       MediaSpec("image", IMG, vit_config("tiny", pool="none", patch_size=8), 2),
-      MediaSpec("volume", VOL, vit_config("tiny3d", pool="none", patch_size=8, tubelet=4), 1)))
+      MediaSpec("volume", VOL, vit_config("tiny3d", pool="none", patch_size=8, tubelet=4), 1),
+    ),
+  )
   return MultimodalLM(cfg), cfg
 
 
 def _inputs(seed=0):
   rng = np.random.default_rng(seed)
-  tokens = np.array([[1, IMG, 50, VOL, 51, IMG, 52, 53, 54, 55],
-                     [1, 60, IMG, 61, 62, 63, 64, 0, 0, 0]], np.int32)
-  media = {"image": rng.normal(size=(2, 2, 32, 32, 1)).astype(np.float32),
-           "volume": rng.normal(size=(2, 1, 8, 32, 32, 1)).astype(np.float32)}
+  tokens = np.array(
+    [[1, IMG, 50, VOL, 51, IMG, 52, 53, 54, 55], [1, 60, IMG, 61, 62, 63, 64, 0, 0, 0]], np.int32
+  )
+  media = {
+    "image": rng.normal(size=(2, 2, 32, 32, 1)).astype(np.float32),
+    "volume": rng.normal(size=(2, 1, 8, 32, 32, 1)).astype(np.float32),
+  }
   mask = {"image": np.array([[1, 1], [1, 0]]), "volume": np.array([[1], [0]])}
   return tokens, media, mask
 
@@ -48,20 +56,42 @@ def setup():
 def test_placeholders_are_replaced_by_projected_media_in_order(setup):
   model, cfg, params = setup
   tokens, media, mask = _inputs()
-  logits, aux = model.apply({"params": params}, tokens, media, mask, input_mask=tokens > 0, return_aux=True)
-  enc = {n: model.apply({"params": params}, n, jnp.asarray(media[n]), method=MultimodalLM.encode_media)
-         for n in media}
+  logits, aux = model.apply(
+    {"params": params}, tokens, media, mask, input_mask=tokens > 0, return_aux=True
+  )
+  enc = {
+    n: model.apply({"params": params}, n, jnp.asarray(media[n]), method=MultimodalLM.encode_media)
+    for n in media
+  }
   emb = model.apply({"params": params}, jnp.asarray(tokens), method=lambda m, t: m.lm.embed(t))
   # Row 0 by hand: bos, image 0, 50, volume 0, 51, image 1, 52..55.
-  seq = [emb[0, :1], enc["image"][0, 0], emb[0, 2:3], enc["volume"][0, 0], emb[0, 4:5], enc["image"][0, 1],
-         emb[0, 6:]]
+  seq = [
+    emb[0, :1],
+    enc["image"][0, 0],
+    emb[0, 2:3],
+    enc["volume"][0, 0],
+    emb[0, 4:5],
+    enc["image"][0, 1],
+    emb[0, 6:],
+  ]
   x = jnp.concatenate(seq)[None]
   ref, _ = model.apply({"params": params}, x, method=lambda m, e: m.lm(embeds=e))
   n = x.shape[1]
   assert n == 10 - 3 + 2 * 16 + 32  # 16 tokens per image (4x4 grid), 32 per volume (2x4x4)
   np.testing.assert_allclose(aux["logits"][0, :n], ref[0], atol=1e-4)
   read = np.asarray(aux["read_pos"][0])
-  assert list(read) == [0, 16, 17, 49, 50, 66, 67, 68, 69, 70]  # last slot of each placeholder's span
+  assert list(read) == [
+    0,
+    16,
+    17,
+    49,
+    50,
+    66,
+    67,
+    68,
+    69,
+    70,
+  ]  # last slot of each placeholder's span
   np.testing.assert_allclose(logits[0], ref[0, read], atol=1e-4)
   # Row 1 uses one image; the unused image / volume slots are not in the sequence.
   assert int(aux["input_mask"][1].sum()) == 7 - 1 + 16 and int(aux["is_media"][1].sum()) == 16
@@ -72,8 +102,9 @@ def test_prefix_lm_mask(setup):
   tokens, media, mask = _inputs()
   prefix = np.zeros_like(tokens)
   prefix[:, :7] = 1  # media + prompt; answer tokens start at text position 7
-  run = lambda t, p: model.apply({"params": params}, t, media, mask, input_mask=t > 0, prefix_mask=p,
-                                 return_aux=True)
+  run = lambda t, p: model.apply(
+    {"params": params}, t, media, mask, input_mask=t > 0, prefix_mask=p, return_aux=True
+  )
   base, aux = run(tokens, prefix)
   # Changing an answer token never changes logits at earlier text positions.
   t2 = tokens.copy()
@@ -97,12 +128,18 @@ def test_media_count_mismatch_raises(setup):
   model, cfg, params = setup
   tokens, media, mask = _inputs()
   more = {"image": np.array([[1, 1], [1, 1]]), "volume": mask["volume"]}
-  with pytest.raises(ValueError, match=r"media\['image'\]: example 1 has 1 placeholder\(s\).*but 2 valid item"):
+  with pytest.raises(
+    ValueError, match=r"media\['image'\]: example 1 has 1 placeholder\(s\).*but 2 valid item"
+  ):
     model.apply({"params": params}, tokens, media, more)
   fewer = {"image": mask["image"], "volume": np.array([[0], [0]])}
-  with pytest.raises(ValueError, match=r"media\['volume'\]: example 0 has 1 placeholder\(s\).*but 0 valid item"):
+  with pytest.raises(
+    ValueError, match=r"media\['volume'\]: example 0 has 1 placeholder\(s\).*but 0 valid item"
+  ):
     model.apply({"params": params}, tokens, media, fewer)
-  with pytest.raises(ValueError, match=r"media: expected items for modalities \['image', 'volume'\]"):
+  with pytest.raises(
+    ValueError, match=r"media: expected items for modalities \['image', 'volume'\]"
+  ):
     model.apply({"params": params}, tokens, {"image": media["image"]}, mask)
   bad = dict(media, image=media["image"][:, :, :16])
   with pytest.raises(ValueError, match=r"media\['image'\]: expected \[batch, items, 32, 32, 1\]"):
@@ -123,7 +160,9 @@ def test_sigmoid_loss_matches_reference_and_recall():
     for j in range(5):
       z = 1.0 if i == j else -1.0
       ref -= np.log(1.0 / (1.0 + np.exp(-z * (np.exp(t) * zi[i] @ zt[j] + b))))
-  np.testing.assert_allclose(sigmoid_loss(jnp.asarray(zi), jnp.asarray(zt), t, b), ref / 5, rtol=1e-5)
+  np.testing.assert_allclose(
+    sigmoid_loss(jnp.asarray(zi), jnp.asarray(zt), t, b), ref / 5, rtol=1e-5
+  )
   # Recall: perfect pairing vs permuted; labels make duplicates count as hits.
   r = retrieval_recall(jnp.asarray(zi), jnp.asarray(zi), (1,))
   assert float(r["i2t_recall@1"]) == 1.0
@@ -139,23 +178,33 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _config(variant, **overrides):
   import importlib.util
-  spec = importlib.util.spec_from_file_location("medgemini_config", os.path.join(REPO, "configs", "medgemini.py"))
+
+  spec = importlib.util.spec_from_file_location(
+    "medgemini_config", os.path.join(REPO, "configs", "medgemini.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   c = mod.get_config(variant)
-  c.update_from_flattened_dict({"train.async_checkpoints": False, "train.log_every": 100, **overrides})
+  c.update_from_flattened_dict(
+    {"train.async_checkpoints": False, "train.log_every": 100, **overrides}
+  )
   return c
 
 
 def test_task_encoding_checks_placeholders():
   from medjax.tasks import get_task
+
   task = get_task(_config("tiny3d"))
   ex = task.source("validation", 1)[0]
   arrays = task.encode(ex)
   assert arrays["volume"].shape == (1, 8, 32, 32, 1) and arrays["image_mask"].tolist() == [1]
   prompt_len = len(task.tokenizer.encode(ex["prompt"])) + 1  # + bos
-  assert arrays["prefix_mask"].sum() == prompt_len and arrays["loss_mask"].sum() == len(ex["target"]) + 1
-  with pytest.raises(ValueError, match=r"media\['volume'\]: example 0 has 0 placeholder\(s\).*but 1 valid"):
+  assert (
+    arrays["prefix_mask"].sum() == prompt_len and arrays["loss_mask"].sum() == len(ex["target"]) + 1
+  )
+  with pytest.raises(
+    ValueError, match=r"media\['volume'\]: example 0 has 0 placeholder\(s\).*but 1 valid"
+  ):
     task.encode(dict(ex, prompt=ex["prompt"].replace("<volume>", "volume")))
 
 
@@ -163,7 +212,9 @@ def test_task_encoding_checks_placeholders():
 def test_paper_variant_builds():
   """SigLIP So400m/14 towers + Gemma-3-1B decoder: abstract init and loss trace (no memory used)."""
   import flax.linen as nn
+
   from medjax.tasks import get_task
+
   c = _config("paper", **{"data.tokenizer": "byte"})
   task = get_task(c)
   model = task.build_model()
@@ -177,17 +228,23 @@ def test_paper_variant_builds():
 
 def _train(tmp_path, variant, **overrides):
   from medjax.train.loop import train
+
   return train(_config(variant, **overrides), str(tmp_path))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["tiny", "tiny3d"])
 def test_vqa_learned_through_training_loop(tmp_path, variant):
-  m = _train(tmp_path, variant, **{"train.eval_every": 10_000})  # evaluates once, after the last step
+  m = _train(
+    tmp_path, variant, **{"train.eval_every": 10_000}
+  )  # evaluates once, after the last step
   base = m["eval/majority_baseline"]
   assert base < 0.65
   assert m["eval/answer_accuracy"] > VQA_BAR[variant], m
-  assert m["eval/closed_accuracy"] > VQA_BAR[variant] - 0.1 and m["eval/open_accuracy"] > VQA_BAR[variant] - 0.1, m
+  assert (
+    m["eval/closed_accuracy"] > VQA_BAR[variant] - 0.1
+    and m["eval/open_accuracy"] > VQA_BAR[variant] - 0.1
+  ), m
 
 
 @pytest.mark.slow

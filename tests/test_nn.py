@@ -1,4 +1,5 @@
 """Layer-level behaviour: RoPE scaling, masks, GQA, KV cache, norms."""
+
 import math
 
 import jax
@@ -9,16 +10,21 @@ import pytest
 from medjax.models.llm import DecoderLM, lm_config
 from medjax.nn import RMSNorm, attention_mask, dot_product_attention, rope_frequencies
 
-LLAMA3 = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 8192}
+LLAMA3 = {
+  "rope_type": "llama3",
+  "factor": 32.0,
+  "low_freq_factor": 1.0,
+  "high_freq_factor": 4.0,
+  "original_max_position_embeddings": 8192,
+}
 
 
 def test_llama3_rope_scaling_rule():
   base = rope_frequencies(64, 500_000.0)
   scaled = rope_frequencies(64, 500_000.0, LLAMA3)
   wavelen = 2 * math.pi / base
-  high = wavelen < 8192 / 4       # short wavelengths are untouched
-  low = wavelen > 8192 / 1        # long wavelengths are divided by the factor
+  high = wavelen < 8192 / 4  # short wavelengths are untouched
+  low = wavelen > 8192 / 1  # long wavelengths are divided by the factor
   np.testing.assert_allclose(scaled[high], base[high], rtol=1e-6)
   np.testing.assert_allclose(scaled[low], base[low] / 32.0, rtol=1e-6)
   mid = ~high & ~low
@@ -37,8 +43,10 @@ def test_gqa_equals_mha_with_repeated_kv():
   v = jnp.asarray(rng.standard_normal((2, 5, 2, 8)), jnp.float32)
   pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
   mask = attention_mask(pos, pos, jnp.ones((2, 5), bool))
-  gqa = dot_product_attention(q, k, v, mask, scale=8 ** -0.5)
-  mha = dot_product_attention(q, jnp.repeat(k, 2, axis=2), jnp.repeat(v, 2, axis=2), mask, scale=8 ** -0.5)
+  gqa = dot_product_attention(q, k, v, mask, scale=8**-0.5)
+  mha = dot_product_attention(
+    q, jnp.repeat(k, 2, axis=2), jnp.repeat(v, 2, axis=2), mask, scale=8**-0.5
+  )
   np.testing.assert_allclose(gqa, mha, atol=1e-6)
 
 
@@ -47,9 +55,9 @@ def test_masks_causal_prefix_window_padding():
   valid = jnp.array([[1, 1, 1, 1, 1, 0]], bool)
   prefix = jnp.array([[1, 1, 1, 0, 0, 0]], bool)
   m = np.asarray(attention_mask(pos, pos, valid, q_prefix=prefix, k_prefix=prefix))[0, 0]
-  assert m[0, 2] and m[1, 2]            # prefix tokens see later prefix tokens
-  assert not m[2, 3] and m[3, 2]        # but not the answer; the answer sees the prefix
-  assert not m[3, 4] and not m[4, 5]    # answer is causal; padding is never a key
+  assert m[0, 2] and m[1, 2]  # prefix tokens see later prefix tokens
+  assert not m[2, 3] and m[3, 2]  # but not the answer; the answer sees the prefix
+  assert not m[3, 4] and not m[4, 5]  # answer is causal; padding is never a key
   w = np.asarray(attention_mask(pos, pos, valid, window=2))[0, 0]
   assert w[3, 2] and not w[3, 1]
 
@@ -61,7 +69,7 @@ def test_rmsnorm_zero_centered_is_identity_scale_at_init():
   ya = a.apply(a.init(jax.random.key(0), x), x)
   yb = b.apply(b.init(jax.random.key(0), x), x)
   np.testing.assert_allclose(ya, yb, atol=1e-6)
-  np.testing.assert_allclose(jnp.sqrt(jnp.mean(ya ** 2, -1)), 1.0, atol=1e-3)
+  np.testing.assert_allclose(jnp.sqrt(jnp.mean(ya**2, -1)), 1.0, atol=1e-3)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-gemma"])
@@ -78,7 +86,7 @@ def test_kv_cache_decoding_equals_full_forward(preset, scan):
   first, cache = apply(variables, toks[:, :8], positions=pos, cache=cache)
   outs = [first]
   for i in range(8, 12):
-    step, cache = apply(variables, toks[:, i:i + 1], positions=jnp.full((2, 1), i), cache=cache)
+    step, cache = apply(variables, toks[:, i : i + 1], positions=jnp.full((2, 1), i), cache=cache)
     outs.append(step)
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-4, rtol=1e-4)
 
@@ -88,17 +96,27 @@ def test_samples_sharing_a_prompt_cache_decode_like_the_full_forward(preset, sca
   """generate keeps each prompt's keys once (PrefixedCache) for all its samples; greedy rows must equal the
   argmax of a full forward pass over prompt + output (sliding windows included), for every sample."""
   from medjax.inference import generate
+
   cfg = lm_config(preset, scan_layers=scan)
   model = DecoderLM(cfg)
   toks = np.random.RandomState(0).randint(3, 200, (2, 32))
   lens = np.array([32, 9])
   toks[1, 9:] = 0
   params = model.init(jax.random.PRNGKey(0), jnp.asarray(toks))["params"]
-  out, n = generate(model, params, jnp.asarray(toks), jnp.asarray(lens), jax.random.PRNGKey(1),
-                    max_new_tokens=12, num_samples=2)
+  out, n = generate(
+    model,
+    params,
+    jnp.asarray(toks),
+    jnp.asarray(lens),
+    jax.random.PRNGKey(1),
+    max_new_tokens=12,
+    num_samples=2,
+  )
   out = np.asarray(out)
   assert np.asarray(n).tolist() == [12] * 4
   for row in range(4):
-    prompt = toks[row // 2, :lens[row // 2]]
-    logits, _ = model.apply({"params": params}, jnp.asarray(np.concatenate([prompt, out[row]])[None]))
-    assert np.asarray(jnp.argmax(logits[0, len(prompt) - 1:-1], -1)).tolist() == out[row].tolist()
+    prompt = toks[row // 2, : lens[row // 2]]
+    logits, _ = model.apply(
+      {"params": params}, jnp.asarray(np.concatenate([prompt, out[row]])[None])
+    )
+    assert np.asarray(jnp.argmax(logits[0, len(prompt) - 1 : -1], -1)).tolist() == out[row].tolist()

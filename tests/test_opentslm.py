@@ -1,4 +1,5 @@
 """OpenTSLM: perceiver/gated cross-attention layers, both model variants, host checks, training."""
+
 import importlib.util
 import os
 
@@ -22,8 +23,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ByteTokenizer()
 TRAIN_STEPS = 100  # about a minute of CPU per variant
 LM = LMConfig(embed_dim=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32, mlp_dim=128)
-SMALL = dict(enc_dim=32, resampler_layers=2, num_latents=8, resampler_heads=2, resampler_head_dim=16, ff_mult=2,
-             xattn_heads=2, xattn_head_dim=16, encoder_layers=1, encoder_heads=2, encoder_mlp=64)
+SMALL = dict(
+  enc_dim=32,
+  resampler_layers=2,
+  num_latents=8,
+  resampler_heads=2,
+  resampler_head_dim=16,
+  ff_mult=2,
+  xattn_heads=2,
+  xattn_head_dim=16,
+  encoder_layers=1,
+  encoder_heads=2,
+  encoder_mlp=64,
+)
 
 
 def _config(name, variant="tiny"):
@@ -40,26 +52,45 @@ def _cfg(variant, **kw):
 def _batch(variant, series_len=40, pad_to=None, seed=0):
   """Two HAR examples (3 series each, cropped to `series_len`), padded to `pad_to` samples."""
   pad_to = pad_to or series_len
-  kw = dict(ts_token_id=259, num_series=3, series_len=pad_to, max_samples=4096,
-            patch=4 if variant == "softprompt" else None)
+  kw = dict(
+    ts_token_id=259,
+    num_series=3,
+    series_len=pad_to,
+    max_samples=4096,
+    patch=4 if variant == "softprompt" else None,
+  )
   rows = []
   for i in range(2):
     prompt, series, target = har.format_example(har.example(seed, i))
-    rows.append(task_lib.encode_example(prompt, [s[:series_len - 3 * i] for s in series], target, TOK,
-                                        seq_len=200, **kw))
+    rows.append(
+      task_lib.encode_example(
+        prompt, [s[: series_len - 3 * i] for s in series], target, TOK, seq_len=200, **kw
+      )
+    )
   b = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]}
   return b
 
 
 def _apply(model, params, b):
-  fn = lambda p, b: model.apply({"params": p}, b["tokens"], series=b["series"], series_mask=b["series_mask"],
-                                series_pos=b["series_pos"], input_mask=b["input_mask"])[0]
+  fn = lambda p, b: model.apply(
+    {"params": p},
+    b["tokens"],
+    series=b["series"],
+    series_mask=b["series_mask"],
+    series_pos=b["series_pos"],
+    input_mask=b["input_mask"],
+  )[0]
   return jax.jit(fn)(params, b)
 
 
 def _init(model, b, open_gates=False):
-  init = lambda b: model.init(jax.random.PRNGKey(0), b["tokens"], series=b["series"], series_mask=b["series_mask"],
-                              series_pos=b["series_pos"])["params"]
+  init = lambda b: model.init(
+    jax.random.PRNGKey(0),
+    b["tokens"],
+    series=b["series"],
+    series_mask=b["series_mask"],
+    series_pos=b["series_pos"],
+  )["params"]
   params = flax.core.meta.unbox(jax.jit(init)(b))
   if open_gates:  # gates at 0 hide the cross-attention; open them to test what it sees
     flat = flax.traverse_util.flatten_dict(params, sep="/")
@@ -83,7 +114,9 @@ def test_perceiver_ignores_padded_inputs():
   out2 = apply(params, padded, jnp.pad(mask, ((0, 0), (0, 5))))
   assert out.shape == (2, 4, 16)
   np.testing.assert_allclose(out, out2, atol=1e-5)
-  assert not np.allclose(out[0], apply(params, x, jnp.ones_like(mask))[0], atol=1e-3)  # the mask does matter
+  assert not np.allclose(
+    out[0], apply(params, x, jnp.ones_like(mask))[0], atol=1e-3
+  )  # the mask does matter
 
 
 def test_gated_xattn_zero_at_init_and_per_token_media_mask():
@@ -95,7 +128,9 @@ def test_gated_xattn_zero_at_init_and_per_token_media_mask():
   params = jax.jit(blk.init)(jax.random.PRNGKey(2), x, media, mask)
   apply = jax.jit(blk.apply)
   np.testing.assert_array_equal(apply(params, x, media, mask), x)
-  params = jax.tree.map(lambda p: jnp.ones_like(p) if p.ndim == 0 else p, flax.core.meta.unbox(params))
+  params = jax.tree.map(
+    lambda p: jnp.ones_like(p) if p.ndim == 0 else p, flax.core.meta.unbox(params)
+  )
   y = apply(params, x, media, mask)
   y2 = apply(params, x, media.at[:, 1].add(1.0), mask)
   np.testing.assert_array_equal(y[:, 0], x[:, 0])  # no preceding media: unchanged
@@ -113,7 +148,9 @@ def test_flamingo_equals_base_lm_at_init():
   model = ot.build(_cfg("flamingo"))
   params = _init(model, b)
   assert set(params) >= {"lm", "encoder", "resampler", "xattn_0", "xattn_1", "ts_embed"}
-  base, _ = jax.jit(DecoderLM(LM).apply)({"params": params["lm"]}, b["tokens"], input_mask=b["input_mask"])
+  base, _ = jax.jit(DecoderLM(LM).apply)(
+    {"params": params["lm"]}, b["tokens"], input_mask=b["input_mask"]
+  )
   np.testing.assert_allclose(_apply(model, params, b), base, atol=1e-6)
   # the base LM's parameters are exactly DecoderLM's tree, so a base checkpoint loads unchanged
   lm_params = jax.eval_shape(DecoderLM(LM).init, jax.random.PRNGKey(0), b["tokens"])["params"]
@@ -122,17 +159,31 @@ def test_flamingo_equals_base_lm_at_init():
 
 def test_softprompt_lora_starts_as_the_base_and_only_adapters_train_in_the_lm():
   b = _batch("softprompt")
-  lora_cfg = ot.TSLMConfig(lm=LMConfig(**{**LM.__dict__, "lora_rank": 4, "lora_alpha": 8.0,
-                                          "lora_targets": ("q", "v", "down")}), variant="softprompt", **SMALL)
+  lora_cfg = ot.TSLMConfig(
+    lm=LMConfig(
+      **{**LM.__dict__, "lora_rank": 4, "lora_alpha": 8.0, "lora_targets": ("q", "v", "down")}
+    ),
+    variant="softprompt",
+    **SMALL,
+  )
   params = _init(ot.build(lora_cfg), b)
   flat = flax.traverse_util.flatten_dict(params, sep="/")
-  base = flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if "/lora_" not in k}, sep="/")
-  np.testing.assert_array_equal(_apply(ot.build(lora_cfg), params, b), _apply(ot.build(_cfg("softprompt")), base, b))
+  base = flax.traverse_util.unflatten_dict(
+    {k: v for k, v in flat.items() if "/lora_" not in k}, sep="/"
+  )
+  np.testing.assert_array_equal(
+    _apply(ot.build(lora_cfg), params, b), _apply(ot.build(_cfg("softprompt")), base, b)
+  )
   labels = flax.traverse_util.flatten_dict(param_labels(params, (frozen_base("lm/"),)), sep="/")
   assert sorted(k for k, v in labels.items() if k.startswith("lm/") and v == "train") == sorted(
-      f"lm/layer_{i}/{m}/{p}/lora_{ab}" for i in range(2) for m, p in (("attn", "q"), ("attn", "v"), ("mlp", "down"))
-      for ab in "ab")
-  assert all(v == "train" for k, v in labels.items() if not k.startswith("lm/"))  # encoder and projector
+    f"lm/layer_{i}/{m}/{p}/lora_{ab}"
+    for i in range(2)
+    for m, p in (("attn", "q"), ("attn", "v"), ("mlp", "down"))
+    for ab in "ab"
+  )
+  assert all(
+    v == "train" for k, v in labels.items() if not k.startswith("lm/")
+  )  # encoder and projector
 
 
 @pytest.mark.parametrize("variant", ["flamingo", "softprompt"])
@@ -206,7 +257,7 @@ def test_encode_example_layout():
   np.testing.assert_allclose([np.mean(s) for s in series], 0.0, atol=1e-5)  # z-normalised
   tgt = ex["targets"][ex["loss_mask"] > 0]
   assert TOK.decode(tgt.tolist()) == target and tgt[-1] == TOK.eos_id  # answer tokens + EOS only
-  np.testing.assert_array_equal(ex["targets"][:n - 1], toks[1:n])
+  np.testing.assert_array_equal(ex["targets"][: n - 1], toks[1:n])
 
 
 def test_parse_and_macro_f1():
@@ -221,7 +272,13 @@ def test_parse_and_macro_f1():
 def _beats(lead):
   """R-peak sample indices of a raw lead: local maxima above half the strip's peak."""
   x = lead - np.median(lead)
-  return np.array([i for i in range(1, len(x) - 1) if x[i] > 0.5 * x.max() and x[i] >= x[i - 1] and x[i] > x[i + 1]])
+  return np.array(
+    [
+      i
+      for i in range(1, len(x) - 1)
+      if x[i] > 0.5 * x.max() and x[i] >= x[i - 1] and x[i] > x[i + 1]
+    ]
+  )
 
 
 def test_synthetic_ecg_has_the_physiology_its_labels_claim():
@@ -233,24 +290,45 @@ def test_synthetic_ecg_has_the_physiology_its_labels_claim():
     rr = np.diff(r) / ecg.FS
     t = np.arange(ecg.LENGTH)
     st = [ex["series"][1][(t > p + 0.1 * ecg.FS) & (t < p + 0.2 * ecg.FS)].mean() for p in r[:-1]]
-    stats[ex["finding"]].append((60 / np.median(rr), np.std(rr) / np.mean(rr),
-                                 np.mean(st) - np.median(ex["series"][1])))
+    stats[ex["finding"]].append(
+      (60 / np.median(rr), np.std(rr) / np.mean(rr), np.mean(st) - np.median(ex["series"][1]))
+    )
   s = {f: np.median(np.array(v), axis=0) for f, v in stats.items()}  # (bpm, RR variation, ST level)
   assert s["bradycardia"][0] < 50 < 60 < s["normal"][0] < 90 < 115 < s["tachycardia"][0]
-  assert s["atrial fibrillation"][1] > 0.1 > 0.05 > max(s[f][1] for f in ("normal", "tachycardia", "st elevation"))
+  assert (
+    s["atrial fibrillation"][1]
+    > 0.1
+    > 0.05
+    > max(s[f][1] for f in ("normal", "tachycardia", "st elevation"))
+  )
   assert s["st elevation"][2] > 0.15 > 0.05 > s["normal"][2]
-  np.testing.assert_array_equal(ecg.example(3, 7)["series"], ecg.example(3, 7)["series"])  # deterministic
+  np.testing.assert_array_equal(
+    ecg.example(3, 7)["series"], ecg.example(3, 7)["series"]
+  )  # deterministic
   prompt, series, target = ecg.format_example(ecg.example(3, 0))
   assert prompt.count(har.TS) == 3 and target.rsplit("Answer: ", 1)[1] == ecg.example(3, 0)["label"]
 
 
 def test_template_metrics():
   rec = lambda t, p, l: {"template": t, "prediction": p, "label": l}
-  records = [rec("rate", "fast", "fast"), rec("rate", "slow", "normal"), rec("st", "yes", "yes"), rec("st", "no", "no")]
+  records = [
+    rec("rate", "fast", "fast"),
+    rec("rate", "slow", "normal"),
+    rec("st", "yes", "yes"),
+    rec("st", "no", "no"),
+  ]
   m = task_lib.template_metrics(records, {"rate": ("slow", "normal", "fast"), "st": ("yes", "no")})
   # rate: fast f1 1, slow f1 0 (fp), normal f1 0 (fn) -> 1/3; st: 1
-  assert m["rate/accuracy"] == 0.5 and m["rate/macro_f1"] == pytest.approx(1 / 3) and m["st/macro_f1"] == 1.0
-  assert m["accuracy"] == 0.75 and m["macro_f1"] == pytest.approx(2 / 3) and m["chance"] == pytest.approx(5 / 12)
+  assert (
+    m["rate/accuracy"] == 0.5
+    and m["rate/macro_f1"] == pytest.approx(1 / 3)
+    and m["st/macro_f1"] == 1.0
+  )
+  assert (
+    m["accuracy"] == 0.75
+    and m["macro_f1"] == pytest.approx(2 / 3)
+    and m["chance"] == pytest.approx(5 / 12)
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,12 +338,23 @@ def test_template_metrics():
 def test_paper_config_builds_with_frozen_base(name):
   c = _config(name, "paper")
   cfg = task_lib.tslm_config_from(c.model)
-  assert cfg.lm.embed_dim == 2048 and cfg.lm.num_layers == 16 and cfg.patch == 4 and cfg.enc_dim == 128
+  assert (
+    cfg.lm.embed_dim == 2048 and cfg.lm.num_layers == 16 and cfg.patch == 4 and cfg.enc_dim == 128
+  )
   z = lambda *shape: np.zeros(shape, np.int32)
-  shapes = jax.eval_shape(lambda: ot.build(cfg).init(jax.random.PRNGKey(0), z(1, 8), series=np.zeros((1, 3, 16)),
-                                                     series_mask=z(1, 3, 16), series_pos=z(1, 3))["params"])
+  shapes = jax.eval_shape(
+    lambda: ot.build(cfg).init(
+      jax.random.PRNGKey(0),
+      z(1, 8),
+      series=np.zeros((1, 3, 16)),
+      series_mask=z(1, 3, 16),
+      series_pos=z(1, 3),
+    )["params"]
+  )
   count = lambda tree: sum(x.size for x in jax.tree.leaves(flax.core.meta.unbox(tree)))
-  assert count(shapes["lm"]) == cfg.lm.num_params() + 2048 * 33  # + the 33 RMSNorm scales of Llama-3.2-1B
+  assert (
+    count(shapes["lm"]) == cfg.lm.num_params() + 2048 * 33
+  )  # + the 33 RMSNorm scales of Llama-3.2-1B
   # the freezing patterns freeze exactly the base LM (checked on a small model with the same layout)
   small = ot.build(_cfg(cfg.variant))
   b = _batch(cfg.variant)
@@ -278,6 +367,7 @@ def test_paper_config_builds_with_frozen_base(name):
 @pytest.mark.parametrize("name", ["opentslm_flamingo", "opentslm_softprompt"])
 def test_learns_synthetic_har(name, tmp_path):
   from medjax.train.loop import train
+
   c = _config(name)
   with c.unlocked():
     c.train.update(steps=TRAIN_STEPS, eval_every=TRAIN_STEPS, async_checkpoints=False)
@@ -286,23 +376,33 @@ def test_learns_synthetic_har(name, tmp_path):
   assert result["eval/macro_f1"] > 0.6, result  # chance: 1/8
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Best params, early stopping and the curriculum
 # ---------------------------------------------------------------------------------------------
 def test_best_params_keeps_the_lowest_loss_and_stops_after_patience(tmp_path):
   from medjax.train.best import BestParams, load_params
+
   p = lambda v: {"enc": {"w": jnp.full((2, 3), v)}, "b": jnp.full((4,), v)}
   best = BestParams(str(tmp_path / "best"), patience=2)
-  assert [best.update(s, loss, p(s)) for s, loss in ((1, 2.0), (2, 1.0), (3, 1.5))] == [True, True, False]
+  assert [best.update(s, loss, p(s)) for s, loss in ((1, 2.0), (2, 1.0), (3, 1.5))] == [
+    True,
+    True,
+    False,
+  ]
   assert not best.stop
   best = BestParams(str(tmp_path / "best"), patience=2)  # a restart keeps the record
   assert best.record["step"] == 2 and best.record["bad_evals"] == 1
-  assert not best.update(4, 1.0, p(4)) and best.stop  # equal is not better: second evaluation without improvement
+  assert (
+    not best.update(4, 1.0, p(4)) and best.stop
+  )  # equal is not better: second evaluation without improvement
   new = {"enc": {"w": jnp.zeros((2, 3)), "lora_a": jnp.ones(5)}, "b": jnp.zeros(4)}
   loaded, n = load_params(str(tmp_path / "best"), new)
-  assert n == 2 and float(loaded["enc"]["w"][0, 0]) == 2.0 and float(loaded["b"][0]) == 2.0  # step 2's params
-  np.testing.assert_array_equal(loaded["enc"]["lora_a"], 1.0)  # not in the saved tree: keeps its init
+  assert (
+    n == 2 and float(loaded["enc"]["w"][0, 0]) == 2.0 and float(loaded["b"][0]) == 2.0
+  )  # step 2's params
+  np.testing.assert_array_equal(
+    loaded["enc"]["lora_a"], 1.0
+  )  # not in the saved tree: keeps its init
   with pytest.raises(ValueError, match=r"param enc/w: expected shape \(3, 3\), got \(2, 3\)"):
     load_params(str(tmp_path / "best"), {**new, "enc": {"w": jnp.zeros((3, 3))}})
   with pytest.raises(ValueError, match="1 saved params are not in this model"):
@@ -313,27 +413,40 @@ def test_best_params_keeps_the_lowest_loss_and_stops_after_patience(tmp_path):
 
 def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_path):
   import orbax.checkpoint as ocp
+
   from medjax.train.metrics import read_metrics
-  spec = importlib.util.spec_from_file_location("curriculum_runner", os.path.join(ROOT, "experiments", "curriculum.py"))
+
+  spec = importlib.util.spec_from_file_location(
+    "curriculum_runner", os.path.join(ROOT, "experiments", "curriculum.py")
+  )
   runner = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(runner)
   c = _config("opentslm_curriculum", "flamingo_tiny")
   assert tuple(c.curriculum.stages) == ("har", "ecg")
   with c.unlocked():
     c.model.lm.num_layers = 1
-    c.train.update(batch_size=8, eval_batch_size=8, eval_batches=1, log_every=2, async_checkpoints=False)
+    c.train.update(
+      batch_size=8, eval_batch_size=8, eval_batches=1, log_every=2, async_checkpoints=False
+    )
     c.curriculum.eval_questions = 0
     c.curriculum.har.train.update(steps=6, eval_every=2)
     c.curriculum.ecg.train.update(steps=40, eval_every=2, early_stop_patience=2)
     c.curriculum.ecg.optim = {"lr": 0.0}  # a stage that cannot improve: early stopping must end it
-    c.curriculum.ecg.model = {"lm": {"lora_rank": 2}}  # adapters that appear in stage 2 (SoftPrompt: stage 3)
+    c.curriculum.ecg.model = {
+      "lm": {"lora_rank": 2}
+    }  # adapters that appear in stage 2 (SoftPrompt: stage 3)
   out = runner.run(c, str(tmp_path))
-  evals = {r["step"]: r["eval/loss"] for r in read_metrics(str(tmp_path / "har")) if "eval/loss" in r}
+  evals = {
+    r["step"]: r["eval/loss"] for r in read_metrics(str(tmp_path / "har")) if "eval/loss" in r
+  }
   assert out[0]["best/step"] == min(evals, key=evals.get) and out[0]["best/early_stopped"] == 0
   assert out[1]["init_from"] == str(tmp_path / "har" / "best")
-  assert out[1]["best/early_stopped"] == 1 and out[1]["steps"] == 6  # evals at 2 (best), 4, 6 -> stop
+  assert (
+    out[1]["best/early_stopped"] == 1 and out[1]["steps"] == 6
+  )  # evals at 2 (best), 4, 6 -> stop
   restore = lambda stage: flax.traverse_util.flatten_dict(
-      ocp.StandardCheckpointer().restore(str(tmp_path / stage / "best" / "params")), sep="/")
+    ocp.StandardCheckpointer().restore(str(tmp_path / stage / "best" / "params")), sep="/"
+  )
   stage1, stage2 = restore("har"), restore("ecg")  # stage 2 (lr 0) keeps the params it started from
   assert set(stage2) - set(stage1) == {k for k in stage2 if "/lora_" in k} != set()
   for k, v in stage1.items():
@@ -341,8 +454,11 @@ def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_pat
   assert all(np.all(np.asarray(v) == 0) for k, v in stage2.items() if k.endswith("lora_b"))
   with c.unlocked():
     c.curriculum.ecg.data.name = "ecg_qa"
-  with pytest.raises(ValueError, match=r"curriculum.ecg: data.name: expected one of \[.*'ecg_qa_cot'.*'synthetic_ecg', "
-                                       r"'synthetic_har', 'tsqa'\], got 'ecg_qa'"):
+  with pytest.raises(
+    ValueError,
+    match=r"curriculum.ecg: data.name: expected one of \[.*'ecg_qa_cot'.*'synthetic_ecg', "
+    r"'synthetic_har', 'tsqa'\], got 'ecg_qa'",
+  ):
     runner.stage_configs(c)
 
 
@@ -350,7 +466,9 @@ def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_pat
 def test_colab_runs(run_colab):
   """colabs/opentslm.ipynb end to end, with its parameters cell shrunk."""
   text, _ = run_colab("opentslm", 'VARIANT, STEPS, EXAMPLES = "flamingo", 2, 2')
-  assert "eval/macro_f1" in text and "Answer:" in text and "true:" in text and "xattn_0 attn" in text
+  assert (
+    "eval/macro_f1" in text and "Answer:" in text and "true:" in text and "xattn_0 attn" in text
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +476,8 @@ def test_colab_runs(run_colab):
 # ---------------------------------------------------------------------------------------------
 def _har_cot_module():
   spec = importlib.util.spec_from_file_location(
-      "opentslm_har_cot", os.path.join(ROOT, "data", "opentslm_har_cot", "opentslm_har_cot.py"))
+    "opentslm_har_cot", os.path.join(ROOT, "data", "opentslm_har_cot", "opentslm_har_cot.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -366,14 +485,21 @@ def _har_cot_module():
 
 def test_har_cot_builder(tmp_path):
   import csv
+
   import tensorflow_datasets as tfds
+
   mod = _har_cot_module()
   manual = os.path.join(ROOT, "data", "opentslm_har_cot", "dummy_data")
   builder = mod.OpentslmHarCot(data_dir=str(tmp_path))
-  builder.download_and_prepare(file_format="array_record",
-                               download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  builder.download_and_prepare(
+    file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual)
+  )
   sources = builder.as_data_source()
-  assert {k: len(v) for k, v in sources.items()} == {"train": 3, "validation": 2, "test": 2}  # header row skipped
+  assert {k: len(v) for k, v in sources.items()} == {
+    "train": 3,
+    "validation": 2,
+    "test": 2,
+  }  # header row skipped
   with open(os.path.join(manual, "har_cot_test_cot.csv")) as f:
     raw = {r["rationale"]: r for r in csv.DictReader(f)}
   for i in range(2):
@@ -381,10 +507,17 @@ def test_har_cot_builder(tmp_path):
     rationale = rec["rationale"].decode()
     ex = {"series": rec["series"], "label": rec["label"].decode(), "rationale": rationale}
     assert rec["series"].shape == (3, 128) and ex["label"] == raw[rationale]["label"]
-    np.testing.assert_allclose(rec["series"][1], np.array(eval(raw[rationale]["y_axis"])), atol=1e-6)
-    prompt, series, target = har.format_example(ex)  # real records go through the same host encoding
+    np.testing.assert_allclose(
+      rec["series"][1], np.array(eval(raw[rationale]["y_axis"])), atol=1e-6
+    )
+    prompt, series, target = har.format_example(
+      ex
+    )  # real records go through the same host encoding
     enc = task_lib.encode_example(prompt, series, target, TOK, seq_len=400, **KW)
-    assert task_lib.parse_answer(TOK.decode(enc["targets"][enc["loss_mask"] > 0].tolist())) == ex["label"]
+    assert (
+      task_lib.parse_answer(TOK.decode(enc["targets"][enc["loss_mask"] > 0].tolist()))
+      == ex["label"]
+    )
   with pytest.raises(ValueError, match="x_axis: expected finite values"):
     mod.parse_series("[1.0, nan]", "f.csv:2: x_axis")
   with pytest.raises(ValueError, match="expected a list of numbers"):

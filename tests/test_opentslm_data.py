@@ -1,5 +1,6 @@
 """OpenTSLM curriculum TFDS builders (TSQA, M4 captions, Sleep-CoT, ECG-QA-CoT) on their dummy_data
 fixtures in the releases' file formats, and the shared helpers of medjax/data/timeseries_io.py."""
+
 import csv
 import importlib.util
 import json
@@ -16,20 +17,28 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(f"tslm_{name}", os.path.join(DATA, name, f"{name}.py"))
+  spec = importlib.util.spec_from_file_location(
+    f"tslm_{name}", os.path.join(DATA, name, f"{name}.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
 
 
-tsqa, m4_captions, sleep_cot, ecg_qa_cot = (_load(n) for n in ("tsqa", "m4_captions", "sleep_cot", "ecg_qa_cot"))
+tsqa, m4_captions, sleep_cot, ecg_qa_cot = (
+  _load(n) for n in ("tsqa", "m4_captions", "sleep_cot", "ecg_qa_cot")
+)
 
 
 def _build(module, cls, name, tmp_path):
   builder = getattr(module, cls)(data_dir=str(tmp_path))
-  builder.download_and_prepare(file_format="array_record", download_config=tfds.download.DownloadConfig(
-      manual_dir=os.path.join(DATA, name, "dummy_data")))
-  return {split: [src[i] for i in range(len(src))] for split, src in builder.as_data_source().items()}
+  builder.download_and_prepare(
+    file_format="array_record",
+    download_config=tfds.download.DownloadConfig(manual_dir=os.path.join(DATA, name, "dummy_data")),
+  )
+  return {
+    split: [src[i] for i in range(len(src))] for split, src in builder.as_data_source().items()
+  }
 
 
 def _text(value):
@@ -47,10 +56,14 @@ def _check_common(rec, raw_series: list[np.ndarray]):
   assert rec["series"].shape == (len(n), max(n)) and rec["series_length"].tolist() == n
   assert rec["series_mask"].sum(axis=1).tolist() == n
   for i, s in enumerate(raw_series):
-    np.testing.assert_allclose(rec["series"][i, :n[i]], s, atol=1e-5)
-    assert not rec["series"][i, n[i]:].any()
-    np.testing.assert_allclose([rec["series_mean"][i], rec["series_std"][i]], [s.mean(), s.std()], rtol=1e-4)
-    assert f"mean {rec['series_mean'][i]:.4f}, std {rec['series_std'][i]:.4f}" in _text(rec["series_text"][i])
+    np.testing.assert_allclose(rec["series"][i, : n[i]], s, atol=1e-5)
+    assert not rec["series"][i, n[i] :].any()
+    np.testing.assert_allclose(
+      [rec["series_mean"][i], rec["series_std"][i]], [s.mean(), s.std()], rtol=1e-4
+    )
+    assert f"mean {rec['series_mean'][i]:.4f}, std {rec['series_std'][i]:.4f}" in _text(
+      rec["series_text"][i]
+    )
     z = tsio.normalized(rec)[i]
     assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
   prompt = _text(rec["prompt"])
@@ -62,10 +75,20 @@ def _check_encodes(rec, seq_len):
   """A record goes through the task's host encoding; the loss covers the target, which parses to the label."""
   from medjax.data.tokenizers import ByteTokenizer
   from medjax.tasks import opentslm as task_lib
+
   tok, (prompt, series, target) = ByteTokenizer(), tsio.format_example(rec)
-  enc = task_lib.encode_example(prompt, series, target, tok, seq_len=seq_len, ts_token_id=259, num_series=12,
-                                series_len=1500, max_samples=4096)
-  assert (enc["series_mask"].sum(axis=1)[:len(series)] == rec["series_length"]).all()
+  enc = task_lib.encode_example(
+    prompt,
+    series,
+    target,
+    tok,
+    seq_len=seq_len,
+    ts_token_id=259,
+    num_series=12,
+    series_len=1500,
+    max_samples=4096,
+  )
+  assert (enc["series_mask"].sum(axis=1)[: len(series)] == rec["series_length"]).all()
   assert tok.decode(enc["targets"][enc["loss_mask"] > 0].tolist()).startswith(target)
   assert task_lib.parse_answer(target) == _text(rec["label"]).lower()
 
@@ -85,9 +108,14 @@ def test_tsqa(tmp_path):
   for rec in splits["train"] + splits["test"]:
     row = raw[int(_text(rec["id"]).split("-")[1])]
     _check_common(rec, [np.array(json.loads(row["Series"]), np.float32)])
-    assert _text(rec["label"]) == row["Answer"] and _text(rec["answer"]) == f"Answer: {row['Answer']}"
+    assert (
+      _text(rec["label"]) == row["Answer"] and _text(rec["answer"]) == f"Answer: {row['Answer']}"
+    )
     assert _text(rec["pre_prompt"]).strip() == row["Question"] and _text(rec["task"]) == row["Task"]
-    assert _text(rec["post_prompt"]) == f"Predict the {row['Task'].lower()}." and rec["template_id"] == -1
+    assert (
+      _text(rec["post_prompt"]) == f"Predict the {row['Task'].lower()}."
+      and rec["template_id"] == -1
+    )
   _check_encodes(splits["test"][0], 1024)
   bad = tmp_path / "TSQA.csv"
   bad.write_text('Task,Size,Question,Answer,Series\nTrend,3,q,(a),"[1.0, 2.0]"\n')
@@ -101,15 +129,23 @@ def test_m4_captions(tmp_path):
   recs = {_text(r["id"]): r for v in splits.values() for r in v}
   assert sorted(recs) == ["M1", "M2", "M3", "M4", "Q1", "Q2", "Q3", "Q4"]
   for freq in ("Monthly", "Quarterly"):
-    captions = {r["id"]: r["caption"] for r in _raw_csv("m4_captions", "dummy_data", "M4TimeSeriesCaptionDataset",
-                                                          f"m4_captions_{freq}.csv")}
-    for row in _raw_csv("m4_captions", "dummy_data", "M4TimeSeriesCaptionDataset", f"m4_series_{freq}.csv"):
+    captions = {
+      r["id"]: r["caption"]
+      for r in _raw_csv(
+        "m4_captions", "dummy_data", "M4TimeSeriesCaptionDataset", f"m4_captions_{freq}.csv"
+      )
+    }
+    for row in _raw_csv(
+      "m4_captions", "dummy_data", "M4TimeSeriesCaptionDataset", f"m4_series_{freq}.csv"
+    ):
       if row["id"] not in captions:
         continue
       rec = recs[row["id"]]
       _check_common(rec, [np.array(json.loads(row["series"]), np.float32)])
       assert _text(rec["answer"]) == captions[row["id"]] and _text(rec["label"]) == ""
-      assert _text(rec["frequency"]) == freq and _text(rec["series_text"][0]).startswith(f"{freq} time series")
+      assert _text(rec["frequency"]) == freq and _text(rec["series_text"][0]).startswith(
+        f"{freq} time series"
+      )
 
 
 def test_sleep_cot(tmp_path):
@@ -120,13 +156,18 @@ def test_sleep_cot(tmp_path):
     row = raw[_text(rec["rationale"])]
     _check_common(rec, [np.array(json.loads(row["time_series"])[0], np.float32)])
     assert rec["series"].shape == (1, 1500) and _text(rec["label"]) == row["label"]
-    assert _text(rec["answer"]) == row["rationale"] and _text(rec["answer"]).endswith(f"Answer: {row['label']}")
+    assert _text(rec["answer"]) == row["rationale"] and _text(rec["answer"]).endswith(
+      f"Answer: {row['label']}"
+    )
     assert "Non-REM stage 3" in _text(rec["post_prompt"])
   _check_encodes(splits["test"][0], 1024)
   bad = tmp_path / "sleep_cot.csv"
   bad.write_text('time_series,label,rationale\n"[[1.0, 2.0]]",Wake,r\n')
-  with pytest.raises(ValueError, match=r"sleep_cot.csv:2: time_series: expected one EEG channel of 1500 samples, "
-                                       r"got \[2\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"sleep_cot.csv:2: time_series: expected one EEG channel of 1500 samples, "
+    r"got \[2\]",
+  ):
     sleep_cot.parse_rows(bad)
   bad.write_text('time_series,label,rationale\n"[[' + ", ".join(["1.0"] * 1500) + ']]",Stage 4,r\n')
   with pytest.raises(ValueError, match="label: expected one of .*'Wake'.*got 'Stage 4'"):
@@ -138,8 +179,10 @@ def _write_wfdb(base, digital, fs, checksum_offset=0):
   base.parent.mkdir(parents=True, exist_ok=True)
   digital.T.astype("<i2").tofile(f"{base}.dat")
   lines = [f"{base.name} {len(digital)} {fs} {digital.shape[1]}"]
-  lines += [f"{base.name}.dat 16 1000.0(0)/mV 16 0 {d[0]} {int(d.sum()) + checksum_offset} 0 L{i}"
-            for i, d in enumerate(digital)]
+  lines += [
+    f"{base.name}.dat 16 1000.0(0)/mV 16 0 {d[0]} {int(d.sum()) + checksum_offset} 0 L{i}"
+    for i, d in enumerate(digital)
+  ]
   (base.parent / f"{base.name}.hea").write_text("\n".join(lines) + "\n")
 
 
@@ -148,17 +191,24 @@ def test_ecg_qa_cot(tmp_path):
   _check_splits(splits, {"train": 3, "validation": 1, "test": 2})
   fixture = os.path.join(DATA, "ecg_qa_cot", "dummy_data")
   leads = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
-  raw = {r["question"]: r for s in ("train", "val", "test")
-         for r in _raw_csv("ecg_qa_cot", "dummy_data", "ecg_qa_cot", f"ecg_qa_cot_{s}.csv")}
+  raw = {
+    r["question"]: r
+    for s in ("train", "val", "test")
+    for r in _raw_csv("ecg_qa_cot", "dummy_data", "ecg_qa_cot", f"ecg_qa_cot_{s}.csv")
+  }
   for rec in splits["train"] + splits["test"]:
     row = raw[_text(rec["question"])]
     ecg_id = int(row["ecg_id"].strip("[]"))
-    dat = np.fromfile(os.path.join(fixture, "ptbxl", "records100", "00000", f"{ecg_id:05d}_lr.dat"), "<i2")
+    dat = np.fromfile(
+      os.path.join(fixture, "ptbxl", "records100", "00000", f"{ecg_id:05d}_lr.dat"), "<i2"
+    )
     _check_common(rec, list(dat.reshape(1000, 12).T / 1000.0))  # mV = int16 / gain 1000
     assert [_text(t).split(",")[0] for t in rec["series_text"]] == [f"ECG lead {l}" for l in leads]
     assert rec["ecg_id"].tolist() == [ecg_id] and rec["template_id"] == int(row["template_id"])
     assert _text(rec["label"]) == row["answer"] and _text(rec["answer"]) == row["rationale"]
-    assert _text(rec["question_type"]) == row["question_type"] and row["question"] in _text(rec["pre_prompt"])
+    assert _text(rec["question_type"]) == row["question_type"] and row["question"] in _text(
+      rec["pre_prompt"]
+    )
   by_template = {}
   for rec in splits["test"]:  # what per-template accuracy groups by
     by_template.setdefault(int(rec["template_id"]), []).append(_text(rec["label"]))
@@ -185,28 +235,53 @@ def test_ecg_records500_and_bad_records(tmp_path):
   with pytest.raises(ValueError, match=r"ecg_id 8: no PTB-XL record 00000/00008_hr or _lr"):
     ecg_qa_cot.load_ecg(str(tmp_path), 8)
   rows = tmp_path / "ecg_qa_cot_test.csv"
-  rows.write_text("ecg_id,question,answer,template_id,question_type,rationale\n"
-                  "\"[7123, 7123]\",Same rhythm?,yes,7,comparison_consecutive-verify,Both are alike.\n")
-  (key, rec), = ecg_qa_cot.parse_rows(rows, tmp_path, {})  # no options known for template 7
-  assert rec["series"].shape == (24, 1000) and rec["series_text"][12].startswith("ECG lead L0 (recording 2)")
-  assert rec["options"] == [] and rec["answer"] == "Both are alike. Answer: yes" and rec["template_id"] == 7
-  rows.write_text("ecg_id,question,answer,template_id,question_type,rationale\n[7123],q,yes,x,single-verify,r\n")
-  with pytest.raises(ValueError, match="ecg_qa_cot_test.csv:2: template_id: expected an integer, got 'x'"):
+  rows.write_text(
+    "ecg_id,question,answer,template_id,question_type,rationale\n"
+    '"[7123, 7123]",Same rhythm?,yes,7,comparison_consecutive-verify,Both are alike.\n'
+  )
+  ((key, rec),) = ecg_qa_cot.parse_rows(rows, tmp_path, {})  # no options known for template 7
+  assert rec["series"].shape == (24, 1000) and rec["series_text"][12].startswith(
+    "ECG lead L0 (recording 2)"
+  )
+  assert (
+    rec["options"] == []
+    and rec["answer"] == "Both are alike. Answer: yes"
+    and rec["template_id"] == 7
+  )
+  rows.write_text(
+    "ecg_id,question,answer,template_id,question_type,rationale\n[7123],q,yes,x,single-verify,r\n"
+  )
+  with pytest.raises(
+    ValueError, match="ecg_qa_cot_test.csv:2: template_id: expected an integer, got 'x'"
+  ):
     list(ecg_qa_cot.parse_rows(rows, tmp_path, {}))
-  with pytest.raises(ValueError, match="f.csv:2: ecg_id: expected a PTB-XL id or a list of ids, got 'abc'"):
+  with pytest.raises(
+    ValueError, match="f.csv:2: ecg_id: expected a PTB-XL id or a list of ids, got 'abc'"
+  ):
     ecg_qa_cot.parse_ids("abc", "f.csv:2")
   assert ecg_qa_cot.parse_ids("[12, 34]", "w") == [12, 34]
   assert ecg_qa_cot.parse_answer("['lead I', 'lead II']") == "lead I, lead II"
 
 
 def test_timeseries_io_helpers(tmp_path):
-  rec = tsio.make_example("k", [np.arange(4, dtype=np.float32), np.ones(2, np.float32)], ["a", "b"],
-                          pre_prompt="P\n", post_prompt="Q", rationale="Because.", label="walking")
-  assert rec["series"].tolist() == [[0, 1, 2, 3], [1, 1, 0, 0]] and rec["series_length"].tolist() == [4, 2]
+  rec = tsio.make_example(
+    "k",
+    [np.arange(4, dtype=np.float32), np.ones(2, np.float32)],
+    ["a", "b"],
+    pre_prompt="P\n",
+    post_prompt="Q",
+    rationale="Because.",
+    label="walking",
+  )
+  assert rec["series"].tolist() == [[0, 1, 2, 3], [1, 1, 0, 0]] and rec[
+    "series_length"
+  ].tolist() == [4, 2]
   assert rec["series_mask"].tolist() == [[True] * 4, [True, True, False, False]]
   assert rec["series_std"][1] == tsio.MIN_STD  # a constant series: std floored, not 0
   assert rec["prompt"] == "P\na, mean 1.5000, std 1.1180: <ts>\nb, mean 1.0000, std 0.0000: <ts>\nQ"
-  assert rec["answer"] == "Because. Answer: walking" and tsio.target("x Answer: y", "y") == "x Answer: y"
+  assert (
+    rec["answer"] == "Because. Answer: walking" and tsio.target("x Answer: y", "y") == "x Answer: y"
+  )
   assert [s.tolist() for s in tsio.parse_series_list("[[1, 2], [3]]", "w")] == [[1, 2], [3]]
   with pytest.raises(ValueError, match=r"f:2: time_series: expected a list of lists of numbers"):
     tsio.parse_series_list("[1, 2]", "f:2: time_series")
@@ -219,4 +294,9 @@ def test_timeseries_io_helpers(tmp_path):
   assert sorted(sum(splits.values(), [])) == list(range(100))
   assert {k: len(v) for k, v in splits.items()} == {"test": 10, "validation": 10, "train": 80}
   assert splits == tsio.split_indices(100, strata=[i % 4 for i in range(100)])  # deterministic
-  assert sorted(np.bincount([i % 4 for i in splits["test"]], minlength=4)) == [2, 2, 3, 3]  # stratified
+  assert sorted(np.bincount([i % 4 for i in splits["test"]], minlength=4)) == [
+    2,
+    2,
+    3,
+    3,
+  ]  # stratified

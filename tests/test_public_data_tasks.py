@@ -1,5 +1,6 @@
 """The medgemini and OpenTSLM tasks read the public datasets' TFDS builders (data.name), here on their
 dummy_data fixtures, through the task's data path into the model's loss."""
+
 import importlib.util
 import os
 
@@ -16,7 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name, variant, **overrides):
-  spec = importlib.util.spec_from_file_location(f"{name}_config", os.path.join(ROOT, "configs", f"{name}.py"))
+  spec = importlib.util.spec_from_file_location(
+    f"{name}_config", os.path.join(ROOT, "configs", f"{name}.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(variant)
@@ -25,8 +28,11 @@ def _config(name, variant, **overrides):
 
 
 def _builder(name, tmp_path):
-  return {"data.name": name, "data.data_dir": str(tmp_path / "tfds"),
-          "data.manual_dir": os.path.join(ROOT, "data", name, "dummy_data")}
+  return {
+    "data.name": name,
+    "data.data_dir": str(tmp_path / "tfds"),
+    "data.manual_dir": os.path.join(ROOT, "data", name, "dummy_data"),
+  }
 
 
 def _first_batch_loss(config):
@@ -34,7 +40,9 @@ def _first_batch_loss(config):
   task = get_task(config)
   batch = next(iter(task.train_data(batch_size=4, seed=0, shard_index=0, shard_count=1)))
   model = task.build_model()
-  params = flax.core.meta.unbox(jax.jit(lambda r, b: task.init_params(model, r, b))(jax.random.PRNGKey(0), batch))
+  params = flax.core.meta.unbox(
+    jax.jit(lambda r, b: task.init_params(model, r, b))(jax.random.PRNGKey(0), batch)
+  )
   loss = jax.jit(lambda p, b: task.loss(model, p, b, None)[0])(params, batch)
   return batch, float(loss), np.log(config.model.lm.vocab_size)
 
@@ -47,20 +55,31 @@ def test_medgemini_loss_on_vqa_rad(tmp_path):
   # The tiny model's 32x32 grey input picks the builder's "tiny" config; images arrive scaled to [0, 1].
   src = builders.load_builder("vqa_rad", "train", data_dir=config.data.data_dir, config="tiny")
   images = {np.asarray(src[i]["image"], np.float32).tobytes() for i in range(len(src))}
-  assert all((img[0] * 255).round().astype(np.float32).tobytes() in images for img in batch["image"])
+  assert all(
+    (img[0] * 255).round().astype(np.float32).tobytes() in images for img in batch["image"]
+  )
   assert batch["image_mask"].tolist() == [[1]] * 4 and set(batch["qtype"].tolist()) == {0, 1}
   val = get_task(config).source("validation")  # VQA-RAD ships no validation split: its test split
   assert len(val) == 2 and val[0]["prompt"].startswith("<image> ")
 
 
 def test_opentslm_loss_on_tsqa(tmp_path):
-  config = _config("opentslm_flamingo", "tiny", **_builder("tsqa", tmp_path),
-                   **{"data.num_series": 1, "data.series_len": 128, "data.seq_len": 352})
+  config = _config(
+    "opentslm_flamingo",
+    "tiny",
+    **_builder("tsqa", tmp_path),
+    **{"data.num_series": 1, "data.series_len": 128, "data.seq_len": 352},
+  )
   config.model.lm.num_layers = 1
   batch, loss, chance = _first_batch_loss(config)
   assert abs(loss - chance) < 1.0
-  assert set(batch["series_mask"].sum(axis=(1, 2)).tolist()) <= {64, 128}  # the fixture's series lengths
-  for row, mask in zip(batch["series"][:, 0], batch["series_mask"][:, 0] > 0):  # z-normalised, zero padding
+  assert set(batch["series_mask"].sum(axis=(1, 2)).tolist()) <= {
+    64,
+    128,
+  }  # the fixture's series lengths
+  for row, mask in zip(
+    batch["series"][:, 0], batch["series_mask"][:, 0] > 0
+  ):  # z-normalised, zero padding
     assert abs(row[mask].mean()) < 1e-4 and abs(row[mask].std() - 1) < 1e-3 and not row[~mask].any()
 
 
@@ -69,23 +88,42 @@ def test_ecg_qa_metrics_per_template(tmp_path):
   size, example = task.examples("test", seed=0)
   meta = [tslm.template_and_label(example(i)) for i in range(size)]
   assert sorted(meta) == [("template_1", "no"), ("template_15", "sinus rhythm")]
-  records = [{"template": t, "label": label, "prediction": label if t == "template_1" else "atrial fibrillation"}
-             for t, label in meta]
+  records = [
+    {
+      "template": t,
+      "label": label,
+      "prediction": label if t == "template_1" else "atrial fibrillation",
+    }
+    for t, label in meta
+  ]
   m = task.summarize(records)
-  assert m["template_1/accuracy"] == 1.0 and m["template_15/accuracy"] == 0.0 and m["accuracy"] == 0.5
+  assert (
+    m["template_1/accuracy"] == 1.0 and m["template_15/accuracy"] == 0.0 and m["accuracy"] == 0.5
+  )
 
 
 def test_unknown_names_and_configs_are_named():
-  with pytest.raises(ValueError, match=r"data.name: expected one of \['mimic_cxr', 'phantoms', 'slake', "
-                                       r"'volumes_3d', 'vqa_rad'\], got 'vqarad'"):
+  with pytest.raises(
+    ValueError,
+    match=r"data.name: expected one of \['mimic_cxr', 'phantoms', 'slake', "
+    r"'volumes_3d', 'vqa_rad'\], got 'vqarad'",
+  ):
     get_task(_config("medgemini", "tiny", **{"data.name": "vqarad"}))
-  with pytest.raises(ValueError, match=r"data.name: expected one of \[.*'ecg_qa_cot'.*'opentslm_har_cot'.*"
-                                       r"'synthetic_har', 'tsqa'\], got 'har_cot'"):
+  with pytest.raises(
+    ValueError,
+    match=r"data.name: expected one of \[.*'ecg_qa_cot'.*'opentslm_har_cot'.*"
+    r"'synthetic_har', 'tsqa'\], got 'har_cot'",
+  ):
     get_task(_config("opentslm_flamingo", "tiny", **{"data.name": "har_cot"}))
-  with pytest.raises(ValueError, match=r"data.builder_config: volumes_3d has several configs for the model's "
-                                       r"inputs .*\['m3d_cap_tiny', 'm3d_vqa_tiny', 'ct_rate_tiny'\]; name one"):
+  with pytest.raises(
+    ValueError,
+    match=r"data.builder_config: volumes_3d has several configs for the model's "
+    r"inputs .*\['m3d_cap_tiny', 'm3d_vqa_tiny', 'ct_rate_tiny'\]; name one",
+  ):
     builders.media_config("volumes_3d", {"image": (32, 32, 1), "volume": (8, 32, 32, 1)})
-  with pytest.raises(ValueError, match=r"data.builder_config: vqa_rad has no config .*\['default', 'tiny'\]"):
+  with pytest.raises(
+    ValueError, match=r"data.builder_config: vqa_rad has no config .*\['default', 'tiny'\]"
+  ):
     builders.media_config("vqa_rad", {"image": (64, 64, 1)})
   assert builders.media_config("slake", {"image": (32, 32, 3)}) == "tiny"  # grey, repeated to RGB
 
@@ -93,5 +131,9 @@ def test_unknown_names_and_configs_are_named():
 def test_paper_curriculum_stages_name_builders():
   stages = _config("opentslm_curriculum", "flamingo_paper").curriculum
   names = [stages[s].data.name for s in stages.stages]
-  assert names == ["tsqa", "m4_captions", "opentslm_har_cot", "sleep_cot", "ecg_qa_cot"] == list(builders.TIMESERIES)
+  assert (
+    names
+    == ["tsqa", "m4_captions", "opentslm_har_cot", "sleep_cot", "ecg_qa_cot"]
+    == list(builders.TIMESERIES)
+  )
   assert all(builders.builder_class(n).__name__ for n in names)

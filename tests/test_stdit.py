@@ -1,4 +1,5 @@
 """STDiT: shapes and size, which attention mixes what across frames, caption masking, sharded parity."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from medjax import parallel
-from medjax.parallel.sharding import param_shardings
 from medjax.models.stdit import STDiT, stdit_config
+from medjax.parallel.sharding import param_shardings
 
 B, T, H, W = 2, 4, 8, 8
 
@@ -27,18 +28,34 @@ def _model(seed=0, **kw):
   params = nn.unbox(model.init(jax.random.PRNGKey(seed), *_inputs(cfg)))["params"]
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-  params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  params = jax.tree.unflatten(
+    tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  )
   return cfg, model, params
 
 
 def test_paper_size_and_output_shape():
   cfg = stdit_config("STDiT-XL/2")
-  shapes = jax.eval_shape(STDiT(cfg).init, jax.random.PRNGKey(0), jnp.zeros((1, 4, 32, 32, 4)), jnp.zeros((1,)),
-                          jnp.zeros((1, 120, 4096)), jnp.ones((1, 120)))
+  shapes = jax.eval_shape(
+    STDiT(cfg).init,
+    jax.random.PRNGKey(0),
+    jnp.zeros((1, 4, 32, 32, 4)),
+    jnp.zeros((1,)),
+    jnp.zeros((1, 120, 4096)),
+    jnp.ones((1, 120)),
+  )
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(shapes)))
   c = 1152
-  block = 3 * (4 * c * c + 4 * c) + (8 * c * c + 5 * c) + 6 * c  # spatial, temporal, cross attn; mlp; table
-  embed = (16 * c + c) + (256 * c + c + c * c + c) + (6 * c * c + 6 * c) + (4096 * c + c + c * c + c) + 120 * 4096
+  block = (
+    3 * (4 * c * c + 4 * c) + (8 * c * c + 5 * c) + 6 * c
+  )  # spatial, temporal, cross attn; mlp; table
+  embed = (
+    (16 * c + c)
+    + (256 * c + c + c * c + c)
+    + (6 * c * c + 6 * c)
+    + (4096 * c + c + c * c + c)
+    + 120 * 4096
+  )
   final = c * 32 + 32 + 2 * c
   assert n == 28 * block + embed + final
   assert 700e6 < n < 780e6  # ~760M counted this way (the Open-Sora report quotes ~724M)
@@ -71,7 +88,9 @@ def test_padded_caption_tokens_are_ignored_and_null_caption_differs():
   assert float(jnp.max(jnp.abs(f(y.at[0, 0].set(7))[0] - base[0]))) > 1e-4
   dropped = f(y, drop_caption=jnp.array([True, False]))
   np.testing.assert_array_equal(dropped[1], base[1])
-  np.testing.assert_allclose(dropped[0], f(y.at[0].set(5), drop_caption=jnp.array([True, False]))[0], atol=1e-6)
+  np.testing.assert_allclose(
+    dropped[0], f(y.at[0].set(5), drop_caption=jnp.array([True, False]))[0], atol=1e-6
+  )
   assert float(jnp.max(jnp.abs(dropped[0] - base[0]))) > 1e-4
   with pytest.raises(ValueError, match="y_mask"):
     f(y[:, :4])
@@ -113,6 +132,13 @@ def test_sequence_sharded_forward_matches_unsharded(seq):
     shardings = param_shardings(boxed, mesh, rules)
     sharded = jax.device_put(params, shardings)
     out = jax.jit(lambda p, *a: model.apply({"params": p}, *a))(sharded, *inputs)
-    text = jax.jit(lambda p, *a: model.apply({"params": p}, *a)).lower(sharded, *inputs).compile().as_text()
-  assert "all-to-all" in text or "all-gather" in text or "collective-permute" in text  # really distributed
+    text = (
+      jax.jit(lambda p, *a: model.apply({"params": p}, *a))
+      .lower(sharded, *inputs)
+      .compile()
+      .as_text()
+    )
+  assert (
+    "all-to-all" in text or "all-gather" in text or "collective-permute" in text
+  )  # really distributed
   np.testing.assert_allclose(out, ref, atol=1e-5)

@@ -1,4 +1,5 @@
 """Tests for medjax.inference.strategies / parsing: voting, parsing, shuffles, token accounting, ER."""
+
 import itertools
 import re
 
@@ -24,7 +25,9 @@ class FakeGenerator:
 
   def __call__(self, prompts, *, num_samples=1, temperature=0.0, seed=0):
     self.calls.append(dict(prompts=list(prompts), num_samples=num_samples, temperature=temperature))
-    return [[self.fn(p, j) for j in range(num_samples)] for p in prompts], 10 * len(prompts) * num_samples
+    return [[self.fn(p, j) for j in range(num_samples)] for p in prompts], 10 * len(
+      prompts
+    ) * num_samples
 
 
 def _letter_of(prompt: str, option: str) -> str:
@@ -38,8 +41,15 @@ def _letter_of(prompt: str, option: str) -> str:
 def test_parse_answer_agrees_with_triage_and_has_fallbacks():
   rng = np.random.default_rng(0)
   texts = [triage.format_target(ex, cot) for ex in EXAMPLES for cot in (True, False)]
-  texts += ["Answer: (c)", "answer:[B] because", "Answer: E", "Answer: maybe", "x Answer: A y Answer: D", "",
-            wrong_explanation(EXAMPLES[0], rng)]
+  texts += [
+    "Answer: (c)",
+    "answer:[B] because",
+    "Answer: E",
+    "Answer: maybe",
+    "x Answer: A y Answer: D",
+    "",
+    wrong_explanation(EXAMPLES[0], rng),
+  ]
   for t in texts:
     assert parsing.parse_answer(t) == triage.parse_answer(t), t
   assert parsing.parse_answer("Thus the answer is (b).") == "B"
@@ -65,7 +75,9 @@ def test_shuffle_options_maps_answers_back():
     sh = S.shuffle_options(ex, perm)
     assert sh["options"]["ABCD".index(sh["answer_idx"])] == ex["answer"]
     assert S.unshuffle_answer(sh["answer_idx"], perm) == ex["answer_idx"]
-    for j, letter in enumerate("ABCD"):  # every shuffled letter maps to the original option it shows
+    for j, letter in enumerate(
+      "ABCD"
+    ):  # every shuffled letter maps to the original option it shows
       assert ex["options"]["ABCD".index(S.unshuffle_answer(letter, perm))] == sh["options"][j]
   with pytest.raises(ValueError, match="perm"):
     S.shuffle_options(ex, [0, 1, 1, 2])
@@ -78,7 +90,9 @@ def test_self_consistency_votes_in_one_batched_call():
   script = ["Answer: A", "Answer: B", "nonsense", "Answer: B"]
   gen = FakeGenerator(lambda p, j: script[j % 4])
   res = S.self_consistency(gen, S.TriageFormat(), EXAMPLES, num_samples=4, temperature=0.5)
-  assert len(gen.calls) == 1 and gen.calls[0]["num_samples"] == 4 and gen.calls[0]["temperature"] == 0.5
+  assert (
+    len(gen.calls) == 1 and gen.calls[0]["num_samples"] == 4 and gen.calls[0]["temperature"] == 0.5
+  )
   assert [r["vote"] for r in res.records] == ["B"] * len(EXAMPLES)
   assert res.unparseable == pytest.approx(0.25)
   assert res.forward_tokens == 10 * 4 * len(EXAMPLES)
@@ -108,14 +122,18 @@ def test_choice_shuffle_undoes_position_bias():
   res = S.choice_shuffle(content, S.TriageFormat(), EXAMPLES, num_shuffles=5)
   for ex, rec in zip(EXAMPLES, res.records):
     assert len(set(map(tuple, rec["permutations"]))) == 5 and rec["permutations"][0] == [0, 1, 2, 3]
-    assert rec["answers"] == ["ABCD"[ex["options"].index("urgent")]] * 5  # mapped back to the original
+    assert (
+      rec["answers"] == ["ABCD"[ex["options"].index("urgent")]] * 5
+    )  # mapped back to the original
   biased = S.choice_shuffle(FakeGenerator(lambda p, j: "Answer: A"), S.TriageFormat(), EXAMPLES)
   assert any(len(set(r["answers"])) > 1 for r in biased.records)
 
 
 def test_knn_few_shot_picks_nearest_examples():
   def embed(texts):  # bag of characters
-    return np.stack([np.bincount(np.frombuffer(t.encode(), np.uint8), minlength=256) for t in texts])
+    return np.stack(
+      [np.bincount(np.frombuffer(t.encode(), np.uint8), minlength=256) for t in texts]
+    )
 
   pool = triage.make_examples(20, seed=9)
   knn = S.KNNFewShot(pool, embed, k=3)
@@ -141,14 +159,23 @@ def test_refinement_training_examples():
 def test_training_mix_of_cot_refinement_and_direct_examples():
   from medjax.config_lib import config_from_file
   from medjax.tasks import get_task
+
   c = config_from_file("configs/llm.py:tiny", ["data.refine_frac=0.5", "data.direct_frac=0.2"])
   task = get_task(c)
   kinds = {"refine": 0, "direct": 0, "cot": 0}
   for ex in triage.make_examples(300, seed=1):
     prompt, target = task._mixed_format(ex)
-    kind = "refine" if prompt.startswith("Candidates:") else "cot" if prompt.endswith("Reasoning:") else "direct"
+    kind = (
+      "refine"
+      if prompt.startswith("Candidates:")
+      else "cot"
+      if prompt.endswith("Reasoning:")
+      else "direct"
+    )
     kinds[kind] += 1
-    assert triage.parse_answer(target) == ex["answer_idx"] and (kind == "direct") == target.startswith("Answer:")
+    assert triage.parse_answer(target) == ex["answer_idx"] and (
+      kind == "direct"
+    ) == target.startswith("Answer:")
     assert task._mixed_format(ex) == (prompt, target)  # fixed per question
   assert 0.4 < kinds["refine"] / 300 < 0.6 and 0.12 < kinds["direct"] / 300 < 0.28, kinds
   c.data.direct_frac = 0.6
@@ -167,10 +194,14 @@ def test_lm_generator_counts_forward_tokens():
   prompts = ["HR 70", "SBP 120 SpO2 99", "T 37.0"]
   texts, spent = gen(prompts, num_samples=3, temperature=1.0, seed=1)
   assert [len(t) for t in texts] == [3, 3, 3]
-  prefill = sum(len(tok.encode(p, add_bos=True)) for p in prompts)  # once per prompt, not per sample
+  prefill = sum(
+    len(tok.encode(p, add_bos=True)) for p in prompts
+  )  # once per prompt, not per sample
   assert prefill < spent <= prefill + 9 * 6
   fixed = S.LMGenerator(model, params, tok, max_new_tokens=6, fixed_length=True)
-  assert fixed(prompts, num_samples=2, temperature=1.0)[1] == prefill + 3 * 2 * 6  # no row ends early
+  assert (
+    fixed(prompts, num_samples=2, temperature=1.0)[1] == prefill + 3 * 2 * 6
+  )  # no row ends early
   greedy, _ = gen(prompts)
   again, _ = gen(prompts[:1])
   assert greedy[0] == again[0]  # chunking (max_rows) does not change greedy outputs
@@ -186,7 +217,10 @@ def _load_script(name, folder="experiments"):
   """A repository script (folder/name.py) as a fresh module."""
   import importlib.util
   import os
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), folder, f"{name}.py")
+
+  path = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), folder, f"{name}.py"
+  )
   spec = importlib.util.spec_from_file_location(f"medjax_script_{folder}_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -198,13 +232,21 @@ def er_run(tmp_path_factory):
   """A few training steps on the mixed CoT + refinement data (the accuracy figures come from
   experiments/er_demo.py; this checks the plumbing end to end on 2 CPU cores)."""
   from medjax.train.loop import train
+
   er_demo = _load_script("er_demo")
   workdir = str(tmp_path_factory.mktemp("er"))
-  config = er_demo.er_config(er_demo.evaluate_mcq.config_from_file("configs/llm.py:tiny"), steps=4,
-                             batch_size=8, refine_frac=0.5, refine_candidates=2)
+  config = er_demo.er_config(
+    er_demo.evaluate_mcq.config_from_file("configs/llm.py:tiny"),
+    steps=4,
+    batch_size=8,
+    refine_frac=0.5,
+    refine_candidates=2,
+  )
   config.data.max_new_tokens = 48
   train(config, workdir)
-  results = er_demo.compare(config, workdir, questions=8, num_samples=2, num_refinements=3, temperature=0.7)
+  results = er_demo.compare(
+    config, workdir, questions=8, num_samples=2, num_refinements=3, temperature=0.7
+  )
   return er_demo, config, workdir, results
 
 
@@ -230,12 +272,30 @@ def test_evaluate_mcq_reads_the_saved_config(er_run):
   assert saved.data.refine_frac == 0.5 and saved.data.seq_len == config.data.seq_len
   examples = ev.load_examples("synthetic_triage", "test")[:4]
   gen = S.LMGenerator(model, params, tok, max_new_tokens=8)
-  res = ev.run_strategies(gen, S.TriageFormat(), examples, ["medprompt"], num_samples=2, num_refinements=2,
-                          num_shuffles=3, temperature=0.7, seed=0)
+  res = ev.run_strategies(
+    gen,
+    S.TriageFormat(),
+    examples,
+    ["medprompt"],
+    num_samples=2,
+    num_refinements=2,
+    num_shuffles=3,
+    temperature=0.7,
+    seed=0,
+  )
   assert "medprompt" in ev.table(res) and len(res["medprompt"][0].records[0]["generations"]) == 3
   with pytest.raises(ValueError, match="strategy"):
-    ev.run_strategies(gen, S.TriageFormat(), examples, ["beam"], num_samples=1, num_refinements=1,
-                      num_shuffles=1, temperature=0.0, seed=0)
+    ev.run_strategies(
+      gen,
+      S.TriageFormat(),
+      examples,
+      ["beam"],
+      num_samples=1,
+      num_refinements=1,
+      num_shuffles=1,
+      temperature=0.0,
+      seed=0,
+    )
   with pytest.raises(ValueError, match="checkpoint"):
     ev.load_model(str(workdir) + "/missing", None)
 
@@ -243,16 +303,27 @@ def test_evaluate_mcq_reads_the_saved_config(er_run):
 @pytest.mark.slow
 def test_colab_runs(run_colab):
   """colabs/ensemble_refinement.ipynb end to end, with its parameters cell shrunk."""
-  text, _ = run_colab("ensemble_refinement",
-                      "STEPS, BATCH_SIZE, DIRECT_FRAC, QUESTIONS, NUM_SAMPLES, NUM_REFINEMENTS, TEMPERATURE = "
-                      "3, 8, 0.2, 4, 2, 2, 0.7")
+  text, _ = run_colab(
+    "ensemble_refinement",
+    "STEPS, BATCH_SIZE, DIRECT_FRAC, QUESTIONS, NUM_SAMPLES, NUM_REFINEMENTS, TEMPERATURE = "
+    "3, 8, 0.2, 4, 2, 2, 0.7",
+  )
   assert "Refined reasoning:" in text and "vote:" in text and "Question:" in text
   assert all(name in text for name in ("greedy", "cot", "sc", "er"))
 
 
 def test_prompt_widths_are_bucketed():
   from medjax.inference.decode import bucket_length, pad_prompts
-  assert [bucket_length(n) for n in (1, 16, 17, 100, 256, 257, 900)] == [16, 16, 32, 128, 256, 512, 1024]
+
+  assert [bucket_length(n) for n in (1, 16, 17, 100, 256, 257, 900)] == [
+    16,
+    16,
+    32,
+    128,
+    256,
+    512,
+    1024,
+  ]
   toks, lens = pad_prompts([[5] * 20, [6] * 3], pad_id=0)
   assert toks.shape == (2, 32) and lens.tolist() == [20, 3] and toks[1, 3:].sum() == 0
   assert pad_prompts([[5] * 20], pad_id=0, multiple=8)[0].shape == (1, 24)
@@ -263,13 +334,20 @@ def test_er_cost_benchmark_times_every_method_on_fixed_length_answers():
   model = DecoderLM(lm_config("tiny"))
   params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]
   gen = S.LMGenerator(model, params, ByteTokenizer(), max_new_tokens=4, fixed_length=True)
-  r = er_cost.measure(gen, S.TriageFormat(), EXAMPLES[:1], num_samples=2, num_refinements=3, repeats=1)
+  r = er_cost.measure(
+    gen, S.TriageFormat(), EXAMPLES[:1], num_samples=2, num_refinements=3, repeats=1
+  )
   assert all(r[k] > 0 for k in ("greedy_s", "er_batched_s", "er_naive_s"))
   assert r["er_batched_over_greedy"] == pytest.approx(r["er_batched_s"] / r["greedy_s"])
 
 
 def test_scripts_used_as_libraries_load_together():
   """Tests and colabs import these scripts side by side: their flags must not collide (absl flags are global)."""
-  for folder, name in (("experiments", "er_demo"), ("benchmarks", "er_cost"), ("experiments", "evaluate_mcq"),
-                       ("experiments", "curriculum"), ("experiments", "cache_latents")):
+  for folder, name in (
+    ("experiments", "er_demo"),
+    ("benchmarks", "er_cost"),
+    ("experiments", "evaluate_mcq"),
+    ("experiments", "curriculum"),
+    ("experiments", "cache_latents"),
+  ):
     _load_script(name, folder)

@@ -1,4 +1,5 @@
 """Text metrics on known values: the libraries' documented examples and hand-computed cases."""
+
 import math
 
 import pytest
@@ -10,8 +11,10 @@ pytest.importorskip("rouge_score", reason="ROUGE-L is computed by rouge-score")
 
 # sacrebleu's README example: "BLEU = 48.53 82.4/50.0/45.5/37.5 (BP = 0.943 ratio = 0.944 hyp_len = 17 ref_len = 18)"
 SYS = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
-REFS = [["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
-        ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."]]
+REFS = [
+  ["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
+  ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."],
+]
 PER_HYP = [list(r) for r in zip(*REFS)]  # medjax takes the references per hypothesis
 
 
@@ -24,11 +27,15 @@ def test_bleu_matches_the_documented_example():
 
 def test_rouge_l_by_hand():
   # rouge-score's README pair: LCS "the quick brown jumps the" = 5 of 9 (target) and 8 (prediction) tokens.
-  f = rouge_l(["The quick brown dog jumps on the log."], ["The quick brown fox jumps over the lazy dog"])
+  f = rouge_l(
+    ["The quick brown dog jumps on the log."], ["The quick brown fox jumps over the lazy dog"]
+  )
   p, r = 5 / 8, 5 / 9
   assert f == pytest.approx(2 * p * r / (p + r))
   # The best of several references counts; the mean runs over hypotheses.
-  assert rouge_l(["a b c", "x y"], [["a b c", "q"], ["x z", "y"]]) == pytest.approx((1.0 + 2 / 3) / 2)
+  assert rouge_l(["a b c", "x y"], [["a b c", "q"], ["x z", "y"]]) == pytest.approx(
+    (1.0 + 2 / 3) / 2
+  )
 
 
 def test_report_metrics_rank_a_better_report_higher():
@@ -36,14 +43,18 @@ def test_report_metrics_rank_a_better_report_higher():
   good = report_metrics(["opacity in the left lower zone. heart enlarged. no effusion."], ref)
   bad = report_metrics(["lungs clear. heart normal. right effusion."], ref)
   assert set(good) == {"bleu1", "bleu4", "rouge_l"}
-  assert all(good[k] > bad[k] for k in good) and good["rouge_l"] == pytest.approx(0.9)  # 9 of 10 words in order
+  assert all(good[k] > bad[k] for k in good) and good["rouge_l"] == pytest.approx(
+    0.9
+  )  # 9 of 10 words in order
 
 
 def test_normalisation_and_options():
   assert normalize_answer("  The LEFT  lung!") == "left lung"
   assert match_option("Yes, there is.") == "yes" and match_option("No.") == "no"
   assert match_option("maybe") is None and match_option("yesterday") is None
-  assert match_option("upper lobe", ("upper", "upper lobe")) == "upper lobe"  # the longest option wins
+  assert (
+    match_option("upper lobe", ("upper", "upper lobe")) == "upper lobe"
+  )  # the longest option wins
 
 
 def test_vqa_accuracy_splits_closed_and_open():
@@ -53,19 +64,29 @@ def test_vqa_accuracy_splits_closed_and_open():
   out = vqa_accuracy(preds, answers, closed)
   assert out == pytest.approx({"accuracy": 3 / 5, "closed_accuracy": 2 / 3, "open_accuracy": 1 / 2})
   assert set(vqa_accuracy(["no"], ["no"], [True])) == {"accuracy", "closed_accuracy"}
-  per_question = vqa_accuracy(["CT", "mri scan"], ["ct", "mri"], [True, True], [("ct", "mri"), ("ct", "mri")])
+  per_question = vqa_accuracy(
+    ["CT", "mri scan"], ["ct", "mri"], [True, True], [("ct", "mri"), ("ct", "mri")]
+  )
   assert per_question["closed_accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: vqa_accuracy(["yes"], ["yes", "no"], [True, True]),
-     r"answers: expected one per item of predictions \(1\), got 2"),
+@pytest.mark.parametrize(
+  "call,match",
+  [
+    (
+      lambda: vqa_accuracy(["yes"], ["yes", "no"], [True, True]),
+      r"answers: expected one per item of predictions \(1\), got 2",
+    ),
     (lambda: vqa_accuracy(["yes"], ["yes"], [True, False]), "closed: expected one flag per answer"),
-    (lambda: vqa_accuracy(["yes"], ["left"], [True]), "closed answer 'left' is not one of its options"),
+    (
+      lambda: vqa_accuracy(["yes"], ["left"], [True]),
+      "closed answer 'left' is not one of its options",
+    ),
     (lambda: bleu(["a"], ["a", "b"]), "references: expected one per item of hypotheses"),
     (lambda: bleu(["a", "b"], [["a", "b"], ["c"]]), "same .non-zero. number of references"),
     (lambda: rouge_l("a b", ["a b"]), "expected sequences of strings"),
-])
+  ],
+)
 def test_bad_input_names_the_argument(call, match):
   with pytest.raises(ValueError, match=match):
     call()
@@ -77,9 +98,13 @@ def test_bad_input_names_the_argument(call, match):
 def _medgemini_task(variant, **data):
   import importlib.util
   import os
+
   from medjax.tasks import get_task
+
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  spec = importlib.util.spec_from_file_location("medgemini_config", os.path.join(root, "configs", "medgemini.py"))
+  spec = importlib.util.spec_from_file_location(
+    "medgemini_config", os.path.join(root, "configs", "medgemini.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   config = mod.get_config(variant)
@@ -93,7 +118,9 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   import flax.linen as nn
   import jax
   import numpy as np
+
   from medjax.tasks.medgemini import greedy_decode
+
   task = _medgemini_task("tiny", eval_generations=4, eval_size=4, train_size=64)
   model = task.build_model()
   params = nn.meta.unbox(task.init_params(model, jax.random.PRNGKey(3), task.dummy_batch(2)))
@@ -103,16 +130,28 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   lengths = arrays["prefix_mask"].sum(1).astype(np.int32)
   pos = np.arange(arrays["tokens"].shape[1])
   arrays["tokens"] = np.where(pos < lengths[:, None], arrays["tokens"], 0)
-  inputs = {k: v for k, v in task.model_inputs(arrays).items() if k not in ("input_mask", "prefix_mask")}
+  inputs = {
+    k: v for k, v in task.model_inputs(arrays).items() if k not in ("input_mask", "prefix_mask")
+  }
   vocab = task.tokenizer.vocab_size
-  tokens, end = greedy_decode(model, params, inputs, lengths, max_new_tokens=5, eos_id=-1, vocab_size=vocab)
+  tokens, end = greedy_decode(
+    model, params, inputs, lengths, max_new_tokens=5, eos_id=-1, vocab_size=vocab
+  )
   tokens, end = np.asarray(tokens), np.asarray(end)
-  assert (end == lengths + 5).all() and (tokens[:, :lengths.min()] == arrays["tokens"][:, :lengths.min()]).all()
-  logits = model.apply({"params": params}, **dict(inputs, tokens=tokens, input_mask=pos < end[:, None],
-                                                  prefix_mask=pos < lengths[:, None]))
+  assert (end == lengths + 5).all() and (
+    tokens[:, : lengths.min()] == arrays["tokens"][:, : lengths.min()]
+  ).all()
+  logits = model.apply(
+    {"params": params},
+    **dict(
+      inputs, tokens=tokens, input_mask=pos < end[:, None], prefix_mask=pos < lengths[:, None]
+    ),
+  )
   pred = np.argmax(np.asarray(logits)[..., :vocab], -1)
   for row in range(4):
     span = np.arange(lengths[row], end[row])
     assert (tokens[row, span] == pred[row, span - 1]).all()
   out = task.evaluate(model, params, None)
-  assert {"generated_accuracy", "majority_baseline"} <= set(out) and 0 <= out["generated_accuracy"] <= 1
+  assert {"generated_accuracy", "majority_baseline"} <= set(out) and 0 <= out[
+    "generated_accuracy"
+  ] <= 1

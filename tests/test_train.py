@@ -1,4 +1,5 @@
 """The training loop: learning, sharding equivalence, FSDP memory, resume, and clear errors."""
+
 import json
 import logging
 import os
@@ -25,21 +26,30 @@ def _losses(workdir):
 
 @pytest.mark.slow
 def test_tiny_lm_learns_the_triage_task(lm_config, tmp_path):
-  cfg = lm_config(train__steps=200, train__batch_size=32, train__eval_every=200, train__log_every=50,
-                  data__eval_questions=64)
+  cfg = lm_config(
+    train__steps=200,
+    train__batch_size=32,
+    train__eval_every=200,
+    train__log_every=50,
+    data__eval_questions=64,
+  )
   result = loop.train(cfg, str(tmp_path))
   losses = _losses(str(tmp_path))
   assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:3])
-  assert result["eval/answer_accuracy"] >= 0.5, result   # chance is 0.25
+  assert result["eval/answer_accuracy"] >= 0.5, result  # chance is 0.25
   assert result["eval/unparseable"] <= 0.1
 
 
 def test_sharded_losses_equal_single_device(lm_config, tmp_path):
   single = lm_config(train__steps=5, parallel__num_devices=1)
-  sharded = lm_config(train__steps=5, parallel__mesh__data=2, parallel__mesh__fsdp=2, parallel__mesh__tensor=2)
+  sharded = lm_config(
+    train__steps=5, parallel__mesh__data=2, parallel__mesh__fsdp=2, parallel__mesh__tensor=2
+  )
   loop.train(single, str(tmp_path / "one"))
   loop.train(sharded, str(tmp_path / "eight"))
-  np.testing.assert_allclose(_losses(str(tmp_path / "eight")), _losses(str(tmp_path / "one")), atol=1e-5)
+  np.testing.assert_allclose(
+    _losses(str(tmp_path / "eight")), _losses(str(tmp_path / "one")), atol=1e-5
+  )
 
 
 def test_fsdp_shards_params_and_optimizer_state(lm_config):
@@ -55,8 +65,14 @@ def test_fsdp_shards_params_and_optimizer_state(lm_config):
 
 def _run(args, **kw):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  return subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "train.py"), *args], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+  return subprocess.Popen(
+    [sys.executable, os.path.join(REPO, "experiments", "train.py"), *args],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    **kw,
+  )
 
 
 def _final_params(cfg, workdir):
@@ -66,9 +82,16 @@ def _final_params(cfg, workdir):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_identical(lm_config, triage_data_dir, tmp_path):
-  flags = ["--config=" + os.path.join(REPO, "configs", "llm.py") + ":tiny", f"--config.data.data_dir={triage_data_dir}",
-           "--config.train.steps=24", "--config.train.checkpoint_every=4", "--config.train.batch_size=16",
-           "--config.train.log_every=1", "--config.data.eval_questions=0", "--config.train.eval_every=0"]
+  flags = [
+    "--config=" + os.path.join(REPO, "configs", "llm.py") + ":tiny",
+    f"--config.data.data_dir={triage_data_dir}",
+    "--config.train.steps=24",
+    "--config.train.checkpoint_every=4",
+    "--config.train.batch_size=16",
+    "--config.train.log_every=1",
+    "--config.data.eval_questions=0",
+    "--config.train.eval_every=0",
+  ]
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   proc = _run(flags + [f"--workdir={full}"])
   out, _ = proc.communicate(timeout=600)
@@ -96,8 +119,13 @@ def test_resume_after_sigkill_is_bitwise_identical(lm_config, triage_data_dir, t
 
 
 def test_unknown_config_key_names_the_nearest(tmp_path):
-  proc = _run([f"--config={os.path.join(REPO, 'configs', 'llm.py')}:tiny", f"--workdir={tmp_path}",
-               "--config.train.stepz=3"])
+  proc = _run(
+    [
+      f"--config={os.path.join(REPO, 'configs', 'llm.py')}:tiny",
+      f"--workdir={tmp_path}",
+      "--config.train.stepz=3",
+    ]
+  )
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode != 0
   assert "stepz" in out and 'Did you mean "steps"' in out
@@ -108,7 +136,9 @@ def test_bad_mesh_and_batch_errors(lm_config, tmp_path):
     parallel.make_mesh({"data": 3, "fsdp": -1})
   with pytest.raises(ValueError, match=r"parallel.mesh.*needs 4 devices, but 8"):
     parallel.make_mesh({"data": 2, "fsdp": 2})
-  with pytest.raises(ValueError, match=r"train.batch_size: 12 is not divisible by the data-parallel size"):
+  with pytest.raises(
+    ValueError, match=r"train.batch_size: 12 is not divisible by the data-parallel size"
+  ):
     loop.train(lm_config(train__batch_size=12, train__steps=1), str(tmp_path))
 
 
@@ -123,27 +153,38 @@ def test_corrupt_latest_checkpoint_falls_back(lm_config, tmp_path, caplog):
     result = loop.train(lm_config(train__steps=6, train__checkpoint_every=2), str(tmp_path))
   assert "step 4" in caplog.text and "unreadable" in caplog.text
   assert result["step"] == 6
-  assert any(p.name.startswith("4.corrupt-") for p in ckpts.iterdir())   # moved aside, not deleted
+  assert any(p.name.startswith("4.corrupt-") for p in ckpts.iterdir())  # moved aside, not deleted
   steps = [m["step"] for m in read_metrics(str(tmp_path))]
-  assert steps == [1, 2, 3, 4, 3, 4, 5, 6]   # resumed from step 2
+  assert steps == [1, 2, 3, 4, 3, 4, 5, 6]  # resumed from step 2
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(lm_config, tmp_path):
-  cfg = lm_config(train__steps=30, train__checkpoint_every=1, optim__lr=1e12, optim__grad_clip=0.0,
-                  optim__warmup_steps=0.0, optim__schedule="constant")
-  with pytest.raises(FloatingPointError, match=r"Non-finite loss .* at step (\d+).*last good checkpoint is step"):
+  cfg = lm_config(
+    train__steps=30,
+    train__checkpoint_every=1,
+    optim__lr=1e12,
+    optim__grad_clip=0.0,
+    optim__warmup_steps=0.0,
+    optim__schedule="constant",
+  )
+  with pytest.raises(
+    FloatingPointError, match=r"Non-finite loss .* at step (\d+).*last good checkpoint is step"
+  ):
     loop.train(cfg, str(tmp_path))
   assert os.listdir(tmp_path / "checkpoints")
 
 
 def test_checkpointer_accepts_a_relative_workdir(tmp_path, monkeypatch):
   from medjax.train.checkpoint import Checkpointer
+
   monkeypatch.chdir(tmp_path)
   state = {"w": np.arange(4.0, dtype=np.float32)}
   ckpt = Checkpointer("rel/checkpoints", use_async=False)
   ckpt.save(1, state, force=True)
   ckpt.wait()
-  restored, step = ckpt.restore(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state))
+  restored, step = ckpt.restore(
+    jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  )
   ckpt.close()
   assert step == 1 and np.array_equal(restored["w"], state["w"])
   assert (tmp_path / "rel" / "checkpoints" / "1").is_dir()

@@ -1,4 +1,5 @@
 """SD-VAE and T5 encoder imports equal `diffusers` / `transformers` on tiny random models; latent caching."""
+
 import functools
 import json
 import os
@@ -10,7 +11,9 @@ import numpy as np
 import optax
 import pytest
 
-torch = pytest.importorskip("torch", reason="parity tests run the reference diffusers/transformers models on torch")
+torch = pytest.importorskip(
+  "torch", reason="parity tests run the reference diffusers/transformers models on torch"
+)
 
 from medjax.checkpoints.diffusers_vae import load_vae, load_vae_config  # noqa: E402
 from medjax.models.vae import decode_video, encode_video  # noqa: E402
@@ -32,12 +35,21 @@ def _randomize_1d(model, seed=1):
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
   """(directory, torch AutoencoderKL): 3 levels (4x down), 1 ResNet per level, GroupNorm(4)."""
-  diffusers = pytest.importorskip("diffusers", reason="VAE parity needs the reference diffusers AutoencoderKL")
+  diffusers = pytest.importorskip(
+    "diffusers", reason="VAE parity needs the reference diffusers AutoencoderKL"
+  )
   torch.manual_seed(0)
   model = diffusers.AutoencoderKL(
-      in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-      up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16), layers_per_block=1,
-      latent_channels=4, norm_num_groups=4, sample_size=16)
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(8, 16, 16),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=4,
+    sample_size=16,
+  )
   model = _randomize_1d(model)
   path = str(tmp_path_factory.mktemp("vae"))
   model.save_pretrained(path)
@@ -71,7 +83,9 @@ def test_video_is_encoded_and_decoded_frame_by_frame(vae_dir):
   video = jnp.asarray(np.random.RandomState(1).uniform(-1, 1, (2, 3, 8, 8, 3)), jnp.float32)
   z = encode(params, video, batch_size=4)  # 6 frames, 4 at a time (the last chunk padded)
   assert z.shape == (2, 3, 2, 2, 4)
-  np.testing.assert_allclose(np.asarray(z), np.asarray(encode(params, video)), atol=1e-5)  # all frames at once
+  np.testing.assert_allclose(
+    np.asarray(z), np.asarray(encode(params, video)), atol=1e-5
+  )  # all frames at once
   assert jax.jit(functools.partial(decode_video, vae))(params, z).shape == video.shape
   sample = encode(params, video, jax.random.PRNGKey(0))
   assert float(jnp.abs(sample - z).mean()) > 1e-3  # a posterior sample, not the mean
@@ -84,7 +98,9 @@ def test_video_is_encoded_and_decoded_frame_by_frame(vae_dir):
 def test_pre_014_attention_names_load_the_same(vae_dir, tmp_path):
   """Older diffusers checkpoints name the mid-block attention query/key/value/proj_attn."""
   import shutil
+
   from safetensors.numpy import load_file, save_file
+
   old = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
   tensors = load_file(os.path.join(vae_dir[0], "diffusion_pytorch_model.safetensors"))
   renamed = {}
@@ -101,8 +117,11 @@ def test_pre_014_attention_names_load_the_same(vae_dir, tmp_path):
 
 def test_vae_config_errors_name_the_field(vae_dir, tmp_path):
   hf = json.load(open(os.path.join(vae_dir[0], "config.json")))
-  for change, field in [({"act_fn": "relu"}, "act_fn"), ({"_class_name": "VQModel"}, "_class_name"),
-                        ({"up_block_types": ["AttnUpDecoderBlock2D"] * 3}, "up_block_types")]:
+  for change, field in [
+    ({"act_fn": "relu"}, "act_fn"),
+    ({"_class_name": "VQModel"}, "_class_name"),
+    ({"up_block_types": ["AttnUpDecoderBlock2D"] * 3}, "up_block_types"),
+  ]:
     (tmp_path / "config.json").write_text(json.dumps({**hf, **change}))
     with pytest.raises(ValueError, match=f"'{field}'"):
       load_vae_config(str(tmp_path))
@@ -118,25 +137,44 @@ T5_VOCAB = 64
 def _save_t5_tokenizer(path):
   """A word-level tokenizer.json laid out like T5's: <pad>=0, </s>=1, <unk>=2, eos appended by the post-processor."""
   import tokenizers
+
   vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{f"w{i}": i for i in range(3, T5_VOCAB)}}
   tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
   tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-  tok.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+  tok.post_processor = tokenizers.processors.TemplateProcessing(
+    single="$A </s>", special_tokens=[("</s>", 1)]
+  )
   tok.add_special_tokens(["<pad>", "</s>", "<unk>"])
   tok.save(os.path.join(path, "tokenizer.json"))
-  json.dump({"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"},
-            open(os.path.join(path, "special_tokens_map.json"), "w"))
+  json.dump(
+    {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"},
+    open(os.path.join(path, "special_tokens_map.json"), "w"),
+  )
 
 
 @pytest.fixture(scope="module")
 def t5_dirs(tmp_path_factory):
   """{"full": T5ForConditionalGeneration dir, "encoder": T5EncoderModel dir} -> (path, torch encoder)."""
-  transformers = pytest.importorskip("transformers", reason="T5 parity needs the reference transformers model")
+  transformers = pytest.importorskip(
+    "transformers", reason="T5 parity needs the reference transformers model"
+  )
   torch.manual_seed(0)
-  cfg = transformers.T5Config(vocab_size=T5_VOCAB, d_model=32, d_kv=8, num_heads=4, d_ff=48, num_layers=2,
-                              num_decoder_layers=1, feed_forward_proj="gated-gelu", relative_attention_num_buckets=16,
-                              relative_attention_max_distance=20, initializer_factor=1.0, pad_token_id=0,
-                              eos_token_id=1, decoder_start_token_id=0)
+  cfg = transformers.T5Config(
+    vocab_size=T5_VOCAB,
+    d_model=32,
+    d_kv=8,
+    num_heads=4,
+    d_ff=48,
+    num_layers=2,
+    num_decoder_layers=1,
+    feed_forward_proj="gated-gelu",
+    relative_attention_num_buckets=16,
+    relative_attention_max_distance=20,
+    initializer_factor=1.0,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+  )
   full = _randomize_1d(transformers.T5ForConditionalGeneration(cfg))
   encoder = transformers.T5EncoderModel(cfg)
   encoder.load_state_dict(full.state_dict(), strict=False)
@@ -153,6 +191,7 @@ def t5_dirs(tmp_path_factory):
 def test_t5_encoder_matches_transformers(t5_dirs, layout):
   from medjax.checkpoints.hf_t5 import load_t5_config, load_t5_params
   from medjax.models.t5 import T5Encoder
+
   path, ref = t5_dirs[layout]
   cfg = load_t5_config(path)
   assert (cfg.num_layers, cfg.d_ff, cfg.activation) == (2, 48, "gelu_tanh")
@@ -161,7 +200,9 @@ def test_t5_encoder_matches_transformers(t5_dirs, layout):
   mask = np.ones_like(ids)
   mask[1, 25:] = 0
   with torch.no_grad():
-    want = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    want = ref(
+      input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)
+    ).last_hidden_state.numpy()
   got = jax.jit(T5Encoder(cfg).apply)({"params": load_t5_params(path, cfg)}, ids, mask)
   assert np.abs(want).max() > 0.5
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
@@ -169,28 +210,44 @@ def test_t5_encoder_matches_transformers(t5_dirs, layout):
 
 def test_relative_position_buckets_match_transformers():
   from transformers.models.t5.modeling_t5 import T5Attention
+
   from medjax.models.t5 import relative_position_buckets
-  rel = torch.arange(300)[None, :] - torch.arange(300)[:, None]  # float32 log boundaries at 16, 32, 64
-  want = T5Attention._relative_position_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128)
+
+  rel = (
+    torch.arange(300)[None, :] - torch.arange(300)[:, None]
+  )  # float32 log boundaries at 16, 32, 64
+  want = T5Attention._relative_position_bucket(
+    rel, bidirectional=True, num_buckets=32, max_distance=128
+  )
   np.testing.assert_array_equal(relative_position_buckets(300, 32, 128), want.numpy())
 
 
 def test_t5_caption_encoder_tokenizes_like_transformers(t5_dirs):
   import transformers
+
   from medjax.checkpoints.hf_t5 import load_t5_encoder
+
   path, ref = t5_dirs["encoder"]
   enc = load_t5_encoder(path, max_len=6)
   captions = ["w5 w9 w17", "w3 w4 w5 w6 w7 w8 w9 w10", "w60 unknown w61"]
-  hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"),
-                                                pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+  hf_tok = transformers.PreTrainedTokenizerFast(
+    tokenizer_file=os.path.join(path, "tokenizer.json"),
+    pad_token="<pad>",
+    eos_token="</s>",
+    unk_token="<unk>",
+  )
   want = hf_tok(captions, max_length=6, padding="max_length", truncation=True, return_tensors="np")
   emb, mask = enc(captions)
   ids, _ = enc.tokenize(captions)
   np.testing.assert_array_equal(ids, want["input_ids"])
   np.testing.assert_array_equal(mask, want["attention_mask"])
-  assert ids[1, -1] == 1 and ids[2, 1] == 2  # truncated captions end with eos; unknown words map to <unk>
+  assert (
+    ids[1, -1] == 1 and ids[2, 1] == 2
+  )  # truncated captions end with eos; unknown words map to <unk>
   with torch.no_grad():
-    ref_emb = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    ref_emb = ref(
+      input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)
+    ).last_hidden_state.numpy()
   assert emb.shape == (3, 6, 32)
   np.testing.assert_allclose(emb, ref_emb, atol=1e-4, rtol=0)
   emb16, _ = load_t5_encoder(path, max_len=6, dtype="bfloat16")(captions)
@@ -201,8 +258,12 @@ def test_t5_caption_encoder_tokenizes_like_transformers(t5_dirs):
 
 def test_t5_config_errors_name_the_field(t5_dirs, tmp_path):
   from medjax.checkpoints.hf_t5 import load_t5_config, load_t5_params
+
   hf = json.load(open(os.path.join(t5_dirs["encoder"][0], "config.json")))
-  for change, field in [({"feed_forward_proj": "relu"}, "feed_forward_proj"), ({"model_type": "umt5"}, "model_type")]:
+  for change, field in [
+    ({"feed_forward_proj": "relu"}, "feed_forward_proj"),
+    ({"model_type": "umt5"}, "model_type"),
+  ]:
     (tmp_path / "config.json").write_text(json.dumps({**hf, **change}))
     with pytest.raises(ValueError, match=f"'{field}'"):
       load_t5_config(str(tmp_path))
@@ -215,30 +276,60 @@ def test_t5_config_errors_name_the_field(t5_dirs, tmp_path):
 
 
 SD_VAE_FT_EMA = {  # stabilityai/sd-vae-ft-ema config.json (Open-Sora v1.0 / Bora)
-    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-    "norm_num_groups": 32, "out_channels": 3, "sample_size": 256, "up_block_types": ["UpDecoderBlock2D"] * 4}
+  "_class_name": "AutoencoderKL",
+  "act_fn": "silu",
+  "block_out_channels": [128, 256, 512, 512],
+  "down_block_types": ["DownEncoderBlock2D"] * 4,
+  "in_channels": 3,
+  "latent_channels": 4,
+  "layers_per_block": 2,
+  "norm_num_groups": 32,
+  "out_channels": 3,
+  "sample_size": 256,
+  "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
 T5_V1_1_XXL = {  # google/t5-v1_1-xxl config.json (its encoder is Open-Sora / Bora's text encoder)
-    "architectures": ["T5ForConditionalGeneration"], "d_ff": 10240, "d_kv": 64, "d_model": 4096,
-    "dropout_rate": 0.1, "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-06, "model_type": "t5",
-    "num_decoder_layers": 24, "num_heads": 64, "num_layers": 24, "relative_attention_num_buckets": 32,
-    "tie_word_embeddings": False, "vocab_size": 32128}
+  "architectures": ["T5ForConditionalGeneration"],
+  "d_ff": 10240,
+  "d_kv": 64,
+  "d_model": 4096,
+  "dropout_rate": 0.1,
+  "feed_forward_proj": "gated-gelu",
+  "layer_norm_epsilon": 1e-06,
+  "model_type": "t5",
+  "num_decoder_layers": 24,
+  "num_heads": 64,
+  "num_layers": 24,
+  "relative_attention_num_buckets": 32,
+  "tie_word_embeddings": False,
+  "vocab_size": 32128,
+}
 
 
 def test_hub_configs_map_to_presets_with_published_sizes(tmp_path):
   from medjax.checkpoints.hf_t5 import load_t5_config
   from medjax.models import t5, vae
   from medjax.parallel.sharding import strip_boxes
+
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(strip_boxes(tree)))
   (tmp_path / "config.json").write_text(json.dumps(SD_VAE_FT_EMA))
   assert load_vae_config(str(tmp_path)) == vae.PRESETS["sd-vae"]
   (tmp_path / "config.json").write_text(json.dumps(T5_V1_1_XXL))
   assert load_t5_config(str(tmp_path)) == t5.PRESETS["t5-v1_1-xxl"]
-  sd = jax.eval_shape(lambda: vae.AutoencoderKL(vae.PRESETS["sd-vae"]).init(jax.random.PRNGKey(0),
-                                                                             jnp.zeros((1, 8, 8, 3))))
-  xxl = jax.eval_shape(lambda: t5.T5Encoder(t5.PRESETS["t5-v1_1-xxl"]).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4))))
-  assert (count(sd), count(xxl)) == (83_653_863, 4_762_310_656)  # as diffusers / transformers count them
+  sd = jax.eval_shape(
+    lambda: vae.AutoencoderKL(vae.PRESETS["sd-vae"]).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3))
+    )
+  )
+  xxl = jax.eval_shape(
+    lambda: t5.T5Encoder(t5.PRESETS["t5-v1_1-xxl"]).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4))
+    )
+  )
+  assert (count(sd), count(xxl)) == (
+    83_653_863,
+    4_762_310_656,
+  )  # as diffusers / transformers count them
 
 
 # ---------------------------------------------------------------------------------------- caching
@@ -247,7 +338,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _load(path):
   import importlib.util
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], os.path.join(ROOT, path))
+
+  spec = importlib.util.spec_from_file_location(
+    os.path.basename(path)[:-3], os.path.join(ROOT, path)
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -255,9 +349,21 @@ def _load(path):
 
 def _cached_config(cache_dir):
   c = _load("configs/bora.py").get_config("tiny").unlock()
-  c.data.update(name="bora_csv", latent="vae", tokenizer="", frames=4, size=8, channels=4, max_text_len=16,
-                eval_videos=0, latent_scale=0.18215, cache_dir=cache_dir)
-  c.model.update(in_channels=4, patch_size=(1, 2, 2), text_vocab_size=0, caption_channels=32, max_text_len=16)
+  c.data.update(
+    name="bora_csv",
+    latent="vae",
+    tokenizer="",
+    frames=4,
+    size=8,
+    channels=4,
+    max_text_len=16,
+    eval_videos=0,
+    latent_scale=0.18215,
+    cache_dir=cache_dir,
+  )
+  c.model.update(
+    in_channels=4, patch_size=(1, 2, 2), text_vocab_size=0, caption_channels=32, max_text_len=16
+  )
   return c
 
 
@@ -267,19 +373,32 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
   from medjax.checkpoints.hf_t5 import load_t5_encoder
   from medjax.data import latent_cache
   from medjax.tasks import get_task
+
   cli = _load("experiments/cache_latents.py")
   cache, data_dir = str(tmp_path / "cache"), str(tmp_path / "tfds")
-  meta = cli.cache_latents(out=cache, manual_dir=os.path.join(ROOT, "data", "bora_csv", "dummy_data"),
-                           vae=vae_dir[0], text_encoder=t5_dirs["encoder"][0], builder_config="tiny",
-                           data_dir=data_dir, max_text_len=16, batch_size=2, sample_posterior=False)
+  meta = cli.cache_latents(
+    out=cache,
+    manual_dir=os.path.join(ROOT, "data", "bora_csv", "dummy_data"),
+    vae=vae_dir[0],
+    text_encoder=t5_dirs["encoder"][0],
+    builder_config="tiny",
+    data_dir=data_dir,
+    max_text_len=16,
+    batch_size=2,
+    sample_posterior=False,
+  )
   assert {s: (m["count"], m["x_shape"], m["y_shape"]) for s, m in meta.items()} == {
-      "train": (2, [4, 8, 8, 4], [16, 32]), "validation": (1, [4, 8, 8, 4], [16, 32])}
+    "train": (2, [4, 8, 8, 4], [16, 32]),
+    "validation": (1, [4, 8, 8, 4], [16, 32]),
+  }
   assert meta["train"]["scaling_factor"] == 0.18215
   # The cache holds the VAE posterior means and T5 embeddings of the clips the TFDS builder decoded.
   clips = cli.load_builder("tiny", data_dir).as_data_source()["train"]
   rec, cached = clips[1], latent_cache.CacheSource(os.path.join(cache, "train"))[1]
   vae, params = load_vae(vae_dir[0])
-  z = jax.jit(functools.partial(encode_video, vae))(params, latent_cache.to_pixels(rec["video"])[None])
+  z = jax.jit(functools.partial(encode_video, vae))(
+    params, latent_cache.to_pixels(rec["video"])[None]
+  )
   np.testing.assert_allclose(cached["x"], np.asarray(z[0]), atol=1e-5)
   emb, mask = load_t5_encoder(t5_dirs["encoder"][0], max_len=16)([rec["text"].decode()])
   np.testing.assert_allclose(cached["y"], emb[0], atol=1e-5)
@@ -303,13 +422,19 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
     params, state, loss = step(params, state)
     losses.append(float(loss))
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
-  assert len(list(task.eval_data(batch_size=1, shard_index=0, shard_count=1))) == 1  # the validation split
+  assert (
+    len(list(task.eval_data(batch_size=1, shard_index=0, shard_count=1))) == 1
+  )  # the validation split
   with pytest.raises(ValueError, match="batch_size: 8 x 1 host.*1 records x 1 epoch"):
     task.eval_data(batch_size=8, shard_index=0, shard_count=1)
   # A cache that does not fit the config is rejected, naming the config fields.
   c = _cached_config(cache)
   c.data.frames = 5
-  with pytest.raises(ValueError, match=r"data.frames/size/channels: .*\(4, 8, 8, 4\).*\(5, 8, 8, 4\)"):
+  with pytest.raises(
+    ValueError, match=r"data.frames/size/channels: .*\(4, 8, 8, 4\).*\(5, 8, 8, 4\)"
+  ):
     get_task(c).train_data(batch_size=8, seed=0, shard_index=0, shard_count=1)
   with pytest.raises(ValueError, match="already exists"):
-    latent_cache.write_split(os.path.join(cache, "train"), [rec], encode_videos=None, encode_captions=None)
+    latent_cache.write_split(
+      os.path.join(cache, "train"), [rec], encode_videos=None, encode_captions=None
+    )

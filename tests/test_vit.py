@@ -1,4 +1,5 @@
 """ViT: 2D/3D shapes, presets, token pooling, 2D->3D inflation, input validation."""
+
 import dataclasses
 
 import flax.linen as nn
@@ -43,7 +44,9 @@ def test_inflated_params_match_fresh_3d_structure():
   assert jax.tree.map(jnp.shape, p3) == jax.tree.map(jnp.shape, fresh)
 
 
-@pytest.mark.parametrize("pool,has_pooled", [("map", True), ("gap", True), ("cls", True), ("none", False)])
+@pytest.mark.parametrize(
+  "pool,has_pooled", [("map", True), ("gap", True), ("cls", True), ("none", False)]
+)
 def test_shapes_pools_and_any_channel_count(pool, has_pooled):
   cfg = vit_config("tiny", pool=pool, channels=5, token_pool=2)
   x = jnp.ones((3, 32, 32, 5))
@@ -86,12 +89,15 @@ def test_sincos_accepts_other_sizes():
   assert out["tokens"].shape == (1, 12 * 4, 64)
 
 
-@pytest.mark.parametrize("shape,match", [
+@pytest.mark.parametrize(
+  "shape,match",
+  [
     ((2, 32, 32), r"images: expected rank 4"),
     ((2, 32, 32, 3), r"images: expected 1 channels.*got 3"),
     ((2, 30, 32, 1), r"images: spatial size \(30, 32\) is not divisible by the patch \(4, 4\)"),
     ((2, 64, 64, 1), r"images: expected spatial size \(32, 32\)"),
-])
+  ],
+)
 def test_bad_inputs_raise(shape, match):
   cfg = vit_config("tiny")
   p = _init(cfg, jnp.zeros((1, 32, 32, 1)))
@@ -117,9 +123,12 @@ def test_bad_3d_input_and_config():
 @pytest.mark.parametrize("patch", [(4, 4), (2, 4, 4)])
 def test_patch_embed_equals_strided_conv(patch):
   from medjax.nn.patch import PatchEmbed
+
   x = jax.random.normal(jax.random.PRNGKey(0), (2,) + (4,) * (len(patch) - 2) + (8, 8, 3))
   m = PatchEmbed(5, patch)
   p = nn.meta.unbox(m.init(jax.random.PRNGKey(1), x))["params"]
   dims = ("NHWC", "HWIO", "NHWC") if len(patch) == 2 else ("NDHWC", "DHWIO", "NDHWC")
-  ref = jax.lax.conv_general_dilated(x, p["kernel"], patch, "VALID", dimension_numbers=dims) + p["bias"]
+  ref = (
+    jax.lax.conv_general_dilated(x, p["kernel"], patch, "VALID", dimension_numbers=dims) + p["bias"]
+  )
   np.testing.assert_allclose(m.apply({"params": p}, x), ref, atol=1e-5)

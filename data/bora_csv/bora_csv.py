@@ -6,6 +6,7 @@ ignored. Every video is decoded with PyAV, a clip of `num_frames` frames taken e
 frames from the middle of the video, each frame resized (shorter side) and centre-cropped to
 `image_size`. No flips: laterality matters for MRI and ultrasound.
 """
+
 import csv
 import dataclasses
 
@@ -33,17 +34,22 @@ def read_rows(csv_path: epath.Path) -> list[dict]:
     reader = csv.DictReader(f)
     missing = {"path", "text"} - set(reader.fieldnames or ())
     if missing:
-      raise ValueError(f"{csv_path}: expected columns path,text; missing {sorted(missing)} in {reader.fieldnames}")
+      raise ValueError(
+        f"{csv_path}: expected columns path,text; missing {sorted(missing)} in {reader.fieldnames}"
+      )
     rows = []
     for r in reader:
       p = epath.Path(r["path"])
-      rows.append({"path": p if p.is_absolute() else csv_path.parent / p, "text": r["text"].strip()})
+      rows.append(
+        {"path": p if p.is_absolute() else csv_path.parent / p, "text": r["text"].strip()}
+      )
   return rows
 
 
 def decode_frames(path) -> np.ndarray:
   """All frames of a video file as uint8 [T, H, W, 3]."""
   import av
+
   with av.open(str(path)) as container:
     return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
@@ -51,12 +57,17 @@ def decode_frames(path) -> np.ndarray:
 def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
   """[T, H, W, 3] -> [T, size, size, 3]: shorter side to `size` (bicubic), then a centre crop."""
   from PIL import Image
+
   _, h, w, _ = frames.shape
   scale = size / min(h, w)
   nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
   top, left = (nh - size) // 2, (nw - size) // 2
-  out = [np.asarray(Image.fromarray(f).resize((nw, nh), Image.BICUBIC))[top:top + size, left:left + size]
-         for f in frames]
+  out = [
+    np.asarray(Image.fromarray(f).resize((nw, nh), Image.BICUBIC))[
+      top : top + size, left : left + size
+    ]
+    for f in frames
+  ]
   return np.stack(out)
 
 
@@ -66,7 +77,7 @@ def sample_clip(frames: np.ndarray, num_frames: int, interval: int) -> np.ndarra
   if len(frames) < span:
     return None
   start = (len(frames) - span) // 2
-  return frames[start:start + span:interval]
+  return frames[start : start + span : interval]
 
 
 class BoraCsv(tfds.core.GeneratorBasedBuilder):
@@ -74,10 +85,17 @@ class BoraCsv(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [BoraCsvConfig(name="bora", description="40 frames, interval 3, 256x256 (Bora)"),
-                     BoraCsvConfig(name="opensora_v1", num_frames=16, description="16 frames, interval 3, 256x256"),
-                     BoraCsvConfig(name="tiny", num_frames=4, frame_interval=2, image_size=32,
-                                   description="4 frames, interval 2, 32x32 (tests)")]
+  BUILDER_CONFIGS = [
+    BoraCsvConfig(name="bora", description="40 frames, interval 3, 256x256 (Bora)"),
+    BoraCsvConfig(name="opensora_v1", num_frames=16, description="16 frames, interval 3, 256x256"),
+    BoraCsvConfig(
+      name="tiny",
+      num_frames=4,
+      frame_interval=2,
+      image_size=32,
+      description="4 frames, interval 2, 32x32 (tests)",
+    ),
+  ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   code_path = epath.Path(__file__)
 
@@ -85,14 +103,25 @@ class BoraCsv(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     shape = (cfg.num_frames, cfg.image_size, cfg.image_size, 3)
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, homepage="https://github.com/Weixiang-Sun/Bora",
-        features=tfds.features.FeaturesDict({
-            "video": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="zlib"),
-            "text": tfds.features.Text(), "path": tfds.features.Text()}))
+      builder=self,
+      description=__doc__,
+      homepage="https://github.com/Weixiang-Sun/Bora",
+      features=tfds.features.FeaturesDict(
+        {
+          "video": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="zlib"),
+          "text": tfds.features.Text(),
+          "path": tfds.features.Text(),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     manual = epath.Path(dl_manager.manual_dir)
-    out = {s: self._generate_examples(manual / f"{s}.csv") for s in SPLITS if (manual / f"{s}.csv").exists()}
+    out = {
+      s: self._generate_examples(manual / f"{s}.csv")
+      for s in SPLITS
+      if (manual / f"{s}.csv").exists()
+    }
     if not out:
       raise ValueError(f"manual_dir: expected one of {[s + '.csv' for s in SPLITS]} in {manual}")
     return out
@@ -102,8 +131,19 @@ class BoraCsv(tfds.core.GeneratorBasedBuilder):
     for i, row in enumerate(read_rows(csv_path)):
       clip = sample_clip(decode_frames(row["path"]), cfg.num_frames, cfg.frame_interval)
       if clip is None:
-        logging.warning("%s: skipping %s, shorter than %d frames x interval %d", csv_path, row["path"],
-                        cfg.num_frames, cfg.frame_interval)
+        logging.warning(
+          "%s: skipping %s, shorter than %d frames x interval %d",
+          csv_path,
+          row["path"],
+          cfg.num_frames,
+          cfg.frame_interval,
+        )
         continue
-      yield f"{csv_path.stem}-{i}", {"video": resize_center_crop(clip, cfg.image_size), "text": row["text"],
-                                     "path": str(row["path"].name)}
+      yield (
+        f"{csv_path.stem}-{i}",
+        {
+          "video": resize_center_crop(clip, cfg.image_size),
+          "text": row["text"],
+          "path": str(row["path"].name),
+        },
+      )

@@ -7,6 +7,7 @@ Examples carry the image padded to a square and resized (grayscale), the boxes o
 Anatomy-VLM paper uses (normalised cxcywh, `box_valid` where the graph has that region; other region
 names, e.g. the cardiophrenic angles, are skipped), the region phrases and the region attributes.
 """
+
 import csv
 import dataclasses
 import json
@@ -22,7 +23,9 @@ MANUAL_DOWNLOAD_INSTRUCTIONS = """From PhysioNet (credentialed access): put Ches
 (files/p10/p10000032/s50414267/<dicom_id>.jpg) side by side in manual_dir."""
 
 SPLITS = {"train": "train", "validation": "valid", "test": "test"}
-BOX_SLACK = 0.02  # boxes may overhang the image by this fraction of its size (then clipped); more is an error
+BOX_SLACK = (
+  0.02  # boxes may overhang the image by this fraction of its size (then clipped); more is an error
+)
 
 
 @dataclasses.dataclass
@@ -44,17 +47,27 @@ def _field(d: dict, key: str, where: str):
 
 def parse_boxes(graph: dict, width: int, height: int, where: str) -> tuple[np.ndarray, np.ndarray]:
   """Region boxes -> (xyxy in pixels [29, 4] float32, valid [29] bool), regions in CHEST_IMAGENOME_REGIONS order."""
-  boxes, valid = np.zeros((len(CHEST_IMAGENOME_REGIONS), 4), np.float32), np.zeros(len(CHEST_IMAGENOME_REGIONS), bool)
+  boxes, valid = (
+    np.zeros((len(CHEST_IMAGENOME_REGIONS), 4), np.float32),
+    np.zeros(len(CHEST_IMAGENOME_REGIONS), bool),
+  )
   for obj in _field(graph, "objects", where):
     name = _field(obj, "bbox_name", f"{where} objects")
     if name not in CHEST_IMAGENOME_REGIONS:
       continue
-    b = np.array([_field(obj, f"original_{k}", f"{where} object {name!r}") for k in ("x1", "y1", "x2", "y2")],
-                 np.float32)
-    lo, hi = -BOX_SLACK * np.array([width, height] * 2), (1 + BOX_SLACK) * np.array([width, height] * 2)
+    b = np.array(
+      [_field(obj, f"original_{k}", f"{where} object {name!r}") for k in ("x1", "y1", "x2", "y2")],
+      np.float32,
+    )
+    lo, hi = (
+      -BOX_SLACK * np.array([width, height] * 2),
+      (1 + BOX_SLACK) * np.array([width, height] * 2),
+    )
     if np.any(b < lo) or np.any(b > hi) or b[2] <= b[0] or b[3] <= b[1]:
-      raise ValueError(f"{where} object {name!r}: expected a non-empty box inside the {width}x{height} image, got "
-                       f"original_x1/y1/x2/y2 = {b.tolist()}")
+      raise ValueError(
+        f"{where} object {name!r}: expected a non-empty box inside the {width}x{height} image, got "
+        f"original_x1/y1/x2/y2 = {b.tolist()}"
+      )
     i = CHEST_IMAGENOME_REGIONS.index(name)
     boxes[i], valid[i] = np.clip(b, 0, [width, height] * 2), True
   return boxes, valid
@@ -69,15 +82,21 @@ def parse_findings(graph: dict, where: str) -> tuple[list, list]:
       continue
     texts = _field(entry, "phrases", f"{where} attributes of {name!r}")
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-      raise ValueError(f"{where} attributes of {name!r}: expected a non-empty list of phrases, got {texts!r}")
+      raise ValueError(
+        f"{where} attributes of {name!r}: expected a non-empty list of phrases, got {texts!r}"
+      )
     region = CHEST_IMAGENOME_REGIONS.index(name)
     phrases += [{"region": region, "text": t.strip()} for t in texts]
     for per_phrase in _field(entry, "attributes", f"{where} attributes of {name!r}"):
       for a in per_phrase:
         parts = a.split("|")
         if len(parts) != 3 or parts[1] not in ("yes", "no"):
-          raise ValueError(f"{where} attributes of {name!r}: expected 'category|yes/no|name', got {a!r}")
-        attributes.append({"region": region, "category": parts[0], "positive": parts[1] == "yes", "name": parts[2]})
+          raise ValueError(
+            f"{where} attributes of {name!r}: expected 'category|yes/no|name', got {a!r}"
+          )
+        attributes.append(
+          {"region": region, "category": parts[0], "positive": parts[1] == "yes", "name": parts[2]}
+        )
   return phrases, attributes
 
 
@@ -85,15 +104,23 @@ def square_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.n
   """Grayscale uint8 [H, W] and pixel xyxy boxes -> [size, size, 1] (zero-padded to a centred square, resized)
   and normalised cxcywh boxes."""
   from PIL import Image
+
   h, w = image.shape
   side = max(h, w)
   top, left = (side - h) // 2, (side - w) // 2
   square = np.zeros((side, side), np.uint8)
-  square[top:top + h, left:left + w] = image
+  square[top : top + h, left : left + w] = image
   out = np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR))[..., None]
   xyxy = (boxes + np.array([left, top, left, top], np.float32)) / side
-  cxcywh = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2, xyxy[:, 2] - xyxy[:, 0],
-                     xyxy[:, 3] - xyxy[:, 1]], -1)
+  cxcywh = np.stack(
+    [
+      (xyxy[:, 0] + xyxy[:, 2]) / 2,
+      (xyxy[:, 1] + xyxy[:, 3]) / 2,
+      xyxy[:, 2] - xyxy[:, 0],
+      xyxy[:, 3] - xyxy[:, 1],
+    ],
+    -1,
+  )
   return out, cxcywh.astype(np.float32)
 
 
@@ -101,7 +128,9 @@ def read_split(csv_path: epath.Path) -> list[str]:
   with csv_path.open() as f:
     reader = csv.DictReader(f)
     if "dicom_id" not in (reader.fieldnames or ()):
-      raise ValueError(f"{csv_path.name}: expected a dicom_id column, got columns {reader.fieldnames}")
+      raise ValueError(
+        f"{csv_path.name}: expected a dicom_id column, got columns {reader.fieldnames}"
+      )
     return [r["dicom_id"] for r in reader]
 
 
@@ -110,37 +139,58 @@ class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release (silver scene graphs)."}
-  BUILDER_CONFIGS = [ChestImaGenomeConfig(name="224", description="224x224 (Anatomy-VLM)"),
-                     ChestImaGenomeConfig(name="tiny", image_size=32, description="32x32 (tests)")]
+  BUILDER_CONFIGS = [
+    ChestImaGenomeConfig(name="224", description="224x224 (Anatomy-VLM)"),
+    ChestImaGenomeConfig(name="tiny", image_size=32, description="32x32 (tests)"),
+  ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     s, r = self.builder_config.image_size, len(CHEST_IMAGENOME_REGIONS)
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, homepage="https://physionet.org/content/chest-imagenome/",
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(s, s, 1), dtype=np.uint8, encoding="zlib"),  # no TF needed
-            "image_id": tfds.features.Text(),
-            "viewpoint": tfds.features.Text(),
-            "boxes": tfds.features.Tensor(shape=(r, 4), dtype=np.float32),
-            "box_valid": tfds.features.Tensor(shape=(r,), dtype=np.bool_),
-            "phrases": tfds.features.Sequence({"region": np.int32, "text": tfds.features.Text()}),
-            "attributes": tfds.features.Sequence({"region": np.int32, "category": tfds.features.Text(),
-                                                  "positive": np.bool_, "name": tfds.features.Text()}),
-        }))
+      builder=self,
+      description=__doc__,
+      homepage="https://physionet.org/content/chest-imagenome/",
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(
+            shape=(s, s, 1), dtype=np.uint8, encoding="zlib"
+          ),  # no TF needed
+          "image_id": tfds.features.Text(),
+          "viewpoint": tfds.features.Text(),
+          "boxes": tfds.features.Tensor(shape=(r, 4), dtype=np.float32),
+          "box_valid": tfds.features.Tensor(shape=(r,), dtype=np.bool_),
+          "phrases": tfds.features.Sequence({"region": np.int32, "text": tfds.features.Text()}),
+          "attributes": tfds.features.Sequence(
+            {
+              "region": np.int32,
+              "category": tfds.features.Text(),
+              "positive": np.bool_,
+              "name": tfds.features.Text(),
+            }
+          ),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     root = epath.Path(dl_manager.manual_dir)
     splits = root / "silver_dataset" / "splits"
-    out = {k: self._generate_examples(root, splits / f"{v}.csv") for k, v in SPLITS.items()
-           if (splits / f"{v}.csv").exists()}
+    out = {
+      k: self._generate_examples(root, splits / f"{v}.csv")
+      for k, v in SPLITS.items()
+      if (splits / f"{v}.csv").exists()
+    }
     if not out:
-      raise ValueError(f"manual_dir: expected silver_dataset/splits/{{train,valid,test}}.csv in {root}")
+      raise ValueError(
+        f"manual_dir: expected silver_dataset/splits/{{train,valid,test}}.csv in {root}"
+      )
     return out
 
   def _generate_examples(self, root, csv_path):
     from PIL import Image
+
     for dicom_id in read_split(csv_path):
       path = root / "silver_dataset" / "scene_graph" / f"{dicom_id}_SceneGraph.json"
       graph = json.loads(path.read_text())
@@ -149,6 +199,15 @@ class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
       boxes, valid = parse_boxes(graph, image.shape[1], image.shape[0], path.name)
       phrases, attributes = parse_findings(graph, path.name)
       image, boxes = square_resize(image, boxes, self.builder_config.image_size)
-      yield dicom_id, {"image": image, "image_id": dicom_id, "viewpoint": graph.get("viewpoint", ""),
-                       "boxes": np.where(valid[:, None], boxes, 0.0), "box_valid": valid,
-                       "phrases": phrases, "attributes": attributes}
+      yield (
+        dicom_id,
+        {
+          "image": image,
+          "image_id": dicom_id,
+          "viewpoint": graph.get("viewpoint", ""),
+          "boxes": np.where(valid[:, None], boxes, 0.0),
+          "box_valid": valid,
+          "phrases": phrases,
+          "attributes": attributes,
+        },
+      )

@@ -10,6 +10,7 @@ template come from ECG-QA's answers_for_each_template.csv (columns template_id, 
 present. Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, with template_id,
 plus question, question_type, ecg_id and options.
 """
+
 import ast
 import functools
 import re
@@ -21,7 +22,11 @@ from etils import epath
 from medjax.data import timeseries_io as tsio
 
 COT_URL = "https://polybox.ethz.ch/index.php/s/D5QaJSEw4dXkzXm/download/ecg_qa_cot_final.zip"
-SPLIT_FILES = {"train": "ecg_qa_cot_train.csv", "validation": "ecg_qa_cot_val.csv", "test": "ecg_qa_cot_test.csv"}
+SPLIT_FILES = {
+  "train": "ecg_qa_cot_train.csv",
+  "validation": "ecg_qa_cot_val.csv",
+  "test": "ecg_qa_cot_test.csv",
+}
 COLUMNS = ("ecg_id", "question", "answer", "template_id", "question_type", "rationale")
 ANSWERS_FILE = "answers_for_each_template.csv"
 FS = 100  # Hz of the stored series
@@ -40,15 +45,21 @@ def read_wfdb(base) -> tuple[np.ndarray, float, list[str]]:
   lines = [l for l in lines if l]
   head = lines[0].split()
   if len(head) < 4:
-    raise ValueError(f"{hea.name}: record line: expected 'name n_sig fs n_samples', got {lines[0]!r}")
+    raise ValueError(
+      f"{hea.name}: record line: expected 'name n_sig fs n_samples', got {lines[0]!r}"
+    )
   n_sig, fs, n = int(head[1]), float(head[2].split("/")[0]), int(head[3])
-  sigs = [l.split() for l in lines[1:1 + n_sig]]
+  sigs = [l.split() for l in lines[1 : 1 + n_sig]]
   if len(sigs) != n_sig or any(len(s) < 5 for s in sigs):
-    raise ValueError(f"{hea.name}: expected {n_sig} signal lines of >= 5 fields, got {[len(s) for s in sigs]}")
+    raise ValueError(
+      f"{hea.name}: expected {n_sig} signal lines of >= 5 fields, got {[len(s) for s in sigs]}"
+    )
   formats, files = sorted({s[1] for s in sigs}), sorted({s[0] for s in sigs})
   if formats != ["16"] or len(files) != 1:
-    raise ValueError(f"{hea.name}: format: expected all signals in one format-16 file, got formats "
-                     f"{formats} in files {files}")
+    raise ValueError(
+      f"{hea.name}: format: expected all signals in one format-16 file, got formats "
+      f"{formats} in files {files}"
+    )
   gains, baselines = [], []
   for s in sigs:
     m = re.fullmatch(r"([-+.\deE]+)(?:\((-?\d+)\))?(?:/\S*)?", s[2])
@@ -62,14 +73,25 @@ def read_wfdb(base) -> tuple[np.ndarray, float, list[str]]:
   digital = raw.reshape(n, n_sig).T
   for s, d in zip(sigs, digital):
     if len(s) > 6 and (int(d.sum(dtype=np.int64)) - int(s[6])) % 65536:
-      raise ValueError(f"{files[0]}: signal {s[-1]}: checksum {int(s[6])} of the header does not match the samples")
+      raise ValueError(
+        f"{files[0]}: signal {s[-1]}: checksum {int(s[6])} of the header does not match the samples"
+      )
   physical = (digital - np.array(baselines)[:, None]) / np.array(gains)[:, None]
-  return physical.astype(np.float32), fs, [" ".join(s[8:]) or f"signal {i}" for i, s in enumerate(sigs)]
+  return (
+    physical.astype(np.float32),
+    fs,
+    [" ".join(s[8:]) or f"signal {i}" for i, s in enumerate(sigs)],
+  )
 
 
 def ptbxl_root(manual_dir) -> epath.Path | None:
   """The PTB-XL folder (holding records500/ or records100/) in manual_dir, else None."""
-  for sub in ("ptbxl", "ptb-xl", "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3", ""):
+  for sub in (
+    "ptbxl",
+    "ptb-xl",
+    "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3",
+    "",
+  ):
     root = epath.Path(manual_dir) / sub
     if (root / "records500").exists() or (root / "records100").exists():
       return root
@@ -85,9 +107,13 @@ def load_ecg(root: str, ecg_id: int) -> tuple[np.ndarray, list[str]]:
     if epath.Path(f"{base}.hea").exists():
       signals, fs, names = read_wfdb(base)
       if fs % FS:
-        raise ValueError(f"{base.name}: sampling frequency: expected a multiple of {FS} Hz, got {fs}")
-      return signals[:, ::int(fs) // FS], names
-  raise ValueError(f"ecg_id {ecg_id}: no PTB-XL record {bucket}/{ecg_id:05d}_hr or _lr under {root}")
+        raise ValueError(
+          f"{base.name}: sampling frequency: expected a multiple of {FS} Hz, got {fs}"
+        )
+      return signals[:, :: int(fs) // FS], names
+  raise ValueError(
+    f"ecg_id {ecg_id}: no PTB-XL record {bucket}/{ecg_id:05d}_hr or _lr under {root}"
+  )
 
 
 def parse_ids(text: str, where: str) -> list[int]:
@@ -113,18 +139,22 @@ def read_template_answers(path) -> dict[int, list[str]]:
     try:
       out[int(row["template_id"])] = [str(c).strip() for c in ast.literal_eval(row["classes"])]
     except (ValueError, SyntaxError) as e:
-      raise ValueError(f"{where}: expected an integer template_id and a list of classes, got "
-                       f"{row['template_id']!r}, {row['classes'][:40]!r}") from e
+      raise ValueError(
+        f"{where}: expected an integer template_id and a list of classes, got "
+        f"{row['template_id']!r}, {row['classes'][:40]!r}"
+      ) from e
   return out
 
 
 def prompts(question: str, context: str, options: list[str]) -> tuple[str, str]:
   """(pre_prompt, post_prompt) of one question."""
-  pre = (f"You are an expert cardiologist analysing an ECG.\nClinical context: {context}\nQuestion: {question}\n"
-         "Analyse the signal without assuming an answer, reason step by step about morphology, intervals and "
-         "abnormalities in one paragraph, and name the answer only at the very end.\n")
+  pre = (
+    f"You are an expert cardiologist analysing an ECG.\nClinical context: {context}\nQuestion: {question}\n"
+    "Analyse the signal without assuming an answer, reason step by step about morphology, intervals and "
+    "abnormalities in one paragraph, and name the answer only at the very end.\n"
+  )
   choose = f"Select your answer from: {', '.join(options)}. " if options else "Give your answer. "
-  return pre, choose + "End your response with \"Answer: \"."
+  return pre, choose + 'End your response with "Answer: ".'
 
 
 def parse_rows(path, root, template_answers: dict[int, list[str]]):
@@ -135,20 +165,39 @@ def parse_rows(path, root, template_answers: dict[int, list[str]]):
     try:
       template_id = int(float(row["template_id"]))
     except ValueError as e:
-      raise ValueError(f"{where}: template_id: expected an integer, got {row['template_id']!r}") from e
+      raise ValueError(
+        f"{where}: template_id: expected an integer, got {row['template_id']!r}"
+      ) from e
     series, names = [], []
     for k, ecg_id in enumerate(ids):
       signals, leads = load_ecg(str(root), ecg_id)
       series += list(signals)
-      names += [f"ECG lead {lead}" + (f" (recording {k + 1})" if len(ids) > 1 else "") for lead in leads]
+      names += [
+        f"ECG lead {lead}" + (f" (recording {k + 1})" if len(ids) > 1 else "") for lead in leads
+      ]
     question = tsio.field(row, "question", where)
     options = template_answers.get(template_id, [])
-    pre, post = prompts(question, (row.get("clinical_context") or "").strip() or DEFAULT_CONTEXT, options)
+    pre, post = prompts(
+      question, (row.get("clinical_context") or "").strip() or DEFAULT_CONTEXT, options
+    )
     key = f"{epath.Path(path).stem}-{i}"
-    yield key, tsio.make_example(
-        key, series, names, pre_prompt=pre, post_prompt=post, rationale=tsio.field(row, "rationale", where),
-        label=parse_answer(tsio.field(row, "answer", where)), template_id=template_id, question=question,
-        question_type=tsio.field(row, "question_type", where), ecg_id=np.array(ids, np.int32), options=options)
+    yield (
+      key,
+      tsio.make_example(
+        key,
+        series,
+        names,
+        pre_prompt=pre,
+        post_prompt=post,
+        rationale=tsio.field(row, "rationale", where),
+        label=parse_answer(tsio.field(row, "answer", where)),
+        template_id=template_id,
+        question=question,
+        question_type=tsio.field(row, "question_type", where),
+        ecg_id=np.array(ids, np.int32),
+        options=options,
+      ),
+    )
 
 
 class EcgQaCot(tfds.core.GeneratorBasedBuilder):
@@ -162,16 +211,27 @@ class EcgQaCot(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     text = tfds.features.Text
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, homepage="https://github.com/StanfordBDHG/OpenTSLM",
-        features=tsio.features(question=text(), question_type=text(), options=tfds.features.Sequence(text()),
-                               ecg_id=tfds.features.Tensor(shape=(None,), dtype=np.int32)))
+      builder=self,
+      description=__doc__,
+      homepage="https://github.com/StanfordBDHG/OpenTSLM",
+      features=tsio.features(
+        question=text(),
+        question_type=text(),
+        options=tfds.features.Sequence(text()),
+        ecg_id=tfds.features.Tensor(shape=(None,), dtype=np.int32),
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     manual = dl_manager.manual_dir
     root = ptbxl_root(manual)
     if root is None:
-      raise ValueError(f"manual_dir: no PTB-XL folder (ptbxl/records500 or ptbxl/records100) under {manual}")
-    answers = tsio.find_file(manual, ANSWERS_FILE, ("ecgqa/ptbxl", "ecg-qa/ecgqa/ptbxl", "ecg_qa/ecgqa/ptbxl"))
+      raise ValueError(
+        f"manual_dir: no PTB-XL folder (ptbxl/records500 or ptbxl/records100) under {manual}"
+      )
+    answers = tsio.find_file(
+      manual, ANSWERS_FILE, ("ecgqa/ptbxl", "ecg-qa/ecgqa/ptbxl", "ecg_qa/ecgqa/ptbxl")
+    )
     template_answers = read_template_answers(answers) if answers else {}
     out = {}
     for split, name in SPLIT_FILES.items():

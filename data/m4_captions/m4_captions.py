@@ -7,12 +7,15 @@ official splits: 10% test and 10% validation are drawn with a fixed seed, strati
 Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, plus `frequency`; the
 target is the caption (label is empty).
 """
+
 import tensorflow_datasets as tfds
 from etils import epath
 
 from medjax.data import timeseries_io as tsio
 
-URL = "https://polybox.ethz.ch/index.php/s/MT3y9WdEebT8wfj/download/M4TimeSeriesCaptionDatasetV02.zip"
+URL = (
+  "https://polybox.ethz.ch/index.php/s/MT3y9WdEebT8wfj/download/M4TimeSeriesCaptionDatasetV02.zip"
+)
 FREQUENCIES = ("Daily", "Hourly", "Monthly", "Quarterly", "Weekly", "Yearly")
 SUBDIRS = ("M4TimeSeriesCaptionDataset", "M4TimeSeriesCaptionDataset/M4TimeSeriesCaptionDataset")
 PRE_PROMPT = "You are an expert in time-series analysis.\n"
@@ -31,8 +34,20 @@ def parse_frequency(series_path, captions_path, frequency: str) -> list[tuple[st
     key = tsio.field(row, "id", where)
     if key in captions:
       series = tsio.parse_series(row["series"], f"{where}: series")
-      out.append((key, tsio.make_example(key, [series], [f"{frequency} time series"], pre_prompt=PRE_PROMPT,
-                                         post_prompt=POST_PROMPT, answer=captions[key], frequency=frequency)))
+      out.append(
+        (
+          key,
+          tsio.make_example(
+            key,
+            [series],
+            [f"{frequency} time series"],
+            pre_prompt=PRE_PROMPT,
+            post_prompt=POST_PROMPT,
+            answer=captions[key],
+            frequency=frequency,
+          ),
+        )
+      )
   return out
 
 
@@ -45,9 +60,12 @@ class M4Captions(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=tsio.features(frequency=tfds.features.Text()),
-                                 homepage="https://github.com/StanfordBDHG/M4TimeSeriesCaptionDataset")
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=__doc__,
+      features=tsio.features(frequency=tfds.features.Text()),
+      homepage="https://github.com/StanfordBDHG/M4TimeSeriesCaptionDataset",
+    )
 
   def _split_generators(self, dl_manager):
     rows = []
@@ -61,7 +79,10 @@ class M4Captions(tfds.core.GeneratorBasedBuilder):
       rows += parse_frequency(series, captions, freq)
     if not rows:
       raise ValueError(f"manual_dir: no captioned m4_series_*.csv under {dl_manager.manual_dir}")
-    return {split: self._generate_examples(part) for split, part in tsio.split_rows(rows, "frequency").items()}
+    return {
+      split: self._generate_examples(part)
+      for split, part in tsio.split_rows(rows, "frequency").items()
+    }
 
   def _generate_examples(self, rows):
     yield from rows

@@ -6,6 +6,7 @@ The public release has JSON-lines files train.json, dev.json, test.json with rec
 numbers it 0-3: pick config `hf` for that. The test release has no answers, so only train and
 validation (dev.json) are built. Records use the common MCQ schema of data/medqa/medqa.py.
 """
+
 import dataclasses
 import json
 
@@ -32,10 +33,16 @@ def parse_record(line: str, cop_base: int, where: str) -> dict | None:
   options = [str(r.get(k) or "").strip() for k in OPTION_KEYS]
   idx = cop - cop_base
   topic = r.get("topic_name") or ""
-  return {"id": str(r.get("id", where)), "question": r["question"].strip(), "options": options,
-          "answer_idx": "ABCD"[idx], "answer": options[idx], "context": "",
-          "explanation": (r.get("exp") or "").strip(),
-          "subject": (r.get("subject_name") or "") + (f" / {topic}" if topic else "")}
+  return {
+    "id": str(r.get("id", where)),
+    "question": r["question"].strip(),
+    "options": options,
+    "answer_idx": "ABCD"[idx],
+    "answer": options[idx],
+    "context": "",
+    "explanation": (r.get("exp") or "").strip(),
+    "subject": (r.get("subject_name") or "") + (f" / {topic}" if topic else ""),
+  }
 
 
 class MedMCQA(tfds.core.GeneratorBasedBuilder):
@@ -43,22 +50,38 @@ class MedMCQA(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [MedMCQAConfig(name="raw", description="cop numbered 1-4 (GitHub release)"),
-                     MedMCQAConfig(name="hf", cop_base=0, description="cop numbered 0-3 (HF export)")]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "Put train.json and dev.json of MedMCQA (medmcqa.github.io) in manual_dir."
+  BUILDER_CONFIGS = [
+    MedMCQAConfig(name="raw", description="cop numbered 1-4 (GitHub release)"),
+    MedMCQAConfig(name="hf", cop_base=0, description="cop numbered 0-3 (HF export)"),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    "Put train.json and dev.json of MedMCQA (medmcqa.github.io) in manual_dir."
+  )
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     text = tfds.features.Text
-    features = tfds.features.FeaturesDict({
-        "id": text(), "question": text(), "options": tfds.features.Sequence(text()), "answer_idx": text(),
-        "answer": text(), "context": text(), "explanation": text(), "subject": text()})
-    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features,
-                                 homepage="https://medmcqa.github.io")
+    features = tfds.features.FeaturesDict(
+      {
+        "id": text(),
+        "question": text(),
+        "options": tfds.features.Sequence(text()),
+        "answer_idx": text(),
+        "answer": text(),
+        "context": text(),
+        "explanation": text(),
+        "subject": text(),
+      }
+    )
+    return tfds.core.DatasetInfo(
+      builder=self, description=__doc__, features=features, homepage="https://medmcqa.github.io"
+    )
 
   def _split_generators(self, dl_manager):
     root = epath.Path(dl_manager.manual_dir)
-    out = {s: self._generate_examples(root / f) for s, f in SPLIT_FILES.items() if (root / f).exists()}
+    out = {
+      s: self._generate_examples(root / f) for s, f in SPLIT_FILES.items() if (root / f).exists()
+    }
     if not out:
       raise ValueError(f"manual_dir: expected {sorted(SPLIT_FILES.values())} in {root}")
     return out
@@ -66,6 +89,10 @@ class MedMCQA(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, path):
     with epath.Path(path).open() as f:
       for i, line in enumerate(f):
-        rec = parse_record(line, self.builder_config.cop_base, f"{path}:{i + 1}") if line.strip() else None
+        rec = (
+          parse_record(line, self.builder_config.cop_base, f"{path}:{i + 1}")
+          if line.strip()
+          else None
+        )
         if rec is not None:
           yield f"{path.stem}-{i}", rec

@@ -6,6 +6,7 @@ US/4_options/phrases_no_exclude_{split}.jsonl. Records are normalised to the com
 {id, question, options, answer_idx, answer, context, explanation, subject} shared by the MedMCQA
 and PubMedQA builders.
 """
+
 import dataclasses
 import json
 
@@ -27,9 +28,18 @@ class MedQAConfig(tfds.core.BuilderConfig):
 def mcq_features() -> tfds.features.FeaturesDict:
   """The common MCQ schema (options as a list, answer_idx a letter)."""
   text = tfds.features.Text
-  return tfds.features.FeaturesDict({
-      "id": text(), "question": text(), "options": tfds.features.Sequence(text()), "answer_idx": text(),
-      "answer": text(), "context": text(), "explanation": text(), "subject": text()})
+  return tfds.features.FeaturesDict(
+    {
+      "id": text(),
+      "question": text(),
+      "options": tfds.features.Sequence(text()),
+      "answer_idx": text(),
+      "answer": text(),
+      "context": text(),
+      "explanation": text(),
+      "subject": text(),
+    }
+  )
 
 
 def find_file(manual_dir: epath.Path, subdir: str, name: str) -> epath.Path | None:
@@ -51,9 +61,15 @@ def parse_record(line: str, where: str) -> dict:
     raise ValueError(f"{where}: options: expected consecutive letters from 'A', got {letters}")
   if r.get("answer_idx") not in opts:
     raise ValueError(f"{where}: answer_idx: expected one of {letters}, got {r.get('answer_idx')!r}")
-  return {"question": r["question"].strip(), "options": [opts[k].strip() for k in letters],
-          "answer_idx": r["answer_idx"], "answer": opts[r["answer_idx"]].strip(), "context": "",
-          "explanation": "", "subject": str(r.get("meta_info", ""))}
+  return {
+    "question": r["question"].strip(),
+    "options": [opts[k].strip() for k in letters],
+    "answer_idx": r["answer_idx"],
+    "answer": opts[r["answer_idx"]].strip(),
+    "context": "",
+    "explanation": "",
+    "subject": str(r.get("meta_info", "")),
+  }
 
 
 class MedQA(tfds.core.GeneratorBasedBuilder):
@@ -61,25 +77,39 @@ class MedQA(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [MedQAConfig(name="us", description="5 options"),
-                     MedQAConfig(name="us_4_options", subdir="US/4_options",
-                                 pattern="phrases_no_exclude_{split}.jsonl", description="4 options")]
+  BUILDER_CONFIGS = [
+    MedQAConfig(name="us", description="5 options"),
+    MedQAConfig(
+      name="us_4_options",
+      subdir="US/4_options",
+      pattern="phrases_no_exclude_{split}.jsonl",
+      description="4 options",
+    ),
+  ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=mcq_features(),
-                                 homepage="https://github.com/jind11/MedQA")
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=__doc__,
+      features=mcq_features(),
+      homepage="https://github.com/jind11/MedQA",
+    )
 
   def _split_generators(self, dl_manager):
     cfg, out = self.builder_config, {}
     for split, name in SPLIT_FILES.items():
-      path = find_file(epath.Path(dl_manager.manual_dir), cfg.subdir, cfg.pattern.format(split=name))
+      path = find_file(
+        epath.Path(dl_manager.manual_dir), cfg.subdir, cfg.pattern.format(split=name)
+      )
       if path is not None:
         out[split] = self._generate_examples(path)
     if not out:
-      raise ValueError(f"manual_dir: no {cfg.pattern.format(split='<split>')} files under "
-                       f"{dl_manager.manual_dir} ({cfg.subdir})")
+      raise ValueError(
+        f"manual_dir: no {cfg.pattern.format(split='<split>')} files under "
+        f"{dl_manager.manual_dir} ({cfg.subdir})"
+      )
     return out
 
   def _generate_examples(self, path):

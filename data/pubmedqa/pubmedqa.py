@@ -5,6 +5,7 @@ ori_pqal.json maps PMID -> {"QUESTION", "CONTEXTS": [...], "LABELS", "MESHES", "
 of test_ground_truth.json ({pmid: decision}); the others form the train split. Records use the
 common MCQ schema of data/medqa/medqa.py with options (yes, no, maybe) and the abstract as context.
 """
+
 import json
 
 import tensorflow_datasets as tfds
@@ -16,11 +17,19 @@ OPTIONS = ("yes", "no", "maybe")
 def parse_record(pmid: str, r: dict) -> dict:
   decision = str(r.get("final_decision", "")).strip().lower()
   if decision not in OPTIONS:
-    raise ValueError(f"PMID {pmid}: final_decision: expected one of {OPTIONS}, got {r.get('final_decision')!r}")
-  return {"id": str(pmid), "question": r["QUESTION"].strip(), "options": list(OPTIONS),
-          "answer_idx": "ABC"[OPTIONS.index(decision)], "answer": decision,
-          "context": " ".join(c.strip() for c in r.get("CONTEXTS", [])),
-          "explanation": (r.get("LONG_ANSWER") or "").strip(), "subject": ", ".join(r.get("MESHES", []))}
+    raise ValueError(
+      f"PMID {pmid}: final_decision: expected one of {OPTIONS}, got {r.get('final_decision')!r}"
+    )
+  return {
+    "id": str(pmid),
+    "question": r["QUESTION"].strip(),
+    "options": list(OPTIONS),
+    "answer_idx": "ABC"[OPTIONS.index(decision)],
+    "answer": decision,
+    "context": " ".join(c.strip() for c in r.get("CONTEXTS", [])),
+    "explanation": (r.get("LONG_ANSWER") or "").strip(),
+    "subject": ", ".join(r.get("MESHES", [])),
+  }
 
 
 class PubMedQA(tfds.core.GeneratorBasedBuilder):
@@ -28,17 +37,29 @@ class PubMedQA(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  MANUAL_DOWNLOAD_INSTRUCTIONS = ("Put ori_pqal.json (and test_ground_truth.json for the official test "
-                                  "split) from github.com/pubmedqa/pubmedqa data/ in manual_dir.")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    "Put ori_pqal.json (and test_ground_truth.json for the official test "
+    "split) from github.com/pubmedqa/pubmedqa data/ in manual_dir."
+  )
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     text = tfds.features.Text
-    features = tfds.features.FeaturesDict({
-        "id": text(), "question": text(), "options": tfds.features.Sequence(text()), "answer_idx": text(),
-        "answer": text(), "context": text(), "explanation": text(), "subject": text()})
-    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features,
-                                 homepage="https://pubmedqa.github.io")
+    features = tfds.features.FeaturesDict(
+      {
+        "id": text(),
+        "question": text(),
+        "options": tfds.features.Sequence(text()),
+        "answer_idx": text(),
+        "answer": text(),
+        "context": text(),
+        "explanation": text(),
+        "subject": text(),
+      }
+    )
+    return tfds.core.DatasetInfo(
+      builder=self, description=__doc__, features=features, homepage="https://pubmedqa.github.io"
+    )
 
   def _split_generators(self, dl_manager):
     root = epath.Path(dl_manager.manual_dir)
@@ -49,7 +70,9 @@ class PubMedQA(tfds.core.GeneratorBasedBuilder):
     test = set(json.loads(truth.read_text())) if truth.exists() else set()
     missing = test - set(data)
     if missing:
-      raise ValueError(f"test_ground_truth.json: {len(missing)} PMIDs not in ori_pqal.json, e.g. {sorted(missing)[:3]}")
+      raise ValueError(
+        f"test_ground_truth.json: {len(missing)} PMIDs not in ori_pqal.json, e.g. {sorted(missing)[:3]}"
+      )
     out = {"train": self._generate_examples({k: v for k, v in data.items() if k not in test})}
     if test:
       out["test"] = self._generate_examples({k: data[k] for k in sorted(test)})

@@ -7,6 +7,7 @@ There are no official splits: 10% test and 10% validation are drawn with a fixed
 does. Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, plus `task`; the
 target is "Answer: {Answer}".
 """
+
 import tensorflow_datasets as tfds
 from etils import epath
 
@@ -27,9 +28,20 @@ def parse_rows(path) -> list[tuple[str, dict]]:
       raise ValueError(f"{where}: Size: expected the series length {len(series)}, got {size!r}")
     task = tsio.field(row, "Task", where)
     key = f"tsqa-{i}"
-    out.append((key, tsio.make_example(
-        key, [series], ["Time series"], pre_prompt=tsio.field(row, "Question", where) + "\n",
-        post_prompt=f"Predict the {task.lower()}.", label=tsio.field(row, "Answer", where), task=task)))
+    out.append(
+      (
+        key,
+        tsio.make_example(
+          key,
+          [series],
+          ["Time series"],
+          pre_prompt=tsio.field(row, "Question", where) + "\n",
+          post_prompt=f"Predict the {task.lower()}.",
+          label=tsio.field(row, "Answer", where),
+          task=task,
+        ),
+      )
+    )
   return out
 
 
@@ -42,8 +54,12 @@ class Tsqa(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tsio.features(task=tfds.features.Text()),
-                                 homepage="https://huggingface.co/datasets/ChengsenWang/TSQA")
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=__doc__,
+      features=tsio.features(task=tfds.features.Text()),
+      homepage="https://huggingface.co/datasets/ChengsenWang/TSQA",
+    )
 
   def _split_generators(self, dl_manager):
     rows = parse_rows(tsio.require_file(dl_manager.manual_dir, FILE, ("TSQA",)))

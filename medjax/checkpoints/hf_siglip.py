@@ -7,6 +7,7 @@ head (`vision_use_head`). The text tower pools the last position (SigLIP pads to
 without `input_mask`) and projects with `text_model.head` (TwoTower's `txt_head`). SigLIP has no image
 projection, so TwoTower's `img_head` is loaded as the identity; `logit_scale` is TwoTower's `t_prime`.
 """
+
 import dataclasses
 import os
 
@@ -21,12 +22,28 @@ from medjax.models.vit import ViT, ViTConfig
 from medjax.parallel.sharding import strip_boxes
 
 # transformers' defaults: hub configs often list only the fields that differ from them.
-_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                        num_channels=3, image_size=224, patch_size=16, hidden_act="gelu_pytorch_tanh",
-                        layer_norm_eps=1e-6, vision_use_head=True)
-_TEXT_DEFAULTS = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                      num_attention_heads=12, max_position_embeddings=64, hidden_act="gelu_pytorch_tanh",
-                      layer_norm_eps=1e-6)
+_VISION_DEFAULTS = dict(
+  hidden_size=768,
+  intermediate_size=3072,
+  num_hidden_layers=12,
+  num_attention_heads=12,
+  num_channels=3,
+  image_size=224,
+  patch_size=16,
+  hidden_act="gelu_pytorch_tanh",
+  layer_norm_eps=1e-6,
+  vision_use_head=True,
+)
+_TEXT_DEFAULTS = dict(
+  vocab_size=32000,
+  hidden_size=768,
+  intermediate_size=3072,
+  num_hidden_layers=12,
+  num_attention_heads=12,
+  max_position_embeddings=64,
+  hidden_act="gelu_pytorch_tanh",
+  layer_norm_eps=1e-6,
+)
 _MODEL_TYPES = ("siglip", "siglip_vision_model")
 _IGNORED_TENSORS = ("position_ids",)
 
@@ -51,10 +68,19 @@ def _section(hf: dict, name: str, defaults: dict) -> dict:
 def load_siglip_vision_config(path: str, **overrides) -> ViTConfig:
   """config.json of a SiglipVisionModel or SiglipModel -> ViTConfig (`overrides` replace fields)."""
   hf = _section(_hf_config(path), "vision_config", _VISION_DEFAULTS)
-  cfg = ViTConfig(image_size=hf["image_size"], patch_size=hf["patch_size"], channels=hf["num_channels"],
-                  width=hf["hidden_size"], depth=hf["num_hidden_layers"], heads=hf["num_attention_heads"],
-                  mlp_dim=hf["intermediate_size"], pool="map" if hf["vision_use_head"] else "none", posemb="learn",
-                  act=_ACTIVATIONS[hf["hidden_act"]], norm_eps=hf["layer_norm_eps"])
+  cfg = ViTConfig(
+    image_size=hf["image_size"],
+    patch_size=hf["patch_size"],
+    channels=hf["num_channels"],
+    width=hf["hidden_size"],
+    depth=hf["num_hidden_layers"],
+    heads=hf["num_attention_heads"],
+    mlp_dim=hf["intermediate_size"],
+    pool="map" if hf["vision_use_head"] else "none",
+    posemb="learn",
+    act=_ACTIVATIONS[hf["hidden_act"]],
+    norm_eps=hf["layer_norm_eps"],
+  )
   return dataclasses.replace(cfg, **overrides)
 
 
@@ -62,12 +88,22 @@ def load_siglip_text_config(path: str, **overrides) -> tuple[TextConfig, int]:
   """config.json of a SiglipModel -> (TextConfig, embed_dim = text_config.projection_size)."""
   hf = _hf_config(path)
   if hf["model_type"] != "siglip":
-    raise ValueError(f"config.json field 'model_type': expected 'siglip' (a SiglipModel with a text tower), "
-                     f"got {hf['model_type']!r}")
+    raise ValueError(
+      f"config.json field 'model_type': expected 'siglip' (a SiglipModel with a text tower), "
+      f"got {hf['model_type']!r}"
+    )
   t = _section(hf, "text_config", _TEXT_DEFAULTS)
-  cfg = TextConfig(vocab_size=t["vocab_size"], max_len=t["max_position_embeddings"], width=t["hidden_size"],
-                   depth=t["num_hidden_layers"], heads=t["num_attention_heads"], mlp_dim=t["intermediate_size"],
-                   pool="last", act=_ACTIVATIONS[t["hidden_act"]], norm_eps=t["layer_norm_eps"])
+  cfg = TextConfig(
+    vocab_size=t["vocab_size"],
+    max_len=t["max_position_embeddings"],
+    width=t["hidden_size"],
+    depth=t["num_hidden_layers"],
+    heads=t["num_attention_heads"],
+    mlp_dim=t["intermediate_size"],
+    pool="last",
+    act=_ACTIVATIONS[t["hidden_act"]],
+    norm_eps=t["layer_norm_eps"],
+  )
   return dataclasses.replace(cfg, **overrides), int(t.get("projection_size") or t["hidden_size"])
 
 
@@ -103,27 +139,35 @@ def _encoder_names(key, prefix, depth, final_norm):
 
 
 def _vision_names(cfg: ViTConfig, key: tuple, prefix: str) -> list:
-  out = [(key + ("patch_embed", "kernel"), f"{prefix}embeddings.patch_embedding.weight", "conv"),
-         (key + ("patch_embed", "bias"), f"{prefix}embeddings.patch_embedding.bias", None),
-         (key + ("pos_embedding",), f"{prefix}embeddings.position_embedding.weight", "flat")]
+  out = [
+    (key + ("patch_embed", "kernel"), f"{prefix}embeddings.patch_embedding.weight", "conv"),
+    (key + ("patch_embed", "bias"), f"{prefix}embeddings.patch_embedding.bias", None),
+    (key + ("pos_embedding",), f"{prefix}embeddings.position_embedding.weight", "flat"),
+  ]
   out += _encoder_names(key + ("encoder",), prefix, cfg.depth, "post_layernorm")
   if cfg.pool == "map":
     h, n = key + ("head",), f"{prefix}head."
     out.append((h + ("probe",), f"{n}probe", None))
     for i, proj in enumerate("qkv"):
-      out += [(h + ("attn", proj, "kernel"), f"{n}attention.in_proj_weight", ("fused", i, 1)),
-              (h + ("attn", proj, "bias"), f"{n}attention.in_proj_bias", ("fused", i, "flat"))]
+      out += [
+        (h + ("attn", proj, "kernel"), f"{n}attention.in_proj_weight", ("fused", i, 1)),
+        (h + ("attn", proj, "bias"), f"{n}attention.in_proj_bias", ("fused", i, "flat")),
+      ]
     out += _linear(h + ("attn", "o"), f"{n}attention.out_proj", 2)
     out += _norm(h + ("ln",), f"{n}layernorm") + _mlp(h + ("mlp",), f"{n}mlp")
   elif cfg.pool != "none":
-    raise ValueError(f"pool: expected 'map' (vision_use_head) or 'none' for a SigLIP checkpoint, got {cfg.pool!r}")
+    raise ValueError(
+      f"pool: expected 'map' (vision_use_head) or 'none' for a SigLIP checkpoint, got {cfg.pool!r}"
+    )
   return out
 
 
 def _text_names(cfg: TextConfig) -> list:
   p = "text_model."
-  out = [(("txt", "embed", "embedding"), f"{p}embeddings.token_embedding.weight", None),
-         (("txt", "pos_embedding"), f"{p}embeddings.position_embedding.weight", None)]
+  out = [
+    (("txt", "embed", "embedding"), f"{p}embeddings.token_embedding.weight", None),
+    (("txt", "pos_embedding"), f"{p}embeddings.position_embedding.weight", None),
+  ]
   out += _encoder_names(("txt", "encoder"), p, cfg.depth, "final_layer_norm")
   return out + _linear(("txt_head",), f"{p}head")
 
@@ -132,18 +176,24 @@ def _to_medjax(w: np.ndarray, name: str, layout, shape: tuple, dtype) -> np.ndar
   if isinstance(layout, tuple):  # ("fused", i, layout): block i of 3 along the first axis
     _, i, layout = layout
     if w.shape[0] % 3:
-      raise ValueError(f"checkpoint tensor {name!r}: expected a fused q/k/v tensor (first axis a multiple of 3), "
-                       f"got shape {tuple(w.shape)}")
+      raise ValueError(
+        f"checkpoint tensor {name!r}: expected a fused q/k/v tensor (first axis a multiple of 3), "
+        f"got shape {tuple(w.shape)}"
+      )
     n = w.shape[0] // 3
-    w, name = w[i * n:(i + 1) * n], f"{name}[{'qkv'[i]}]"
+    w, name = w[i * n : (i + 1) * n], f"{name}[{'qkv'[i]}]"
   if layout == "conv":
     if w.ndim != 4:
-      raise ValueError(f"checkpoint tensor {name!r}: expected a Conv2d weight [out, in, ph, pw], got {w.shape}")
+      raise ValueError(
+        f"checkpoint tensor {name!r}: expected a Conv2d weight [out, in, ph, pw], got {w.shape}"
+      )
     return _convert(w.transpose(2, 3, 1, 0), name, None, shape, dtype)
   if layout == "flat":
     if w.size != int(np.prod(shape)):
-      raise ValueError(f"checkpoint tensor {name!r}: expected {int(np.prod(shape))} values (for shape {shape}), "
-                       f"got shape {tuple(w.shape)}")
+      raise ValueError(
+        f"checkpoint tensor {name!r}: expected {int(np.prod(shape))} values (for shape {shape}), "
+        f"got shape {tuple(w.shape)}"
+      )
     return np.array(w.reshape(shape), dtype)  # (ascontiguousarray would turn a scalar into [1])
   return _convert(w, name, layout, shape, dtype)
 
@@ -161,10 +211,15 @@ def _read(tensors: _Tensors, names: list, expected: dict, dtype, scope: str) -> 
       raise ValueError(f"checkpoint tensor {name!r}: the model has no param {'/'.join(key)}")
     flat[key] = _to_medjax(tensors.get(name), name, layout, expected[key].shape, dtype)
     used.add(name)
-  unused = sorted(n for n in tensors.files if n.startswith(scope) and n not in used
-                  and not n.endswith(_IGNORED_TENSORS))
+  unused = sorted(
+    n
+    for n in tensors.files
+    if n.startswith(scope) and n not in used and not n.endswith(_IGNORED_TENSORS)
+  )
   if unused:
-    raise ValueError(f"checkpoint: {len(unused)} tensors have no place in the config, e.g. {unused[:5]}")
+    raise ValueError(
+      f"checkpoint: {len(unused)} tensors have no place in the config, e.g. {unused[:5]}"
+    )
   missing = sorted("/".join(k) for k in set(expected) - set(flat))
   if missing:
     raise ValueError(f"checkpoint: the model expects params that were not read: {missing[:5]}")
@@ -187,19 +242,30 @@ def load_siglip_vision_params(path: str, cfg: ViTConfig, dtype=None) -> dict:
   return flax.traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
 
 
-def load_siglip_params(path: str, vision: ViTConfig, text: TextConfig, embed_dim: int, dtype=None) -> dict:
+def load_siglip_params(
+  path: str, vision: ViTConfig, text: TextConfig, embed_dim: int, dtype=None
+) -> dict:
   """A SiglipModel checkpoint -> params of `TwoTower(vision, text, embed_dim)`."""
   if vision.width != embed_dim:
-    raise ValueError(f"embed_dim: SigLIP has no image projection, so expected the vision width {vision.width}, "
-                     f"got {embed_dim}")
+    raise ValueError(
+      f"embed_dim: SigLIP has no image projection, so expected the vision width {vision.width}, "
+      f"got {embed_dim}"
+    )
   dtype = np.dtype(jnp.dtype(dtype or vision.param_dtype))
   tensors = _Tensors(path)
   model = TwoTower(vision, text, embed_dim)
-  expected = _abstract(model, jnp.zeros((1,) + vision.input_shape), jnp.zeros((1, text.max_len), jnp.int32))
+  expected = _abstract(
+    model, jnp.zeros((1,) + vision.input_shape), jnp.zeros((1, text.max_len), jnp.int32)
+  )
   names = _vision_names(vision, ("img",), "vision_model.") + _text_names(text)
   names += [(("t_prime",), "logit_scale", "flat"), (("bias",), "logit_bias", "flat")]
-  flat = {("img_head", "kernel"): np.eye(embed_dim, dtype=dtype), ("img_head", "bias"): np.zeros(embed_dim, dtype)}
-  flat.update(_read(tensors, names, {k: v for k, v in expected.items() if k[0] != "img_head"}, dtype, ""))
+  flat = {
+    ("img_head", "kernel"): np.eye(embed_dim, dtype=dtype),
+    ("img_head", "bias"): np.zeros(embed_dim, dtype),
+  }
+  flat.update(
+    _read(tensors, names, {k: v for k, v in expected.items() if k[0] != "img_head"}, dtype, "")
+  )
   return flax.traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
 
 

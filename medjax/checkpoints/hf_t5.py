@@ -3,6 +3,7 @@
 Reads `config.json` and `model.safetensors` (or a sharded index) without torch, from a `T5EncoderModel`
 or a full `T5ForConditionalGeneration` directory (its decoder and LM head are skipped).
 """
+
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -20,17 +21,24 @@ from medjax.parallel.sharding import strip_boxes
 _SKIPPED = ("decoder.", "lm_head.")
 _EMBED_NAMES = ("shared.weight", "encoder.embed_tokens.weight")
 # medjax param path inside block_i -> (HF name suffix after encoder.block.{i}., n_in for `_convert`).
-_BLOCK = {("attn_norm", "scale"): ("layer.0.layer_norm.weight", None),
-          ("attn", "q", "kernel"): ("layer.0.SelfAttention.q.weight", 1),
-          ("attn", "k", "kernel"): ("layer.0.SelfAttention.k.weight", 1),
-          ("attn", "v", "kernel"): ("layer.0.SelfAttention.v.weight", 1),
-          ("attn", "o", "kernel"): ("layer.0.SelfAttention.o.weight", 2),
-          ("mlp_norm", "scale"): ("layer.1.layer_norm.weight", None),
-          ("mlp", "gate", "kernel"): ("layer.1.DenseReluDense.wi_0.weight", 1),
-          ("mlp", "up", "kernel"): ("layer.1.DenseReluDense.wi_1.weight", 1),
-          ("mlp", "down", "kernel"): ("layer.1.DenseReluDense.wo.weight", 1)}
-_TOP = {("relative_attention_bias",): ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", None),
-        ("final_norm", "scale"): ("encoder.final_layer_norm.weight", None)}
+_BLOCK = {
+  ("attn_norm", "scale"): ("layer.0.layer_norm.weight", None),
+  ("attn", "q", "kernel"): ("layer.0.SelfAttention.q.weight", 1),
+  ("attn", "k", "kernel"): ("layer.0.SelfAttention.k.weight", 1),
+  ("attn", "v", "kernel"): ("layer.0.SelfAttention.v.weight", 1),
+  ("attn", "o", "kernel"): ("layer.0.SelfAttention.o.weight", 2),
+  ("mlp_norm", "scale"): ("layer.1.layer_norm.weight", None),
+  ("mlp", "gate", "kernel"): ("layer.1.DenseReluDense.wi_0.weight", 1),
+  ("mlp", "up", "kernel"): ("layer.1.DenseReluDense.wi_1.weight", 1),
+  ("mlp", "down", "kernel"): ("layer.1.DenseReluDense.wo.weight", 1),
+}
+_TOP = {
+  ("relative_attention_bias",): (
+    "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+    None,
+  ),
+  ("final_norm", "scale"): ("encoder.final_layer_norm.weight", None),
+}
 
 
 def load_t5_config(path: str, **overrides) -> T5Config:
@@ -44,14 +52,22 @@ def load_t5_config(path: str, **overrides) -> T5Config:
   act = proj.split("-", 1)[-1]
   act = "gelu_new" if proj == "gated-gelu" else act  # transformers' alias: gated-gelu is GELU-tanh
   if not proj.startswith("gated-") or act not in _ACTIVATIONS:
-    raise ValueError(f"config.json field 'feed_forward_proj': expected a gated activation "
-                     f"{['gated-gelu'] + ['gated-' + a for a in _ACTIVATIONS]}, got {proj!r}")
+    raise ValueError(
+      f"config.json field 'feed_forward_proj': expected a gated activation "
+      f"{['gated-gelu'] + ['gated-' + a for a in _ACTIVATIONS]}, got {proj!r}"
+    )
   fields = dict(
-      vocab_size=hf["vocab_size"], d_model=hf["d_model"], d_kv=hf["d_kv"], num_heads=hf["num_heads"],
-      d_ff=hf["d_ff"], num_layers=hf["num_layers"],
-      relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
-      relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
-      layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-6), activation=_ACTIVATIONS[act])
+    vocab_size=hf["vocab_size"],
+    d_model=hf["d_model"],
+    d_kv=hf["d_kv"],
+    num_heads=hf["num_heads"],
+    d_ff=hf["d_ff"],
+    num_layers=hf["num_layers"],
+    relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
+    relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+    layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-6),
+    activation=_ACTIVATIONS[act],
+  )
   return dataclasses.replace(T5Config(**fields), **overrides)
 
 
@@ -59,14 +75,18 @@ def _hf_names(cfg: T5Config) -> dict:
   """medjax param path -> (HF tensor name, n_in), the embedding excepted."""
   names = dict(_TOP)
   for i in range(cfg.num_layers):
-    names.update({(f"block_{i}",) + k: (f"encoder.block.{i}.{s}", n) for k, (s, n) in _BLOCK.items()})
+    names.update(
+      {(f"block_{i}",) + k: (f"encoder.block.{i}.{s}", n) for k, (s, n) in _BLOCK.items()}
+    )
   return names
 
 
 def load_t5_params(path: str, cfg: T5Config, dtype=None) -> dict:
   """Reads the safetensors weights in `path` into `T5Encoder(cfg)`'s params (dtype: cfg.param_dtype)."""
   dtype = np.dtype(jnp.dtype(dtype or cfg.param_dtype))
-  init = lambda: T5Encoder(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1)))
+  init = lambda: T5Encoder(cfg).init(
+    jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1))
+  )
   expected = flax.traverse_util.flatten_dict(strip_boxes(jax.eval_shape(init))["params"])
   tensors = _Tensors(path)
   present = [n for n in _EMBED_NAMES if n in tensors.files]
@@ -74,14 +94,18 @@ def load_t5_params(path: str, cfg: T5Config, dtype=None) -> dict:
     raise ValueError(f"checkpoint: expected a tensor named one of {list(_EMBED_NAMES)}, not found")
   embeds = [_convert(tensors.get(n), n, None, expected[("embed",)].shape, dtype) for n in present]
   if len(embeds) == 2 and not np.array_equal(*embeds):
-    raise ValueError(f"checkpoint: {_EMBED_NAMES[0]!r} and {_EMBED_NAMES[1]!r} differ; expected tied embeddings")
+    raise ValueError(
+      f"checkpoint: {_EMBED_NAMES[0]!r} and {_EMBED_NAMES[1]!r} differ; expected tied embeddings"
+    )
   flat = {("embed",): embeds[0]}
   for key, (name, n_in) in _hf_names(cfg).items():
     flat[key] = _convert(tensors.get(name), name, n_in, expected[key].shape, dtype)
   used = set(present) | {n for n, _ in _hf_names(cfg).values()}
   unused = sorted(n for n in set(tensors.files) - used if not n.startswith(_SKIPPED))
   if unused:
-    raise ValueError(f"checkpoint: {len(unused)} tensors have no place in the config, e.g. {unused[:5]}")
+    raise ValueError(
+      f"checkpoint: {len(unused)} tensors have no place in the config, e.g. {unused[:5]}"
+    )
   return flax.traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
 
 
@@ -103,10 +127,13 @@ class T5TextEncoder:
     if isinstance(captions, str) or not len(captions):
       raise ValueError(f"captions: expected a non-empty list of strings, got {captions!r}")
     tok, n = self.tokenizer, self.max_len
-    ids, mask = np.full((len(captions), n), tok.pad_id, np.int32), np.zeros((len(captions), n), np.int32)
+    ids, mask = (
+      np.full((len(captions), n), tok.pad_id, np.int32),
+      np.zeros((len(captions), n), np.int32),
+    )
     for i, text in enumerate(captions):
-      row = tok.encode(text)[:n - 1] + [tok.eos_id]
-      ids[i, :len(row)], mask[i, :len(row)] = row, 1
+      row = tok.encode(text)[: n - 1] + [tok.eos_id]
+      ids[i, : len(row)], mask[i, : len(row)] = row, 1
     return ids, mask
 
   def __call__(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -117,4 +144,6 @@ class T5TextEncoder:
 def load_t5_encoder(path: str, max_len: int = 120, **overrides) -> T5TextEncoder:
   """A `T5TextEncoder` from a HF T5 directory holding tokenizer.json (Open-Sora: 120 tokens)."""
   cfg = load_t5_config(path, **overrides)
-  return T5TextEncoder(T5Encoder(cfg), load_t5_params(path, cfg), HFTokenizer.from_dir(path), max_len)
+  return T5TextEncoder(
+    T5Encoder(cfg), load_t5_params(path, cfg), HFTokenizer.from_dir(path), max_len
+  )

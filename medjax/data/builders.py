@@ -5,13 +5,22 @@ the array_record files already in `data_dir`) and returns one split as a random-
 `media_source` / `timeseries_source` give the medgemini / OpenTSLM tasks their splits. Preparation
 writes into `data_dir`: on a multi-host job, prepare once (one host, or ahead of time) before training.
 """
+
 import functools
 import importlib.util
 import os
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data")
+DATA = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data"
+)
 MEDIA = ("vqa_rad", "slake", "mimic_cxr", "volumes_3d")  # medjax.tasks.medgemini
-TIMESERIES = ("tsqa", "m4_captions", "opentslm_har_cot", "sleep_cot", "ecg_qa_cot")  # medjax.tasks.opentslm
+TIMESERIES = (
+  "tsqa",
+  "m4_captions",
+  "opentslm_har_cot",
+  "sleep_cot",
+  "ecg_qa_cot",
+)  # medjax.tasks.opentslm
 MCQ = ("medqa", "medmcqa", "pubmedqa")  # experiments/evaluate_mcq.py
 
 
@@ -20,6 +29,7 @@ def builder_class(name: str):
   """The builder class of data/<name>/<name>.py, imported once and not registered with TFDS (a test or
   script may have imported the same file under another module name)."""
   import tensorflow_datasets as tfds  # imported here: the tasks import this module for its names
+
   path = os.path.join(DATA, name, f"{name}.py")
   if not os.path.exists(path):
     raise ValueError(f"data.name: expected a builder in data/{name}/{name}.py, found none")
@@ -27,19 +37,29 @@ def builder_class(name: str):
   module = importlib.util.module_from_spec(spec)
   with tfds.core.registered.skip_registration():
     spec.loader.exec_module(module)
-  found = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, tfds.core.DatasetBuilder)
-           and v.__module__ == module.__name__]
+  found = [
+    v
+    for v in vars(module).values()
+    if isinstance(v, type)
+    and issubclass(v, tfds.core.DatasetBuilder)
+    and v.__module__ == module.__name__
+  ]
   if len(found) != 1:
-    raise ValueError(f"data/{name}/{name}.py: expected one dataset builder class, got {[c.__name__ for c in found]}")
+    raise ValueError(
+      f"data/{name}/{name}.py: expected one dataset builder class, got {[c.__name__ for c in found]}"
+    )
   return found[0]
 
 
 @functools.lru_cache(maxsize=None)
 def _sources(name: str, data_dir, manual_dir, config) -> dict:
   import tensorflow_datasets as tfds
+
   builder = builder_class(name)(data_dir=data_dir or None, config=config or None)
-  builder.download_and_prepare(file_format="array_record",
-                               download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+  builder.download_and_prepare(
+    file_format="array_record",
+    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None),
+  )
   return builder.as_data_source()
 
 
@@ -87,12 +107,16 @@ def media_config(name: str, shapes: dict) -> str:
   for c in configs:
     media, got = _config_shape(c)
     want = shapes.get(media)
-    if want is not None and (got == tuple(want) or got[:-1] == tuple(want[:-1]) and (got[-1], want[-1]) == (1, 3)):
+    if want is not None and (
+      got == tuple(want) or got[:-1] == tuple(want[:-1]) and (got[-1], want[-1]) == (1, 3)
+    ):
       matches.append(c.name)
   if len(matches) != 1:
     found = "several configs" if matches else "no config"
-    raise ValueError(f"data.builder_config: {name} has {found} for the model's inputs {shapes}: "
-                     f"{matches or [c.name for c in configs]}; name one")
+    raise ValueError(
+      f"data.builder_config: {name} has {found} for the model's inputs {shapes}: "
+      f"{matches or [c.name for c in configs]}; name one"
+    )
   return matches[0]
 
 
@@ -103,20 +127,30 @@ def media_source(data, split: str, shapes: dict, size=None, reports: bool = Fals
   writes them. `reports`: every record must be an image-report pair (SigLIP pretraining).
   """
   from medjax.data import media_io
+
   config = data.builder_config or media_config(data.name, shapes)
 
   def example(record):
     ex = media_io.task_example(record, shapes)
     if reports and "report" not in ex:
-      raise ValueError(f"data.name: {data.name} ({config}) holds questions; image-report pretraining needs "
-                       "reports (mimic_cxr, volumes_3d m3d_cap / ct_rate)")
+      raise ValueError(
+        f"data.name: {data.name} ({config}) holds questions; image-report pretraining needs "
+        "reports (mimic_cxr, volumes_3d m3d_cap / ct_rate)"
+      )
     return ex
 
-  src = load_builder(data.name, split, data_dir=data.data_dir, manual_dir=data.manual_dir, config=config)
+  src = load_builder(
+    data.name, split, data_dir=data.data_dir, manual_dir=data.manual_dir, config=config
+  )
   return Mapped(src, example, size)
 
 
 def timeseries_source(data, split: str):
   """Records (the timeseries_io schema) of split `split` of builder `data.name`."""
-  return load_builder(data.name, split, data_dir=data.data_dir, manual_dir=data.manual_dir,
-                      config=data.builder_config or None)
+  return load_builder(
+    data.name,
+    split,
+    data_dir=data.data_dir,
+    manual_dir=data.manual_dir,
+    config=data.builder_config or None,
+  )

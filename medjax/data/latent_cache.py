@@ -6,6 +6,7 @@ e.g. the VAE's scaling factor). `write_split` fills it from any random-access so
 records using two encoder callables; `cache_dataset` reads it back as memory-mapped records through
 grain (shuffle, repeat, per-host batches, a checkpointable iterator).
 """
+
 import json
 import os
 import shutil
@@ -31,9 +32,18 @@ def _text(value) -> str:
   return bytes(value).decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
-def write_split(path: str, records: Sequence[dict], *, encode_videos: Callable, encode_captions: Callable,
-                batch_size: int = 8, video_key: str = "video", text_key: str = "text", dtype="float32",
-                meta: dict | None = None) -> dict:
+def write_split(
+  path: str,
+  records: Sequence[dict],
+  *,
+  encode_videos: Callable,
+  encode_captions: Callable,
+  batch_size: int = 8,
+  video_key: str = "video",
+  text_key: str = "text",
+  dtype="float32",
+  meta: dict | None = None,
+) -> dict:
   """Encodes every record of `records` into a cache split at `path` (written beside it, then renamed).
 
   encode_videos: float32 videos [b, T, H, W, C] in [-1, 1] -> latents [b, T, h, w, c];
@@ -52,12 +62,22 @@ def write_split(path: str, records: Sequence[dict], *, encode_videos: Callable, 
     rows = [records[i] for i in range(start, min(n, start + batch_size))]
     x = np.asarray(encode_videos(np.stack([to_pixels(r[video_key]) for r in rows])))
     y, y_mask = encode_captions([_text(r[text_key]) for r in rows])
-    batch = {"x": x.astype(dtype), "y": np.asarray(y, dtype), "y_mask": np.asarray(y_mask, np.int32)}
+    batch = {
+      "x": x.astype(dtype),
+      "y": np.asarray(y, dtype),
+      "y_mask": np.asarray(y_mask, np.int32),
+    }
     for k, v in batch.items():
       if k not in arrays:
-        arrays[k] = np.lib.format.open_memmap(os.path.join(tmp, f"{k}.npy"), "w+", v.dtype, (n,) + v.shape[1:])
-      arrays[k][start:start + len(rows)] = v
-  meta = {"count": n, **{f"{k}_shape": list(a.shape[1:]) for k, a in arrays.items()}, **(meta or {})}
+        arrays[k] = np.lib.format.open_memmap(
+          os.path.join(tmp, f"{k}.npy"), "w+", v.dtype, (n,) + v.shape[1:]
+        )
+      arrays[k][start : start + len(rows)] = v
+  meta = {
+    "count": n,
+    **{f"{k}_shape": list(a.shape[1:]) for k, a in arrays.items()},
+    **(meta or {}),
+  }
   for a in arrays.values():
     a.flush()
   with open(os.path.join(tmp, "meta.json"), "w") as f:
@@ -92,18 +112,31 @@ def check_shapes(meta: dict, path: str, expected: dict) -> None:
   """Fails unless meta's per-record shapes equal `expected` {field: (shape, config fields it comes from)}."""
   for k, (shape, fields) in expected.items():
     if tuple(meta[f"{k}_shape"]) != tuple(shape):
-      raise ValueError(f"{fields}: the cache at {path!r} holds {k} of shape {tuple(meta[f'{k}_shape'])} per record, "
-                       f"the config expects {tuple(shape)}")
+      raise ValueError(
+        f"{fields}: the cache at {path!r} holds {k} of shape {tuple(meta[f'{k}_shape'])} per record, "
+        f"the config expects {tuple(shape)}"
+      )
 
 
-def cache_dataset(path: str, *, batch_size: int, seed: int, shuffle: bool = True, num_epochs: int | None = None,
-                  shard_index: int = 0, shard_count: int = 1, expected: dict | None = None) -> grain.IterDataset:
+def cache_dataset(
+  path: str,
+  *,
+  batch_size: int,
+  seed: int,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  expected: dict | None = None,
+) -> grain.IterDataset:
   """This host's batches {x, y, y_mask} of the cache split at `path` (see `check_shapes` for `expected`)."""
   source = CacheSource(path)
   check_shapes(source.meta, path, expected or {})
   if num_epochs is not None and len(source) * num_epochs < batch_size * shard_count:
-    raise ValueError(f"batch_size: {batch_size} x {shard_count} host(s) exceeds the {len(source)} records x "
-                     f"{num_epochs} epoch(s) of the cache at {path!r}; no batch would be produced")
+    raise ValueError(
+      f"batch_size: {batch_size} x {shard_count} host(s) exceeds the {len(source)} records x "
+      f"{num_epochs} epoch(s) of the cache at {path!r}; no batch would be produced"
+    )
   ds = grain.MapDataset.source(source)
   if shuffle:
     ds = ds.shuffle(seed=seed)

@@ -6,6 +6,7 @@ float32 [frames, size, size, 1] in [0, 1]: NIfTI volumes are reoriented to RAS a
 slices (inferior -> superior) seen in the radiological convention (rows anterior -> posterior,
 columns patient right -> left); NumPy volumes are taken as [D, H, W] (or M3D's [1, D, H, W]) as stored.
 """
+
 import dataclasses
 import functools
 
@@ -28,29 +29,38 @@ class ImageConfig(tfds.core.BuilderConfig):
 class VolumeConfig(tfds.core.BuilderConfig):
   frames: int = 32
   image_size: int = 224
-  window: tuple[float, float] | None = None  # (lo, hi) intensity window (e.g. HU); None: per-volume min-max
+  window: tuple[float, float] | None = (
+    None  # (lo, hi) intensity window (e.g. HU); None: per-volume min-max
+  )
 
 
-IMAGE_CONFIGS = [ImageConfig(name="default", description="224x224 RGB (SigLIP So400m/14 input)"),
-                 ImageConfig(name="tiny", image_size=32, channels=1, description="32x32 grey (tiny configs)")]
+IMAGE_CONFIGS = [
+  ImageConfig(name="default", description="224x224 RGB (SigLIP So400m/14 input)"),
+  ImageConfig(name="tiny", image_size=32, channels=1, description="32x32 grey (tiny configs)"),
+]
 
 
 def image_tensor(cfg: ImageConfig) -> tfds.features.Tensor:
-  return tfds.features.Tensor(shape=(cfg.image_size, cfg.image_size, cfg.channels), dtype=np.uint8,
-                              encoding="zlib")
+  return tfds.features.Tensor(
+    shape=(cfg.image_size, cfg.image_size, cfg.channels), dtype=np.uint8, encoding="zlib"
+  )
 
 
 def vqa_features(cfg: ImageConfig, *metadata: str) -> tfds.features.FeaturesDict:
   """id, image, image_name, question, answer, answer_type ("closed" | "open") and text `metadata`."""
   names = ("id", "image_name", "question", "answer", "answer_type") + metadata
-  return tfds.features.FeaturesDict({"image": image_tensor(cfg), **{k: tfds.features.Text() for k in names}})
+  return tfds.features.FeaturesDict(
+    {"image": image_tensor(cfg), **{k: tfds.features.Text() for k in names}}
+  )
 
 
 def require(record: dict, fields, where: str) -> None:
   """ValueError naming `where` and the missing fields, if `record` lacks any of `fields`."""
   missing = [f for f in fields if f not in record]
   if missing:
-    raise ValueError(f"{where}: expected fields {list(fields)}; missing {missing} (has {sorted(record)})")
+    raise ValueError(
+      f"{where}: expected fields {list(fields)}; missing {missing} (has {sorted(record)})"
+    )
 
 
 def answer_type(value, where: str) -> str:
@@ -79,6 +89,7 @@ def first_existing(candidates, field: str) -> epath.Path:
 def fit_square(img, size: int):
   """PIL image -> `size` x `size`: longer side to `size` (bicubic), centred on black, aspect kept."""
   from PIL import Image
+
   w, h = img.size
   scale = size / max(w, h)
   nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -90,6 +101,7 @@ def fit_square(img, size: int):
 def load_image(path, size: int, channels: int, field: str = "image") -> np.ndarray:
   """An image file -> uint8 [size, size, channels] (channels 1: grey, 3: RGB)."""
   from PIL import Image
+
   if channels not in (1, 3):
     raise ValueError(f"channels: expected 1 or 3, got {channels}")
   path = existing(epath.Path(path), field)
@@ -103,7 +115,8 @@ def load_image(path, size: int, channels: int, field: str = "image") -> np.ndarr
 def image_loader(folder: epath.Path, cfg: ImageConfig, field: str):
   """name -> load_image(folder / name), cached: datasets ask several questions about one image."""
   return functools.lru_cache(maxsize=1024)(
-      lambda name: load_image(epath.Path(folder) / name, cfg.image_size, cfg.channels, field))
+    lambda name: load_image(epath.Path(folder) / name, cfg.image_size, cfg.channels, field)
+  )
 
 
 def load_volume(path, field: str = "volume") -> np.ndarray:
@@ -117,23 +130,29 @@ def load_volume(path, field: str = "volume") -> np.ndarray:
       vol = vol[0]
   elif name.endswith((".nii", ".nii.gz")):
     import nibabel as nib
+
     img = nib.as_closest_canonical(nib.load(str(path)))
     vol = np.asarray(img.dataobj)
     if vol.ndim == 4 and vol.shape[-1] == 1:
       vol = vol[..., 0]
-    if vol.ndim == 3:  # RAS (x, y, z) -> (z, y flipped: rows anterior first, x flipped: patient right first)
+    if (
+      vol.ndim == 3
+    ):  # RAS (x, y, z) -> (z, y flipped: rows anterior first, x flipped: patient right first)
       vol = np.transpose(vol, (2, 1, 0))[:, ::-1, ::-1]
   else:
     raise ValueError(f"{field}: expected a .npy, .nii or .nii.gz file, got {path.name}")
   if vol.ndim != 3:
-    raise ValueError(f"{field}: expected a 3D volume [D, H, W] (or [1, D, H, W]), got shape {vol.shape} "
-                     f"in {path.name}")
+    raise ValueError(
+      f"{field}: expected a 3D volume [D, H, W] (or [1, D, H, W]), got shape {vol.shape} "
+      f"in {path.name}"
+    )
   return np.ascontiguousarray(vol, np.float32)
 
 
 def prepare_volume(vol: np.ndarray, cfg: VolumeConfig) -> np.ndarray:
   """[D, H, W] -> float32 [frames, size, size, 1] in [0, 1]: window (or min-max), then linear resampling."""
   from scipy import ndimage
+
   if cfg.window is not None:
     lo, hi = cfg.window
   else:
@@ -141,7 +160,9 @@ def prepare_volume(vol: np.ndarray, cfg: VolumeConfig) -> np.ndarray:
   vol = np.clip((vol - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
   target = (cfg.frames, cfg.image_size, cfg.image_size)
   if vol.shape != target:
-    vol = ndimage.zoom(vol, [t / s for t, s in zip(target, vol.shape)], order=1, grid_mode=True, mode="nearest")
+    vol = ndimage.zoom(
+      vol, [t / s for t, s in zip(target, vol.shape)], order=1, grid_mode=True, mode="nearest"
+    )
   return vol.astype(np.float32)[..., None]
 
 
@@ -168,9 +189,21 @@ def task_example(record: dict, shapes: dict) -> dict:
     parts.append(PLACEHOLDERS[name])
   if not media:
     raise ValueError(f"record: expected an 'image' or 'volume' field, got {sorted(record)}")
-  text = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in record.items() if k not in media}
+  text = {
+    k: v.decode() if isinstance(v, bytes) else str(v) for k, v in record.items() if k not in media
+  }
   if text.get("question"):
-    return {"prompt": " ".join(parts + [text["question"]]), "target": text["answer"],
-            "qtype": CLOSED if text.get("answer_type") == "closed" else OPEN, "media": media}
+    return {
+      "prompt": " ".join(parts + [text["question"]]),
+      "target": text["answer"],
+      "qtype": CLOSED if text.get("answer_type") == "closed" else OPEN,
+      "media": media,
+    }
   target = text.get("report") or text.get("caption", "")
-  return {"prompt": " ".join(parts + ["report:"]), "target": target, "qtype": OPEN, "media": media, "report": target}
+  return {
+    "prompt": " ".join(parts + ["report:"]),
+    "target": target,
+    "qtype": OPEN,
+    "media": media,
+    "report": target,
+  }

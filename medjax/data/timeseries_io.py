@@ -18,6 +18,7 @@ Every builder emits the same record schema (`features()`), plus a few dataset-sp
 target) for the host encoding of medjax.tasks.opentslm. Splits that a release does not ship are drawn
 here (`split_indices`) with a fixed seed.
 """
+
 import csv
 import math
 import re
@@ -50,7 +51,9 @@ def parse_series(text: str, where: str) -> np.ndarray:
 def parse_series_list(text: str, where: str) -> list[np.ndarray]:
   """'[[...], [...]]' -> one float32 array per inner list."""
   body = text.strip()
-  inner = re.findall(r"\[[^\[\]]*\]", body[1:-1]) if body.startswith("[") and body.endswith("]") else []
+  inner = (
+    re.findall(r"\[[^\[\]]*\]", body[1:-1]) if body.startswith("[") and body.endswith("]") else []
+  )
   if not inner or re.sub(r"\[[^\[\]]*\]", "", body[1:-1]).strip(" ,\n"):
     raise ValueError(f"{where}: expected a list of lists of numbers, got {text[:40]!r}")
   return [parse_series(s, f"{where}[{i}]") for i, s in enumerate(inner)]
@@ -63,8 +66,12 @@ def stats(series: np.ndarray) -> tuple[float, float]:
 
 def normalized(record: dict) -> list[np.ndarray]:
   """The z-normalised series of a record (unpadded), with the statistics its prompt states."""
-  return [((s[:n] - m) / sd).astype(np.float32) for s, n, m, sd in
-          zip(record["series"], record["series_length"], record["series_mean"], record["series_std"])]
+  return [
+    ((s[:n] - m) / sd).astype(np.float32)
+    for s, n, m, sd in zip(
+      record["series"], record["series_length"], record["series_mean"], record["series_std"]
+    )
+  ]
 
 
 def format_example(record: dict) -> tuple[str, list[np.ndarray], str]:
@@ -81,38 +88,74 @@ def target(rationale: str, label: str) -> str:
   return f"{rationale} Answer: {label}".strip()
 
 
-def make_example(key: str, series, names, *, pre_prompt: str, post_prompt: str, rationale: str = "",
-                 label: str = "", answer: str | None = None, template_id: int = -1, **extra) -> dict:
+def make_example(
+  key: str,
+  series,
+  names,
+  *,
+  pre_prompt: str,
+  post_prompt: str,
+  rationale: str = "",
+  label: str = "",
+  answer: str | None = None,
+  template_id: int = -1,
+  **extra,
+) -> dict:
   """A record in the common schema; `names[i]` names series i in its description."""
   if len(series) != len(names) or not series:
-    raise ValueError(f"{key}: series: expected one name per series (>= 1), got {len(series)} series and "
-                     f"{len(names)} names")
+    raise ValueError(
+      f"{key}: series: expected one name per series (>= 1), got {len(series)} series and "
+      f"{len(names)} names"
+    )
   length = np.array([len(s) for s in series], np.int32)
   padded = np.zeros((len(series), length.max()), np.float32)
   mask = np.zeros(padded.shape, bool)
   for i, s in enumerate(series):
-    padded[i, :len(s)], mask[i, :len(s)] = s, True
+    padded[i, : len(s)], mask[i, : len(s)] = s, True
   means, stds = np.array([stats(s) for s in series], np.float32).T
   texts = [f"{name}, mean {m:.4f}, std {sd:.4f}" for name, m, sd in zip(names, means, stds)]
   prompt = pre_prompt + "".join(f"{t}: {TS}\n" for t in texts) + post_prompt
-  return {"id": key, "series": padded, "series_mask": mask, "series_length": length,
-          "series_mean": means, "series_std": stds,
-          "series_text": texts, "pre_prompt": pre_prompt, "post_prompt": post_prompt, "prompt": prompt,
-          "rationale": rationale, "label": label,
-          "answer": target(rationale, label) if answer is None else answer, "template_id": template_id, **extra}
+  return {
+    "id": key,
+    "series": padded,
+    "series_mask": mask,
+    "series_length": length,
+    "series_mean": means,
+    "series_std": stds,
+    "series_text": texts,
+    "pre_prompt": pre_prompt,
+    "post_prompt": post_prompt,
+    "prompt": prompt,
+    "rationale": rationale,
+    "label": label,
+    "answer": target(rationale, label) if answer is None else answer,
+    "template_id": template_id,
+    **extra,
+  }
 
 
 def features(**extra) -> tfds.features.FeaturesDict:
   """The common schema, plus `extra` dataset-specific features."""
   text, tensor = tfds.features.Text, tfds.features.Tensor
-  return tfds.features.FeaturesDict({
-      "id": text(), "series": tensor(shape=(None, None), dtype=np.float32, encoding="zlib"),
+  return tfds.features.FeaturesDict(
+    {
+      "id": text(),
+      "series": tensor(shape=(None, None), dtype=np.float32, encoding="zlib"),
       "series_mask": tensor(shape=(None, None), dtype=np.bool_, encoding="zlib"),
       "series_length": tensor(shape=(None,), dtype=np.int32),
-      "series_mean": tensor(shape=(None,), dtype=np.float32), "series_std": tensor(shape=(None,), dtype=np.float32),
-      "series_text": tfds.features.Sequence(text()), "pre_prompt": text(), "post_prompt": text(), "prompt": text(),
-      "rationale": text(), "label": text(), "answer": text(), "template_id": tfds.features.Scalar(np.int32),
-      **extra})
+      "series_mean": tensor(shape=(None,), dtype=np.float32),
+      "series_std": tensor(shape=(None,), dtype=np.float32),
+      "series_text": tfds.features.Sequence(text()),
+      "pre_prompt": text(),
+      "post_prompt": text(),
+      "prompt": text(),
+      "rationale": text(),
+      "label": text(),
+      "answer": text(),
+      "template_id": tfds.features.Scalar(np.int32),
+      **extra,
+    }
+  )
 
 
 def find_file(manual_dir, name: str, subdirs=()) -> epath.Path | None:
@@ -159,8 +202,9 @@ def field(row: dict, name: str, where: str) -> str:
   return value
 
 
-def split_indices(n: int, *, seed: int = 42, strata=None, test_frac: float = 0.1,
-                  val_frac: float = 0.1) -> dict[str, list[int]]:
+def split_indices(
+  n: int, *, seed: int = 42, strata=None, test_frac: float = 0.1, val_frac: float = 0.1
+) -> dict[str, list[int]]:
   """Deterministic train/validation/test indices of `n` rows (for releases shipped as one file).
 
   The rows are shuffled with `seed`, grouped by `strata` (e.g. labels: each split then keeps the
@@ -174,12 +218,16 @@ def split_indices(n: int, *, seed: int = 42, strata=None, test_frac: float = 0.1
   period = round(1 / test_frac)
   n_val = round(val_frac * period)
   phase = np.arange(n) % period
-  return {"test": sorted(order[phase == 0].tolist()),
-          "validation": sorted(order[(phase >= 1) & (phase <= n_val)].tolist()),
-          "train": sorted(order[phase > n_val].tolist())}
+  return {
+    "test": sorted(order[phase == 0].tolist()),
+    "validation": sorted(order[(phase >= 1) & (phase <= n_val)].tolist()),
+    "train": sorted(order[phase > n_val].tolist()),
+  }
 
 
 def split_rows(rows: list, strata_field: str | None = None) -> dict[str, list]:
   """`split_indices` applied to builder rows [(key, example)], stratified by `example[strata_field]`."""
   strata = None if strata_field is None else [ex[strata_field] for _, ex in rows]
-  return {split: [rows[i] for i in idx] for split, idx in split_indices(len(rows), strata=strata).items()}
+  return {
+    split: [rows[i] for i in idx] for split, idx in split_indices(len(rows), strata=strata).items()
+  }

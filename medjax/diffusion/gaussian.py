@@ -6,6 +6,7 @@ beta_t. Loss = MSE(eps) + the variational bound term, the latter with a stop-gra
 so it only trains the variance. Respacing (`use_timesteps`) gives a shorter chain with the same
 alphas_cumprod at the kept steps; the model is always called with the original timestep index.
 """
+
 import math
 
 import jax
@@ -13,7 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+def linear_betas(
+  num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> np.ndarray:
   """The DDPM linear schedule, rescaled so any number of steps spans the same noise range."""
   scale = 1000 / num_timesteps
   return np.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=np.float64)
@@ -21,8 +24,13 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float =
 
 def cosine_betas(num_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
   f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-  return np.array([min(1 - f((i + 1) / num_timesteps) / f(i / num_timesteps), max_beta)
-                   for i in range(num_timesteps)], np.float64)
+  return np.array(
+    [
+      min(1 - f((i + 1) / num_timesteps) / f(i / num_timesteps), max_beta)
+      for i in range(num_timesteps)
+    ],
+    np.float64,
+  )
 
 
 def space_timesteps(num_timesteps: int, count: int | str) -> list[int]:
@@ -44,11 +52,13 @@ def space_timesteps(num_timesteps: int, count: int | str) -> list[int]:
 
 def normal_kl(mean1, logvar1, mean2, logvar2):
   """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, in nats."""
-  return 0.5 * (-1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * jnp.exp(-logvar2))
+  return 0.5 * (
+    -1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * jnp.exp(-logvar2)
+  )
 
 
 def _approx_std_normal_cdf(x):
-  return 0.5 * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+  return 0.5 * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def discretized_gaussian_log_likelihood(x, mean, log_scale):
@@ -70,7 +80,9 @@ def mean_flat(x):
 def split_output(out, channels: int):
   """Model output [..., 2C] -> (eps [..., C], v [..., C]); validates the channel count."""
   if out.shape[-1] != 2 * channels:
-    raise ValueError(f"model output: expected {2 * channels} channels (eps and variance), got shape {out.shape}")
+    raise ValueError(
+      f"model output: expected {2 * channels} channels (eps and variance), got shape {out.shape}"
+    )
   return out[..., :channels], out[..., channels:]
 
 
@@ -84,7 +96,9 @@ class GaussianDiffusion:
       use_timesteps = range(len(base))
     use = sorted(set(int(t) for t in use_timesteps))
     if not use or use[0] < 0 or use[-1] >= len(base):
-      raise ValueError(f"use_timesteps: expected steps in [0, {len(base)}), got {use[:3]}...{use[-3:]}")
+      raise ValueError(
+        f"use_timesteps: expected steps in [0, {len(base)}), got {use[:3]}...{use[-3:]}"
+      )
     base_acp = np.cumprod(1.0 - base)
     acp_kept = base_acp[use]
     self.betas = 1.0 - acp_kept / np.concatenate([[1.0], acp_kept[:-1]])
@@ -101,13 +115,20 @@ class GaussianDiffusion:
     self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / acp - 1.0)
     self.posterior_variance = b * (1.0 - acp_prev) / (1.0 - acp)
     # log of the posterior variance, with the t=0 entry (0 variance) replaced by the t=1 value.
-    self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+    self.posterior_log_variance_clipped = np.log(
+      np.append(self.posterior_variance[1], self.posterior_variance[1:])
+    )
     self.posterior_mean_coef1 = b * np.sqrt(acp_prev) / (1.0 - acp)
     self.posterior_mean_coef2 = (1.0 - acp_prev) * np.sqrt(1.0 - b) / (1.0 - acp)
 
   @classmethod
-  def create(cls, num_timesteps: int = 1000, schedule: str = "linear", respace: int | str | None = None,
-             learn_sigma: bool = True):
+  def create(
+    cls,
+    num_timesteps: int = 1000,
+    schedule: str = "linear",
+    respace: int | str | None = None,
+    learn_sigma: bool = True,
+  ):
     """A `num_timesteps` chain, optionally respaced to `respace` steps (an int or "ddimN")."""
     schedules = {"linear": linear_betas, "cosine": cosine_betas}
     if schedule not in schedules:
@@ -120,7 +141,9 @@ class GaussianDiffusion:
     """The same base chain with `count` steps (only valid on an un-respaced diffusion)."""
     if self.num_timesteps != self.original_num_steps:
       raise ValueError("respaced: call it on the full chain, not on an already respaced one")
-    return GaussianDiffusion(self.betas, space_timesteps(self.num_timesteps, count), self.learn_sigma)
+    return GaussianDiffusion(
+      self.betas, space_timesteps(self.num_timesteps, count), self.learn_sigma
+    )
 
   @staticmethod
   def _at(arr, t, ndim):
@@ -132,17 +155,30 @@ class GaussianDiffusion:
   def q_sample(self, x0, t, noise):
     """x_t = sqrt(acp_t) x0 + sqrt(1 - acp_t) noise; t [B] are indices of this chain."""
     n = x0.ndim
-    return self._at(self.sqrt_alphas_cumprod, t, n) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t, n) * noise
+    return (
+      self._at(self.sqrt_alphas_cumprod, t, n) * x0
+      + self._at(self.sqrt_one_minus_alphas_cumprod, t, n) * noise
+    )
 
   def q_posterior(self, x0, xt, t):
     """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x0)."""
     n = xt.ndim
-    mean = self._at(self.posterior_mean_coef1, t, n) * x0 + self._at(self.posterior_mean_coef2, t, n) * xt
-    return mean, self._at(self.posterior_variance, t, n), self._at(self.posterior_log_variance_clipped, t, n)
+    mean = (
+      self._at(self.posterior_mean_coef1, t, n) * x0
+      + self._at(self.posterior_mean_coef2, t, n) * xt
+    )
+    return (
+      mean,
+      self._at(self.posterior_variance, t, n),
+      self._at(self.posterior_log_variance_clipped, t, n),
+    )
 
   def predict_x0(self, xt, t, eps):
     n = xt.ndim
-    return self._at(self.sqrt_recip_alphas_cumprod, t, n) * xt - self._at(self.sqrt_recipm1_alphas_cumprod, t, n) * eps
+    return (
+      self._at(self.sqrt_recip_alphas_cumprod, t, n) * xt
+      - self._at(self.sqrt_recipm1_alphas_cumprod, t, n) * eps
+    )
 
   # ---------------------------------------------------------------- reverse process
   def p_mean_variance(self, out, xt, t, clip_denoised: bool = False):
@@ -157,8 +193,9 @@ class GaussianDiffusion:
     else:
       eps = out
       # Fixed "large" variance as in DDPM: beta_t, with the posterior variance at t=0.
-      log_var = jnp.broadcast_to(self._at(np.log(np.append(self.posterior_variance[1], self.betas[1:])), t, n),
-                                 xt.shape)
+      log_var = jnp.broadcast_to(
+        self._at(np.log(np.append(self.posterior_variance[1], self.betas[1:])), t, n), xt.shape
+      )
     eps = eps.astype(jnp.float32)
     pred_x0 = self.predict_x0(xt, t, eps)
     if clip_denoised:
@@ -179,7 +216,9 @@ class GaussianDiffusion:
     true_mean, _, true_log_var = self.q_posterior(x0, xt, t)
     p = self.p_mean_variance(out, xt, t, clip_denoised)
     kl = mean_flat(normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"])) / math.log(2.0)
-    nll = -mean_flat(discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"])) / math.log(2.0)
+    nll = -mean_flat(
+      discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"])
+    ) / math.log(2.0)
     return jnp.where(t == 0, nll, kl)
 
   def training_losses(self, model_fn, x0, t, noise):
@@ -199,7 +238,16 @@ class GaussianDiffusion:
     return {"loss": mse, "mse": mse, "vb": jnp.zeros_like(mse)}
 
   # ---------------------------------------------------------------- sampling
-  def sample(self, model_fn, noise, rng, *, method: str = "ddpm", eta: float = 0.0, clip_denoised: bool = False):
+  def sample(
+    self,
+    model_fn,
+    noise,
+    rng,
+    *,
+    method: str = "ddpm",
+    eta: float = 0.0,
+    clip_denoised: bool = False,
+  ):
     """Runs the whole (respaced) chain from `noise` with a lax.scan; method "ddpm" or "ddim"."""
     if method not in ("ddpm", "ddim"):
       raise ValueError(f"method: expected 'ddpm' or 'ddim', got {method!r}")
@@ -214,14 +262,23 @@ class GaussianDiffusion:
       if method == "ddpm":
         x = p["mean"] + nonzero * jnp.exp(0.5 * p["log_variance"]) * z
       else:
-        acp, acp_prev = self._at(self.alphas_cumprod, t, n), self._at(self.alphas_cumprod_prev, t, n)
-        eps = (self._at(self.sqrt_recip_alphas_cumprod, t, n) * x - p["pred_x0"]) / \
-            self._at(self.sqrt_recipm1_alphas_cumprod, t, n)
+        acp, acp_prev = (
+          self._at(self.alphas_cumprod, t, n),
+          self._at(self.alphas_cumprod_prev, t, n),
+        )
+        eps = (self._at(self.sqrt_recip_alphas_cumprod, t, n) * x - p["pred_x0"]) / self._at(
+          self.sqrt_recipm1_alphas_cumprod, t, n
+        )
         sigma = eta * jnp.sqrt((1 - acp_prev) / (1 - acp)) * jnp.sqrt(1 - acp / acp_prev)
-        mean = p["pred_x0"] * jnp.sqrt(acp_prev) + jnp.sqrt(jnp.maximum(1 - acp_prev - sigma ** 2, 0.0)) * eps
+        mean = (
+          p["pred_x0"] * jnp.sqrt(acp_prev)
+          + jnp.sqrt(jnp.maximum(1 - acp_prev - sigma**2, 0.0)) * eps
+        )
         x = mean + nonzero * sigma * z
       return x, None
 
     steps = jnp.arange(self.num_timesteps - 1, -1, -1)
-    x, _ = jax.lax.scan(step, noise.astype(jnp.float32), (steps, jax.random.split(rng, self.num_timesteps)))
+    x, _ = jax.lax.scan(
+      step, noise.astype(jnp.float32), (steps, jax.random.split(rng, self.num_timesteps))
+    )
     return x

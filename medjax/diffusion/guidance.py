@@ -1,4 +1,5 @@
 """Classifier-free guidance: one batched model call on [cond; uncond] inputs."""
+
 import jax
 import jax.numpy as jnp
 
@@ -10,6 +11,7 @@ def cfg_model_fn(model_fn, scale: float, guided_channels: int | None = None):
   velocity part; None: all); the remaining channels (a learned variance) are taken from the
   conditional branch, as in GLIDE / PixArt / Open-Sora. `cond`/`uncond` are pytrees with batch axis 0.
   """
+
   def fn(x, t, cond, uncond):
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b], 0), cond, uncond)
     out = model_fn(jnp.concatenate([x, x], 0), jnp.concatenate([t, t], 0), both)

@@ -3,6 +3,7 @@
 t in [0, 1] (1 = pure noise) is drawn logit-normal (sigmoid of a normal) or uniformly; the model sees
 t * num_timesteps so the same timestep embedder serves both objectives. Sampling: Euler from t=1 to 0.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -10,10 +11,18 @@ from medjax.diffusion.gaussian import mean_flat
 
 
 class RectifiedFlow:
-  def __init__(self, num_timesteps: int = 1000, sample_steps: int = 30, timestep_sampling: str = "logit_normal",
-               logit_mean: float = 0.0, logit_std: float = 1.0):
+  def __init__(
+    self,
+    num_timesteps: int = 1000,
+    sample_steps: int = 30,
+    timestep_sampling: str = "logit_normal",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+  ):
     if timestep_sampling not in ("logit_normal", "uniform"):
-      raise ValueError(f"timestep_sampling: expected 'logit_normal' or 'uniform', got {timestep_sampling!r}")
+      raise ValueError(
+        f"timestep_sampling: expected 'logit_normal' or 'uniform', got {timestep_sampling!r}"
+      )
     if sample_steps <= 0:
       raise ValueError(f"sample_steps: expected a positive int, got {sample_steps!r}")
     self.num_timesteps = num_timesteps
@@ -43,8 +52,16 @@ class RectifiedFlow:
     mse = mean_flat((noise - x0 - v) ** 2)
     return {"loss": mse, "mse": mse, "vb": jnp.zeros_like(mse)}
 
-  def sample(self, model_fn, noise, rng=None, *, method: str = "euler", eta: float = 0.0,
-             clip_denoised: bool = False):
+  def sample(
+    self,
+    model_fn,
+    noise,
+    rng=None,
+    *,
+    method: str = "euler",
+    eta: float = 0.0,
+    clip_denoised: bool = False,
+  ):
     """Euler integration of dx/dt = v from t=1 (noise) to t=0 in `sample_steps` uniform steps.
 
     `clip_denoised`: each step's data estimate x0 = x - t v is clipped to [-1, 1] and the step taken as

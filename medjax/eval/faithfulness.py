@@ -5,6 +5,7 @@ cross-correlation of consecutive frames (its peak sits at the per-frame displace
 speed) and each frame's brightest pixels, sorted (how much cell there is: count). An MLP reads both
 and predicts the captioned direction and count; its penultimate layer is the default FVD feature.
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,9 @@ def video_features(videos, top: int = 64) -> np.ndarray:
   v = np.asarray(videos, np.float32)
   if v.ndim != 5 or v.shape[-1] != 1 or v.shape[1] < 2:
     raise ValueError(f"videos: expected [N, T >= 2, H, W, 1], got shape {v.shape}")
-  pix = -np.sort(-((v[..., 0] + 1.0) / 2.0).reshape(v.shape[0], v.shape[1], -1), axis=-1)[..., :top].mean(1)
+  pix = -np.sort(-((v[..., 0] + 1.0) / 2.0).reshape(v.shape[0], v.shape[1], -1), axis=-1)[
+    ..., :top
+  ].mean(1)
   return np.concatenate([motion_features(v), pix], axis=1)
 
 
@@ -51,11 +54,16 @@ class FaithfulnessClassifier:
   """Direction and count of cell videos, fitted on `num_train` real videos from `cells.CellsSource`
   (`data_kw`: its frames, size, speeds, max_count); `heldout_accuracy` on 512 more."""
 
-  def __init__(self, data_kw: dict, num_train: int = 1024, steps: int = 300, width: int = 64, seed: int = 1234):
+  def __init__(
+    self, data_kw: dict, num_train: int = 1024, steps: int = 300, width: int = 64, seed: int = 1234
+  ):
     src = cells.CellsSource(num_train + 512, seed, **data_kw)
     exs = [src[i] for i in range(len(src))]
     feats = video_features(np.stack([e["video"] for e in exs]))
-    labels = {"direction": np.array([e["direction"] for e in exs]), "count": np.array([e["count"] - 1 for e in exs])}
+    labels = {
+      "direction": np.array([e["direction"] for e in exs]),
+      "count": np.array([e["count"] - 1 for e in exs]),
+    }
     # The std floor keeps near-constant features (e.g. brightness with one cell) from blowing up.
     self._mean, self._std = feats[:num_train].mean(0), feats[:num_train].std(0) + 0.05
     self._net = _Net(width)
@@ -66,7 +74,9 @@ class FaithfulnessClassifier:
 
     def loss(p):
       _, logits = self._net.apply({"params": p}, x)
-      return sum(optax.softmax_cross_entropy_with_integer_labels(logits[k], y[k]).mean() for k in TARGETS)
+      return sum(
+        optax.softmax_cross_entropy_with_integer_labels(logits[k], y[k]).mean() for k in TARGETS
+      )
 
     @jax.jit
     def step(p, s):

@@ -1,4 +1,5 @@
 """Viewing generated videos: uint8 frames, a frame grid (rows: videos, columns: time) and a GIF."""
+
 import os
 
 import numpy as np
@@ -21,13 +22,14 @@ def frame_grid(videos, zoom: int = 8) -> np.ndarray:
   grid = np.full((n * (h + pad) - pad, t * (w + pad) - pad), 128, np.uint8)
   for i in range(n):
     for j in range(t):
-      grid[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = v[i, j]
+      grid[i * (h + pad) : i * (h + pad) + h, j * (w + pad) : j * (w + pad) + w] = v[i, j]
   return grid
 
 
 def write_outputs(videos, out_dir: str, zoom: int = 8, fps: int = 4) -> tuple[str, str]:
   """<out_dir>/sample.gif (the first video) and <out_dir>/grid.png (all); returns their paths."""
   from PIL import Image
+
   os.makedirs(out_dir, exist_ok=True)
   frames = [Image.fromarray(f) for f in to_uint8(videos[:1], zoom)[0]]
   gif = os.path.join(out_dir, "sample.gif")

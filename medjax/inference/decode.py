@@ -1,4 +1,5 @@
 """Prefill + KV-cache decoding in one jit-compiled program (a while_loop, no Python loop per token)."""
+
 import functools
 
 import jax
@@ -21,8 +22,12 @@ def sample_logits(rng, logits, temperature=0.0, top_k=0, top_p=1.0):
     order = jnp.argsort(-logits, axis=-1)
     sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
     cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-    drop_sorted = cum - jax.nn.softmax(sorted_logits, axis=-1) > top_p  # keep the token crossing top_p
-    drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
+    drop_sorted = (
+      cum - jax.nn.softmax(sorted_logits, axis=-1) > top_p
+    )  # keep the token crossing top_p
+    drop = (
+      jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
+    )
     logits = jnp.where(drop, neg, logits)
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
@@ -46,7 +51,7 @@ def pad_prompts(prompts: list[list[int]], pad_id: int, multiple: int | None = No
   width = int(-(-lens.max() // multiple) * multiple) if multiple else bucket_length(int(lens.max()))
   out = np.full((len(prompts), width), pad_id, np.int32)
   for i, p in enumerate(prompts):
-    out[i, :len(p)] = p
+    out[i, : len(p)] = p
   return out, lens
 
 
@@ -63,7 +68,7 @@ def cut_at_stop(text: str, stop) -> str:
   """`text` up to the first occurrence of any of the `stop` strings."""
   for s in stop:
     if s in text:
-      text = text[:text.index(s)]
+      text = text[: text.index(s)]
   return text
 
 
@@ -78,11 +83,38 @@ def _ends_with_stop(out, i, stop_ids):
   return hit
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "num_samples", "temperature", "top_k",
-                                             "top_p", "eos_id", "pad_id", "vocab_size", "stop_ids"))
-def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_samples: int = 1,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, eos_id: int = -1, pad_id: int = 0,
-             vocab_size: int = 0, stop_ids: tuple = ()):
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "model",
+    "max_new_tokens",
+    "num_samples",
+    "temperature",
+    "top_k",
+    "top_p",
+    "eos_id",
+    "pad_id",
+    "vocab_size",
+    "stop_ids",
+  ),
+)
+def generate(
+  model,
+  params,
+  tokens,
+  lengths,
+  rng,
+  *,
+  max_new_tokens: int,
+  num_samples: int = 1,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  eos_id: int = -1,
+  pad_id: int = 0,
+  vocab_size: int = 0,
+  stop_ids: tuple = (),
+):
   """Samples continuations of right-padded prompts tokens [B,T] with per-row `lengths`.
 
   `vocab_size` > 0 restricts sampling to ids below it (the tokenizer's vocabulary when the model's
@@ -119,7 +151,9 @@ def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_sa
     out = out.at[:, i].set(tok)
     count = jnp.where(done, count, i + 1)
     done = done | (tok == eos_id) | _ends_with_stop(out, i, stop_ids)
-    logits, cache = model.apply({"params": params}, tok[:, None], positions=pos[:, None], cache=cache)
+    logits, cache = model.apply(
+      {"params": params}, tok[:, None], positions=pos[:, None], cache=cache
+    )
     return i + 1, cache, trim(logits[:, 0]), pos + 1, done, out, count, rng
 
   zeros = jnp.zeros((n,), jnp.int32)
@@ -128,15 +162,38 @@ def generate(model, params, tokens, lengths, rng, *, max_new_tokens: int, num_sa
   return out, count
 
 
-def generate_text(model, params, tokenizer, prompts: list[str], *, max_new_tokens: int, rng=None,
-                  num_samples: int = 1, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                  stop: tuple[str, ...] = ()) -> list[str]:
+def generate_text(
+  model,
+  params,
+  tokenizer,
+  prompts: list[str],
+  *,
+  max_new_tokens: int,
+  rng=None,
+  num_samples: int = 1,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  stop: tuple[str, ...] = (),
+) -> list[str]:
   """Strings in, strings out (prompt-major when num_samples > 1); text is cut at the first stop string."""
   toks, lens = pad_prompts([tokenizer.encode(p, add_bos=True) for p in prompts], tokenizer.pad_id)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  out, n = generate(model, params, jnp.asarray(toks), jnp.asarray(lens), rng, max_new_tokens=max_new_tokens,
-                    num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
-                    eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, vocab_size=tokenizer.vocab_size,
-                    stop_ids=stop_token_ids(tokenizer, stop))
+  out, n = generate(
+    model,
+    params,
+    jnp.asarray(toks),
+    jnp.asarray(lens),
+    rng,
+    max_new_tokens=max_new_tokens,
+    num_samples=num_samples,
+    temperature=temperature,
+    top_k=top_k,
+    top_p=top_p,
+    eos_id=tokenizer.eos_id,
+    pad_id=tokenizer.pad_id,
+    vocab_size=tokenizer.vocab_size,
+    stop_ids=stop_token_ids(tokenizer, stop),
+  )
   out, n = np.asarray(out), np.asarray(n)
   return [cut_at_stop(tokenizer.decode(row[:k].tolist()), stop) for row, k in zip(out, n)]

@@ -4,6 +4,7 @@
 'Answer:' (the letter after the last one, brackets allowed, case-insensitive); without it, it also
 accepts 'the answer is (B)', a bare letter ('B', '(B).'), or the text of an option ('Answer: yes').
 """
+
 import re
 from collections.abc import Sequence
 
@@ -12,7 +13,9 @@ LETTERS = "ABCDEFGHIJ"
 _ANCHOR = re.compile(r"answer\s*[:：]", re.IGNORECASE)
 _LETTER = re.compile(r"\s*[\(\[\*\"']*\s*([A-Za-z])(?![A-Za-z])")
 # After 'answer is': a bracketed letter of either case, or a bare capital (so 'is a fever' is no 'A').
-_ANSWER_IS = re.compile(r"(?i:answer\s+is)\s*:?\s*(?:[\(\[]([A-Za-z])[\)\]]|[\*\"']*([A-Z])(?![A-Za-z]))")
+_ANSWER_IS = re.compile(
+  r"(?i:answer\s+is)\s*:?\s*(?:[\(\[]([A-Za-z])[\)\]]|[\*\"']*([A-Z])(?![A-Za-z]))"
+)
 _BARE = re.compile(r"^\s*[\(\[\*\"']*\s*([A-Za-z])\s*[\)\]\*\"']*\s*[.:]?\s*$")
 
 
@@ -27,7 +30,9 @@ def _norm(s: str) -> str:
   return re.sub(r"[\s.]+", " ", s).strip().lower()
 
 
-def parse_answer(text: str, num_options: int = 4, options: Sequence[str] | None = None) -> str | None:
+def parse_answer(
+  text: str, num_options: int = 4, options: Sequence[str] | None = None
+) -> str | None:
   """The answered option letter in `text` (one of the first `num_options`), or None if unparseable."""
   valid = letters(num_options)
   anchors = list(_ANCHOR.finditer(text))

@@ -7,6 +7,7 @@ signature), a prompt `fmt` (`TriageFormat`, `FewShotFormat`) and examples
 every generation, parsed answers, the vote) and the forward tokens spent (prefill + decoded).
 Sampled generations of one prompt are one batched `generate(num_samples=N)` call sharing a prefill.
 """
+
 import collections
 import dataclasses
 from collections.abc import Callable, Sequence
@@ -32,8 +33,19 @@ class LMGenerator:
   `max_rows` output rows (prompts x samples), so big ensembles fit in memory.
   """
 
-  def __init__(self, model, params, tokenizer, *, max_new_tokens: int, stop: Sequence[str] = (),
-               max_rows: int = 256, top_k: int = 0, top_p: float = 1.0, fixed_length: bool = False):
+  def __init__(
+    self,
+    model,
+    params,
+    tokenizer,
+    *,
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+    max_rows: int = 256,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    fixed_length: bool = False,
+  ):
     if max_new_tokens <= 0:
       raise ValueError(f"max_new_tokens: expected a positive int, got {max_new_tokens}")
     self.model, self.params, self.tokenizer = model, params, tokenizer
@@ -43,24 +55,36 @@ class LMGenerator:
     self.eos_id = -1 if fixed_length else tokenizer.eos_id
     self.top_k, self.top_p = top_k, top_p
 
-  def __call__(self, prompts: Sequence[str], *, num_samples: int = 1, temperature: float = 0.0,
-               seed: int = 0) -> tuple[list[list[str]], int]:
+  def __call__(
+    self, prompts: Sequence[str], *, num_samples: int = 1, temperature: float = 0.0, seed: int = 0
+  ) -> tuple[list[list[str]], int]:
     tok = self.tokenizer
     per_call = max(1, self.max_rows // num_samples)
     texts, spent = [], 0
     for c, start in enumerate(range(0, len(prompts), per_call)):
-      ids = [tok.encode(p, add_bos=True) for p in prompts[start:start + per_call]]
+      ids = [tok.encode(p, add_bos=True) for p in prompts[start : start + per_call]]
       toks, lens = decode.pad_prompts(ids, tok.pad_id)
       rng = jax.random.fold_in(jax.random.PRNGKey(seed), c)
-      out, n = decode.generate(self.model, self.params, jnp.asarray(toks), jnp.asarray(lens), rng,
-                               max_new_tokens=self.max_new_tokens, num_samples=num_samples,
-                               temperature=float(temperature), top_k=self.top_k, top_p=self.top_p,
-                               eos_id=self.eos_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
-                               stop_ids=self.stop_ids)
+      out, n = decode.generate(
+        self.model,
+        self.params,
+        jnp.asarray(toks),
+        jnp.asarray(lens),
+        rng,
+        max_new_tokens=self.max_new_tokens,
+        num_samples=num_samples,
+        temperature=float(temperature),
+        top_k=self.top_k,
+        top_p=self.top_p,
+        eos_id=self.eos_id,
+        pad_id=tok.pad_id,
+        vocab_size=tok.vocab_size,
+        stop_ids=self.stop_ids,
+      )
       out, n = np.asarray(out), np.asarray(n)
       spent += int(lens.sum()) + int(n.sum())
       rows = [decode.cut_at_stop(tok.decode(r[:k].tolist()), self.stop) for r, k in zip(out, n)]
-      texts += [rows[i:i + num_samples] for i in range(0, len(rows), num_samples)]
+      texts += [rows[i : i + num_samples] for i in range(0, len(rows), num_samples)]
     return texts, spent
 
 
@@ -96,8 +120,11 @@ class FewShotFormat:
   ex -> shots (e.g. `KNNFewShot`). Direct prompts end with 'Answer: (', CoT ones with 'Explanation:'.
   """
 
-  def __init__(self, shots: Sequence[dict] | Callable[[dict], Sequence[dict]] = (),
-               instruction: str = "The following are multiple choice questions about medical knowledge."):
+  def __init__(
+    self,
+    shots: Sequence[dict] | Callable[[dict], Sequence[dict]] = (),
+    instruction: str = "The following are multiple choice questions about medical knowledge.",
+  ):
     self.shots, self.instruction = shots, instruction
 
   def _shots(self, ex: dict, cot: bool) -> str:
@@ -116,8 +143,10 @@ class FewShotFormat:
 
   def refine_prompt(self, ex: dict, candidates: Sequence[str]) -> str:
     cands = "".join(f"Candidate {i + 1}: {c.strip()}\n" for i, c in enumerate(candidates))
-    return (f"{self._head(ex, True)}Candidate explanations and answers (some may be wrong):\n{cands}"
-            "Considering the candidates, give a refined explanation and answer.\nExplanation:")
+    return (
+      f"{self._head(ex, True)}Candidate explanations and answers (some may be wrong):\n{cands}"
+      "Considering the candidates, give a refined explanation and answer.\nExplanation:"
+    )
 
   def parse(self, text: str, ex: dict, cot: bool) -> str | None:
     text = text if cot else "Answer: (" + text
@@ -144,7 +173,7 @@ class KNNFewShot:
 
   def __call__(self, ex: dict) -> list[dict]:
     sims = self._emb @ self._unit(self.embed_fn([_block(ex)]))[0]
-    return [self.pool[i] for i in np.argsort(-sims, kind="stable")[:self.k]]
+    return [self.pool[i] for i in np.argsort(-sims, kind="stable")[: self.k]]
 
 
 def lm_embed_fn(model, params, tokenizer, max_len: int = 512) -> Callable[[list[str]], np.ndarray]:
@@ -157,8 +186,9 @@ def lm_embed_fn(model, params, tokenizer, max_len: int = 512) -> Callable[[list[
     return (h * m).sum(1) / m.sum(1)
 
   def embed(texts):
-    toks, lens = decode.pad_prompts([tokenizer.encode(t, add_bos=True)[:max_len] for t in texts],
-                                    tokenizer.pad_id, multiple=64)
+    toks, lens = decode.pad_prompts(
+      [tokenizer.encode(t, add_bos=True)[:max_len] for t in texts], tokenizer.pad_id, multiple=64
+    )
     mask = (np.arange(toks.shape[1])[None] < lens[:, None]).astype(np.int32)
     return np.asarray(pooled(params, jnp.asarray(toks), jnp.asarray(mask)), np.float32)
 
@@ -196,22 +226,39 @@ class StrategyResult:
     return float(np.mean([a is None for a in answers])) if answers else 0.0
 
   def summary(self) -> dict:
-    return {"strategy": self.name, "accuracy": self.accuracy, "unparseable": self.unparseable,
-            "forward_tokens": self.forward_tokens, "questions": len(self.records)}
+    return {
+      "strategy": self.name,
+      "accuracy": self.accuracy,
+      "unparseable": self.unparseable,
+      "forward_tokens": self.forward_tokens,
+      "questions": len(self.records),
+    }
 
 
 def _record(ex: dict, prompt: str, generations: list[str], answers: list, **extra) -> dict:
   vote = plurality_vote(answers)
-  return {"question": ex["question"], "options": list(ex["options"]), "answer_idx": ex["answer_idx"],
-          "prompt": prompt, "generations": generations, "answers": answers, "vote": vote,
-          "correct": vote == ex["answer_idx"], **extra}
+  return {
+    "question": ex["question"],
+    "options": list(ex["options"]),
+    "answer_idx": ex["answer_idx"],
+    "prompt": prompt,
+    "generations": generations,
+    "answers": answers,
+    "vote": vote,
+    "correct": vote == ex["answer_idx"],
+    **extra,
+  }
 
 
-def _sampled(generator, fmt, examples, *, cot, num_samples, temperature, seed, name) -> StrategyResult:
+def _sampled(
+  generator, fmt, examples, *, cot, num_samples, temperature, seed, name
+) -> StrategyResult:
   prompts = [fmt.prompt(ex, cot) for ex in examples]
   gens, spent = generator(prompts, num_samples=num_samples, temperature=temperature, seed=seed)
-  records = [_record(ex, p, g, [fmt.parse(t, ex, cot) for t in g])
-             for ex, p, g in zip(examples, prompts, gens)]
+  records = [
+    _record(ex, p, g, [fmt.parse(t, ex, cot) for t in g])
+    for ex, p, g in zip(examples, prompts, gens)
+  ]
   return StrategyResult(name, records, spent)
 
 
@@ -222,24 +269,45 @@ def _sampled(generator, fmt, examples, *, cot, num_samples, temperature, seed, n
 
 def greedy(generator, fmt, examples) -> StrategyResult:
   """Few-shot direct answer, greedy decoding."""
-  return _sampled(generator, fmt, examples, cot=False, num_samples=1, temperature=0.0, seed=0, name="greedy")
+  return _sampled(
+    generator, fmt, examples, cot=False, num_samples=1, temperature=0.0, seed=0, name="greedy"
+  )
 
 
 def chain_of_thought(generator, fmt, examples) -> StrategyResult:
   """Few-shot chain of thought, greedy decoding."""
-  return _sampled(generator, fmt, examples, cot=True, num_samples=1, temperature=0.0, seed=0, name="cot")
+  return _sampled(
+    generator, fmt, examples, cot=True, num_samples=1, temperature=0.0, seed=0, name="cot"
+  )
 
 
-def self_consistency(generator, fmt, examples, *, num_samples: int = 11, temperature: float = 0.7,
-                     seed: int = 0) -> StrategyResult:
+def self_consistency(
+  generator, fmt, examples, *, num_samples: int = 11, temperature: float = 0.7, seed: int = 0
+) -> StrategyResult:
   """CoT sampled `num_samples` times per question (one shared prefill), plurality vote."""
   _check_samples("num_samples", num_samples, temperature)
-  return _sampled(generator, fmt, examples, cot=True, num_samples=num_samples, temperature=temperature,
-                  seed=seed, name="sc")
+  return _sampled(
+    generator,
+    fmt,
+    examples,
+    cot=True,
+    num_samples=num_samples,
+    temperature=temperature,
+    seed=seed,
+    name="sc",
+  )
 
 
-def ensemble_refinement(generator, fmt, examples, *, num_samples: int = 11, num_refinements: int = 33,
-                        temperature: float = 0.7, seed: int = 0) -> StrategyResult:
+def ensemble_refinement(
+  generator,
+  fmt,
+  examples,
+  *,
+  num_samples: int = 11,
+  num_refinements: int = 33,
+  temperature: float = 0.7,
+  seed: int = 0,
+) -> StrategyResult:
   """Med-PaLM 2 ensemble refinement.
 
   Stage 1: `num_samples` sampled CoT generations per question. Stage 2: `num_refinements` sampled
@@ -248,15 +316,34 @@ def ensemble_refinement(generator, fmt, examples, *, num_samples: int = 11, num_
   """
   _check_samples("num_samples", num_samples, temperature)
   _check_samples("num_refinements", num_refinements, temperature)
-  stage1 = _sampled(generator, fmt, examples, cot=True, num_samples=num_samples, temperature=temperature,
-                    seed=seed, name="er-stage1")
+  stage1 = _sampled(
+    generator,
+    fmt,
+    examples,
+    cot=True,
+    num_samples=num_samples,
+    temperature=temperature,
+    seed=seed,
+    name="er-stage1",
+  )
   prompts = [fmt.refine_prompt(ex, r["generations"]) for ex, r in zip(examples, stage1.records)]
-  gens, spent = generator(prompts, num_samples=num_refinements, temperature=temperature, seed=seed + 1)
+  gens, spent = generator(
+    prompts, num_samples=num_refinements, temperature=temperature, seed=seed + 1
+  )
   records = []
   for ex, p, g, r1 in zip(examples, prompts, gens, stage1.records):
-    records.append(_record(ex, p, g, [fmt.parse(t, ex, True) for t in g], stage1_prompt=r1["prompt"],
-                           stage1_generations=r1["generations"], stage1_answers=r1["answers"],
-                           stage1_vote=r1["vote"]))
+    records.append(
+      _record(
+        ex,
+        p,
+        g,
+        [fmt.parse(t, ex, True) for t in g],
+        stage1_prompt=r1["prompt"],
+        stage1_generations=r1["generations"],
+        stage1_answers=r1["answers"],
+        stage1_vote=r1["vote"],
+      )
+    )
   return StrategyResult("er", records, stage1.forward_tokens + spent)
 
 
@@ -267,8 +354,11 @@ def shuffle_options(ex: dict, perm: Sequence[int]) -> dict:
   if sorted(perm) != list(range(n)):
     raise ValueError(f"perm: expected a permutation of range({n}), got {perm}")
   valid = letters(n)
-  return {**ex, "options": [ex["options"][p] for p in perm],
-          "answer_idx": valid[perm.index(valid.index(ex["answer_idx"]))]}
+  return {
+    **ex,
+    "options": [ex["options"][p] for p in perm],
+    "answer_idx": valid[perm.index(valid.index(ex["answer_idx"]))],
+  }
 
 
 def unshuffle_answer(letter: str | None, perm: Sequence[int]) -> str | None:
@@ -276,8 +366,16 @@ def unshuffle_answer(letter: str | None, perm: Sequence[int]) -> str | None:
   return None if letter is None else letters(len(perm))[int(perm[letters(len(perm)).index(letter)])]
 
 
-def choice_shuffle(generator, fmt, examples, *, num_shuffles: int = 5, temperature: float = 0.0,
-                   cot: bool = True, seed: int = 0) -> StrategyResult:
+def choice_shuffle(
+  generator,
+  fmt,
+  examples,
+  *,
+  num_shuffles: int = 5,
+  temperature: float = 0.0,
+  cot: bool = True,
+  seed: int = 0,
+) -> StrategyResult:
   """Medprompt's choice-shuffle ensemble: answer `num_shuffles` option orders, map back, vote.
 
   The first order is the original one; the rest are distinct random permutations where possible.
@@ -304,8 +402,17 @@ def choice_shuffle(generator, fmt, examples, *, num_shuffles: int = 5, temperatu
     texts = [g[0] for g in gens[sl]]
     raw = [fmt.parse(t, s, cot) for t, s in zip(texts, shuffled[sl])]
     answers = [unshuffle_answer(a, p) for a, p in zip(raw, ps)]
-    records.append(_record(ex, prompts[sl][0], texts, answers, prompts=prompts[sl],
-                           permutations=[list(p) for p in ps], shuffled_answers=raw))
+    records.append(
+      _record(
+        ex,
+        prompts[sl][0],
+        texts,
+        answers,
+        prompts=prompts[sl],
+        permutations=[list(p) for p in ps],
+        shuffled_answers=raw,
+      )
+    )
   return StrategyResult("medprompt", records, spent)
 
 
@@ -315,8 +422,11 @@ def self_generated_cot(generator, fmt, pool: Sequence[dict]) -> tuple[list[dict]
   Returns (pool examples with an 'explanation', forward tokens) for use as few-shot exemplars.
   """
   res = chain_of_thought(generator, fmt, pool)
-  kept = [{**ex, "explanation": r["generations"][0].split("Answer")[0].strip()}
-          for ex, r in zip(pool, res.records) if r["correct"]]
+  kept = [
+    {**ex, "explanation": r["generations"][0].split("Answer")[0].strip()}
+    for ex, r in zip(pool, res.records)
+    if r["correct"]
+  ]
   return kept, res.forward_tokens
 
 
@@ -328,9 +438,9 @@ def _check_samples(name: str, n: int, temperature: float) -> None:
 
 
 STRATEGIES = {
-    "greedy": greedy,
-    "cot": chain_of_thought,
-    "sc": self_consistency,
-    "er": ensemble_refinement,
-    "medprompt": choice_shuffle,
+  "greedy": greedy,
+  "cot": chain_of_thought,
+  "sc": self_consistency,
+  "er": ensemble_refinement,
+  "medprompt": choice_shuffle,
 }

@@ -15,6 +15,7 @@ a frozen random transformer still maps phrases sharing words to nearby features,
 descriptions of held-out findings ("a large round dense spot") land near what the seen findings'
 descriptions taught the trained projection.
 """
+
 import dataclasses
 from typing import Any
 
@@ -33,29 +34,32 @@ FROZEN_TEXT = "^text_encoder/"
 @dataclasses.dataclass(frozen=True)
 class TextEncoderConfig:
   """A bidirectional transformer over word-piece tokens (pad id 0), mean-pooled."""
+
   vocab_size: int = 128
   width: int = 64
   depth: int = 1
   heads: int = 4
   mlp_dim: int = 128
   max_len: int = 16
-  pos_scale: float = 1.0      # scale of the sin-cos position table added to word embeddings
+  pos_scale: float = 1.0  # scale of the sin-cos position table added to word embeddings
 
 
 @dataclasses.dataclass(frozen=True)
 class AnatomyVLMConfig:
   vit: ViTConfig = ViTConfig(image_size=64, patch_size=8)
   text: TextEncoderConfig = TextEncoderConfig()
-  num_queries: int = 11        # M anatomy queries (= regions)
-  num_regions: int = 11        # region classes (identity logits, for Hungarian matching)
+  num_queries: int = 11  # M anatomy queries (= regions)
+  num_regions: int = 11  # region classes (identity logits, for Hungarian matching)
   decoder_depth: int = 2
   decoder_heads: int = 4
   decoder_mlp_dim: int = 128
-  embed_dim: int = 64          # joint image-text space
+  embed_dim: int = 64  # joint image-text space
 
   def __post_init__(self):
     if self.num_queries < self.num_regions:
-      raise ValueError(f"num_queries: expected >= num_regions ({self.num_regions}), got {self.num_queries}")
+      raise ValueError(
+        f"num_queries: expected >= num_regions ({self.num_regions}), got {self.num_queries}"
+      )
     if self.vit.pool == "none":
       raise ValueError("vit.pool: expected a pooled image token (map / gap / cls), got 'none'")
 
@@ -68,21 +72,30 @@ class AnatomyVLMConfig:
 
 class TextEncoder(nn.Module):
   """tokens [..., T] (0 = pad) -> mean-pooled features [..., width]."""
+
   cfg: TextEncoderConfig
 
   @nn.compact
   def __call__(self, tokens):
     cfg = self.cfg
     if tokens.shape[-1] > cfg.max_len:
-      raise ValueError(f"tokens: expected at most {cfg.max_len} tokens (text.max_len), got {tokens.shape[-1]}")
+      raise ValueError(
+        f"tokens: expected at most {cfg.max_len} tokens (text.max_len), got {tokens.shape[-1]}"
+      )
     lead, t = tokens.shape[:-1], tokens.shape[-1]
     tokens = tokens.reshape(-1, t)
     valid = tokens != 0
-    x = nn.Embed(cfg.vocab_size, cfg.width, name="embed", embedding_init=nn.with_logical_partitioning(
-        nn.initializers.normal(1.0), ("vocab", "embed")))(tokens)
+    x = nn.Embed(
+      cfg.vocab_size,
+      cfg.width,
+      name="embed",
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+    )(tokens)
     x = x + cfg.pos_scale * jnp.asarray(sincos_2d(1, cfg.max_len, cfg.width))[None, :t]
     mask = valid[:, None, None, :] & valid[:, None, :, None]
-    mask = mask | jnp.eye(t, dtype=bool)[None, None]  # pad queries attend to themselves (no empty rows)
+    mask = (
+      mask | jnp.eye(t, dtype=bool)[None, None]
+    )  # pad queries attend to themselves (no empty rows)
     x = Encoder(cfg.depth, cfg.heads, cfg.mlp_dim, name="encoder")(x, mask)
     w = valid.astype(x.dtype)[..., None]
     pooled = jnp.sum(x * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0)
@@ -91,6 +104,7 @@ class TextEncoder(nn.Module):
 
 class AnatomyDecoderLayer(nn.Module):
   """queries += SelfAttn(LN(q)); += CrossAttn(LN(q), tokens); += MLP(LN(q))."""
+
   heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
@@ -103,7 +117,9 @@ class AnatomyDecoderLayer(nn.Module):
     h = ln("ln_self")(q)
     q = q + mha("self_attn")(h)
     q = q + mha("cross_attn")(ln("ln_cross")(q), tokens)
-    q = q + MLP(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(ln("ln_mlp")(q))
+    q = q + MLP(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(
+      ln("ln_mlp")(q)
+    )
     return nn.with_logical_constraint(q, ("act_batch", "act_length", "act_embed"))
 
 
@@ -113,6 +129,7 @@ def _normalize(x):
 
 class AnatomyVLM(nn.Module):
   """`encode_image(images)` / `encode_text(tokens)`; `__call__` runs both (used for init)."""
+
   cfg: AnatomyVLMConfig
 
   def setup(self):
@@ -120,20 +137,39 @@ class AnatomyVLM(nn.Module):
     dtype, pdtype = DTYPES[cfg.vit.dtype], DTYPES[cfg.vit.param_dtype]
     d = cfg.vit.width
     self.vision = ViT(cfg.vit)
-    self.queries = self.param("queries", nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "embed")),
-                              (cfg.num_queries, d), pdtype)
-    self.decoder = [AnatomyDecoderLayer(cfg.decoder_heads, cfg.decoder_mlp_dim, dtype, pdtype, name=f"decoder_{i}")
-                    for i in range(cfg.decoder_depth)]
+    self.queries = self.param(
+      "queries",
+      nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "embed")),
+      (cfg.num_queries, d),
+      pdtype,
+    )
+    self.decoder = [
+      AnatomyDecoderLayer(
+        cfg.decoder_heads, cfg.decoder_mlp_dim, dtype, pdtype, name=f"decoder_{i}"
+      )
+      for i in range(cfg.decoder_depth)
+    ]
     self.decoder_norm = layer_norm(1e-6, dtype, pdtype, "decoder_norm")
-    self.box_hidden = [dense(d, ("embed", "mlp"), f"box_{i}", dtype, pdtype, use_bias=True) for i in range(2)]
+    self.box_hidden = [
+      dense(d, ("embed", "mlp"), f"box_{i}", dtype, pdtype, use_bias=True) for i in range(2)
+    ]
     self.box_out = dense(4, ("mlp", None), "box_out", dtype, pdtype, use_bias=True)
-    self.region_cls = dense(cfg.num_regions, ("embed", None), "region_cls", dtype, pdtype, use_bias=True)
-    self.region_proj = dense(cfg.embed_dim, ("embed", None), "region_proj", dtype, pdtype, use_bias=True)
-    self.image_proj = dense(cfg.embed_dim, ("embed", None), "image_proj", dtype, pdtype, use_bias=True)
+    self.region_cls = dense(
+      cfg.num_regions, ("embed", None), "region_cls", dtype, pdtype, use_bias=True
+    )
+    self.region_proj = dense(
+      cfg.embed_dim, ("embed", None), "region_proj", dtype, pdtype, use_bias=True
+    )
+    self.image_proj = dense(
+      cfg.embed_dim, ("embed", None), "image_proj", dtype, pdtype, use_bias=True
+    )
     self.text_encoder = TextEncoder(cfg.text)
-    self.text_proj = dense(cfg.embed_dim, ("embed", None), "text_proj", dtype, pdtype, use_bias=True)
-    scalar = lambda name, v: self.param(name, nn.with_logical_partitioning(nn.initializers.constant(v), ()), (),
-                                        jnp.float32)
+    self.text_proj = dense(
+      cfg.embed_dim, ("embed", None), "text_proj", dtype, pdtype, use_bias=True
+    )
+    scalar = lambda name, v: self.param(
+      name, nn.with_logical_partitioning(nn.initializers.constant(v), ()), (), jnp.float32
+    )
     self.fine_logit_scale = scalar("fine_logit_scale", jnp.log(10.0))
     self.global_logit_scale = scalar("global_logit_scale", jnp.log(10.0))
     self.global_logit_bias = scalar("global_logit_bias", -2.0)
@@ -153,9 +189,12 @@ class AnatomyVLM(nn.Module):
     boxes = jax.nn.sigmoid(self.box_out(h).astype(jnp.float32))
     glob = jnp.broadcast_to(pooled[:, None], q.shape)
     region = self.region_proj(jnp.concatenate([glob, q], -1))
-    return {"boxes": boxes, "region_logits": self.region_cls(q).astype(jnp.float32),
-            "region_emb": _normalize(region.astype(jnp.float32)),
-            "image_emb": _normalize(self.image_proj(pooled).astype(jnp.float32))}
+    return {
+      "boxes": boxes,
+      "region_logits": self.region_cls(q).astype(jnp.float32),
+      "region_emb": _normalize(region.astype(jnp.float32)),
+      "image_emb": _normalize(self.image_proj(pooled).astype(jnp.float32)),
+    }
 
   def encode_text(self, tokens):
     """tokens [..., T] -> [..., E] unit norm; the encoder is frozen (no gradient flows into it)."""
@@ -163,8 +202,11 @@ class AnatomyVLM(nn.Module):
     return _normalize(self.text_proj(feats).astype(jnp.float32))
 
   def logit_params(self) -> dict:
-    return {"fine_scale": jnp.exp(self.fine_logit_scale), "global_scale": jnp.exp(self.global_logit_scale),
-            "global_bias": self.global_logit_bias}
+    return {
+      "fine_scale": jnp.exp(self.fine_logit_scale),
+      "global_scale": jnp.exp(self.global_logit_scale),
+      "global_bias": self.global_logit_bias,
+    }
 
   def __call__(self, images, text_tokens, train: bool = False):
     return self.encode_image(images, train), self.encode_text(text_tokens), self.logit_params()

@@ -7,6 +7,7 @@ sequence (length T + sum_m M_m (N_m - 1), padding at the end) runs through `Deco
 prefix-LM mask: bidirectional over media + prompt, causal over the answer. Logits are gathered
 back to text positions, so targets / loss masks stay in text coordinates.
 """
+
 import dataclasses
 
 import flax.linen as nn
@@ -22,6 +23,7 @@ from medjax.nn.mlp import dense
 @dataclasses.dataclass(frozen=True)
 class MediaSpec:
   """A modality: its placeholder token id, its encoder and the most items per example."""
+
   name: str
   token_id: int
   vit: ViTConfig
@@ -31,17 +33,21 @@ class MediaSpec:
 @dataclasses.dataclass(frozen=True)
 class MultimodalConfig:
   lm: LMConfig
-  media: tuple = ()             # MediaSpec, ...
-  projector: str = "linear"     # linear | mlp
+  media: tuple = ()  # MediaSpec, ...
+  projector: str = "linear"  # linear | mlp
 
   def __post_init__(self):
     object.__setattr__(self, "media", tuple(self.media))
     ids = [m.token_id for m in self.media]
     if len(set(ids)) != len(ids) or len({m.name for m in self.media}) != len(ids):
-      raise ValueError(f"media: expected distinct names and token ids, got {[(m.name, m.token_id) for m in self.media]}")
+      raise ValueError(
+        f"media: expected distinct names and token ids, got {[(m.name, m.token_id) for m in self.media]}"
+      )
     for m in self.media:
       if not 0 <= m.token_id < self.lm.vocab_size:
-        raise ValueError(f"media[{m.name!r}].token_id: expected an id in [0, {self.lm.vocab_size}), got {m.token_id}")
+        raise ValueError(
+          f"media[{m.name!r}].token_id: expected an id in [0, {self.lm.vocab_size}), got {m.token_id}"
+        )
     if self.projector not in ("linear", "mlp"):
       raise ValueError(f"projector: expected 'linear' or 'mlp', got {self.projector!r}")
 
@@ -63,8 +69,10 @@ def check_media_counts(tokens, media_mask: dict, cfg: MultimodalConfig) -> None:
     bad = np.nonzero(have != counts[m.name])[0]
     if bad.size:
       i = int(bad[0])
-      raise ValueError(f"media[{m.name!r}]: example {i} has {int(counts[m.name][i])} placeholder(s) (token id "
-                       f"{m.token_id}) but {int(have[i])} valid item(s); each placeholder needs exactly one item")
+      raise ValueError(
+        f"media[{m.name!r}]: example {i} has {int(counts[m.name][i])} placeholder(s) (token id "
+        f"{m.token_id}) but {int(have[i])} valid item(s); each placeholder needs exactly one item"
+      )
 
 
 def _layout(tokens, specs):
@@ -77,7 +85,11 @@ def _layout(tokens, specs):
   for m in specs:
     is_ph = tokens == m.token_id
     k = jnp.cumsum(is_ph) - 1  # index of this placeholder among its modality's
-    start = jnp.full((m.max_items,), -1, jnp.int32).at[jnp.where(is_ph, k, m.max_items)].set(out_pos, mode="drop")
+    start = (
+      jnp.full((m.max_items,), -1, jnp.int32)
+      .at[jnp.where(is_ph, k, m.max_items)]
+      .set(out_pos, mode="drop")
+    )
     starts[m.name] = start
   return out_pos, extra, starts
 
@@ -92,6 +104,7 @@ class MultimodalLM(nn.Module):
   With return_aux, also returns {"logits": expanded [B,L,V], "input_mask", "prefix_mask",
   "is_media": [B,L], "read_pos": [B,T] (expanded position whose logits predict text token t+1)}.
   """
+
   cfg: MultimodalConfig
 
   def setup(self):
@@ -102,8 +115,10 @@ class MultimodalLM(nn.Module):
     proj = {}
     for m in cfg.media:
       if cfg.projector == "mlp":
-        proj[m.name] = (dense(cfg.lm.embed_dim, ("mlp", "embed"), f"proj_{m.name}_0", d, pd, True),
-                        dense(cfg.lm.embed_dim, ("embed", "embed"), f"proj_{m.name}_1", d, pd, True))
+        proj[m.name] = (
+          dense(cfg.lm.embed_dim, ("mlp", "embed"), f"proj_{m.name}_0", d, pd, True),
+          dense(cfg.lm.embed_dim, ("embed", "embed"), f"proj_{m.name}_1", d, pd, True),
+        )
       else:
         proj[m.name] = (dense(cfg.lm.embed_dim, ("mlp", "embed"), f"proj_{m.name}", d, pd, True),)
     self.projectors = proj
@@ -113,7 +128,9 @@ class MultimodalLM(nn.Module):
     spec = next(m for m in self.cfg.media if m.name == name)
     want = spec.vit.input_shape
     if items.ndim != len(want) + 2 or tuple(items.shape[2:]) != want:
-      raise ValueError(f"media[{name!r}]: expected [batch, items, {', '.join(map(str, want))}], got {items.shape}")
+      raise ValueError(
+        f"media[{name!r}]: expected [batch, items, {', '.join(map(str, want))}], got {items.shape}"
+      )
     b, m = items.shape[:2]
     tok = self.encoders[name](items.reshape((b * m,) + want))["tokens"]
     layers = self.projectors[name]
@@ -134,12 +151,19 @@ class MultimodalLM(nn.Module):
     b, t = tokens.shape
     for m in cfg.media:
       if media[m.name].shape[:2] != (b, m.max_items):
-        raise ValueError(f"media[{m.name!r}]: expected [batch={b}, items={m.max_items}, ...], got "
-                         f"{media[m.name].shape}")
-    mmask = {n: jnp.ones((b, media[n].shape[1]), bool) if media_mask is None or media_mask.get(n) is None
-             else jnp.asarray(media_mask[n]).astype(bool) for n in names}
+        raise ValueError(
+          f"media[{m.name!r}]: expected [batch={b}, items={m.max_items}, ...], got "
+          f"{media[m.name].shape}"
+        )
+    mmask = {
+      n: jnp.ones((b, media[n].shape[1]), bool)
+      if media_mask is None or media_mask.get(n) is None
+      else jnp.asarray(media_mask[n]).astype(bool)
+      for n in names
+    }
     if not isinstance(tokens, jax.core.Tracer) and not any(
-        isinstance(v, jax.core.Tracer) for v in mmask.values()):
+      isinstance(v, jax.core.Tracer) for v in mmask.values()
+    ):
       check_media_counts(tokens, mmask, cfg)
     valid = jnp.ones((b, t), bool) if input_mask is None else input_mask.astype(bool)
     prefix = None if prefix_mask is None else prefix_mask.astype(bool)
@@ -157,7 +181,9 @@ class MultimodalLM(nn.Module):
       v = jnp.zeros((L,), bool).at[dest].set(val, mode="drop")
       p = jnp.zeros((L,), bool).at[dest].set(pre, mode="drop")
       is_media = jnp.zeros((L,), bool)
-      ph_pre = jnp.zeros((L,), bool).at[out_pos].set(pre, mode="drop")  # a placeholder's prefix flag
+      ph_pre = (
+        jnp.zeros((L,), bool).at[out_pos].set(pre, mode="drop")
+      )  # a placeholder's prefix flag
       ph_val = jnp.zeros((L,), bool).at[out_pos].set(val, mode="drop")
       for m in cfg.media:
         n = m.vit.num_tokens
@@ -166,7 +192,9 @@ class MultimodalLM(nn.Module):
         pos = jnp.where(ok[:, None], start[:, None] + jnp.arange(n), L)  # [M, N]
         x = x.at[pos].set(enc_row[m.name], mode="drop")
         first = jnp.where(ok, start, L)
-        flag = lambda a: jnp.broadcast_to(a.at[first].get(mode="fill", fill_value=False)[:, None], pos.shape)
+        flag = lambda a: jnp.broadcast_to(
+          a.at[first].get(mode="fill", fill_value=False)[:, None], pos.shape
+        )
         v = v.at[pos].set(flag(ph_val), mode="drop")
         p = p.at[pos].set(flag(ph_pre), mode="drop")
         is_media = is_media.at[pos].set(True, mode="drop")
@@ -178,12 +206,27 @@ class MultimodalLM(nn.Module):
     x = nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))
     return x, v, (None if prefix is None else p), is_media, read
 
-  def __call__(self, tokens, media=None, media_mask=None, *, input_mask=None, prefix_mask=None,
-               return_aux=False):
-    x, valid, prefix, is_media, read = self.embed_interleaved(tokens, media, media_mask, input_mask, prefix_mask)
+  def __call__(
+    self,
+    tokens,
+    media=None,
+    media_mask=None,
+    *,
+    input_mask=None,
+    prefix_mask=None,
+    return_aux=False,
+  ):
+    x, valid, prefix, is_media, read = self.embed_interleaved(
+      tokens, media, media_mask, input_mask, prefix_mask
+    )
     logits, _ = self.lm(embeds=x, input_mask=valid, prefix_mask=prefix)
     text_logits = jnp.take_along_axis(logits, read[..., None], axis=1)
     if not return_aux:
       return text_logits
-    return text_logits, {"logits": logits, "input_mask": valid, "prefix_mask": prefix, "is_media": is_media,
-                         "read_pos": read}
+    return text_logits, {
+      "logits": logits,
+      "input_mask": valid,
+      "prefix_mask": prefix,
+      "is_media": is_media,
+      "read_pos": read,
+    }

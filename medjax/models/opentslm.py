@@ -11,6 +11,7 @@ DecoderLM's layout, so a base checkpoint loads unchanged and `optim.freeze=("^lm
 - SoftPrompt: patch encoder -> transformer encoder -> MLP projector; the host expands each
   placeholder into one `<ts>` token per patch and the projected patches replace those embeddings.
 """
+
 import dataclasses
 from typing import Any
 
@@ -31,9 +32,10 @@ VARIANTS = ("flamingo", "softprompt")
 @dataclasses.dataclass(frozen=True)
 class TSLMConfig:
   """Architecture of an OpenTSLM model (defaults: the paper's sizes)."""
+
   lm: LMConfig = LMConfig()
   variant: str = "flamingo"
-  ts_token_id: int = 259           # id of the `<ts>` placeholder token
+  ts_token_id: int = 259  # id of the `<ts>` placeholder token
   patch: int = 4
   enc_dim: int = 128
   max_patches: int = 1024
@@ -55,12 +57,16 @@ class TSLMConfig:
     if self.variant not in VARIANTS:
       raise ValueError(f"variant: expected one of {VARIANTS}, got {self.variant!r}")
     if self.variant == "flamingo" and self.lm.scan_layers:
-      raise ValueError("lm.scan_layers: expected False for the Flamingo variant (cross-attention runs "
-                       "between layers), got True")
+      raise ValueError(
+        "lm.scan_layers: expected False for the Flamingo variant (cross-attention runs "
+        "between layers), got True"
+      )
     if self.xattn_every < 1:
       raise ValueError(f"xattn_every: expected >= 1, got {self.xattn_every}")
     if not 0 <= self.ts_token_id < self.lm.vocab_size:
-      raise ValueError(f"ts_token_id: expected in [0, {self.lm.vocab_size}), got {self.ts_token_id}")
+      raise ValueError(
+        f"ts_token_id: expected in [0, {self.lm.vocab_size}), got {self.ts_token_id}"
+      )
 
   @property
   def max_samples(self) -> int:
@@ -76,6 +82,7 @@ class SeriesPatchEncoder(nn.Module):
   series [N,S], mask [N,S] -> tokens [N,P,enc_dim], patch mask [N,P] with P = ceil(S / patch).
   Padded samples are zeroed, so a patch's output does not depend on how much padding follows.
   """
+
   patch: int = 4
   dim: int = 128
   max_patches: int = 1024
@@ -87,21 +94,34 @@ class SeriesPatchEncoder(nn.Module):
     n, s = series.shape
     p = -(-s // self.patch)
     if p > self.max_patches:
-      raise ValueError(f"series: expected at most {self.patch * self.max_patches} samples "
-                       f"({self.max_patches} patches of {self.patch}), got {s}")
+      raise ValueError(
+        f"series: expected at most {self.patch * self.max_patches} samples "
+        f"({self.max_patches} patches of {self.patch}), got {s}"
+      )
     pad = ((0, 0), (0, p * self.patch - s))
     mask = jnp.pad(mask.astype(bool), pad)
     x = jnp.pad(jnp.where(mask[:, :s], series, 0.0), pad).reshape(n, p, self.patch)
-    x = Einsum("npk,kd->npd", (self.patch, self.dim), (None, "embed"), self.dtype, self.param_dtype,
-               name="patch")(x)
-    pos = self.param("pos_embed", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
-                     (self.max_patches, self.dim), self.param_dtype)
+    x = Einsum(
+      "npk,kd->npd",
+      (self.patch, self.dim),
+      (None, "embed"),
+      self.dtype,
+      self.param_dtype,
+      name="patch",
+    )(x)
+    pos = self.param(
+      "pos_embed",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+      (self.max_patches, self.dim),
+      self.param_dtype,
+    )
     x = layer_norm("norm", self.dtype, self.param_dtype)(x + pos[:p].astype(self.dtype))
     return x, mask.reshape(n, p, self.patch).any(-1)
 
 
 class EncoderLayer(nn.Module):
   """Pre-LN bidirectional transformer layer over patch tokens with a padding mask."""
+
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
@@ -111,11 +131,18 @@ class EncoderLayer(nn.Module):
   def __call__(self, x, positions, mask):
     d = x.shape[-1]
     if d % self.num_heads or self.mlp_dim % d:
-      raise ValueError(f"encoder: dim {d} must divide by heads ({self.num_heads}) and divide mlp_dim "
-                       f"({self.mlp_dim})")
-    h, _ = Attention(self.num_heads, self.num_heads, d // self.num_heads, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="attn")(
-                         layer_norm("attn_norm", self.dtype, self.param_dtype)(x), positions, mask)
+      raise ValueError(
+        f"encoder: dim {d} must divide by heads ({self.num_heads}) and divide mlp_dim "
+        f"({self.mlp_dim})"
+      )
+    h, _ = Attention(
+      self.num_heads,
+      self.num_heads,
+      d // self.num_heads,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="attn",
+    )(layer_norm("attn_norm", self.dtype, self.param_dtype)(x), positions, mask)
     x = x + h
     return x + FeedForward(self.mlp_dim // d, self.dtype, self.param_dtype, name="ff")(x)
 
@@ -130,6 +157,7 @@ def _check_inputs(tokens, series, series_mask):
 
 class _OpenTSLMBase(nn.Module):
   """Shared pieces: the base LM under `lm/` and the per-series patch encoder."""
+
   cfg: TSLMConfig
 
   def _dtypes(self):
@@ -142,7 +170,9 @@ class _OpenTSLMBase(nn.Module):
 
   def _positions(self, tokens, positions):
     b, t = tokens.shape
-    return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)) if positions is None else positions
+    return (
+      jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)) if positions is None else positions
+    )
 
 
 class OpenTSLMFlamingo(_OpenTSLMBase):
@@ -152,13 +182,26 @@ class OpenTSLMFlamingo(_OpenTSLMBase):
     cfg, (dtype, pdtype) = self.cfg, self._dtypes()
     self.lm = DecoderLM(cfg.lm)
     self.encoder = SeriesPatchEncoder(cfg.patch, cfg.enc_dim, cfg.max_patches, dtype, pdtype)
-    self.resampler = PerceiverResampler(cfg.resampler_layers, cfg.num_latents, cfg.resampler_heads,
-                                        cfg.resampler_head_dim, cfg.ff_mult, dtype, pdtype)
-    self.xattn = [GatedCrossAttentionBlock(cfg.xattn_heads, cfg.xattn_head_dim, cfg.ff_mult, dtype, pdtype)
-                  for _ in range(0, cfg.lm.num_layers, cfg.xattn_every)]
+    self.resampler = PerceiverResampler(
+      cfg.resampler_layers,
+      cfg.num_latents,
+      cfg.resampler_heads,
+      cfg.resampler_head_dim,
+      cfg.ff_mult,
+      dtype,
+      pdtype,
+    )
+    self.xattn = [
+      GatedCrossAttentionBlock(cfg.xattn_heads, cfg.xattn_head_dim, cfg.ff_mult, dtype, pdtype)
+      for _ in range(0, cfg.lm.num_layers, cfg.xattn_every)
+    ]
     # A trainable offset to the (frozen) embedding of `<ts>`; zero at init, so the model starts as the base LM.
-    self.ts_embed = self.param("ts_embed", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-                               (cfg.lm.embed_dim,), pdtype)
+    self.ts_embed = self.param(
+      "ts_embed",
+      nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+      (cfg.lm.embed_dim,),
+      pdtype,
+    )
 
   def encode(self, series, series_mask):
     """-> media [B,M,num_latents,enc_dim], series validity [B,M]."""
@@ -167,8 +210,18 @@ class OpenTSLMFlamingo(_OpenTSLMBase):
     media = self.resampler(x, pmask)
     return media.reshape(b, m, *media.shape[1:]), pmask.reshape(b, m, -1).any(-1)
 
-  def __call__(self, tokens, *, series, series_mask, series_pos, positions=None, input_mask=None, cache=None,
-               return_hidden=False):
+  def __call__(
+    self,
+    tokens,
+    *,
+    series,
+    series_mask,
+    series_pos,
+    positions=None,
+    input_mask=None,
+    cache=None,
+    return_hidden=False,
+  ):
     _check_inputs(tokens, series, series_mask)
     if series_pos.shape != series.shape[:2]:
       raise ValueError(f"series_pos: expected {series.shape[:2]}, got {series_pos.shape}")
@@ -182,8 +235,14 @@ class OpenTSLMFlamingo(_OpenTSLMBase):
     def hook(i, h):
       return h if i % cfg.xattn_every else self.xattn[i // cfg.xattn_every](h, media, media_mask)
 
-    return self.lm(embeds=x, positions=positions, input_mask=input_mask, cache=cache, return_hidden=return_hidden,
-                   layer_hook=hook)
+    return self.lm(
+      embeds=x,
+      positions=positions,
+      input_mask=input_mask,
+      cache=cache,
+      return_hidden=return_hidden,
+      layer_hook=hook,
+    )
 
 
 class OpenTSLMSoftPrompt(_OpenTSLMBase):
@@ -193,8 +252,10 @@ class OpenTSLMSoftPrompt(_OpenTSLMBase):
     cfg, (dtype, pdtype) = self.cfg, self._dtypes()
     self.lm = DecoderLM(cfg.lm)
     self.encoder = SeriesPatchEncoder(cfg.patch, cfg.enc_dim, cfg.max_patches, dtype, pdtype)
-    self.layers = [EncoderLayer(cfg.encoder_heads, cfg.encoder_mlp, dtype, pdtype, name=f"encoder_layer_{i}")
-                   for i in range(cfg.encoder_layers)]
+    self.layers = [
+      EncoderLayer(cfg.encoder_heads, cfg.encoder_mlp, dtype, pdtype, name=f"encoder_layer_{i}")
+      for i in range(cfg.encoder_layers)
+    ]
     self.proj_norm = layer_norm("proj_norm", dtype, pdtype)
     self.proj = dense(cfg.lm.embed_dim, ("mlp", "embed"), "proj", dtype, pdtype, use_bias=True)
 
@@ -209,8 +270,18 @@ class OpenTSLMSoftPrompt(_OpenTSLMBase):
     x = jax.nn.gelu(self.proj(self.proj_norm(x)), approximate=False)
     return x.reshape(b, -1, x.shape[-1]), pmask.reshape(b, -1)
 
-  def __call__(self, tokens, *, series, series_mask, series_pos=None, positions=None, input_mask=None, cache=None,
-               return_hidden=False):
+  def __call__(
+    self,
+    tokens,
+    *,
+    series,
+    series_mask,
+    series_pos=None,
+    positions=None,
+    input_mask=None,
+    cache=None,
+    return_hidden=False,
+  ):
     """The k-th `<ts>` token of a row takes that row's k-th real patch (series in order)."""
     _check_inputs(tokens, series, series_mask)
     x = self.lm.embed(tokens)
@@ -222,7 +293,9 @@ class OpenTSLMSoftPrompt(_OpenTSLMBase):
       idx = jnp.take_along_axis(order, rank, axis=1)
       gathered = jnp.take_along_axis(soft, idx[..., None], axis=1).astype(x.dtype)
       x = jnp.where(is_ts[..., None], gathered, x)
-    return self.lm(embeds=x, positions=positions, input_mask=input_mask, cache=cache, return_hidden=return_hidden)
+    return self.lm(
+      embeds=x, positions=positions, input_mask=input_mask, cache=cache, return_hidden=return_hidden
+    )
 
 
 def build(cfg: TSLMConfig) -> nn.Module:
@@ -233,11 +306,14 @@ def build(cfg: TSLMConfig) -> nn.Module:
 class SeriesConditioned:
   """Adapts an OpenTSLM model to `medjax.inference.generate` (which calls `model.apply` with tokens,
   positions and cache only): pass params={"model": params, "inputs": {series, series_mask, series_pos}}."""
+
   model: nn.Module
 
   def apply(self, variables, tokens, *, positions=None, cache=None):
     p = variables["params"]
-    return self.model.apply({"params": p["model"]}, tokens, positions=positions, cache=cache, **p["inputs"])
+    return self.model.apply(
+      {"params": p["model"]}, tokens, positions=positions, cache=cache, **p["inputs"]
+    )
 
   def init_cache(self, batch: int, max_len: int):
     return DecoderLM(self.model.cfg.lm, parent=None).init_cache(batch, max_len)

@@ -6,6 +6,7 @@ self-attention over (B*T, S), temporal self-attention over (B*S, T), cross-atten
 text tokens (padding-masked), and a modulated, gated GELU-tanh MLP. A T2I final layer (its own (2, D)
 table) and unpatchify give [B, T, H, W, C_out] (C_out = 2C with learned variance).
 """
+
 import dataclasses
 from typing import Any
 
@@ -33,11 +34,11 @@ class STDiTConfig:
   depth: int = 28
   num_heads: int = 16
   mlp_ratio: float = 4.0
-  learn_sigma: bool = True          # output 2 * in_channels (eps and variance interpolation)
-  caption_channels: int = 4096      # text embedding width (T5-XXL: 4096)
+  learn_sigma: bool = True  # output 2 * in_channels (eps and variance interpolation)
+  caption_channels: int = 4096  # text embedding width (T5-XXL: 4096)
   max_text_len: int = 120
-  caption_dropout: float = 0.1      # training-time prob of replacing the caption by the null embedding
-  text_vocab_size: int = 0          # > 0: captions are token ids embedded by a learned table
+  caption_dropout: float = 0.1  # training-time prob of replacing the caption by the null embedding
+  text_vocab_size: int = 0  # > 0: captions are token ids embedded by a learned table
   temporal_attention: bool = True
   # "sincos": added to block 0's temporal-attention input (v1.0); "sincos_stream": added to the tokens with
   # the spatial embedding, so every block sees each token's frame (as Latte); "rope" (v1.1+) | "none".
@@ -55,9 +56,17 @@ class STDiTConfig:
 
 
 PRESETS = {
-    "tiny": STDiTConfig(in_channels=1, patch_size=(1, 2, 2), hidden=64, depth=2, num_heads=4, caption_channels=32,
-                        max_text_len=8, text_vocab_size=32),
-    "STDiT-XL/2": STDiTConfig(),
+  "tiny": STDiTConfig(
+    in_channels=1,
+    patch_size=(1, 2, 2),
+    hidden=64,
+    depth=2,
+    num_heads=4,
+    caption_channels=32,
+    max_text_len=8,
+    text_vocab_size=32,
+  ),
+  "STDiT-XL/2": STDiTConfig(),
 }
 
 
@@ -82,6 +91,7 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
 
 class PatchEmbed3D(nn.Module):
   """[B, T, H, W, C] -> [B, T/pt, (H/ph)*(W/pw), D]: a strided conv written as reshape + einsum."""
+
   patch_size: tuple
   hidden: int
   dtype: Any = jnp.float32
@@ -93,34 +103,58 @@ class PatchEmbed3D(nn.Module):
     pt, ph, pw = self.patch_size
     x = x.reshape(b, t // pt, pt, h // ph, ph, w // pw, pw, c).transpose(0, 1, 3, 5, 2, 4, 6, 7)
     x = x.reshape(b, t // pt, (h // ph) * (w // pw), pt, ph, pw, c)
-    init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1, 2, 3), out_axis=4)
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, (None, None, None, None, "embed")),
-                        (pt, ph, pw, c, self.hidden), self.param_dtype)
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (self.hidden,),
-                      self.param_dtype)
-    return jnp.einsum("btsijkc,ijkcd->btsd", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    init = nn.initializers.variance_scaling(
+      1.0, "fan_avg", "uniform", in_axis=(0, 1, 2, 3), out_axis=4
+    )
+    kernel = self.param(
+      "kernel",
+      nn.with_logical_partitioning(init, (None, None, None, None, "embed")),
+      (pt, ph, pw, c, self.hidden),
+      self.param_dtype,
+    )
+    bias = self.param(
+      "bias",
+      nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+      (self.hidden,),
+      self.param_dtype,
+    )
+    return jnp.einsum(
+      "btsijkc,ijkcd->btsd", x.astype(self.dtype), kernel.astype(self.dtype)
+    ) + bias.astype(self.dtype)
 
 
 class CaptionEmbedder(nn.Module):
   """Text [B, L, Dtext] (or ids [B, L]) -> [B, L, D] via a GELU-tanh MLP; dropped captions use a learned
   null embedding [L, Dtext] (classifier-free guidance)."""
+
   cfg: STDiTConfig
 
   @nn.compact
   def __call__(self, y, drop):
     cfg, dt, pdt = self.cfg, jnp.dtype(self.cfg.dtype), jnp.dtype(self.cfg.param_dtype)
     if cfg.text_vocab_size:
-      table = self.param("token_embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0),
-                                                                         ("vocab", None)),
-                         (cfg.text_vocab_size, cfg.caption_channels), pdt)
+      table = self.param(
+        "token_embedding",
+        nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", None)),
+        (cfg.text_vocab_size, cfg.caption_channels),
+        pdt,
+      )
       y = jnp.take(table, y, axis=0)
-    null_init = lambda key, shape, dtype: jax.random.normal(key, shape, dtype) / cfg.caption_channels ** 0.5
-    null = self.param("null_embedding", nn.with_logical_partitioning(null_init, (None, None)),
-                      (cfg.max_text_len, cfg.caption_channels), pdt)
-    y = jnp.where(drop[:, None, None], null[None, :y.shape[1]].astype(y.dtype), y)
+    null_init = lambda key, shape, dtype: (
+      jax.random.normal(key, shape, dtype) / cfg.caption_channels**0.5
+    )
+    null = self.param(
+      "null_embedding",
+      nn.with_logical_partitioning(null_init, (None, None)),
+      (cfg.max_text_len, cfg.caption_channels),
+      pdt,
+    )
+    y = jnp.where(drop[:, None, None], null[None, : y.shape[1]].astype(y.dtype), y)
     init = nn.initializers.normal(0.02)
     y = dense(cfg.hidden, (None, "embed"), "fc1", dt, pdt, True, init)(y)
-    return dense(cfg.hidden, ("mlp", "embed"), "fc2", dt, pdt, True, init)(activation("gelu_tanh")(y))
+    return dense(cfg.hidden, ("mlp", "embed"), "fc2", dt, pdt, True, init)(
+      activation("gelu_tanh")(y)
+    )
 
 
 class STDiTBlock(nn.Module):
@@ -132,9 +166,18 @@ class STDiTBlock(nn.Module):
     cfg, dt, pdt = self.cfg, jnp.dtype(self.cfg.dtype), jnp.dtype(self.cfg.param_dtype)
     b, n, d = x.shape
     t_len, s_len = num_frames, n // num_frames
-    attn = lambda name, **kw: MultiHeadAttention(cfg.num_heads, qk_norm=cfg.qk_norm, implementation=cfg.attention_impl,
-                                                 dtype=dt, param_dtype=pdt, name=name, **kw)
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ScaleShiftTable(6, name="scale_shift_table")(t0)
+    attn = lambda name, **kw: MultiHeadAttention(
+      cfg.num_heads,
+      qk_norm=cfg.qk_norm,
+      implementation=cfg.attention_impl,
+      dtype=dt,
+      param_dtype=pdt,
+      name=name,
+      **kw,
+    )
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ScaleShiftTable(
+      6, name="scale_shift_table"
+    )(t0)
 
     # Spatial attention: each frame's S tokens attend to each other.
     x_m = modulate(layer_norm(dtype=dt, name="norm1")(x), shift_msa, scale_msa)
@@ -157,7 +200,9 @@ class STDiTBlock(nn.Module):
     # Modulated, gated MLP.
     h = modulate(layer_norm(dtype=dt, name="norm2")(x), shift_mlp, scale_mlp)
     h = dense(int(d * cfg.mlp_ratio), ("embed", "mlp"), "fc1", dt, pdt, True, _XAVIER)(h)
-    h = nn.with_logical_constraint(activation("gelu_tanh")(h), ("act_batch", "act_length", "act_mlp"))
+    h = nn.with_logical_constraint(
+      activation("gelu_tanh")(h), ("act_batch", "act_length", "act_mlp")
+    )
     h = dense(d, ("mlp", "embed"), "fc2", dt, pdt, True, _XAVIER)(h)
     return nn.with_logical_constraint(x + gate_mlp * h, _TOKENS)
 
@@ -165,6 +210,7 @@ class STDiTBlock(nn.Module):
 class STDiT(nn.Module):
   """__call__(x [B,T,H,W,C], timesteps [B], y [B,L,Dtext] or ids [B,L], y_mask [B,L], *, train,
   drop_caption [B] bool) -> [B,T,H,W,C_out]. `train` with caption_dropout > 0 needs a 'dropout' rng."""
+
   cfg: STDiTConfig
 
   def _check(self, x, y, y_mask):
@@ -172,11 +218,19 @@ class STDiT(nn.Module):
     if x.ndim != 5 or x.shape[-1] != cfg.in_channels:
       raise ValueError(f"x: expected [B, T, H, W, {cfg.in_channels}], got {x.shape}")
     if any(s % p for s, p in zip(x.shape[1:4], cfg.patch_size)):
-      raise ValueError(f"x: (T, H, W) = {x.shape[1:4]} must be divisible by patch_size {cfg.patch_size}")
-    want = (x.shape[0], y.shape[1]) if cfg.text_vocab_size else (x.shape[0], y.shape[1], cfg.caption_channels)
+      raise ValueError(
+        f"x: (T, H, W) = {x.shape[1:4]} must be divisible by patch_size {cfg.patch_size}"
+      )
+    want = (
+      (x.shape[0], y.shape[1])
+      if cfg.text_vocab_size
+      else (x.shape[0], y.shape[1], cfg.caption_channels)
+    )
     if y.shape != want or y.shape[1] > cfg.max_text_len:
-      raise ValueError(f"y: expected {'ids [B, L]' if cfg.text_vocab_size else '[B, L, Dtext]'} = {want} with "
-                       f"L <= {cfg.max_text_len}, got {y.shape}")
+      raise ValueError(
+        f"y: expected {'ids [B, L]' if cfg.text_vocab_size else '[B, L, Dtext]'} = {want} with "
+        f"L <= {cfg.max_text_len}, got {y.shape}"
+      )
     if y_mask is not None and y_mask.shape != y.shape[:2]:
       raise ValueError(f"y_mask: expected {y.shape[:2]}, got {y_mask.shape}")
 
@@ -189,17 +243,19 @@ class STDiT(nn.Module):
     nt, nh, nw = t // pt, h // ph, w // pw
     d = cfg.hidden
 
-    tokens = PatchEmbed3D(cfg.patch_size, d, dt, pdt, name="x_embedder")(x)   # [B, nt, S, D]
+    tokens = PatchEmbed3D(cfg.patch_size, d, dt, pdt, name="x_embedder")(x)  # [B, nt, S, D]
     tokens = tokens + jnp.asarray(sincos_2d(d, nh, nw), dt)[None, None]
     if cfg.temporal_pos not in TEMPORAL_POS:
       raise ValueError(f"temporal_pos: expected one of {TEMPORAL_POS}, got {cfg.temporal_pos!r}")
-    frame_pos = jnp.asarray(sincos_1d(d, np.arange(nt)), dt)   # [nt, D]
+    frame_pos = jnp.asarray(sincos_1d(d, np.arange(nt)), dt)  # [nt, D]
     if cfg.temporal_pos == "sincos_stream":
       tokens = tokens + frame_pos[None, :, None]
     tokens = nn.with_logical_constraint(tokens.reshape(b, nt * nh * nw, d), _TOKENS)
 
     temb = TimestepEmbedder(d, dtype=dt, param_dtype=pdt, name="t_embedder")(timesteps)
-    t0 = dense(6 * d, ("embed", "mlp"), "t_block", dt, pdt, True, nn.initializers.normal(0.02))(jax.nn.silu(temb))
+    t0 = dense(6 * d, ("embed", "mlp"), "t_block", dt, pdt, True, nn.initializers.normal(0.02))(
+      jax.nn.silu(temb)
+    )
 
     drop = jnp.zeros((b,), bool) if drop_caption is None else drop_caption.astype(bool)
     if train and cfg.caption_dropout > 0:
@@ -208,17 +264,30 @@ class STDiT(nn.Module):
     y_valid |= drop[:, None]  # the null caption is visible in full
     y_emb = CaptionEmbedder(cfg, name="y_embedder")(y, drop)
     q_pos = jnp.zeros((b, 1), jnp.int32)
-    y_attn_mask = attention_mask(q_pos, jnp.zeros(y.shape[:2], jnp.int32), y_valid, causal=False)  # [B,1,1,L]
+    y_attn_mask = attention_mask(
+      q_pos, jnp.zeros(y.shape[:2], jnp.int32), y_valid, causal=False
+    )  # [B,1,1,L]
 
     tpe = frame_pos if cfg.temporal_pos == "sincos" else None
-    rope = rope_frequencies(d // cfg.num_heads, cfg.rope_theta) if cfg.temporal_pos == "rope" else None
+    rope = (
+      rope_frequencies(d // cfg.num_heads, cfg.rope_theta) if cfg.temporal_pos == "rope" else None
+    )
     block_cls = nn.remat(STDiTBlock, static_argnums=(5,)) if cfg.remat else STDiTBlock
     for i in range(cfg.depth):
-      tokens = block_cls(cfg, name=f"block_{i}")(tokens, t0, y_emb, y_attn_mask, nt, tpe if i == 0 else None, rope)
+      tokens = block_cls(cfg, name=f"block_{i}")(
+        tokens, t0, y_emb, y_attn_mask, nt, tpe if i == 0 else None, rope
+      )
 
     shift, scale = ScaleShiftTable(2, shared=True, name="final_scale_shift_table")(temb)
     out = modulate(layer_norm(dtype=dt, name="norm_final")(tokens), shift, scale)
-    out = dense(pt * ph * pw * cfg.out_channels, ("embed", None), "final_linear", dt, pdt, True,
-                nn.initializers.zeros)(out)
+    out = dense(
+      pt * ph * pw * cfg.out_channels,
+      ("embed", None),
+      "final_linear",
+      dt,
+      pdt,
+      True,
+      nn.initializers.zeros,
+    )(out)
     out = out.reshape(b, nt, nh, nw, pt, ph, pw, cfg.out_channels).transpose(0, 1, 4, 2, 5, 3, 6, 7)
     return out.reshape(b, t, h, w, cfg.out_channels).astype(jnp.float32)

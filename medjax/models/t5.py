@@ -5,6 +5,7 @@ whose logits get a learned bucketed relative-position bias (one table shared by 
 gated-GELU feed-forward (wi_0 -> GELU-tanh, times wi_1, -> wo); a final RMS norm. Token embeddings are
 not scaled. tokens [B, L] int, mask [B, L] (1 = real token) -> hidden states [B, L, d_model].
 """
+
 import dataclasses
 import math
 from typing import Any
@@ -35,8 +36,8 @@ class T5Config:
 
 
 PRESETS = {  # encoders of google/t5-v1_1-*; XXL is Open-Sora / Bora's text encoder (4.76B params)
-    "t5-v1_1-xxl": T5Config(),
-    "t5-v1_1-base": T5Config(d_model=768, d_kv=64, num_heads=12, d_ff=2048, num_layers=12),
+  "t5-v1_1-xxl": T5Config(),
+  "t5-v1_1-base": T5Config(d_model=768, d_kv=64, num_heads=12, d_ff=2048, num_layers=12),
 }
 
 
@@ -47,14 +48,19 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
   buckets = (rel > 0).astype(np.int64) * half
   rel = np.abs(rel)
   max_exact = half // 2
-  ratio = np.maximum(rel, 1).astype(np.float32) / np.float32(max_exact)  # rel < max_exact is exact below
-  large = np.log(ratio) / np.float32(math.log(max_distance / max_exact)) * np.float32(half - max_exact)
+  ratio = np.maximum(rel, 1).astype(np.float32) / np.float32(
+    max_exact
+  )  # rel < max_exact is exact below
+  large = (
+    np.log(ratio) / np.float32(math.log(max_distance / max_exact)) * np.float32(half - max_exact)
+  )
   large = np.minimum(max_exact + large.astype(np.int64), half - 1)
   return buckets + np.where(rel < max_exact, rel, large)
 
 
 class T5Attention(nn.Module):
   """Unscaled multi-head self-attention with an additive bias [1 or B, N, L, L] and a key mask [B, L]."""
+
   num_heads: int
   head_dim: int
   dtype: Any = jnp.float32
@@ -62,15 +68,28 @@ class T5Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, bias, mask):
-    proj = lambda name: Einsum("bte,ehd->bthd", (None, self.num_heads, self.head_dim), ("embed", "heads", "head_dim"),
-                               self.dtype, self.param_dtype, name=name)(x)
+    proj = lambda name: Einsum(
+      "bte,ehd->bthd",
+      (None, self.num_heads, self.head_dim),
+      ("embed", "heads", "head_dim"),
+      self.dtype,
+      self.param_dtype,
+      name=name,
+    )(x)
     q, k, v = proj("q"), proj("k"), proj("v")
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
     logits = jnp.where(mask[:, None, None, :].astype(bool), logits, jnp.finfo(jnp.float32).min)
     probs = nn.softmax(logits, axis=-1).astype(self.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-    return Einsum("bthd,hde->bte", (self.num_heads, self.head_dim, x.shape[-1]), ("heads", "head_dim", "embed"),
-                  self.dtype, self.param_dtype, fan_in_axes=(0, 1), name="o")(out)
+    return Einsum(
+      "bthd,hde->bte",
+      (self.num_heads, self.head_dim, x.shape[-1]),
+      ("heads", "head_dim", "embed"),
+      self.dtype,
+      self.param_dtype,
+      fan_in_axes=(0, 1),
+      name="o",
+    )(out)
 
 
 class T5Block(nn.Module):
@@ -80,8 +99,12 @@ class T5Block(nn.Module):
   def __call__(self, x, bias, mask):
     cfg = self.config
     dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-    norm = lambda name: RMSNorm(cfg.layer_norm_epsilon, dtype=dtype, param_dtype=pdtype, axis_name="embed", name=name)
-    x = x + T5Attention(cfg.num_heads, cfg.d_kv, dtype, pdtype, name="attn")(norm("attn_norm")(x), bias, mask)
+    norm = lambda name: RMSNorm(
+      cfg.layer_norm_epsilon, dtype=dtype, param_dtype=pdtype, axis_name="embed", name=name
+    )
+    x = x + T5Attention(cfg.num_heads, cfg.d_kv, dtype, pdtype, name="attn")(
+      norm("attn_norm")(x), bias, mask
+    )
     x = x + GatedMLP(cfg.d_ff, cfg.activation, dtype, pdtype, name="mlp")(norm("mlp_norm")(x))
     return nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))
 
@@ -93,18 +116,34 @@ class T5Encoder(nn.Module):
   def __call__(self, tokens, mask):
     cfg = self.config
     if tokens.ndim != 2 or mask.shape != tokens.shape:
-      raise ValueError(f"tokens, mask: expected equal shapes [B, L], got {tuple(tokens.shape)} and "
-                       f"{tuple(mask.shape)}")
+      raise ValueError(
+        f"tokens, mask: expected equal shapes [B, L], got {tuple(tokens.shape)} and "
+        f"{tuple(mask.shape)}"
+      )
     dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-    embed = self.param("embed", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
-                       (cfg.vocab_size, cfg.d_model), pdtype)
-    table = self.param("relative_attention_bias", nn.with_logical_partitioning(
-        nn.initializers.normal(1.0), (None, "heads")), (cfg.relative_attention_num_buckets, cfg.num_heads), pdtype)
-    buckets = relative_position_buckets(tokens.shape[1], cfg.relative_attention_num_buckets,
-                                        cfg.relative_attention_max_distance)
+    embed = self.param(
+      "embed",
+      nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+      (cfg.vocab_size, cfg.d_model),
+      pdtype,
+    )
+    table = self.param(
+      "relative_attention_bias",
+      nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "heads")),
+      (cfg.relative_attention_num_buckets, cfg.num_heads),
+      pdtype,
+    )
+    buckets = relative_position_buckets(
+      tokens.shape[1], cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance
+    )
     bias = jnp.transpose(table.astype(jnp.float32)[buckets], (2, 0, 1))[None]  # [1, N, L, L]
     x = jnp.take(embed, tokens, axis=0).astype(dtype)
     for i in range(cfg.num_layers):
       x = T5Block(cfg, name=f"block_{i}")(x, bias, mask)
-    return RMSNorm(cfg.layer_norm_epsilon, dtype=jnp.float32, param_dtype=pdtype, axis_name="embed",
-                   name="final_norm")(x)
+    return RMSNorm(
+      cfg.layer_norm_epsilon,
+      dtype=jnp.float32,
+      param_dtype=pdtype,
+      axis_name="embed",
+      name="final_norm",
+    )(x)

@@ -1,4 +1,5 @@
 """A small bidirectional text encoder and the SigLIP two-tower model built on it and the ViT."""
+
 import dataclasses
 
 import flax.linen as nn
@@ -18,7 +19,7 @@ class TextConfig:
   depth: int = 2
   heads: int = 4
   mlp_dim: int = 128
-  pool: str = "mean"       # mean (over real tokens) | last (last real token, SigLIP) | map
+  pool: str = "mean"  # mean (over real tokens) | last (last real token, SigLIP) | map
   act: str = "gelu_tanh"
   norm_eps: float = 1e-6
   dtype: str = "float32"
@@ -31,6 +32,7 @@ class TextConfig:
 
 class TextEncoder(nn.Module):
   """tokens [B,T] (+ input_mask [B,T]) -> {"tokens": [B,T,D], "pooled": [B,D]}; padding is masked."""
+
   cfg: TextConfig
 
   @nn.compact
@@ -40,13 +42,25 @@ class TextEncoder(nn.Module):
     if tokens.ndim != 2 or tokens.shape[1] > cfg.max_len:
       raise ValueError(f"tokens: expected [batch, length <= {cfg.max_len}], got {tokens.shape}")
     valid = jnp.ones(tokens.shape, bool) if input_mask is None else input_mask.astype(bool)
-    x = nn.Embed(cfg.vocab_size, cfg.width, dtype=d, param_dtype=pd, name="embed",
-                 embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))(tokens)
-    pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
-                     (cfg.max_len, cfg.width), pd)
-    x = x + pos[:tokens.shape[1]].astype(d)
+    x = nn.Embed(
+      cfg.vocab_size,
+      cfg.width,
+      dtype=d,
+      param_dtype=pd,
+      name="embed",
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
+    )(tokens)
+    pos = self.param(
+      "pos_embedding",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+      (cfg.max_len, cfg.width),
+      pd,
+    )
+    x = x + pos[: tokens.shape[1]].astype(d)
     mask = jnp.broadcast_to(valid[:, None, None, :], (x.shape[0], 1, x.shape[1], x.shape[1]))
-    x = Encoder(cfg.depth, cfg.heads, cfg.mlp_dim, cfg.act, cfg.norm_eps, False, d, pd, name="encoder")(x, mask)
+    x = Encoder(
+      cfg.depth, cfg.heads, cfg.mlp_dim, cfg.act, cfg.norm_eps, False, d, pd, name="encoder"
+    )(x, mask)
     if cfg.pool == "mean":
       w = valid[..., None].astype(x.dtype)
       pooled = jnp.sum(x * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0)
@@ -65,6 +79,7 @@ def _l2norm(x):
 
 class TwoTower(nn.Module):
   """SigLIP: (images, text tokens) -> {"zimg", "ztxt"} (L2-normalised [B, embed_dim]), "t_prime", "bias"."""
+
   vision: ViTConfig
   text: TextConfig
   embed_dim: int = 64
@@ -73,11 +88,16 @@ class TwoTower(nn.Module):
   def __call__(self, images, tokens, input_mask=None):
     img = ViT(self.vision, name="img")(images)["pooled"]
     if img is None:
-      raise ValueError("vision.pool: expected a pooling ('map', 'gap' or 'cls') for the image tower, got 'none'")
+      raise ValueError(
+        "vision.pool: expected a pooling ('map', 'gap' or 'cls') for the image tower, got 'none'"
+      )
     txt = TextEncoder(self.text, name="txt")(tokens, input_mask)["pooled"]
     zimg = dense(self.embed_dim, ("embed", "mlp"), "img_head", jnp.float32, jnp.float32, True)(img)
     ztxt = dense(self.embed_dim, ("embed", "mlp"), "txt_head", jnp.float32, jnp.float32, True)(txt)
-    t_prime = self.param("t_prime", nn.with_logical_partitioning(nn.initializers.constant(SIGLIP_T_PRIME_INIT), ()),
-                         ())
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.constant(SIGLIP_BIAS_INIT), ()), ())
+    t_prime = self.param(
+      "t_prime", nn.with_logical_partitioning(nn.initializers.constant(SIGLIP_T_PRIME_INIT), ()), ()
+    )
+    bias = self.param(
+      "bias", nn.with_logical_partitioning(nn.initializers.constant(SIGLIP_BIAS_INIT), ()), ()
+    )
     return {"zimg": _l2norm(zimg), "ztxt": _l2norm(ztxt), "t_prime": t_prime, "bias": bias}

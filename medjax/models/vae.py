@@ -9,6 +9,7 @@ nearest-neighbour upsampling. Latents are returned unscaled; diffusion multiplie
 Submodule names follow diffusers (`down_blocks_0` <-> `down_blocks.0`), see checkpoints/diffusers_vae.py.
 The VAE is frozen in this codebase, so its params are replicated (no logical axis names).
 """
+
 import dataclasses
 from typing import Any
 
@@ -48,19 +49,26 @@ def _conv(features, kernel, name, dtype, stride=1, padding=None):
 
 
 def _group_norm(groups, name, dtype):
-  return nn.GroupNorm(num_groups=groups, epsilon=1e-6, use_fast_variance=False, dtype=dtype, name=name)
+  return nn.GroupNorm(
+    num_groups=groups, epsilon=1e-6, use_fast_variance=False, dtype=dtype, name=name
+  )
 
 
 class ResnetBlock(nn.Module):
   """x + conv2(silu(norm2(conv1(silu(norm1(x)))))) with a 1x1 `conv_shortcut` when channels change."""
+
   features: int
   groups: int
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    h = _conv(self.features, 3, "conv1", self.dtype)(nn.silu(_group_norm(self.groups, "norm1", self.dtype)(x)))
-    h = _conv(self.features, 3, "conv2", self.dtype)(nn.silu(_group_norm(self.groups, "norm2", self.dtype)(h)))
+    h = _conv(self.features, 3, "conv1", self.dtype)(
+      nn.silu(_group_norm(self.groups, "norm1", self.dtype)(x))
+    )
+    h = _conv(self.features, 3, "conv2", self.dtype)(
+      nn.silu(_group_norm(self.groups, "norm2", self.dtype)(h))
+    )
     if x.shape[-1] != self.features:
       x = _conv(self.features, 1, "conv_shortcut", self.dtype)(x)
     return x + h
@@ -68,6 +76,7 @@ class ResnetBlock(nn.Module):
 
 class AttentionBlock(nn.Module):
   """GroupNorm -> single-head self-attention over the H*W positions -> residual."""
+
   groups: int
   dtype: Any = jnp.float32
 
@@ -81,6 +90,7 @@ class AttentionBlock(nn.Module):
 
 class MidBlock(nn.Module):
   """resnets_0 -> attentions_0 (optional) -> resnets_1."""
+
   groups: int
   attention: bool = True
   dtype: Any = jnp.float32
@@ -133,6 +143,7 @@ class Decoder(nn.Module):
 class AutoencoderKL(nn.Module):
   """`encode` x [N, H, W, in_channels] -> (mean, logvar) [N, H/f, W/f, latent_channels];
   `decode` z -> [N, H, W, out_channels]; `__call__` reconstructs (from the mean, or a sample given `rng`)."""
+
   config: VAEConfig
 
   def setup(self):
@@ -145,8 +156,10 @@ class AutoencoderKL(nn.Module):
 
   def _check(self, name, x, channels, multiple):
     if x.ndim != 4 or x.shape[-1] != channels or x.shape[1] % multiple or x.shape[2] % multiple:
-      raise ValueError(f"{name}: expected [N, H, W, {channels}] with H and W multiples of {multiple}, got shape "
-                       f"{tuple(x.shape)}")
+      raise ValueError(
+        f"{name}: expected [N, H, W, {channels}] with H and W multiples of {multiple}, got shape "
+        f"{tuple(x.shape)}"
+      )
 
   def encode(self, x):
     cfg = self.config
@@ -177,7 +190,9 @@ def _frames(fn, video, name, batch_size):
   """Applies `fn` [N, H, W, C] -> [N, h, w, c] to the frames of video [B, T, H, W, C], `batch_size` frames
   at a time (all at once if None)."""
   if video.ndim != 5:
-    raise ValueError(f"{name}: expected a video batch [B, T, H, W, C], got shape {tuple(video.shape)}")
+    raise ValueError(
+      f"{name}: expected a video batch [B, T, H, W, C], got shape {tuple(video.shape)}"
+    )
   b, t = video.shape[:2]
   frames = video.reshape((b * t,) + video.shape[2:])
   n = b * t
@@ -194,8 +209,12 @@ def _frames(fn, video, name, batch_size):
 def encode_video(vae: AutoencoderKL, params, video, rng=None, batch_size=None):
   """video [B, T, H, W, C] in [-1, 1] -> unscaled latents [B, T, H/f, W/f, latent_channels], encoded frame by
   frame: the posterior mean, or a posterior sample when `rng` is given (Open-Sora samples)."""
+
   def encode(frames):
-    return jnp.concatenate(vae.apply({"params": params}, frames, method=AutoencoderKL.encode), axis=-1)
+    return jnp.concatenate(
+      vae.apply({"params": params}, frames, method=AutoencoderKL.encode), axis=-1
+    )
+
   mean, logvar = jnp.split(_frames(encode, video, "video", batch_size), 2, axis=-1)
   return mean if rng is None else sample_posterior(mean, logvar, rng)
 

@@ -5,6 +5,7 @@ Pre-LN blocks, GELU MLP, learned or sin-cos position embeddings, MAP / GAP / CLS
 ViT, PaliGemma style) and optional average pooling of the output token grid. `inflate_2d_to_3d`
 turns a 2D checkpoint into a 3D one (ViViT tubelet inflation).
 """
+
 import dataclasses
 from typing import Any
 
@@ -26,20 +27,21 @@ def _pair(v):
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
   """Architecture of a ViT. 3D (`patch_embed="3d"`) inputs are [B, frames, H, W, C]."""
-  image_size: Any = 32            # int or (H, W)
-  patch_size: Any = 4             # int or (ph, pw)
+
+  image_size: Any = 32  # int or (H, W)
+  patch_size: Any = 4  # int or (ph, pw)
   channels: int = 1
   width: int = 64
   depth: int = 2
   heads: int = 4
   mlp_dim: int = 128
-  pool: str = "map"               # map | gap | cls | none
-  posemb: str = "learn"           # learn | sincos (spatial); 3D adds a learned, zero-initialised time table
-  patch_embed: str = "2d"         # 2d | 3d
-  frames: int = 8                 # 3D: slices / frames per volume
-  tubelet: int = 2                # 3D: depth of a tubelet (patch size along frames)
-  token_pool: int = 1             # average-pool the output token grid by this factor in H and W
-  token_pool_time: int = 1        # 3D: ... and along frames
+  pool: str = "map"  # map | gap | cls | none
+  posemb: str = "learn"  # learn | sincos (spatial); 3D adds a learned, zero-initialised time table
+  patch_embed: str = "2d"  # 2d | 3d
+  frames: int = 8  # 3D: slices / frames per volume
+  tubelet: int = 2  # 3D: depth of a tubelet (patch size along frames)
+  token_pool: int = 1  # average-pool the output token grid by this factor in H and W
+  token_pool_time: int = 1  # 3D: ... and along frames
   act: str = "gelu_tanh"
   norm_eps: float = 1e-6
   remat: bool = False
@@ -47,8 +49,13 @@ class ViTConfig:
   param_dtype: str = "float32"
 
   def __post_init__(self):
-    for name, allowed in (("pool", POOLS), ("posemb", ("learn", "sincos")), ("patch_embed", ("2d", "3d")),
-                          ("dtype", tuple(DTYPES)), ("param_dtype", tuple(DTYPES))):
+    for name, allowed in (
+      ("pool", POOLS),
+      ("posemb", ("learn", "sincos")),
+      ("patch_embed", ("2d", "3d")),
+      ("dtype", tuple(DTYPES)),
+      ("param_dtype", tuple(DTYPES)),
+    ):
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
     size, patch = _pair(self.image_size), _pair(self.patch_size)
@@ -57,11 +64,15 @@ class ViTConfig:
     if self.width % self.heads:
       raise ValueError(f"width: expected a multiple of heads ({self.heads}), got {self.width}")
     if self.is_3d and self.frames % self.tubelet:
-      raise ValueError(f"frames: expected a multiple of tubelet ({self.tubelet}), got {self.frames}")
+      raise ValueError(
+        f"frames: expected a multiple of tubelet ({self.tubelet}), got {self.frames}"
+      )
     grid = self.grid
     pool = self.pool_window
     if any(g % p for g, p in zip(grid, pool)):
-      raise ValueError(f"token_pool: patch grid {grid} is not divisible by the pooling window {pool}")
+      raise ValueError(
+        f"token_pool: patch grid {grid} is not divisible by the pooling window {pool}"
+      )
 
   @property
   def is_3d(self) -> bool:
@@ -91,14 +102,31 @@ class ViTConfig:
 
 
 PRESETS = {
-    "tiny": ViTConfig(),
-    "tiny3d": ViTConfig(patch_embed="3d", frames=8, tubelet=2),
-    # SigLIP So400m/14 (PaliGemma's vision tower): 224 px -> 16 x 16 = 256 tokens.
-    "so400m-14": ViTConfig(image_size=224, patch_size=14, channels=3, width=1152, depth=27, heads=16,
-                           mlp_dim=4304, pool="map"),
-    # ViT-B/16 (Dosovitskiy et al.): class token, exact GELU.
-    "b16": ViTConfig(image_size=224, patch_size=16, channels=3, width=768, depth=12, heads=12, mlp_dim=3072,
-                     pool="cls", act="gelu"),
+  "tiny": ViTConfig(),
+  "tiny3d": ViTConfig(patch_embed="3d", frames=8, tubelet=2),
+  # SigLIP So400m/14 (PaliGemma's vision tower): 224 px -> 16 x 16 = 256 tokens.
+  "so400m-14": ViTConfig(
+    image_size=224,
+    patch_size=14,
+    channels=3,
+    width=1152,
+    depth=27,
+    heads=16,
+    mlp_dim=4304,
+    pool="map",
+  ),
+  # ViT-B/16 (Dosovitskiy et al.): class token, exact GELU.
+  "b16": ViTConfig(
+    image_size=224,
+    patch_size=16,
+    channels=3,
+    width=768,
+    depth=12,
+    heads=12,
+    mlp_dim=3072,
+    pool="cls",
+    act="gelu",
+  ),
 }
 
 
@@ -113,22 +141,30 @@ class ViT(nn.Module):
 
   `pooled` is None for pool="none". `train` is accepted for interface symmetry (no dropout).
   """
+
   cfg: ViTConfig
 
   def _check(self, x):
     cfg = self.cfg
     want = cfg.input_shape
-    names = "[batch, frames, height, width, channels]" if cfg.is_3d else "[batch, height, width, channels]"
+    names = (
+      "[batch, frames, height, width, channels]"
+      if cfg.is_3d
+      else "[batch, height, width, channels]"
+    )
     if x.ndim != len(want) + 1:
       raise ValueError(f"images: expected rank {len(want) + 1} {names}, got shape {x.shape}")
     if x.shape[-1] != cfg.channels:
-      raise ValueError(f"images: expected {cfg.channels} channels (last axis), got {x.shape[-1]} "
-                       f"(shape {x.shape})")
+      raise ValueError(
+        f"images: expected {cfg.channels} channels (last axis), got {x.shape[-1]} (shape {x.shape})"
+      )
     spatial = x.shape[1:-1]
     if any(s % p for s, p in zip(spatial, cfg.patch)):
       raise ValueError(f"images: spatial size {spatial} is not divisible by the patch {cfg.patch}")
     if cfg.posemb == "learn" and spatial != want[:-1]:
-      raise ValueError(f"images: expected spatial size {want[:-1]} (learned position embeddings), got {spatial}")
+      raise ValueError(
+        f"images: expected spatial size {want[:-1]} (learned position embeddings), got {spatial}"
+      )
     if cfg.is_3d and spatial[0] != cfg.frames:
       raise ValueError(f"images: expected {cfg.frames} frames, got {spatial[0]}")
 
@@ -142,22 +178,44 @@ class ViT(nn.Module):
     b, grid = x.shape[0], x.shape[1:-1]
     hw = grid[-2:]
     if cfg.posemb == "learn":
-      pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, "embed")),
-                       (1, hw[0] * hw[1], cfg.width), pdtype)
+      pos = self.param(
+        "pos_embedding",
+        nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, "embed")),
+        (1, hw[0] * hw[1], cfg.width),
+        pdtype,
+      )
     else:
       pos = jnp.asarray(sincos_2d(hw[0], hw[1], cfg.width))[None]
     x = x.reshape(b, -1, hw[0] * hw[1], cfg.width) + pos[:, None].astype(dtype)
     if cfg.is_3d:
-      time = self.param("time_embedding", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
-                        (1, grid[0], cfg.width), pdtype)
+      time = self.param(
+        "time_embedding",
+        nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
+        (1, grid[0], cfg.width),
+        pdtype,
+      )
       x = x + time[:, :, None].astype(dtype)
     x = x.reshape(b, -1, cfg.width)
     if cfg.pool == "cls":
-      cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
-                       (1, 1, cfg.width), pdtype)
+      cls = self.param(
+        "cls",
+        nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
+        (1, 1, cfg.width),
+        pdtype,
+      )
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, cfg.width)), x], axis=1)
     x = nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))
-    x = Encoder(cfg.depth, cfg.heads, cfg.mlp_dim, cfg.act, cfg.norm_eps, cfg.remat, dtype, pdtype, name="encoder")(x)
+    x = Encoder(
+      cfg.depth,
+      cfg.heads,
+      cfg.mlp_dim,
+      cfg.act,
+      cfg.norm_eps,
+      cfg.remat,
+      dtype,
+      pdtype,
+      name="encoder",
+    )(x)
     if cfg.pool == "cls":
       pooled, x = x[:, 0], x[:, 1:]
     elif cfg.pool == "gap":
@@ -173,7 +231,9 @@ class ViT(nn.Module):
     return {"tokens": x, "pooled": pooled}
 
 
-def inflate_2d_to_3d(params_2d, depth_patch: int, *, frames: int | None = None, method: str = "central"):
+def inflate_2d_to_3d(
+  params_2d, depth_patch: int, *, frames: int | None = None, method: str = "central"
+):
   """2D ViT params -> params of the same ViT with `patch_embed="3d"`, `tubelet=depth_patch`.
 
   method "central": the 2D patch kernel goes to the central tubelet frame, zeros elsewhere;

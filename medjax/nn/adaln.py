@@ -1,4 +1,5 @@
 """adaLN-single modulation (PixArt-alpha / Open-Sora): timestep embedding, scale-shift tables, modulate."""
+
 import math
 from typing import Any
 
@@ -32,6 +33,7 @@ def layer_norm(eps: float = 1e-6, dtype=jnp.float32, name=None):
 
 class TimestepEmbedder(nn.Module):
   """t [B] -> Linear(SiLU(Linear(sinusoid(t)))) [B, hidden]."""
+
   hidden: int
   freq_dim: int = 256
   dtype: Any = jnp.float32
@@ -43,8 +45,11 @@ class TimestepEmbedder(nn.Module):
       raise ValueError(f"timesteps: expected shape [B], got {t.shape}")
     init = nn.initializers.normal(0.02)
     h = dense(self.hidden, (None, "mlp"), "fc1", self.dtype, self.param_dtype, True, init)(
-        timestep_embedding(t, self.freq_dim))
-    return dense(self.hidden, ("mlp", "embed"), "fc2", self.dtype, self.param_dtype, True, init)(jax.nn.silu(h))
+      timestep_embedding(t, self.freq_dim)
+    )
+    return dense(self.hidden, ("mlp", "embed"), "fc2", self.dtype, self.param_dtype, True, init)(
+      jax.nn.silu(h)
+    )
 
 
 class ScaleShiftTable(nn.Module):
@@ -53,16 +58,21 @@ class ScaleShiftTable(nn.Module):
   cond is [B, n*C] (adaLN-single's t0, split into n rows) or, with `shared=True`, [B, C] added to
   every row (the T2I final layer's use of the timestep embedding).
   """
+
   n: int
   shared: bool = False
 
   @nn.compact
   def __call__(self, cond):
     if cond.ndim != 2 or (not self.shared and cond.shape[-1] % self.n):
-      raise ValueError(f"cond: expected [B, {'C' if self.shared else f'{self.n}*C'}], got {cond.shape}")
+      raise ValueError(
+        f"cond: expected [B, {'C' if self.shared else f'{self.n}*C'}], got {cond.shape}"
+      )
     c = cond.shape[-1] if self.shared else cond.shape[-1] // self.n
     init = lambda key, shape, dtype: jax.random.normal(key, shape, dtype) / math.sqrt(shape[-1])
-    table = self.param("table", nn.with_logical_partitioning(init, (None, "embed")), (self.n, c), jnp.float32)
+    table = self.param(
+      "table", nn.with_logical_partitioning(init, (None, "embed")), (self.n, c), jnp.float32
+    )
     cond = cond[:, None] if self.shared else cond.reshape(cond.shape[0], self.n, c)
     mod = table[None].astype(cond.dtype) + cond
-    return tuple(mod[:, i:i + 1] for i in range(self.n))
+    return tuple(mod[:, i : i + 1] for i in range(self.n))

@@ -1,4 +1,5 @@
 """Multi-head / grouped-query attention with RoPE, masks and a functional KV cache."""
+
 from typing import Any
 
 import flax
@@ -14,6 +15,7 @@ from medjax.nn.rope import apply_rope
 @flax.struct.dataclass
 class KVCache:
   """Keys/values [B, S, K, D]; slot s holds position s; `end` [B] counts filled slots per row."""
+
   k: jax.Array
   v: jax.Array
   end: jax.Array
@@ -30,18 +32,23 @@ class PrefixedCache:
   (prompt-major) rows, [B0, P, K, D] with `end` = the prompt lengths [B0]; `suffix` [B0 * group, S, K, D] holds
   each row's own tokens after its prompt (slot s = position prompt_len + s). Decoding many samples of one
   prompt then reads the prompt's keys once per step instead of once per sample."""
+
   prefix: KVCache
   suffix: KVCache
 
 
-def attention_mask(q_pos, k_pos, k_valid, *, causal=True, q_prefix=None, k_prefix=None, window=None):
+def attention_mask(
+  q_pos, k_pos, k_valid, *, causal=True, q_prefix=None, k_prefix=None, window=None
+):
   """Boolean mask [B, 1, Tq, Tk] from positions.
 
   causal: keys at later positions are hidden; with `q_prefix`/`k_prefix` ([B, T] bool) the prefix
   tokens see each other bidirectionally (prefix-LM). `window`: only keys within `window` positions.
   """
   qp, kp = q_pos[:, :, None], k_pos[:, None, :]
-  allowed = jnp.broadcast_to(k_valid[:, None, :].astype(bool), (q_pos.shape[0], q_pos.shape[1], k_pos.shape[1]))
+  allowed = jnp.broadcast_to(
+    k_valid[:, None, :].astype(bool), (q_pos.shape[0], q_pos.shape[1], k_pos.shape[1])
+  )
   if causal:
     visible = kp <= qp
     if q_prefix is not None:
@@ -70,7 +77,9 @@ def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation=
     pk, pv, pmask = prefix
     b0, p = pk.shape[:2]
     grouped = qg.reshape(b0, b // b0, t, kv, n // kv, d)
-    plogits = jnp.einsum("brtkgd,bskd->brkgts", grouped, pk, preferred_element_type=jnp.float32) * scale
+    plogits = (
+      jnp.einsum("brtkgd,bskd->brkgts", grouped, pk, preferred_element_type=jnp.float32) * scale
+    )
     logits = jnp.concatenate([plogits.reshape(b, kv, n // kv, t, p), logits], axis=-1)
     mask = jnp.concatenate([pmask, mask], axis=-1)
   if softcap is not None:
@@ -88,7 +97,9 @@ def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation=
 def _write(cache: KVCache, k, v, start, length: int) -> KVCache:
   """`cache` with k/v [B, T, K, D] written at slots start..start+T-1 of each row."""
   write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice(c, u.astype(c.dtype), (s, 0, 0)))
-  return KVCache(write(cache.k, k, start), write(cache.v, v, start), jnp.maximum(cache.end, start + length))
+  return KVCache(
+    write(cache.k, k, start), write(cache.v, v, start), jnp.maximum(cache.end, start + length)
+  )
 
 
 class Einsum(nn.Module):
@@ -96,6 +107,7 @@ class Einsum(nn.Module):
 
   `shape` entries of None take the input's last dimension. `lora`: an optional LoRA adapter (nn/lora.py).
   """
+
   spec: str
   shape: tuple
   axes: tuple
@@ -108,14 +120,26 @@ class Einsum(nn.Module):
   def __call__(self, x):
     shape = tuple(x.shape[-1] if s is None else s for s in self.shape)
     out_axes = tuple(i for i in range(len(shape)) if i not in self.fan_in_axes)
-    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=self.fan_in_axes,
-                                            out_axis=out_axes)
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape, self.param_dtype)
+    init = nn.initializers.variance_scaling(
+      1.0, "fan_in", "truncated_normal", in_axis=self.fan_in_axes, out_axis=out_axes
+    )
+    kernel = self.param(
+      "kernel", nn.with_logical_partitioning(init, self.axes), shape, self.param_dtype
+    )
     y = jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype))
     if self.lora is None:
       return y
-    return y + lora_lib.delta(self, x, self.spec, shape, self.fan_in_axes, self.axes, self.lora, self.dtype,
-                              self.param_dtype).astype(y.dtype)
+    return y + lora_lib.delta(
+      self,
+      x,
+      self.spec,
+      shape,
+      self.fan_in_axes,
+      self.axes,
+      self.lora,
+      self.dtype,
+      self.param_dtype,
+    ).astype(y.dtype)
 
 
 class Attention(nn.Module):
@@ -126,6 +150,7 @@ class Attention(nn.Module):
   the cache's S slots; with a PrefixedCache they go to the suffix (slot = position - prompt length) and the
   mask covers the P prefix slots, then the S suffix slots. `lora` (a LoRAConfig) adds adapters to its targets among q/k/v/o.
   """
+
   num_heads: int
   num_kv_heads: int
   head_dim: int
@@ -140,8 +165,15 @@ class Attention(nn.Module):
   lora: Any = None
 
   def _proj(self, name, heads, head_axis):
-    return Einsum("bte,ehd->bthd", (None, heads, self.head_dim), ("embed", head_axis, "head_dim"), self.dtype,
-                  self.param_dtype, lora=lora_lib.for_target(self.lora, name), name=name)
+    return Einsum(
+      "bte,ehd->bthd",
+      (None, heads, self.head_dim),
+      ("embed", head_axis, "head_dim"),
+      self.dtype,
+      self.param_dtype,
+      lora=lora_lib.for_target(self.lora, name),
+      name=name,
+    )
 
   @nn.compact
   def __call__(self, x, positions, mask, inv_freq=None, cache: KVCache | None = None):
@@ -149,8 +181,14 @@ class Attention(nn.Module):
     k = self._proj("k", self.num_kv_heads, "kv_heads")(x)
     v = self._proj("v", self.num_kv_heads, "kv_heads")(x)
     if self.qk_norm:
-      norm = lambda name: RMSNorm(self.norm_eps, self.qk_norm_zero_centered, "head_dim", self.dtype,
-                                  self.param_dtype, name=name)
+      norm = lambda name: RMSNorm(
+        self.norm_eps,
+        self.qk_norm_zero_centered,
+        "head_dim",
+        self.dtype,
+        self.param_dtype,
+        name=name,
+      )
       q, k = norm("q_norm")(q), norm("k_norm")(k)
     if inv_freq is not None:
       q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
@@ -169,11 +207,26 @@ class Attention(nn.Module):
     elif cache is not None:
       cache = _write(cache, k, v, positions[:, 0], x.shape[1])
       k, v = cache.k.astype(self.dtype), cache.v.astype(self.dtype)
-    scale = self.query_scale if self.query_scale is not None else self.head_dim ** -0.5
-    out = dot_product_attention(q, k, v, mask, scale=scale, softcap=self.softcap,
-                                implementation=self.implementation, prefix=prefix)
+    scale = self.query_scale if self.query_scale is not None else self.head_dim**-0.5
+    out = dot_product_attention(
+      q,
+      k,
+      v,
+      mask,
+      scale=scale,
+      softcap=self.softcap,
+      implementation=self.implementation,
+      prefix=prefix,
+    )
     out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
-    y = Einsum("bthd,hde->bte", (self.num_heads, self.head_dim, x.shape[-1]), ("heads", "head_dim", "embed"),
-               self.dtype, self.param_dtype, fan_in_axes=(0, 1), lora=lora_lib.for_target(self.lora, "o"),
-               name="o")(out)
+    y = Einsum(
+      "bthd,hde->bte",
+      (self.num_heads, self.head_dim, x.shape[-1]),
+      ("heads", "head_dim", "embed"),
+      self.dtype,
+      self.param_dtype,
+      fan_in_axes=(0, 1),
+      lora=lora_lib.for_target(self.lora, "o"),
+      name="o",
+    )(out)
     return y, cache

@@ -1,10 +1,12 @@
 """Normalisation layers."""
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 
 class RMSNorm(nn.Module):
   """RMSNorm computed in float32. `zero_centered` stores w and scales by (1 + w) (Gemma)."""
+
   eps: float = 1e-6
   zero_centered: bool = False
   axis_name: str = "norm"
@@ -14,8 +16,12 @@ class RMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x):
     init = nn.initializers.zeros if self.zero_centered else nn.initializers.ones
-    scale = self.param("scale", nn.with_logical_partitioning(init, (self.axis_name,)),
-                       (x.shape[-1],), self.param_dtype)
+    scale = self.param(
+      "scale",
+      nn.with_logical_partitioning(init, (self.axis_name,)),
+      (x.shape[-1],),
+      self.param_dtype,
+    )
     x32 = x.astype(jnp.float32)
     y = x32 * jnp.reciprocal(jnp.sqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps))
     scale = scale.astype(jnp.float32)

@@ -1,4 +1,5 @@
 """Patch / tubelet embeddings and sin-cos position tables."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -12,6 +13,7 @@ class PatchEmbed(nn.Module):
   x [B, *spatial, C] with len(spatial) == len(patch) -> [B, *grid, features]. The kernel has the
   conv layout [*patch, C, features] (HWIO / DHWIO), so 2D kernels can be inflated to 3D.
   """
+
   features: int
   patch: tuple
   dtype: Any = jnp.float32
@@ -24,15 +26,32 @@ class PatchEmbed(nn.Module):
     grid = tuple(s // p for s, p in zip(spatial, self.patch))
     # [B, g0, p0, g1, p1, ..., C] -> [B, g0, g1, ..., p0, p1, ..., C]
     x = x.reshape((x.shape[0],) + sum(((g, p) for g, p in zip(grid, self.patch)), ()) + (c,))
-    perm = (0,) + tuple(1 + 2 * i for i in range(nd)) + tuple(2 + 2 * i for i in range(nd)) + (2 * nd + 1,)
+    perm = (
+      (0,)
+      + tuple(1 + 2 * i for i in range(nd))
+      + tuple(2 + 2 * i for i in range(nd))
+      + (2 * nd + 1,)
+    )
     x = x.transpose(perm)
-    kernel = self.param("kernel", nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(in_axis=tuple(range(nd + 1)), out_axis=-1), (None,) * (nd + 1) + ("embed",)),
-        tuple(self.patch) + (c, self.features), self.param_dtype)
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (self.features,),
-                      self.param_dtype)
+    kernel = self.param(
+      "kernel",
+      nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(in_axis=tuple(range(nd + 1)), out_axis=-1),
+        (None,) * (nd + 1) + ("embed",),
+      ),
+      tuple(self.patch) + (c, self.features),
+      self.param_dtype,
+    )
+    bias = self.param(
+      "bias",
+      nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+      (self.features,),
+      self.param_dtype,
+    )
     letters = "pqrs"[:nd]
-    y = jnp.einsum(f"...{letters}c,{letters}cf->...f", x.astype(self.dtype), kernel.astype(self.dtype))
+    y = jnp.einsum(
+      f"...{letters}c,{letters}cf->...f", x.astype(self.dtype), kernel.astype(self.dtype)
+    )
     return y + bias.astype(self.dtype)
 
 

@@ -1,4 +1,5 @@
 """Perceiver resampler (Flamingo): a variable number of input tokens -> a fixed set of latents."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -9,6 +10,7 @@ from medjax.nn.gated_xattn import CrossAttention, FeedForward, layer_norm
 
 class PerceiverLayer(nn.Module):
   """latents += attn(LN(latents), [LN(x); LN(latents)]); latents += FF(latents)."""
+
   num_heads: int
   head_dim: int
   ff_mult: int
@@ -20,8 +22,9 @@ class PerceiverLayer(nn.Module):
     x = layer_norm("input_norm", self.dtype, self.param_dtype)(x)
     q = layer_norm("latent_norm", self.dtype, self.param_dtype)(latents)
     kv = jnp.concatenate([x, q], axis=1)
-    latents = latents + CrossAttention(self.num_heads, self.head_dim, self.dtype, self.param_dtype,
-                                       name="attn")(q, kv, mask)
+    latents = latents + CrossAttention(
+      self.num_heads, self.head_dim, self.dtype, self.param_dtype, name="attn"
+    )(q, kv, mask)
     return latents + FeedForward(self.ff_mult, self.dtype, self.param_dtype, name="ff")(latents)
 
 
@@ -31,6 +34,7 @@ class PerceiverResampler(nn.Module):
   Keys/values are the inputs concatenated with the latents; padded inputs are never attended to,
   so the output does not depend on how much padding follows the real tokens.
   """
+
   num_layers: int = 6
   num_latents: int = 64
   num_heads: int = 8
@@ -48,12 +52,17 @@ class PerceiverResampler(nn.Module):
     if mask.shape != (b, n):
       raise ValueError(f"mask: expected {(b, n)}, got {mask.shape}")
     init = nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "embed"))
-    latents = self.param("latents", init, (self.num_latents, d), self.param_dtype).astype(self.dtype)
+    latents = self.param("latents", init, (self.num_latents, d), self.param_dtype).astype(
+      self.dtype
+    )
     latents = jnp.broadcast_to(latents, (b, self.num_latents, d))
     kv_valid = jnp.concatenate([mask, jnp.ones((b, self.num_latents), bool)], axis=1)
-    attn_mask = jnp.broadcast_to(kv_valid[:, None, None], (b, 1, self.num_latents, n + self.num_latents))
+    attn_mask = jnp.broadcast_to(
+      kv_valid[:, None, None], (b, 1, self.num_latents, n + self.num_latents)
+    )
     x = x.astype(self.dtype)
     for i in range(self.num_layers):
-      latents = PerceiverLayer(self.num_heads, self.head_dim, self.ff_mult, self.dtype, self.param_dtype,
-                               name=f"layer_{i}")(x, latents, attn_mask)
+      latents = PerceiverLayer(
+        self.num_heads, self.head_dim, self.ff_mult, self.dtype, self.param_dtype, name=f"layer_{i}"
+      )(x, latents, attn_mask)
     return layer_norm("norm", self.dtype, self.param_dtype)(latents)

@@ -1,4 +1,5 @@
 """Rotary position embeddings, including the Llama-3 frequency scaling rule."""
+
 import math
 
 import jax.numpy as jnp

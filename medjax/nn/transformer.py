@@ -1,4 +1,5 @@
 """Bidirectional pre-LN transformer pieces (ViT / SigLIP style): biased MHA, MLP, encoder, MAP head."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -9,9 +10,14 @@ from medjax.nn.mlp import activation, dense
 
 
 def layer_norm(eps, dtype, param_dtype, name):
-  return nn.LayerNorm(eps, dtype=dtype, param_dtype=param_dtype, name=name,
-                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
+  return nn.LayerNorm(
+    eps,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    name=name,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+  )
 
 
 class _BiasedEinsum(nn.Module):
@@ -20,6 +26,7 @@ class _BiasedEinsum(nn.Module):
   init works under a mesh (DenseGeneral constrains the flat kernel with the full-rank axis names).
   `shape` entries of None take the input's last dimension; the first `n_in` axes are contracted.
   """
+
   spec: str
   shape: tuple
   axes: tuple
@@ -31,12 +38,25 @@ class _BiasedEinsum(nn.Module):
   def __call__(self, x):
     shape = tuple(x.shape[-1] if s is None else s for s in self.shape)
     n = len(shape)
-    init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=tuple(range(self.n_in)),
-                                            out_axis=tuple(range(self.n_in, n)))
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape, self.param_dtype)
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.n_in:]),
-                      shape[self.n_in:], self.param_dtype)
-    return jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    init = nn.initializers.variance_scaling(
+      1.0,
+      "fan_avg",
+      "uniform",
+      in_axis=tuple(range(self.n_in)),
+      out_axis=tuple(range(self.n_in, n)),
+    )
+    kernel = self.param(
+      "kernel", nn.with_logical_partitioning(init, self.axes), shape, self.param_dtype
+    )
+    bias = self.param(
+      "bias",
+      nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.n_in :]),
+      shape[self.n_in :],
+      self.param_dtype,
+    )
+    return jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(
+      self.dtype
+    )
 
 
 class MultiHeadAttention(nn.Module):
@@ -44,13 +64,21 @@ class MultiHeadAttention(nn.Module):
 
   mask: optional [B,1,T,S] bool (True = attend); None attends everywhere.
   """
+
   num_heads: int
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   def _proj(self, name, head_dim):
-    return _BiasedEinsum("bte,ehd->bthd", (None, self.num_heads, head_dim), ("embed", "heads", "head_dim"), 1,
-                         self.dtype, self.param_dtype, name=name)
+    return _BiasedEinsum(
+      "bte,ehd->bthd",
+      (None, self.num_heads, head_dim),
+      ("embed", "heads", "head_dim"),
+      1,
+      self.dtype,
+      self.param_dtype,
+      name=name,
+    )
 
   @nn.compact
   def __call__(self, x, kv=None, mask=None):
@@ -65,13 +93,21 @@ class MultiHeadAttention(nn.Module):
     v = nn.with_logical_constraint(v, ("act_batch", "act_length", "act_heads", None))
     if mask is None:
       mask = jnp.ones((x.shape[0], 1, x.shape[1], kv.shape[1]), bool)
-    out = dot_product_attention(q, k, v, mask, scale=hd ** -0.5)
-    return _BiasedEinsum("bthd,hde->bte", (self.num_heads, hd, e), ("heads", "head_dim", "embed"), 2, self.dtype,
-                         self.param_dtype, name="o")(out)
+    out = dot_product_attention(q, k, v, mask, scale=hd**-0.5)
+    return _BiasedEinsum(
+      "bthd,hde->bte",
+      (self.num_heads, hd, e),
+      ("heads", "head_dim", "embed"),
+      2,
+      self.dtype,
+      self.param_dtype,
+      name="o",
+    )(out)
 
 
 class MLP(nn.Module):
   """fc2(act(fc1(x))) with biases."""
+
   hidden_dim: int
   act: str = "gelu_tanh"
   dtype: Any = jnp.float32
@@ -87,6 +123,7 @@ class MLP(nn.Module):
 
 class EncoderBlock(nn.Module):
   """x + MHA(LN(x)); x + MLP(LN(x))."""
+
   num_heads: int
   mlp_dim: int
   act: str = "gelu_tanh"
@@ -97,13 +134,16 @@ class EncoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None):
     ln = lambda name: layer_norm(self.norm_eps, self.dtype, self.param_dtype, name)
-    x = x + MultiHeadAttention(self.num_heads, self.dtype, self.param_dtype, name="attn")(ln("ln1")(x), mask=mask)
+    x = x + MultiHeadAttention(self.num_heads, self.dtype, self.param_dtype, name="attn")(
+      ln("ln1")(x), mask=mask
+    )
     x = x + MLP(self.mlp_dim, self.act, self.dtype, self.param_dtype, name="mlp")(ln("ln2")(x))
     return nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))
 
 
 class Encoder(nn.Module):
   """`depth` EncoderBlocks and a final LayerNorm; `remat` rematerialises each block."""
+
   depth: int
   num_heads: int
   mlp_dim: int
@@ -117,13 +157,21 @@ class Encoder(nn.Module):
   def __call__(self, x, mask=None):
     block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
     for i in range(self.depth):
-      x = block(self.num_heads, self.mlp_dim, self.act, self.norm_eps, self.dtype, self.param_dtype,
-                name=f"block_{i}")(x, mask)
+      x = block(
+        self.num_heads,
+        self.mlp_dim,
+        self.act,
+        self.norm_eps,
+        self.dtype,
+        self.param_dtype,
+        name=f"block_{i}",
+      )(x, mask)
     return layer_norm(self.norm_eps, self.dtype, self.param_dtype, "final_norm")(x)
 
 
 class MAPHead(nn.Module):
   """Multihead attention pooling: one learned probe attends over tokens [B,N,E] -> [B,E]."""
+
   num_heads: int
   mlp_dim: int
   act: str = "gelu_tanh"
@@ -134,12 +182,18 @@ class MAPHead(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None):
     e = x.shape[-1]
-    probe = self.param("probe", nn.with_logical_partitioning(nn.initializers.xavier_uniform(), (None, None, "embed")),
-                       (1, 1, e), self.param_dtype)
+    probe = self.param(
+      "probe",
+      nn.with_logical_partitioning(nn.initializers.xavier_uniform(), (None, None, "embed")),
+      (1, 1, e),
+      self.param_dtype,
+    )
     probe = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0], 1, e))
     if mask is not None:
       mask = mask.astype(bool)[:, None, None, :]
-    h = MultiHeadAttention(self.num_heads, self.dtype, self.param_dtype, name="attn")(probe, x, mask)
+    h = MultiHeadAttention(self.num_heads, self.dtype, self.param_dtype, name="attn")(
+      probe, x, mask
+    )
     ln = layer_norm(self.norm_eps, self.dtype, self.param_dtype, "ln")
     h = h + MLP(self.mlp_dim, self.act, self.dtype, self.param_dtype, name="mlp")(ln(h))
     return h[:, 0]

@@ -4,6 +4,7 @@ Boxes are normalised to [0, 1]; "cxcywh" is (centre x, centre y, width, height),
 (x0, y0, x1, y1). Matching runs on the host (an exact O(n^3) Hungarian solver, reached from jit
 through `jax.pure_callback`); the losses are jit-friendly.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,7 +80,9 @@ def linear_sum_assignment(cost) -> tuple[np.ndarray, np.ndarray]:
     return rows[order], cols[order]
   n, m = cost.shape
   u, v = np.zeros(n + 1), np.zeros(m + 1)
-  match = np.zeros(m + 1, np.int64)  # match[j]: row (1-based) assigned to column j; column 0 is virtual
+  match = np.zeros(
+    m + 1, np.int64
+  )  # match[j]: row (1-based) assigned to column j; column 0 is virtual
   for i in range(1, n + 1):
     match[0] = i
     j0 = 0
@@ -123,14 +126,25 @@ def _match_batch(cost: np.ndarray) -> np.ndarray:
 def hungarian_match(cost):
   """Traceable: [B, Q, T] costs (Q >= T) -> [B, T] query index per target (no gradient)."""
   if cost.ndim != 3 or cost.shape[1] < cost.shape[2]:
-    raise ValueError(f"cost: expected [batch, queries, targets] with queries >= targets, got {cost.shape}")
+    raise ValueError(
+      f"cost: expected [batch, queries, targets] with queries >= targets, got {cost.shape}"
+    )
   out = jax.ShapeDtypeStruct(cost.shape[::2], jnp.int32)
-  return jax.pure_callback(_match_batch, out, jax.lax.stop_gradient(cost).astype(jnp.float32),
-                           vmap_method="sequential")
+  return jax.pure_callback(
+    _match_batch, out, jax.lax.stop_gradient(cost).astype(jnp.float32), vmap_method="sequential"
+  )
 
 
-def match_cost(pred_boxes, target_boxes, target_valid, class_probs=None, *, l1_weight=5.0, giou_weight=2.0,
-               class_weight=1.0):
+def match_cost(
+  pred_boxes,
+  target_boxes,
+  target_valid,
+  class_probs=None,
+  *,
+  l1_weight=5.0,
+  giou_weight=2.0,
+  class_weight=1.0,
+):
   """DETR matching cost [B, Q, T] of cxcywh boxes. Invalid targets cost 0 for every query, so they
   take the queries left over and never change the assignment of the valid ones.
 

@@ -1,4 +1,5 @@
 """Image-text contrastive losses (SigLIP sigmoid, CLIP softmax) and retrieval recall@K."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,9 @@ SIGLIP_BIAS_INIT = -10.0
 
 def _check(zimg, ztxt):
   if zimg.ndim != 2 or zimg.shape != ztxt.shape:
-    raise ValueError(f"zimg/ztxt: expected two [batch, dim] arrays of one shape, got {zimg.shape} and {ztxt.shape}")
+    raise ValueError(
+      f"zimg/ztxt: expected two [batch, dim] arrays of one shape, got {zimg.shape} and {ztxt.shape}"
+    )
 
 
 def sigmoid_loss(zimg, ztxt, t_prime, bias):
@@ -48,6 +51,8 @@ def retrieval_recall(zimg, ztxt, ks=(1, 5), labels=None) -> dict:
     order = jnp.argsort(-s, axis=1)
     hits = jnp.take_along_axis(same, order, axis=1)
     for k in ks:
-      out[f"{name}_recall@{k}"] = jnp.mean(jnp.any(hits[:, :min(k, b)], axis=1).astype(jnp.float32))
+      out[f"{name}_recall@{k}"] = jnp.mean(
+        jnp.any(hits[:, : min(k, b)], axis=1).astype(jnp.float32)
+      )
   out["chance@1"] = jnp.mean(same.astype(jnp.float32))
   return out

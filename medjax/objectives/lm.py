@@ -1,4 +1,5 @@
 """Token-level language-model loss with loss masks."""
+
 import jax.numpy as jnp
 import optax
 

@@ -5,6 +5,7 @@ over them, the train state is built abstractly (shapes + shardings, nothing allo
 `jit(step).lower(...).compile()` yields the per-chip memory and FLOPs of the partitioned program.
 Slice names follow Cloud TPU: v4-N / v5p-N count TensorCores (2 per chip), v5e-N / v6e-N count chips.
 """
+
 import dataclasses
 import math
 import os
@@ -24,16 +25,16 @@ GiB = 2**30
 @dataclasses.dataclass(frozen=True)
 class Chip:
   hbm_gib: float
-  dims: int            # 3-D torus (v4, v5p) or 2-D (v5e, v6e)
+  dims: int  # 3-D torus (v4, v5p) or 2-D (v5e, v6e)
   cores_per_chip: int  # TensorCores counted in the slice name
-  chip_config: str     # libtpu chip config: megacore chips are one JAX device
+  chip_config: str  # libtpu chip config: megacore chips are one JAX device
 
 
 CHIPS = {
-    "v4": Chip(32, 3, 2, "megacore"),
-    "v5p": Chip(95, 3, 2, "megacore"),
-    "v5e": Chip(16, 2, 1, "default"),
-    "v6e": Chip(32, 2, 1, "default"),
+  "v4": Chip(32, 3, 2, "megacore"),
+  "v5p": Chip(95, 3, 2, "megacore"),
+  "v5e": Chip(16, 2, 1, "default"),
+  "v6e": Chip(32, 2, 1, "default"),
 }
 _ACCELERATOR_TYPE = {"v4": "v4", "v5p": "v5p", "v5e": "v5litepod", "v6e": "v6e"}
 
@@ -41,6 +42,7 @@ _ACCELERATOR_TYPE = {"v4": "v4", "v5p": "v5p", "v5e": "v5litepod", "v6e": "v6e"}
 @dataclasses.dataclass(frozen=True)
 class Topology:
   """A TPU slice: generation, its name (e.g. v5p-128), chips and their physical bounds."""
+
   generation: str
   name: str
   chips: int
@@ -71,38 +73,51 @@ def parse_topology(name: str) -> Topology:
   """'v5p-128' -> Topology(v5p, 64 chips, 4x4x4); accepts v4-, v5p-, v5e- (or v5litepod-) and v6e- names."""
   m = re.fullmatch(r"(v4|v5p|v5e|v5litepod|v6e)-(\d+)", name.strip().lower())
   if not m:
-    raise ValueError(f"topology: expected <generation>-<count> with generation in {sorted(CHIPS)} "
-                     f"(e.g. v5p-128, v5e-256), got {name!r}")
+    raise ValueError(
+      f"topology: expected <generation>-<count> with generation in {sorted(CHIPS)} "
+      f"(e.g. v5p-128, v5e-256), got {name!r}"
+    )
   gen = "v5e" if m.group(1) == "v5litepod" else m.group(1)
   count, chip = int(m.group(2)), CHIPS[gen]
   chips = count // chip.cores_per_chip
   if count % chip.cores_per_chip or chips < 1 or chips & (chips - 1):
-    raise ValueError(f"topology: {name!r} must count a power of two of chips ({chip.cores_per_chip} "
-                     f"TensorCore(s) per {gen} chip), got {count}")
+    raise ValueError(
+      f"topology: {name!r} must count a power of two of chips ({chip.cores_per_chip} "
+      f"TensorCore(s) per {gen} chip), got {count}"
+    )
   return Topology(gen, name, chips, _bounds(chips, chip.dims))
 
 
 def topology_devices(topology: Topology) -> list:
   """Compile-only JAX devices of the slice (needs libtpu; no TPU has to be attached)."""
   from jax.experimental import topologies
+
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile-only: no chip to guard
-  os.environ["TPU_ACCELERATOR_TYPE"] = (f"{_ACCELERATOR_TYPE[topology.generation]}-"
-                                        f"{topology.chips * topology.chip.cores_per_chip}")
+  os.environ["TPU_ACCELERATOR_TYPE"] = (
+    f"{_ACCELERATOR_TYPE[topology.generation]}-{topology.chips * topology.chip.cores_per_chip}"
+  )
   try:
-    desc = topologies.get_topology_desc(topology.libtpu_name, "tpu", chip_config_name=topology.chip.chip_config)
+    desc = topologies.get_topology_desc(
+      topology.libtpu_name, "tpu", chip_config_name=topology.chip.chip_config
+    )
   except Exception as e:  # noqa: BLE001 - libtpu missing or refusing the slice; say which
-    raise RuntimeError(f"Cannot describe TPU topology {topology.libtpu_name} ({topology.name}): "
-                       f"{type(e).__name__}: {e}. Is libtpu installed (pip install libtpu)?") from e
+    raise RuntimeError(
+      f"Cannot describe TPU topology {topology.libtpu_name} ({topology.name}): "
+      f"{type(e).__name__}: {e}. Is libtpu installed (pip install libtpu)?"
+    ) from e
   if len(desc.devices) != topology.chips:
-    raise RuntimeError(f"libtpu gave {len(desc.devices)} devices for {topology.libtpu_name}, "
-                       f"expected {topology.chips}")
+    raise RuntimeError(
+      f"libtpu gave {len(desc.devices)} devices for {topology.libtpu_name}, "
+      f"expected {topology.chips}"
+    )
   return desc.devices
 
 
 def compile_train_step(config, devices):
   """Lowers and compiles the training loop's own train step over `devices` -> (compiled, state, mesh, task, model)."""
   from medjax.train import loop
+
   mesh, rules, task, model = loop.setup(config, devices=devices)
   loop.check_batch_size(config.train.batch_size, mesh, config.train.grad_accum)
   # Outside set_mesh: the rng is made eagerly on the host (compile-only devices cannot run anything).
@@ -126,7 +141,9 @@ def model_flops(model, params: int, batch_size: int, seq_len: int, batch=None) -
   if not hasattr(cfg, "layer_is_local"):
     return None
   local = int(cfg.layer_is_local().sum())
-  keys = (cfg.num_layers - local) * seq_len / 2 + local * min(cfg.sliding_window or seq_len, seq_len / 2)
+  keys = (cfg.num_layers - local) * seq_len / 2 + local * min(
+    cfg.sliding_window or seq_len, seq_len / 2
+  )
   attention = 12 * cfg.num_heads * cfg.head_dim * seq_len * keys
   return batch_size * (6 * params * seq_len + attention)
 
@@ -158,10 +175,18 @@ def analyze(config, topology_name: str) -> dict:
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
     need = re.search(r"\(([\d.]+)G\) exceeds", str(e))
-    return {"topology": topo.name, "libtpu_topology": topo.libtpu_name, "chips": topo.chips,
-            "mesh": dict(zip(MESH_AXES, resolve_mesh_shape(dict(config.parallel.mesh), topo.chips))), "rules": config.parallel.rules, "hbm_gib": topo.chip.hbm_gib,
-            "fits": False, "total_gib": None, "temp_gib": float(need.group(1)) if need else None,
-            "compiler_error": str(e).splitlines()[0]}
+    return {
+      "topology": topo.name,
+      "libtpu_topology": topo.libtpu_name,
+      "chips": topo.chips,
+      "mesh": dict(zip(MESH_AXES, resolve_mesh_shape(dict(config.parallel.mesh), topo.chips))),
+      "rules": config.parallel.rules,
+      "hbm_gib": topo.chip.hbm_gib,
+      "fits": False,
+      "total_gib": None,
+      "temp_gib": float(need.group(1)) if need else None,
+      "compiler_error": str(e).splitlines()[0],
+    }
   cost = metrics_lib.compiled_cost(compiled)
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   b = config.train.batch_size
@@ -171,25 +196,38 @@ def analyze(config, topology_name: str) -> dict:
   hbm = topo.chip.hbm_gib * GiB
   used = cost["argument_bytes"] + cost["temp_bytes"] + cost["output_bytes"] - cost["alias_bytes"]
   return {
-      "topology": topo.name, "libtpu_topology": topo.libtpu_name, "chips": topo.chips,
-      "mesh": {k: v for k, v in mesh.shape.items()}, "rules": config.parallel.rules,
-      "params": params, "batch_size": config.train.batch_size, "tokens_per_step": tokens,
-      "argument_gib": cost["argument_bytes"] / GiB, "temp_gib": cost["temp_bytes"] / GiB,
-      "output_gib": cost["output_bytes"] / GiB, "alias_gib": cost["alias_bytes"] / GiB,
-      "total_gib": used / GiB, "hbm_gib": topo.chip.hbm_gib, "fits": used <= hbm,
-      "xla_tflops_per_chip": cost["flops"] / 1e12,
-      "model_tflops_total": analytic / 1e12 if analytic else None,
-      "peak_tflops_per_chip": topo.peak_flops / 1e12,
-      "min_step_s": step_s, "max_tokens_per_s": tokens / step_s if step_s else float("inf"),
+    "topology": topo.name,
+    "libtpu_topology": topo.libtpu_name,
+    "chips": topo.chips,
+    "mesh": {k: v for k, v in mesh.shape.items()},
+    "rules": config.parallel.rules,
+    "params": params,
+    "batch_size": config.train.batch_size,
+    "tokens_per_step": tokens,
+    "argument_gib": cost["argument_bytes"] / GiB,
+    "temp_gib": cost["temp_bytes"] / GiB,
+    "output_gib": cost["output_bytes"] / GiB,
+    "alias_gib": cost["alias_bytes"] / GiB,
+    "total_gib": used / GiB,
+    "hbm_gib": topo.chip.hbm_gib,
+    "fits": used <= hbm,
+    "xla_tflops_per_chip": cost["flops"] / 1e12,
+    "model_tflops_total": analytic / 1e12 if analytic else None,
+    "peak_tflops_per_chip": topo.peak_flops / 1e12,
+    "min_step_s": step_s,
+    "max_tokens_per_s": tokens / step_s if step_s else float("inf"),
   }
 
 
 def format_report(r: dict) -> str:
   mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
   if "compiler_error" in r:
-    return (f"{r['topology']} ({r['libtpu_topology']}, {r['chips']} chips), mesh {mesh}, rules {r['rules']}: "
-            f"DOES NOT FIT in {r['hbm_gib']} GiB per chip\n  XLA: {r['compiler_error']}")
-  return "\n".join([
+    return (
+      f"{r['topology']} ({r['libtpu_topology']}, {r['chips']} chips), mesh {mesh}, rules {r['rules']}: "
+      f"DOES NOT FIT in {r['hbm_gib']} GiB per chip\n  XLA: {r['compiler_error']}"
+    )
+  return "\n".join(
+    [
       f"{r['topology']} ({r['libtpu_topology']}, {r['chips']} chips), mesh {mesh}, rules {r['rules']}",
       f"  {r['params'] / 1e6:,.1f}M params, batch {r['batch_size']} ({r['tokens_per_step']} tokens/step)",
       f"  HBM per chip: arguments {r['argument_gib']:.3f} GiB + temporaries {r['temp_gib']:.3f} GiB "
@@ -197,8 +235,15 @@ def format_report(r: dict) -> str:
       f"of {r['hbm_gib']} GiB ({100 * r['total_gib'] / r['hbm_gib']:.0f}%): {'fits' if r['fits'] else 'DOES NOT FIT'}",
       f"  FLOPs per step: XLA {r['xla_tflops_per_chip']:.4g} TFLOP per chip, "
       f"{r['xla_tflops_per_chip'] * r['chips']:.4g} total (a while loop, e.g. scanned layers, counts once)",
-      *([f"  model FLOPs per step (6*N*T + attention): {r['model_tflops_total'] / r['chips']:.4g} TFLOP per chip, "
-         f"{r['model_tflops_total']:.4g} total"] if r["model_tflops_total"] else []),
+      *(
+        [
+          f"  model FLOPs per step (6*N*T + attention): {r['model_tflops_total'] / r['chips']:.4g} TFLOP per chip, "
+          f"{r['model_tflops_total']:.4g} total"
+        ]
+        if r["model_tflops_total"]
+        else []
+      ),
       f"  at peak {r['peak_tflops_per_chip']:.0f} TFLOP/s per chip: step >= {r['min_step_s'] * 1e3:.4g} ms, "
       f"<= {r['max_tokens_per_s']:,.0f} tokens/s",
-  ])
+    ]
+  )

@@ -1,15 +1,19 @@
 """Shardings for parameters, optimizer state and batches."""
+
 import flax.linen as nn
 import jax
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 def strip_boxes(tree):
   """Removes logical-axis boxes without applying sharding constraints (works on abstract trees)."""
   is_box = lambda x: isinstance(x, nn.Partitioned)
-  return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree, is_leaf=is_box)
+  return jax.tree.map(
+    lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree, is_leaf=is_box
+  )
 
 
 def param_shardings(boxed_params, mesh, rules):
@@ -22,8 +26,14 @@ def shard_like_params(tx: optax.GradientTransformation, abstract_opt_state, para
   """Optimizer-state shardings: param-shaped leaves follow their parameter, the rest is replicated."""
   replicated = NamedSharding(mesh, P())
   masked = lambda x: isinstance(x, optax.MaskedNode)  # state of frozen params (optim.freeze)
-  return optax.tree_map_params(tx, lambda p, s: p if masked(p) else s, abstract_opt_state, params_sharding,
-                               transform_non_params=lambda _: replicated, is_leaf=masked)
+  return optax.tree_map_params(
+    tx,
+    lambda p, s: p if masked(p) else s,
+    abstract_opt_state,
+    params_sharding,
+    transform_non_params=lambda _: replicated,
+    is_leaf=masked,
+  )
 
 
 def sharded_init(init_fn, out_shardings, *args):
@@ -45,7 +55,9 @@ def data_parallel_size(mesh) -> int:
 
 def global_batch(local_batch, mesh):
   """Per-host numpy batch -> global jax.Arrays sharded over the batch axes of `mesh`."""
+
   def put(x):
     x = np.asarray(x)
     return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+
   return jax.tree.map(put, local_batch)

@@ -1,13 +1,14 @@
 """Task registry: `config.task` names the class that plugs a model family into the trainer."""
+
 import importlib
 
 TASKS = {
-    "lm": "medjax.tasks.lm:LMTask",
-    "bora": "medjax.tasks.bora:BoraTask",
-    "medgemini_vqa": "medjax.tasks.medgemini:MedGeminiVQATask",
-    "siglip": "medjax.tasks.medgemini:SigLIPTask",
-    "opentslm": "medjax.tasks.opentslm:OpenTSLMTask",
-    "anatomy_vlm": "medjax.tasks.anatomy_vlm:AnatomyVLMTask",
+  "lm": "medjax.tasks.lm:LMTask",
+  "bora": "medjax.tasks.bora:BoraTask",
+  "medgemini_vqa": "medjax.tasks.medgemini:MedGeminiVQATask",
+  "siglip": "medjax.tasks.medgemini:SigLIPTask",
+  "opentslm": "medjax.tasks.opentslm:OpenTSLMTask",
+  "anatomy_vlm": "medjax.tasks.anatomy_vlm:AnatomyVLMTask",
 }
 
 

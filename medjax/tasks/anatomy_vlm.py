@@ -7,6 +7,7 @@ Stages by step: detection only for `loss.stage_steps[0]` steps, then + global fo
 `loss.stage_steps[1]`, then all losses. Queries meet regions by Hungarian matching or fixed
 query i -> region i (`loss.matching`).
 """
+
 import functools
 
 import grain
@@ -38,7 +39,9 @@ def info_nce(region_emb, pos_emb, neg_emb, pos_tokens, valid, neg_valid, scale):
   n = region_emb.shape[0]
   same = jnp.all(pos_tokens[:, None] == pos_tokens[None], -1) & ~jnp.eye(n, dtype=bool)
   batch_logits = jnp.where(same | ~valid[None].astype(bool), -1e9, scale * region_emb @ pos_emb.T)
-  neg_logits = jnp.where(neg_valid.astype(bool), scale * jnp.einsum("ne,nke->nk", region_emb, neg_emb), -1e9)
+  neg_logits = jnp.where(
+    neg_valid.astype(bool), scale * jnp.einsum("ne,nke->nk", region_emb, neg_emb), -1e9
+  )
   logits = jnp.concatenate([batch_logits, neg_logits], 1)
   ce = jax.nn.logsumexp(logits, -1) - jnp.diagonal(batch_logits)
   w = valid.astype(jnp.float32)
@@ -64,7 +67,7 @@ def roc_auc(labels, scores) -> float:
   if not len(pos) or not len(neg):
     return float("nan")
   ranks = scipy.stats.rankdata(np.concatenate([pos, neg]))
-  return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+  return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def balanced_accuracy(labels, preds) -> float:
@@ -92,27 +95,48 @@ class AnatomyVLMTask(Task):
     if lc.matching not in ("hungarian", "fixed"):
       raise ValueError(f"loss.matching: expected 'hungarian' or 'fixed', got {lc.matching!r}")
     if len(lc.weights) != 3 or len(lc.stage_steps) != 2:
-      raise ValueError(f"loss.weights / loss.stage_steps: expected 3 / 2 values, got {lc.weights} / {lc.stage_steps}")
+      raise ValueError(
+        f"loss.weights / loss.stage_steps: expected 3 / 2 values, got {lc.weights} / {lc.stage_steps}"
+      )
     self.model_cfg = AnatomyVLMConfig.from_dict(config.model.to_dict())
     self.regions = anatomy.check_regions(d.regions)
     if self.model_cfg.num_regions != len(self.regions):
-      raise ValueError(f"model.num_regions: expected {len(self.regions)} (data.regions), got "
-                       f"{self.model_cfg.num_regions}")
-    self.tokenizer = anatomy.word_tokenizer() if d.tokenizer == "words" else load_tokenizer(d.tokenizer)
+      raise ValueError(
+        f"model.num_regions: expected {len(self.regions)} (data.regions), got "
+        f"{self.model_cfg.num_regions}"
+      )
+    self.tokenizer = (
+      anatomy.word_tokenizer() if d.tokenizer == "words" else load_tokenizer(d.tokenizer)
+    )
     if self.tokenizer.pad_id != 0:
-      raise ValueError(f"data.tokenizer: the text encoder expects pad id 0, got {self.tokenizer.pad_id}")
+      raise ValueError(
+        f"data.tokenizer: the text encoder expects pad id 0, got {self.tokenizer.pad_id}"
+      )
     if self.tokenizer.vocab_size > self.model_cfg.text.vocab_size:
-      raise ValueError(f"model.text.vocab_size: expected >= {self.tokenizer.vocab_size} (the tokenizer's), got "
-                       f"{self.model_cfg.text.vocab_size}")
+      raise ValueError(
+        f"model.text.vocab_size: expected >= {self.tokenizer.vocab_size} (the tokenizer's), got "
+        f"{self.model_cfg.text.vocab_size}"
+      )
     self.findings = anatomy.FINDING_NAMES
     self.seen = tuple(d.train_findings)
     self.label_mask = np.array([f in self.seen for f in self.findings], np.float32)
     self.label_tokens = self._encode([anatomy.FINDINGS[f].description for f in self.findings])
     prompts = anatomy.prompts(self.regions)
-    self.region_prompt_tokens = self._encode(  # [R, F + 1, T]: each finding in region r, then "r is clear"
-        [[prompts["region"].get((f, r), f"{anatomy.FINDINGS[f].description} in the {r}") for f in self.findings]
-         + [prompts["normal"][r]] for r in self.regions])
-    self.region_allowed = np.array([[r in anatomy.FINDINGS[f].regions for f in self.findings] for r in self.regions])
+    self.region_prompt_tokens = (
+      self._encode(  # [R, F + 1, T]: each finding in region r, then "r is clear"
+        [
+          [
+            prompts["region"].get((f, r), f"{anatomy.FINDINGS[f].description} in the {r}")
+            for f in self.findings
+          ]
+          + [prompts["normal"][r]]
+          for r in self.regions
+        ]
+      )
+    )
+    self.region_allowed = np.array(
+      [[r in anatomy.FINDINGS[f].regions for f in self.findings] for r in self.regions]
+    )
 
   def _encode(self, phrases, name="phrases"):
     return anatomy.encode_phrases(phrases, self.tokenizer, self.model_cfg.text.max_len, name)
@@ -126,9 +150,17 @@ class AnatomyVLMTask(Task):
     s, c = self.model_cfg.vit.image_size, self.model_cfg.vit.channels
     f = len(self.findings)
     z = lambda *shape, dt=np.float32: np.zeros((batch_size,) + shape, dt)
-    return {"image": z(s, s, c), "boxes": z(m, 4) + 0.5, "box_valid": z(m), "labels": z(f), "region_labels": z(m, f),
-            "phrase_tokens": z(m, t, dt=np.int32), "neg_tokens": z(m, k, t, dt=np.int32), "neg_valid": z(m, k),
-            "step": z(dt=np.int32)}
+    return {
+      "image": z(s, s, c),
+      "boxes": z(m, 4) + 0.5,
+      "box_valid": z(m),
+      "labels": z(f),
+      "region_labels": z(m, f),
+      "phrase_tokens": z(m, t, dt=np.int32),
+      "neg_tokens": z(m, k, t, dt=np.int32),
+      "neg_valid": z(m, k),
+      "step": z(dt=np.int32),
+    }
 
   def init_params(self, model, rng, batch):
     return model.init(rng, batch["image"], batch["phrase_tokens"])["params"]
@@ -144,35 +176,68 @@ class AnatomyVLMTask(Task):
     if flat:
       neg_tokens[neg_valid.astype(bool)] = self._encode(flat, "negatives")
     image = np.asarray(ex["image"], np.float32)
-    return {"image": np.repeat(image, c, -1) if image.shape[-1] != c else image,
-            "boxes": anatomy.check_boxes(ex["boxes"]), "box_valid": np.ones(m, np.float32),
-            "labels": ex["labels"], "region_labels": ex["region_labels"],
-            "phrase_tokens": self._encode(ex["phrases"]), "neg_tokens": neg_tokens, "neg_valid": neg_valid}
+    return {
+      "image": np.repeat(image, c, -1) if image.shape[-1] != c else image,
+      "boxes": anatomy.check_boxes(ex["boxes"]),
+      "box_valid": np.ones(m, np.float32),
+      "labels": ex["labels"],
+      "region_labels": ex["region_labels"],
+      "phrase_tokens": self._encode(ex["phrases"]),
+      "neg_tokens": neg_tokens,
+      "neg_valid": neg_valid,
+    }
 
   def _example(self, index, *, split, findings):
     rng = np.random.default_rng([SPLIT_SEEDS[split], self.config.seed, int(index)])
     d = self.config.data
-    ex = anatomy.make_example(rng, regions=self.regions, findings=findings, size=self.model_cfg.vit.image_size,
-                              num_negatives=d.num_negatives)
+    ex = anatomy.make_example(
+      rng,
+      regions=self.regions,
+      findings=findings,
+      size=self.model_cfg.vit.image_size,
+      num_negatives=d.num_negatives,
+    )
     return self.example_to_arrays(ex)
 
-  def _dataset(self, split, n, *, findings, batch_size, seed, shuffle, repeat, shard_index, shard_count):
+  def _dataset(
+    self, split, n, *, findings, batch_size, seed, shuffle, repeat, shard_index, shard_count
+  ):
     ds = grain.MapDataset.range(n)[shard_index::shard_count]
     if shuffle:
       ds = ds.shuffle(seed=seed)
     if repeat:
       ds = ds.repeat(None)
-    ds = ds.map(functools.partial(self._example, split=split, findings=findings)).batch(batch_size, drop_remainder=True)
+    ds = ds.map(functools.partial(self._example, split=split, findings=findings)).batch(
+      batch_size, drop_remainder=True
+    )
     add_step = lambda i, b: {**b, "step": np.full((batch_size,), i, np.int32)}
     return ds.map_with_index(add_step).to_iter_dataset()
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset("train", self.config.data.num_train, findings=self.seen, batch_size=batch_size, seed=seed,
-                         shuffle=True, repeat=True, shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "train",
+      self.config.data.num_train,
+      findings=self.seen,
+      batch_size=batch_size,
+      seed=seed,
+      shuffle=True,
+      repeat=True,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset("validation", self.config.data.num_validation, findings=self.seen, batch_size=batch_size,
-                         seed=0, shuffle=False, repeat=False, shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "validation",
+      self.config.data.num_validation,
+      findings=self.seen,
+      batch_size=batch_size,
+      seed=0,
+      shuffle=False,
+      repeat=False,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   # ---- losses --------------------------------------------------------------------------------------
   def _stage_weights(self, step):
@@ -180,8 +245,11 @@ class AnatomyVLMTask(Task):
     w_anat, w_fine, w_global = self.config.loss.weights
     det, glob = self.config.loss.stage_steps
     det, glob = (det if w_anat else 0), (glob if w_global else 0)
-    return (jnp.float32(w_anat), w_fine * (step >= det + glob).astype(jnp.float32),
-            w_global * (step >= det).astype(jnp.float32))
+    return (
+      jnp.float32(w_anat),
+      w_fine * (step >= det + glob).astype(jnp.float32),
+      w_global * (step >= det).astype(jnp.float32),
+    )
 
   def _terms(self, model, params, batch):
     """All loss terms and metrics (unweighted); with loss.weights[1] == 0 the phrases are not encoded and the
@@ -190,35 +258,66 @@ class AnatomyVLMTask(Task):
     b, m = batch["boxes"].shape[:2]
     k, t = batch["neg_tokens"].shape[2:]
     fine_on = lc.weights[1] != 0
-    phrases = [batch["phrase_tokens"].reshape(-1, t), batch["neg_tokens"].reshape(-1, t)] if fine_on else []
-    img, txt, lp = model.apply({"params": params}, batch["image"],
-                               jnp.concatenate(phrases + [jnp.asarray(self.label_tokens)]), train=True)
-    label_emb = txt[-len(self.label_tokens):]
+    phrases = (
+      [batch["phrase_tokens"].reshape(-1, t), batch["neg_tokens"].reshape(-1, t)] if fine_on else []
+    )
+    img, txt, lp = model.apply(
+      {"params": params},
+      batch["image"],
+      jnp.concatenate(phrases + [jnp.asarray(self.label_tokens)]),
+      train=True,
+    )
+    label_emb = txt[-len(self.label_tokens) :]
     valid = batch["box_valid"]
     if lc.matching == "hungarian":
-      cost = box_lib.match_cost(img["boxes"], batch["boxes"], valid.astype(bool),
-                                jax.nn.softmax(img["region_logits"], -1)[..., :m], l1_weight=lc.l1_weight, giou_weight=lc.giou_weight, class_weight=lc.class_weight)
+      cost = box_lib.match_cost(
+        img["boxes"],
+        batch["boxes"],
+        valid.astype(bool),
+        jax.nn.softmax(img["region_logits"], -1)[..., :m],
+        l1_weight=lc.l1_weight,
+        giou_weight=lc.giou_weight,
+        class_weight=lc.class_weight,
+      )
       idx = box_lib.hungarian_match(cost)
     else:
       idx = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (b, m))
     pred = box_lib.gather_queries(img["boxes"], idx)
     l1, giou = box_lib.box_loss(pred, batch["boxes"], valid)
     cls_logits = box_lib.gather_queries(img["region_logits"], idx)
-    cls = -jnp.take_along_axis(jax.nn.log_softmax(cls_logits, -1), jnp.arange(m)[None, :, None], -1)[..., 0]
+    cls = -jnp.take_along_axis(
+      jax.nn.log_softmax(cls_logits, -1), jnp.arange(m)[None, :, None], -1
+    )[..., 0]
     n_valid = jnp.maximum(jnp.sum(valid), 1.0)
     cls = jnp.sum(cls * valid) / n_valid
     anat = lc.l1_weight * l1 + lc.giou_weight * giou + lc.class_weight * cls
-    miou = jnp.sum(box_lib.iou(box_lib.cxcywh_to_xyxy(pred), box_lib.cxcywh_to_xyxy(batch["boxes"])) * valid) / n_valid
+    miou = (
+      jnp.sum(
+        box_lib.iou(box_lib.cxcywh_to_xyxy(pred), box_lib.cxcywh_to_xyxy(batch["boxes"])) * valid
+      )
+      / n_valid
+    )
     fine = fine_acc = jnp.float32(0.0)
     if fine_on:
       region_emb = box_lib.gather_queries(img["region_emb"], idx).reshape(b * m, -1)
-      fine, fine_acc = info_nce(region_emb, txt[:b * m], txt[b * m:b * m * (1 + k)].reshape(b * m, k, -1),
-                                batch["phrase_tokens"].reshape(b * m, t), valid.reshape(-1),
-                                batch["neg_valid"].reshape(b * m, k), lp["fine_scale"])
+      fine, fine_acc = info_nce(
+        region_emb,
+        txt[: b * m],
+        txt[b * m : b * m * (1 + k)].reshape(b * m, k, -1),
+        batch["phrase_tokens"].reshape(b * m, t),
+        valid.reshape(-1),
+        batch["neg_valid"].reshape(b * m, k),
+        lp["fine_scale"],
+      )
     glob_logits = lp["global_scale"] * img["image_emb"] @ label_emb.T + lp["global_bias"]
     glob = sigmoid_bce(glob_logits, batch["labels"], jnp.asarray(self.label_mask))
     return {"anat": anat, "fine": fine, "global": glob}, {
-        "box_l1": l1, "giou_loss": giou, "region_ce": cls, "box_miou": miou, "fine_acc": fine_acc}
+      "box_l1": l1,
+      "giou_loss": giou,
+      "region_ce": cls,
+      "box_miou": miou,
+      "fine_acc": fine_acc,
+    }
 
   def loss(self, model, params, batch, rng):
     terms, metrics = self._terms(model, params, batch)
@@ -247,23 +346,40 @@ class AnatomyVLMTask(Task):
     fn = _interpret_fn(model)
     outs = []
     for i in range(0, len(images), batch_size):
-      outs.append(jax.device_get(fn(params, jnp.asarray(images[i:i + batch_size]), jnp.asarray(self.label_tokens),
-                                    jnp.asarray(self.region_prompt_tokens))))
+      outs.append(
+        jax.device_get(
+          fn(
+            params,
+            jnp.asarray(images[i : i + batch_size]),
+            jnp.asarray(self.label_tokens),
+            jnp.asarray(self.region_prompt_tokens),
+          )
+        )
+      )
     out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-    if self.config.loss.matching == "hungarian":  # each region takes the query most confident it is that region
+    if (
+      self.config.loss.matching == "hungarian"
+    ):  # each region takes the query most confident it is that region
       idx = np.stack([_query_per_region(-lp[:, :m]) for lp in out["region_logprobs"]])
     else:
       idx = np.broadcast_to(np.arange(m), (len(images), m))
     take = lambda x: np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), 1)
     boxes = np.asarray(box_lib.cxcywh_to_xyxy(take(out["boxes"])))
-    region_scores = take(out["region_scores"])[:, np.arange(m), np.arange(m)]  # query of region r, prompts of r
+    region_scores = take(out["region_scores"])[
+      :, np.arange(m), np.arange(m)
+    ]  # query of region r, prompts of r
     # log p(finding | region) over the findings that occur in the region and "clear" (logit 0 in the margins)
     possible = np.where(self.region_allowed, region_scores, -np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
       log_p = possible - np.logaddexp(scipy.special.logsumexp(possible, -1, keepdims=True), 0.0)
     image_region = log_p.max(1)
-    return {"boxes": boxes, "region_scores": region_scores, "image_probs": out["image_probs"],
-            "image_region_scores": image_region, "image_fused_scores": out["image_logits"] + image_region}
+    return {
+      "boxes": boxes,
+      "region_scores": region_scores,
+      "image_probs": out["image_probs"],
+      "image_region_scores": image_region,
+      "image_fused_scores": out["image_logits"] + image_region,
+    }
 
   def evaluate(self, model, params, mesh) -> dict:
     """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
@@ -271,8 +387,12 @@ class AnatomyVLMTask(Task):
     if not n:
       return {}
     rng = np.random.default_rng([SPLIT_SEEDS["test"], self.config.seed])
-    exs = [anatomy.make_example(rng, regions=self.regions, findings=self.findings,
-                                size=self.model_cfg.vit.image_size) for _ in range(n)]
+    exs = [
+      anatomy.make_example(
+        rng, regions=self.regions, findings=self.findings, size=self.model_cfg.vit.image_size
+      )
+      for _ in range(n)
+    ]
     c = self.model_cfg.vit.channels
     images = np.stack([np.repeat(e["image"], c, -1) if c != 1 else e["image"] for e in exs])
     res = self.interpret(model, params, images)
@@ -286,7 +406,10 @@ def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> di
   out = {"box_miou": float(np.mean(np.asarray(box_lib.iou(res["boxes"], true_boxes))))}
   labels = np.stack([e["labels"] for e in exs]).astype(bool)
   region_labels = np.stack([e["region_labels"] for e in exs]).astype(bool)
-  groups = {"seen": [f for f in findings if f in seen], "heldout": [f for f in findings if f not in seen]}
+  groups = {
+    "seen": [f for f in findings if f in seen],
+    "heldout": [f for f in findings if f not in seen],
+  }
   for group, names in groups.items():
     rows = {"auc": [], "auc_region": [], "auc_fused": [], "auc_anatomy": [], "bmac": [], "f1": []}
     for f in names:
@@ -298,10 +421,14 @@ def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> di
       rows["auc_region"].append(roc_auc(labels[:, j], res["image_region_scores"][:, j]))
       rows["auc_fused"].append(roc_auc(labels[:, j], res["image_fused_scores"][:, j]))
       where = slice(None) if allowed is None else np.asarray(allowed)[:, j]
-      rows["auc_anatomy"].append(roc_auc(region_labels[:, where, j].ravel(), res["region_scores"][:, where, j].ravel()))
+      rows["auc_anatomy"].append(
+        roc_auc(region_labels[:, where, j].ravel(), res["region_scores"][:, where, j].ravel())
+      )
       rows["bmac"].append(balanced_accuracy(labels[:, j], pred))
       rows["f1"].append(f1_score(labels[:, j], pred))
-    out.update({f"{k}_{group}": float(np.nanmean(v)) if v else float("nan") for k, v in rows.items()})
+    out.update(
+      {f"{k}_{group}": float(np.nanmean(v)) if v else float("nan") for k, v in rows.items()}
+    )
   return out
 
 
@@ -319,10 +446,17 @@ def _interpret_fn(model):
     img = model.apply({"params": params}, images, method=AnatomyVLM.encode_image)
     lp = model.apply({"params": params}, method=AnatomyVLM.logit_params)
     labels = model.apply({"params": params}, label_tokens, method=AnatomyVLM.encode_text)  # [F,E]
-    prompts = model.apply({"params": params}, region_prompt_tokens, method=AnatomyVLM.encode_text)  # [R,F+1,E]
+    prompts = model.apply(
+      {"params": params}, region_prompt_tokens, method=AnatomyVLM.encode_text
+    )  # [R,F+1,E]
     cos = jnp.einsum("bqe,rfe->bqrf", img["region_emb"], prompts)
     logits = lp["global_scale"] * img["image_emb"] @ labels.T + lp["global_bias"]
-    return {"boxes": img["boxes"], "region_logprobs": jax.nn.log_softmax(img["region_logits"], -1),
-            "image_probs": jax.nn.sigmoid(logits), "image_logits": logits,
-            "region_scores": lp["fine_scale"] * (cos[..., :-1] - cos[..., -1:])}
+    return {
+      "boxes": img["boxes"],
+      "region_logprobs": jax.nn.log_softmax(img["region_logits"], -1),
+      "image_probs": jax.nn.sigmoid(logits),
+      "image_logits": logits,
+      "region_scores": lp["fine_scale"] * (cos[..., :-1] - cos[..., -1:]),
+    }
+
   return jax.jit(fn)

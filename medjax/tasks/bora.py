@@ -5,6 +5,7 @@ tiny captioned microscopy-like videos directly. Evaluation generates videos for 
 scores their direction and count with a classifier trained on real synthetic videos (`medjax.eval`),
 and their FVD against real videos of the same captions, with and without classifier-free guidance.
 """
+
 import functools
 import os
 
@@ -32,8 +33,19 @@ def stdit_config_from(model_cfg, diffusion_cfg) -> STDiTConfig:
   return STDiTConfig(**fields)
 
 
-def generate(model, params, diff, y, y_mask, rng, *, shape, cfg_scale: float = 1.0, method: str = "ddpm",
-             clip_denoised: bool = False):
+def generate(
+  model,
+  params,
+  diff,
+  y,
+  y_mask,
+  rng,
+  *,
+  shape,
+  cfg_scale: float = 1.0,
+  method: str = "ddpm",
+  clip_denoised: bool = False,
+):
   """Samples videos [B, *shape] for captions y [B, L(, D)] with classifier-free guidance `cfg_scale`
   (1.0: the conditional model alone). `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow;
   `clip_denoised` clips each step's data estimate to [-1, 1] (for data in that range, e.g. pixels)."""
@@ -66,7 +78,9 @@ class BoraTask(Task):
     if d.latent not in LATENTS:
       raise ValueError(f"data.latent: expected one of {LATENTS}, got {d.latent!r}")
     if d.tokenizer not in ("words", "byte", ""):
-      raise ValueError(f"data.tokenizer: expected 'words', 'byte' or '' (precomputed embeddings), got {d.tokenizer!r}")
+      raise ValueError(
+        f"data.tokenizer: expected 'words', 'byte' or '' (precomputed embeddings), got {d.tokenizer!r}"
+      )
     self.tokenizer = ByteTokenizer() if d.tokenizer == "byte" else None
     self.diffusion = diffusion_lib.make_diffusion(config.diffusion)
     self._classifier = None
@@ -80,23 +94,35 @@ class BoraTask(Task):
   @property
   def data_kw(self):
     d = self.config.data
-    return dict(frames=d.frames, size=d.size, speeds=tuple(d.speeds), max_count=d.max_count,
-                start_spread=d.start_spread, motion=d.get("motion", "wrap"))
+    return dict(
+      frames=d.frames,
+      size=d.size,
+      speeds=tuple(d.speeds),
+      max_count=d.max_count,
+      start_spread=d.start_spread,
+      motion=d.get("motion", "wrap"),
+    )
 
   def build_model(self):
     cfg = stdit_config_from(self.config.model, self.config.diffusion)
     if cfg.in_channels != self.config.data.channels:
-      raise ValueError(f"model.in_channels: {cfg.in_channels} != data.channels {self.config.data.channels}")
+      raise ValueError(
+        f"model.in_channels: {cfg.in_channels} != data.channels {self.config.data.channels}"
+      )
     t, h, w, _ = self.video_shape
     if any(n % p for n, p in zip((t, h, w), cfg.patch_size)):
-      raise ValueError(f"data: (frames, size, size) = {(t, h, w)} must be divisible by model.patch_size "
-                       f"{cfg.patch_size}")
+      raise ValueError(
+        f"data: (frames, size, size) = {(t, h, w)} must be divisible by model.patch_size "
+        f"{cfg.patch_size}"
+      )
     return STDiT(cfg)
 
   def dummy_batch(self, batch_size):
     d, m = self.config.data, self.config.model
-    batch = {"x": np.zeros((batch_size,) + self.video_shape, np.float32),
-             "y_mask": np.ones((batch_size, d.max_text_len), np.int32)}
+    batch = {
+      "x": np.zeros((batch_size,) + self.video_shape, np.float32),
+      "y_mask": np.ones((batch_size, d.max_text_len), np.int32),
+    }
     if m.text_vocab_size:
       batch["y"] = np.zeros((batch_size, d.max_text_len), np.int32)
     else:
@@ -106,15 +132,18 @@ class BoraTask(Task):
     return batch
 
   def init_params(self, model, rng, batch):
-    return model.init(rng, batch["x"], jnp.zeros((batch["x"].shape[0],)), batch["y"], batch["y_mask"])["params"]
+    return model.init(
+      rng, batch["x"], jnp.zeros((batch["x"].shape[0],)), batch["y"], batch["y_mask"]
+    )["params"]
 
   def _losses(self, model, params, batch, rng, train):
     k_t, k_noise, k_drop = jax.random.split(rng, 3)
     x0 = batch["x"] * self.config.data.latent_scale
     t = self.diffusion.sample_timesteps(k_t, x0.shape[0])
     noise = jax.random.normal(k_noise, x0.shape)
-    model_fn = lambda xt, mt: model.apply({"params": params}, xt, mt, batch["y"], batch["y_mask"], train=train,
-                                          rngs={"dropout": k_drop})
+    model_fn = lambda xt, mt: model.apply(
+      {"params": params}, xt, mt, batch["y"], batch["y_mask"], train=train, rngs={"dropout": k_drop}
+    )
     return self.diffusion.training_losses(model_fn, x0, t, noise)
 
   def loss(self, model, params, batch, rng):
@@ -130,33 +159,58 @@ class BoraTask(Task):
   def _dataset(self, seed, **kw):
     d = self.config.data
     if d.name != "synthetic_cells" or d.latent != "pixels":
-      raise ValueError(f"data: only name='synthetic_cells' with latent='pixels' can be generated in-process, got "
-                       f"name={d.name!r}, latent={d.latent!r} (VAE latents need precomputed data: data.cache_dir)")
-    return cells.cells_dataset(seed=seed, max_text_len=d.max_text_len, tokenizer=self.tokenizer, **self.data_kw,
-                               **kw)
+      raise ValueError(
+        f"data: only name='synthetic_cells' with latent='pixels' can be generated in-process, got "
+        f"name={d.name!r}, latent={d.latent!r} (VAE latents need precomputed data: data.cache_dir)"
+      )
+    return cells.cells_dataset(
+      seed=seed, max_text_len=d.max_text_len, tokenizer=self.tokenizer, **self.data_kw, **kw
+    )
 
   def _cached(self, split, **kw):
     """Batches of the latent cache split data.cache_dir/<split> (written by experiments/cache_latents.py)."""
     d, m = self.config.data, self.config.model
     if m.text_vocab_size:
-      raise ValueError(f"model.text_vocab_size: cached captions are embeddings, expected 0, got {m.text_vocab_size}")
-    expected = {"x": (self.video_shape, "data.frames/size/channels"),
-                "y": ((d.max_text_len, m.caption_channels), "data.max_text_len/model.caption_channels")}
+      raise ValueError(
+        f"model.text_vocab_size: cached captions are embeddings, expected 0, got {m.text_vocab_size}"
+      )
+    expected = {
+      "x": (self.video_shape, "data.frames/size/channels"),
+      "y": ((d.max_text_len, m.caption_channels), "data.max_text_len/model.caption_channels"),
+    }
     return latent_cache.cache_dataset(os.path.join(d.cache_dir, split), expected=expected, **kw)
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
     if self.config.data.cache_dir:
-      return self._cached("train", batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count)
-    return self._dataset(seed, batch_size=batch_size, shard_index=shard_index, shard_count=shard_count)
+      return self._cached(
+        "train", batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count
+      )
+    return self._dataset(
+      seed, batch_size=batch_size, shard_index=shard_index, shard_count=shard_count
+    )
 
   def eval_data(self, *, batch_size, shard_index, shard_count):
     if self.config.data.cache_dir:
       if not os.path.exists(os.path.join(self.config.data.cache_dir, "validation")):
         return None
-      return self._cached("validation", batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
-                          shard_index=shard_index, shard_count=shard_count)
-    return self._dataset(10_000 + self.config.seed, batch_size=batch_size, shuffle=False, num_records=4 * batch_size,
-                         num_epochs=1, shard_index=shard_index, shard_count=shard_count)
+      return self._cached(
+        "validation",
+        batch_size=batch_size,
+        seed=0,
+        shuffle=False,
+        num_epochs=1,
+        shard_index=shard_index,
+        shard_count=shard_count,
+      )
+    return self._dataset(
+      10_000 + self.config.seed,
+      batch_size=batch_size,
+      shuffle=False,
+      num_records=4 * batch_size,
+      num_epochs=1,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def count_tokens(self, batch):
     p = self.config.model.patch_size
@@ -182,9 +236,16 @@ class BoraTask(Task):
     src = cells.CellsSource(n, seed, **self.data_kw)
     exs = [src[i] for i in range(n)]
     enc = [cells.encode(e, self.config.data.max_text_len, self.tokenizer) for e in exs]
-    labels = {"direction": np.array([e["direction"] for e in exs]), "count": np.array([e["count"] - 1 for e in exs])}
-    return (np.stack([e["y"] for e in enc]), np.stack([e["y_mask"] for e in enc]), labels,
-            np.stack([e["video"] for e in exs]))
+    labels = {
+      "direction": np.array([e["direction"] for e in exs]),
+      "count": np.array([e["count"] - 1 for e in exs]),
+    }
+    return (
+      np.stack([e["y"] for e in enc]),
+      np.stack([e["y_mask"] for e in enc]),
+      labels,
+      np.stack([e["video"] for e in exs]),
+    )
 
   def sampler(self, model, cfg_scale: float):
     """A jitted (params, y, y_mask, rng) -> videos (latents / data.latent_scale) using the sampling chain
@@ -192,9 +253,15 @@ class BoraTask(Task):
     key = (id(model), float(cfg_scale))
     if key not in self._samplers:
       diff = diffusion_lib.make_diffusion(self.config.diffusion, sampling=True)
-      fn = functools.partial(generate, model, diff=diff, shape=self.video_shape, cfg_scale=cfg_scale,
-                             method=self.config.diffusion.sampler,
-                             clip_denoised=self.config.diffusion.get("clip_denoised", False))
+      fn = functools.partial(
+        generate,
+        model,
+        diff=diff,
+        shape=self.video_shape,
+        cfg_scale=cfg_scale,
+        method=self.config.diffusion.sampler,
+        clip_denoised=self.config.diffusion.get("clip_denoised", False),
+      )
       self._samplers[key] = jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
     return self._samplers[key]
 
@@ -202,7 +269,9 @@ class BoraTask(Task):
     """Generates n videos for held-out captions -> {direction_accuracy, count_accuracy, fvd} (FVD against
     the real videos of the same captions, on the classifier's penultimate features)."""
     y, y_mask, labels, real = self.prompts(n)
-    videos = jax.device_get(self.sampler(model, cfg_scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(seed)))
+    videos = jax.device_get(
+      self.sampler(model, cfg_scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(seed))
+    )
     pred = self.classifier.predict(videos)
     out = {f"{k}_accuracy": float(np.mean(pred[k] == labels[k])) for k in labels}
     out["fvd"] = fvd(videos, real, self.classifier.embed)
@@ -212,9 +281,12 @@ class BoraTask(Task):
     n = self.config.data.eval_videos
     if not n or self.config.data.name != "synthetic_cells":
       return {}
-    out = {"classifier_direction_accuracy_real": self.classifier.heldout_accuracy["direction"],
-           "classifier_count_accuracy_real": self.classifier.heldout_accuracy["count"],
-           "chance_direction": 1.0 / len(cells.DIRECTIONS), "chance_count": 1.0 / self.config.data.max_count}
+    out = {
+      "classifier_direction_accuracy_real": self.classifier.heldout_accuracy["direction"],
+      "classifier_count_accuracy_real": self.classifier.heldout_accuracy["count"],
+      "chance_direction": 1.0 / len(cells.DIRECTIONS),
+      "chance_count": 1.0 / self.config.data.max_count,
+    }
     for name, scale in (("cfg", self.config.diffusion.cfg_scale), ("nocfg", 1.0)):
       out.update({f"{k}_{name}": v for k, v in self.faithfulness(model, params, scale, n).items()})
     return out

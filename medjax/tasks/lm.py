@@ -1,4 +1,5 @@
 """Decoder-LM task: next-token loss on answer tokens, generation accuracy on held-out MCQs."""
+
 import os
 import zlib
 
@@ -26,7 +27,9 @@ def wrong_explanation(ex: dict, rng: np.random.Generator) -> str:
   a misjudged vital sign, a miscount, or the wrong letter for the right level (then followed through)."""
   words = ex["cot"].split(";")[0].split()
   judged = list(zip(words[::2], words[1::2]))
-  kind = int(rng.choice(3, p=(0.4, 0.4, 0.2)))  # a right level with the wrong letter is the rarest slip
+  kind = int(
+    rng.choice(3, p=(0.4, 0.4, 0.2))
+  )  # a right level with the wrong letter is the rarest slip
   if kind == 0:
     i = int(rng.integers(len(judged)))
     name, label = judged[i]
@@ -47,8 +50,10 @@ def refinement_example(ex: dict, rng: np.random.Generator, max_candidates: int) 
   carry evidence worth reading); the target is the correct explanation."""
   k = int(rng.integers(2, max_candidates + 1))
   p_wrong = 0.5 * rng.random()
-  cands = [wrong_explanation(ex, rng) if rng.random() < p_wrong else triage.format_target(ex).strip()
-           for _ in range(k)]
+  cands = [
+    wrong_explanation(ex, rng) if rng.random() < p_wrong else triage.format_target(ex).strip()
+    for _ in range(k)
+  ]
   return triage.format_refinement_prompt(ex, cands), triage.format_target(ex)
 
 
@@ -63,15 +68,21 @@ class LMTask(Task):
     self.tokenizer = load_tokenizer(d.tokenizer)
     self.data_dir = os.path.expanduser(d.data_dir) if d.data_dir else None
     if d.refine_frac and not d.cot:
-      raise ValueError(f"data.refine_frac: refinement examples need data.cot=True, got refine_frac={d.refine_frac}")
+      raise ValueError(
+        f"data.refine_frac: refinement examples need data.cot=True, got refine_frac={d.refine_frac}"
+      )
     direct = d.get("direct_frac", 0.0)
     for name, frac in (("refine_frac", d.refine_frac), ("direct_frac", direct)):
       if not 0.0 <= frac <= 1.0:
         raise ValueError(f"data.{name}: expected a fraction in [0, 1], got {frac}")
     if d.refine_frac + direct > 1.0:
-      raise ValueError(f"data.refine_frac + data.direct_frac: expected at most 1, got {d.refine_frac} + {direct}")
+      raise ValueError(
+        f"data.refine_frac + data.direct_frac: expected at most 1, got {d.refine_frac} + {direct}"
+      )
     if direct and not d.cot:
-      raise ValueError(f"data.direct_frac: mixes direct answers into CoT data (data.cot=True), got cot={d.cot}")
+      raise ValueError(
+        f"data.direct_frac: mixes direct answers into CoT data (data.cot=True), got cot={d.cot}"
+      )
     mixed = d.refine_frac or direct
     self._format = self._mixed_format if mixed else (lambda r: pipeline.triage_format(r, cot=d.cot))
 
@@ -90,8 +101,10 @@ class LMTask(Task):
   def build_model(self):
     cfg = lm_config_from(self.config.model)
     if cfg.vocab_size < self.tokenizer.vocab_size:
-      raise ValueError(f"model.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's "
-                       f"{self.tokenizer.vocab_size}")
+      raise ValueError(
+        f"model.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's "
+        f"{self.tokenizer.vocab_size}"
+      )
     return DecoderLM(cfg)
 
   def dummy_batch(self, batch_size):
@@ -114,16 +127,29 @@ class LMTask(Task):
 
   def _dataset(self, split, **kw):
     source = tfds_builder.load_source(split, self.data_dir)
-    return pipeline.lm_dataset(source, format_fn=self._format, tokenizer=self.tokenizer,
-                               seq_len=self.config.data.seq_len, **kw)
+    return pipeline.lm_dataset(
+      source,
+      format_fn=self._format,
+      tokenizer=self.tokenizer,
+      seq_len=self.config.data.seq_len,
+      **kw,
+    )
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset("train", batch_size=batch_size, seed=seed, shard_index=shard_index,
-                         shard_count=shard_count)
+    return self._dataset(
+      "train", batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count
+    )
 
   def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset("validation", batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
-                         shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "validation",
+      batch_size=batch_size,
+      seed=0,
+      shuffle=False,
+      num_epochs=1,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
@@ -136,8 +162,13 @@ class LMTask(Task):
     source = tfds_builder.load_source("test", self.data_dir)
     examples = [pipeline.record_to_example(source[i]) for i in range(min(n, len(source)))]
     prompts = [triage.format_prompt(ex, cot=self.config.data.cot) for ex in examples]
-    outs = generate_text(model, params, self.tokenizer, prompts, max_new_tokens=self.config.data.max_new_tokens)
+    outs = generate_text(
+      model, params, self.tokenizer, prompts, max_new_tokens=self.config.data.max_new_tokens
+    )
     parsed = [triage.parse_answer(o) for o in outs]
     correct = [p == ex["answer_idx"] for p, ex in zip(parsed, examples)]
-    return {"answer_accuracy": float(np.mean(correct)), "unparseable": float(np.mean([p is None for p in parsed])),
-            "chance": 1.0 / triage.NUM_OPTIONS}
+    return {
+      "answer_accuracy": float(np.mean(correct)),
+      "unparseable": float(np.mean([p is None for p in parsed])),
+      "chance": 1.0 / triage.NUM_OPTIONS,
+    }

@@ -11,6 +11,7 @@ text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 an
 `data.name` "phantoms" or a public dataset's TFDS builder (medjax.data.builders.MEDIA, prepared from
 `data.manual_dir` into `data.data_dir`; records through media_io.task_example).
 """
+
 import collections
 import functools
 import re
@@ -45,8 +46,15 @@ def _fields(cls, section, **extra):
 
 def multimodal_config_from(model_cfg) -> MultimodalConfig:
   """MultimodalConfig from the config's `model` section."""
-  specs = [MediaSpec(name, int(model_cfg[f"{name}_token"]), _fields(ViTConfig, model_cfg[name]),
-                     int(model_cfg.max_items[name])) for name in model_cfg.media]
+  specs = [
+    MediaSpec(
+      name,
+      int(model_cfg[f"{name}_token"]),
+      _fields(ViTConfig, model_cfg[name]),
+      int(model_cfg.max_items[name]),
+    )
+    for name in model_cfg.media
+  ]
   return MultimodalConfig(_fields(LMConfig, model_cfg.lm), tuple(specs), model_cfg.projector)
 
 
@@ -56,13 +64,21 @@ class PlaceholderTokenizer:
   def __init__(self, tokenizer, ids: dict):
     self._tok, self.ids = tokenizer, {PLACEHOLDERS[k]: v for k, v in ids.items()}
     self._split = re.compile("(" + "|".join(map(re.escape, self.ids)) + ")") if self.ids else None
-    self.pad_id, self.bos_id, self.eos_id, self.vocab_size = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, \
-        tokenizer.vocab_size
+    self.pad_id, self.bos_id, self.eos_id, self.vocab_size = (
+      tokenizer.pad_id,
+      tokenizer.bos_id,
+      tokenizer.eos_id,
+      tokenizer.vocab_size,
+    )
 
   def encode(self, text, add_bos=False, add_eos=False):
     parts = self._split.split(text) if self._split else [text]
     ids = [i for p in parts if p for i in ([self.ids[p]] if p in self.ids else self._tok.encode(p))]
-    return ([self.bos_id] if add_bos and self.bos_id is not None else []) + ids + ([self.eos_id] if add_eos else [])
+    return (
+      ([self.bos_id] if add_bos and self.bos_id is not None else [])
+      + ids
+      + ([self.eos_id] if add_eos else [])
+    )
 
   def decode(self, ids):
     return self._tok.decode([i for i in ids if i not in self.ids.values()])
@@ -77,7 +93,9 @@ def _batch_ds(source, encode, *, batch_size, seed, shuffle, num_epochs, shard_in
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id", "vocab_size"))
-def greedy_decode(model, params, inputs, lengths, *, max_new_tokens: int, eos_id: int, vocab_size: int):
+def greedy_decode(
+  model, params, inputs, lengths, *, max_new_tokens: int, eos_id: int, vocab_size: int
+):
   """Greedy continuation of prompts (`inputs["tokens"]` [B,T], the first `lengths` tokens real) in place.
 
   Each step reruns the prefix-LM over the fixed-length text (no KV cache: the media sit in the
@@ -94,11 +112,17 @@ def greedy_decode(model, params, inputs, lengths, *, max_new_tokens: int, eos_id
 
   def body(carry):
     i, tokens, end, done = carry
-    logits = model.apply({"params": params}, **dict(inputs, tokens=tokens, input_mask=pos < end[:, None],
-                                                    prefix_mask=prefix))
-    nxt = jnp.argmax(jnp.take_along_axis(logits, (end - 1)[:, None, None], axis=1)[:, 0, :vocab_size], -1)
+    logits = model.apply(
+      {"params": params},
+      **dict(inputs, tokens=tokens, input_mask=pos < end[:, None], prefix_mask=prefix),
+    )
+    nxt = jnp.argmax(
+      jnp.take_along_axis(logits, (end - 1)[:, None, None], axis=1)[:, 0, :vocab_size], -1
+    )
     write = ~done
-    tokens = jnp.where(write[:, None] & (pos == end[:, None]), nxt[:, None].astype(tokens.dtype), tokens)
+    tokens = jnp.where(
+      write[:, None] & (pos == end[:, None]), nxt[:, None].astype(tokens.dtype), tokens
+    )
     end = jnp.where(write, end + 1, end)
     return i + 1, tokens, end, done | (nxt == eos_id) | (end >= tokens.shape[1])
 
@@ -116,19 +140,24 @@ class MedGeminiVQATask(Task):
     if d.name not in DATASETS:
       raise ValueError(f"data.name: expected one of {sorted(DATASETS)}, got {d.name!r}")
     self.mm_cfg = multimodal_config_from(config.model)
-    self.tokenizer = PlaceholderTokenizer(load_tokenizer(d.tokenizer),
-                                          {m.name: m.token_id for m in self.mm_cfg.media})
+    self.tokenizer = PlaceholderTokenizer(
+      load_tokenizer(d.tokenizer), {m.name: m.token_id for m in self.mm_cfg.media}
+    )
 
   def build_model(self):
     if self.mm_cfg.lm.vocab_size < self.tokenizer.vocab_size:
-      raise ValueError(f"model.lm.vocab_size: {self.mm_cfg.lm.vocab_size} is smaller than the tokenizer's "
-                       f"{self.tokenizer.vocab_size}")
+      raise ValueError(
+        f"model.lm.vocab_size: {self.mm_cfg.lm.vocab_size} is smaller than the tokenizer's "
+        f"{self.tokenizer.vocab_size}"
+      )
     return MultimodalLM(self.mm_cfg)
 
   def source(self, split, size=None):
     d = self.config.data
     if d.name in builders.MEDIA:  # the whole split, unless `size` is given
-      return builders.media_source(d, split, {m.name: m.vit.input_shape for m in self.mm_cfg.media}, size)
+      return builders.media_source(
+        d, split, {m.name: m.vit.input_shape for m in self.mm_cfg.media}, size
+      )
     size = size or (d.train_size if split == "train" else d.eval_size)
     return phantoms.PhantomSource(split, size, d.modality, d.mode, seed=d.seed)
 
@@ -142,19 +171,26 @@ class MedGeminiVQATask(Task):
     for m in self.mm_cfg.media:
       items = ex["media"].get(m.name, [])
       if len(items) > m.max_items:
-        raise ValueError(f"media[{m.name!r}]: {len(items)} items exceed model.max_items.{m.name}={m.max_items}")
+        raise ValueError(
+          f"media[{m.name!r}]: {len(items)} items exceed model.max_items.{m.name}={m.max_items}"
+        )
       arr = np.zeros((m.max_items,) + m.vit.input_shape, np.float32)
       for i, item in enumerate(items):
         arr[i] = item
       out[m.name] = arr
       out[f"{m.name}_mask"] = (np.arange(m.max_items) < len(items)).astype(np.int32)
-    check_media_counts(out["tokens"][None], {m.name: out[f"{m.name}_mask"][None] for m in self.mm_cfg.media},
-                       self.mm_cfg)
+    check_media_counts(
+      out["tokens"][None],
+      {m.name: out[f"{m.name}_mask"][None] for m in self.mm_cfg.media},
+      self.mm_cfg,
+    )
     return out
 
   def dummy_batch(self, batch_size):
     b, t = batch_size, self.config.data.seq_len
-    out = {k: np.zeros((b, t), np.int32) for k in ("tokens", "targets", "input_mask", "prefix_mask")}
+    out = {
+      k: np.zeros((b, t), np.int32) for k in ("tokens", "targets", "input_mask", "prefix_mask")
+    }
     out.update(loss_mask=np.zeros((b, t), np.float32), qtype=np.zeros((b,), np.int32))
     for m in self.mm_cfg.media:
       out[m.name] = np.zeros((b, m.max_items) + m.vit.input_shape, np.float32)
@@ -163,9 +199,13 @@ class MedGeminiVQATask(Task):
 
   def model_inputs(self, batch):
     names = [m.name for m in self.mm_cfg.media]
-    return dict(tokens=batch["tokens"], media={n: batch[n] for n in names},
-                media_mask={n: batch[f"{n}_mask"] for n in names}, input_mask=batch["input_mask"],
-                prefix_mask=batch["prefix_mask"])
+    return dict(
+      tokens=batch["tokens"],
+      media={n: batch[n] for n in names},
+      media_mask={n: batch[f"{n}_mask"] for n in names},
+      input_mask=batch["input_mask"],
+      prefix_mask=batch["prefix_mask"],
+    )
 
   def init_params(self, model, rng, batch):
     return model.init(rng, **self.model_inputs(batch))["params"]
@@ -185,7 +225,11 @@ class MedGeminiVQATask(Task):
     mask = batch["loss_mask"] > 0
     wrong = jnp.any(mask & (jnp.argmax(logits, -1) != batch["targets"]), axis=1)
     exact = (~wrong).astype(jnp.float32)
-    out = {"loss": (loss * n, n), "token_accuracy": (acc * n, n), "answer_accuracy": (exact.sum(), exact.size)}
+    out = {
+      "loss": (loss * n, n),
+      "token_accuracy": (acc * n, n),
+      "answer_accuracy": (exact.sum(), exact.size),
+    }
     for name, kind in (("closed", phantoms.CLOSED), ("open", phantoms.OPEN)):
       sel = (batch["qtype"] == kind).astype(jnp.float32)
       out[f"{name}_accuracy"] = ((exact * sel).sum(), sel.sum())
@@ -195,12 +239,26 @@ class MedGeminiVQATask(Task):
     return _batch_ds(self.source(split), lambda ex: self.encode(ex), **kw)
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset("train", batch_size=batch_size, seed=seed, shuffle=True, num_epochs=None,
-                         shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "train",
+      batch_size=batch_size,
+      seed=seed,
+      shuffle=True,
+      num_epochs=None,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset("validation", batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
-                         shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "validation",
+      batch_size=batch_size,
+      seed=0,
+      shuffle=False,
+      num_epochs=1,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
@@ -210,18 +268,32 @@ class MedGeminiVQATask(Task):
     batch = [self.encode(ex) for ex in examples]
     lengths = np.array([int(b["prefix_mask"].sum()) for b in batch], np.int32)  # bos + prompt
     arrays = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
-    arrays["tokens"] = np.where(np.arange(arrays["tokens"].shape[1]) < lengths[:, None], arrays["tokens"],
-                                self.tokenizer.pad_id)
-    inputs = {k: v for k, v in self.model_inputs(arrays).items() if k not in ("input_mask", "prefix_mask")}
-    tokens, end = greedy_decode(model, params, inputs, lengths, eos_id=self.tokenizer.eos_id,
-                                max_new_tokens=max_new_tokens or self.config.data.seq_len,
-                                vocab_size=self.tokenizer.vocab_size)
+    arrays["tokens"] = np.where(
+      np.arange(arrays["tokens"].shape[1]) < lengths[:, None],
+      arrays["tokens"],
+      self.tokenizer.pad_id,
+    )
+    inputs = {
+      k: v for k, v in self.model_inputs(arrays).items() if k not in ("input_mask", "prefix_mask")
+    }
+    tokens, end = greedy_decode(
+      model,
+      params,
+      inputs,
+      lengths,
+      eos_id=self.tokenizer.eos_id,
+      max_new_tokens=max_new_tokens or self.config.data.seq_len,
+      vocab_size=self.tokenizer.vocab_size,
+    )
     tokens, end = np.asarray(tokens), np.asarray(end)
     texts = []
     for row, start, stop in zip(tokens, lengths, end):
       out = row[start:stop].tolist()
-      texts.append(self.tokenizer.decode(out[:out.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in out
-                                         else out))
+      texts.append(
+        self.tokenizer.decode(
+          out[: out.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in out else out
+        )
+      )
     return texts
 
   def _generation_metrics(self, model, params):
@@ -248,8 +320,10 @@ class MedGeminiVQATask(Task):
       ex = train[i]
       counts[ex["prompt"]][ex["target"]] += 1
     val = self.source("validation")
-    hits = [counts[ex["prompt"]].most_common(1)[0][0] == ex["target"] if counts[ex["prompt"]] else False
-            for ex in (val[i] for i in range(len(val)))]
+    hits = [
+      counts[ex["prompt"]].most_common(1)[0][0] == ex["target"] if counts[ex["prompt"]] else False
+      for ex in (val[i] for i in range(len(val)))
+    ]
     return {**out, "majority_baseline": float(np.mean(hits))}
 
 
@@ -275,22 +349,29 @@ class SigLIPTask(Task):
     d = self.config.data
     if d.name in builders.MEDIA:
       return builders.media_source(d, split, {self.media: self.vision.input_shape}, reports=True)
-    return phantoms.PhantomSource(split, d.train_size if split == "train" else d.eval_size, d.modality, "report",
-                                  seed=d.seed)
+    return phantoms.PhantomSource(
+      split, d.train_size if split == "train" else d.eval_size, d.modality, "report", seed=d.seed
+    )
 
   def encode(self, ex):
     seq_len = self.config.data.seq_len
     ids = self.tokenizer.encode(ex["report"])[:seq_len]
     tokens = np.full(seq_len, self.tokenizer.pad_id, np.int32)
-    tokens[:len(ids)] = ids
+    tokens[: len(ids)] = ids
     # A stable id of the report text: identical reports are equally correct retrievals.
     label = np.int32(zlib.crc32(ex["report"].encode()) & 0x7FFFFFFF)
-    return {"images": ex["media"][self.media][0], "tokens": tokens,
-            "input_mask": (np.arange(seq_len) < len(ids)).astype(np.int32), "label": label}
+    return {
+      "images": ex["media"][self.media][0],
+      "tokens": tokens,
+      "input_mask": (np.arange(seq_len) < len(ids)).astype(np.int32),
+      "label": label,
+    }
 
   def dummy_batch(self, batch_size):
-    return {k: np.zeros((batch_size,) + np.shape(v), np.asarray(v).dtype)
-            for k, v in self.encode(self.source("validation")[0]).items()}
+    return {
+      k: np.zeros((batch_size,) + np.shape(v), np.asarray(v).dtype)
+      for k, v in self.encode(self.source("validation")[0]).items()
+    }
 
   def init_params(self, model, rng, batch):
     return model.init(rng, batch["images"], batch["tokens"], batch["input_mask"])["params"]
@@ -316,9 +397,23 @@ class SigLIPTask(Task):
     return _batch_ds(self.source(split), self.encode, **kw)
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset("train", batch_size=batch_size, seed=seed, shuffle=True, num_epochs=None,
-                         shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "train",
+      batch_size=batch_size,
+      seed=seed,
+      shuffle=True,
+      num_epochs=None,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset("validation", batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
-                         shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "validation",
+      batch_size=batch_size,
+      seed=0,
+      shuffle=False,
+      num_epochs=1,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )

@@ -8,6 +8,7 @@ when the source has several (ECG-QA); `predict` gives the per-example records fo
 `data.name` is an embedded synthetic task or a public dataset's TFDS builder (medjax.data.builders.TIMESERIES,
 prepared from `data.manual_dir` into `data.data_dir`).
 """
+
 import functools
 
 import grain
@@ -55,8 +56,17 @@ def tslm_config_from(model_cfg) -> opentslm.TSLMConfig:
   return opentslm.TSLMConfig(lm=LMConfig(**lm), **fields)
 
 
-def encode_prompt(prompt: str, series, tokenizer, *, ts_token_id: int, num_series: int, series_len: int,
-                  max_samples: int, patch: int | None = None):
+def encode_prompt(
+  prompt: str,
+  series,
+  tokenizer,
+  *,
+  ts_token_id: int,
+  num_series: int,
+  series_len: int,
+  max_samples: int,
+  patch: int | None = None,
+):
   """-> (ids, series [num_series, series_len], series_mask, series_pos [num_series]).
 
   Each `<ts>` placeholder becomes one ts token (Flamingo, patch=None) or one per `patch` samples of
@@ -64,8 +74,9 @@ def encode_prompt(prompt: str, series, tokenizer, *, ts_token_id: int, num_serie
   """
   pieces = prompt.split(har.TS)
   if len(pieces) - 1 != len(series):
-    raise ValueError(f"prompt: expected one {har.TS} placeholder per series ({len(series)}), got "
-                     f"{len(pieces) - 1}")
+    raise ValueError(
+      f"prompt: expected one {har.TS} placeholder per series ({len(series)}), got {len(pieces) - 1}"
+    )
   if len(series) > num_series:
     raise ValueError(f"series: expected at most {num_series} series per example, got {len(series)}")
   arr = np.zeros((num_series, series_len), np.float32)
@@ -76,11 +87,15 @@ def encode_prompt(prompt: str, series, tokenizer, *, ts_token_id: int, num_serie
   for i, (s, piece) in enumerate(zip(series, pieces[1:])):
     s = np.asarray(s, np.float32)
     if s.ndim != 1 or not 0 < len(s) <= min(series_len, max_samples):
-      raise ValueError(f"series[{i}]: expected a 1-D series of 1..{min(series_len, max_samples)} samples, "
-                       f"got shape {s.shape}")
+      raise ValueError(
+        f"series[{i}]: expected a 1-D series of 1..{min(series_len, max_samples)} samples, "
+        f"got shape {s.shape}"
+      )
     if not np.all(np.isfinite(s)):
-      raise ValueError(f"series[{i}]: expected finite values, got {int(np.sum(~np.isfinite(s)))} NaN/inf")
-    arr[i, :len(s)], mask[i, :len(s)], pos[i] = s, 1, len(ids)
+      raise ValueError(
+        f"series[{i}]: expected finite values, got {int(np.sum(~np.isfinite(s)))} NaN/inf"
+      )
+    arr[i, : len(s)], mask[i, : len(s)], pos[i] = s, 1, len(ids)
     ids += [ts_token_id] * (1 if patch is None else -(-len(s) // patch)) + tokenizer.encode(piece)
   return ids, arr, mask, pos
 
@@ -96,10 +111,17 @@ def encode_example(prompt: str, series, target: str, tokenizer, *, seq_len: int,
   targets = np.full(seq_len, tokenizer.pad_id, np.int32)
   tokens[:n], targets[:n] = ids[:-1], ids[1:]
   loss_mask = np.zeros(seq_len, np.float32)
-  loss_mask[len(prompt_ids) - 1:n] = 1.0
+  loss_mask[len(prompt_ids) - 1 : n] = 1.0
   input_mask = (np.arange(seq_len) < n).astype(np.int32)
-  return {"tokens": tokens, "targets": targets, "loss_mask": loss_mask, "input_mask": input_mask,
-          "series": arr, "series_mask": mask, "series_pos": pos}
+  return {
+    "tokens": tokens,
+    "targets": targets,
+    "loss_mask": loss_mask,
+    "input_mask": input_mask,
+    "series": arr,
+    "series_mask": mask,
+    "series_pos": pos,
+  }
 
 
 def parse_answer(text: str) -> str:
@@ -156,21 +178,35 @@ class OpenTSLMTask(Task):
 
   def _encode_kw(self):
     d, cfg = self.config.data, self.cfg
-    return dict(ts_token_id=cfg.ts_token_id, num_series=d.num_series, series_len=d.series_len,
-                max_samples=cfg.max_samples, patch=cfg.patch if cfg.variant == "softprompt" else None)
+    return dict(
+      ts_token_id=cfg.ts_token_id,
+      num_series=d.num_series,
+      series_len=d.series_len,
+      max_samples=cfg.max_samples,
+      patch=cfg.patch if cfg.variant == "softprompt" else None,
+    )
 
   def build_model(self):
     if self.cfg.lm.vocab_size < self.tokenizer.vocab_size:
-      raise ValueError(f"model.lm.vocab_size: {self.cfg.lm.vocab_size} is smaller than the tokenizer's "
-                       f"{self.tokenizer.vocab_size}")
+      raise ValueError(
+        f"model.lm.vocab_size: {self.cfg.lm.vocab_size} is smaller than the tokenizer's "
+        f"{self.tokenizer.vocab_size}"
+      )
     return opentslm.build(self.cfg)
 
   def dummy_batch(self, batch_size):
     d = self.config.data
     z = np.zeros((batch_size, d.seq_len), np.int32)
     s = np.zeros((batch_size, d.num_series, d.series_len), np.float32)
-    return {"tokens": z, "targets": z, "loss_mask": z.astype(np.float32), "input_mask": z, "series": s,
-            "series_mask": s.astype(np.int32), "series_pos": np.zeros((batch_size, d.num_series), np.int32)}
+    return {
+      "tokens": z,
+      "targets": z,
+      "loss_mask": z.astype(np.float32),
+      "input_mask": z,
+      "series": s,
+      "series_mask": s.astype(np.int32),
+      "series_pos": np.zeros((batch_size, d.num_series), np.int32),
+    }
 
   def model_inputs(self, batch):
     return {k: batch[k] for k in ("tokens", "series", "series_mask", "series_pos", "input_mask")}
@@ -198,19 +234,23 @@ class OpenTSLMTask(Task):
     if self.source is None:
       src = builders.timeseries_source(d, split)
       return len(src), lambda i: src[int(i)]
-    return (d.train_examples if split == "train" else d.eval_examples), functools.partial(self.source.example, seed)
+    return (d.train_examples if split == "train" else d.eval_examples), functools.partial(
+      self.source.example, seed
+    )
 
   def format_example(self, ex):
     """(prompt, series, target) of an example."""
     if self.source is None:
       from medjax.data import timeseries_io  # imports TFDS
+
       return timeseries_io.format_example(ex)
     return self.source.format_example(ex)
 
   def _encode(self, ex):
     prompt, series, target = self.format_example(ex)
-    return encode_example(prompt, series, target, self.tokenizer, seq_len=self.config.data.seq_len,
-                          **self._encode_kw())
+    return encode_example(
+      prompt, series, target, self.tokenizer, seq_len=self.config.data.seq_len, **self._encode_kw()
+    )
 
   def _dataset(self, split, seed, *, batch_size, shuffle, num_epochs, shard_index, shard_count):
     size, example = self.examples(split, seed)
@@ -221,24 +261,50 @@ class OpenTSLMTask(Task):
     return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset("train", seed, batch_size=batch_size, shuffle=True, num_epochs=None,
-                         shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "train",
+      seed,
+      batch_size=batch_size,
+      shuffle=True,
+      num_epochs=None,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset("validation", self.config.data.eval_seed, batch_size=batch_size, shuffle=False,
-                         num_epochs=1, shard_index=shard_index, shard_count=shard_count)
+    return self._dataset(
+      "validation",
+      self.config.data.eval_seed,
+      batch_size=batch_size,
+      shuffle=False,
+      num_epochs=1,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
 
   def generate(self, model, params, prompts, series, max_new_tokens: int) -> list[str]:
     """Greedy completions of (prompt, list of series) pairs."""
-    enc = [encode_prompt(p, s, self.tokenizer, **self._encode_kw()) for p, s in zip(prompts, series)]
+    enc = [
+      encode_prompt(p, s, self.tokenizer, **self._encode_kw()) for p, s in zip(prompts, series)
+    ]
     tokens, lens = pad_prompts([e[0] for e in enc], self.tokenizer.pad_id)
-    inputs = {k: np.stack([e[i] for e in enc]) for i, k in ((1, "series"), (2, "series_mask"), (3, "series_pos"))}
-    out, n = generate(opentslm.SeriesConditioned(model), {"model": params, "inputs": inputs}, tokens, lens,
-                      jax.random.PRNGKey(0), max_new_tokens=max_new_tokens, eos_id=self.tokenizer.eos_id,
-                      pad_id=self.tokenizer.pad_id)
+    inputs = {
+      k: np.stack([e[i] for e in enc])
+      for i, k in ((1, "series"), (2, "series_mask"), (3, "series_pos"))
+    }
+    out, n = generate(
+      opentslm.SeriesConditioned(model),
+      {"model": params, "inputs": inputs},
+      tokens,
+      lens,
+      jax.random.PRNGKey(0),
+      max_new_tokens=max_new_tokens,
+      eos_id=self.tokenizer.eos_id,
+      pad_id=self.tokenizer.pad_id,
+    )
     out, n = np.asarray(out), np.asarray(n)
     return [self.tokenizer.decode(row[:k].tolist()) for row, k in zip(out, n)]
 
@@ -250,12 +316,23 @@ class OpenTSLMTask(Task):
     formatted = [self.format_example(ex) for ex in examples]
     texts = []
     for i in range(0, len(formatted), d.eval_gen_batch):
-      chunk = formatted[i:i + d.eval_gen_batch]
-      texts += self.generate(model, params, [f[0] for f in chunk], [f[1] for f in chunk], d.max_new_tokens)
+      chunk = formatted[i : i + d.eval_gen_batch]
+      texts += self.generate(
+        model, params, [f[0] for f in chunk], [f[1] for f in chunk], d.max_new_tokens
+      )
     meta = [template_and_label(ex) for ex in examples]
-    return [{"index": i, "template": m[0], "question": f[0].rsplit("\n", 1)[-1], "label": m[1],
-             "prediction": parse_answer(t), "correct": parse_answer(t) == m[1], "generation": t}
-            for i, (m, f, t) in enumerate(zip(meta, formatted, texts))]
+    return [
+      {
+        "index": i,
+        "template": m[0],
+        "question": f[0].rsplit("\n", 1)[-1],
+        "label": m[1],
+        "prediction": parse_answer(t),
+        "correct": parse_answer(t) == m[1],
+        "generation": t,
+      }
+      for i, (m, f, t) in enumerate(zip(meta, formatted, texts))
+    ]
 
   def summarize(self, records) -> dict:
     records = [r for r in records if r["label"]]  # captions (M4) have no answer to score

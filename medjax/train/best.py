@@ -1,4 +1,5 @@
 """Best-by-validation-loss params, early stopping, and warm starts from another run's best params."""
+
 import json
 import os
 
@@ -57,19 +58,29 @@ def load_params(directory: str, params):
   """
   path = os.path.join(os.path.abspath(directory), "params")
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"train.init_from: expected best params at {path} (written by a run with eval), "
-                            f"found none")
+    raise FileNotFoundError(
+      f"train.init_from: expected best params at {path} (written by a run with eval), found none"
+    )
   ckptr = ocp.StandardCheckpointer()
   meta = ckptr.metadata(path).item_metadata
   saved = flax.traverse_util.flatten_dict(getattr(meta, "tree", meta), sep="/")
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   missing = sorted(set(saved) - set(flat))
   if missing:
-    raise ValueError(f"train.init_from: {len(missing)} saved params are not in this model, e.g. {missing[:3]}")
+    raise ValueError(
+      f"train.init_from: {len(missing)} saved params are not in this model, e.g. {missing[:3]}"
+    )
   for k, m in saved.items():
     if tuple(m.shape) != tuple(flat[k].shape):
-      raise ValueError(f"train.init_from: param {k}: expected shape {tuple(flat[k].shape)}, got {tuple(m.shape)}")
+      raise ValueError(
+        f"train.init_from: param {k}: expected shape {tuple(flat[k].shape)}, got {tuple(m.shape)}"
+      )
   target = flax.traverse_util.unflatten_dict(
-      {k: jax.ShapeDtypeStruct(flat[k].shape, flat[k].dtype, sharding=flat[k].sharding) for k in saved}, sep="/")
+    {
+      k: jax.ShapeDtypeStruct(flat[k].shape, flat[k].dtype, sharding=flat[k].sharding)
+      for k in saved
+    },
+    sep="/",
+  )
   loaded = flax.traverse_util.flatten_dict(ckptr.restore(path, target), sep="/")
   return flax.traverse_util.unflatten_dict({**flat, **loaded}, sep="/"), len(loaded)

@@ -1,4 +1,5 @@
 """Orbax checkpoints of train state + data-iterator state + config, with corrupt-checkpoint fallback."""
+
 import os
 import time
 
@@ -14,10 +15,15 @@ class Checkpointer:
 
   def __init__(self, directory, *, keep: int = 3, use_async: bool = True):
     self.directory = epath.Path(os.path.abspath(directory))  # orbax needs absolute paths
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=use_async,
-                                           create=True, cleanup_tmp_directories=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "data", "config"))
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep,
+      enable_async_checkpointing=use_async,
+      create=True,
+      cleanup_tmp_directories=True,
+    )
+    self.manager = ocp.CheckpointManager(
+      self.directory, options=options, item_names=("state", "data", "config")
+    )
 
   def save(self, step: int, state, data_iter=None, config=None, force: bool = False) -> bool:
     items = {"state": ocp.args.StandardSave(state)}
@@ -48,9 +54,15 @@ class Checkpointer:
         return restored["state"], step
       except Exception as e:  # noqa: BLE001 - any failure to read means this checkpoint is unusable
         aside = self.directory / f"{step}.corrupt-{int(time.time())}"
-        logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s and falling back "
-                        "to the previous checkpoint.", step, self.directory, type(e).__name__,
-                        str(e).splitlines()[0][:300] if str(e) else "", aside)
+        logging.warning(
+          "Checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s and falling back "
+          "to the previous checkpoint.",
+          step,
+          self.directory,
+          type(e).__name__,
+          str(e).splitlines()[0][:300] if str(e) else "",
+          aside,
+        )
         if jax.process_index() == 0:
           (self.directory / str(step)).rename(aside)
         self.manager.reload()

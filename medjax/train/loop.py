@@ -1,4 +1,5 @@
 """The one training loop: every model family runs through `train(config, workdir)`."""
+
 import os
 import signal
 import time
@@ -7,12 +8,14 @@ import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from medjax import parallel
 from medjax.parallel.sharding import batch_sharding, data_parallel_size
 from medjax.train import metrics as metrics_lib
-from medjax.train.best import METRIC as BEST_METRIC, BestParams, load_params
+from medjax.train.best import METRIC as BEST_METRIC
+from medjax.train.best import BestParams, load_params
 from medjax.train.checkpoint import Checkpointer
 from medjax.train.optim import make_optimizer
 from medjax.train.state import create_train_state
@@ -45,6 +48,7 @@ class _Preemption:
     if jax.process_count() == 1:
       return self.requested
     from jax.experimental import multihost_utils
+
     return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
@@ -52,16 +56,21 @@ def check_batch_size(batch_size: int, mesh, grad_accum: int = 1) -> int:
   """Validates the global batch against the mesh; returns the per-host batch size."""
   dp = data_parallel_size(mesh)
   if batch_size % (dp * grad_accum):
-    raise ValueError(f"train.batch_size: {batch_size} is not divisible by the data-parallel size "
-                     f"(data x fsdp = {dp}) x train.grad_accum ({grad_accum}) = {dp * grad_accum}")
+    raise ValueError(
+      f"train.batch_size: {batch_size} is not divisible by the data-parallel size "
+      f"(data x fsdp = {dp}) x train.grad_accum ({grad_accum}) = {dp * grad_accum}"
+    )
   if batch_size % jax.process_count():
-    raise ValueError(f"train.batch_size: {batch_size} is not divisible by the {jax.process_count()} processes")
+    raise ValueError(
+      f"train.batch_size: {batch_size} is not divisible by the {jax.process_count()} processes"
+    )
   return batch_size // jax.process_count()
 
 
 def setup(config, devices=None):
   """Mesh (over `devices` if given), rules, task, model; shared by training, benchmarks and AOT."""
   from medjax import tasks
+
   n = config.parallel.num_devices
   if n < 0 or n > jax.device_count():
     raise ValueError(f"parallel.num_devices: expected 0 (all) to {jax.device_count()}, got {n}")
@@ -86,20 +95,36 @@ def build_step(config, mesh, rules, task, model, rng=None, abstract_only=False):
     return tx
 
   rng = jax.random.PRNGKey(config.seed) if rng is None else rng
-  state, shardings, tx = create_train_state(task, model, make_tx, rng, task.dummy_batch(1), mesh, rules,
-                                            ema=t.ema_decay > 0, abstract_only=abstract_only)
+  state, shardings, tx = create_train_state(
+    task,
+    model,
+    make_tx,
+    rng,
+    task.dummy_batch(1),
+    mesh,
+    rules,
+    ema=t.ema_decay > 0,
+    abstract_only=abstract_only,
+  )
   step = make_train_step(task, model, tx, holder["schedule"], t.grad_accum, t.ema_decay)
   dummy = task.dummy_batch(t.batch_size)
   b_shard = jax.tree.map(lambda x: batch_sharding(mesh, np.ndim(x)), dummy)
-  jitted = jax.jit(step, in_shardings=(shardings, b_shard), out_shardings=(shardings, NamedSharding(mesh, P())),
-                   donate_argnums=(0,))
+  jitted = jax.jit(
+    step,
+    in_shardings=(shardings, b_shard),
+    out_shardings=(shardings, NamedSharding(mesh, P())),
+    donate_argnums=(0,),
+  )
   return state, shardings, jitted, holder["schedule"]
 
 
 def abstract_batch(task, batch_size, mesh):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
-                                                     sharding=batch_sharding(mesh, np.ndim(x))),
-                      task.dummy_batch(batch_size))
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(
+      np.shape(x), np.asarray(x).dtype, sharding=batch_sharding(mesh, np.ndim(x))
+    ),
+    task.dummy_batch(batch_size),
+  )
 
 
 def _abstract(state):
@@ -114,7 +139,9 @@ def evaluate(config, task, model, params, mesh, rules, eval_fn) -> dict:
   """Averaged eval metrics over the task's eval set plus the task's own evaluation."""
   out = {}
   per_host = config.train.eval_batch_size // jax.process_count()
-  data = task.eval_data(batch_size=per_host, shard_index=jax.process_index(), shard_count=jax.process_count())
+  data = task.eval_data(
+    batch_size=per_host, shard_index=jax.process_index(), shard_count=jax.process_count()
+  )
   if data is not None:
     sums = {}
     for i, batch in enumerate(data):
@@ -140,41 +167,67 @@ def train(config, workdir: str) -> dict:
   """
   t = config.train
   if (t.keep_best or t.early_stop_patience) and not t.eval_every:
-    raise ValueError("train.eval_every: expected > 0 with train.keep_best or train.early_stop_patience, got 0")
+    raise ValueError(
+      "train.eval_every: expected > 0 with train.keep_best or train.early_stop_patience, got 0"
+    )
   mesh, rules, task, model = setup(config)
   per_host = check_batch_size(t.batch_size, mesh, t.grad_accum)
   if t.eval_batch_size % data_parallel_size(mesh):
-    raise ValueError(f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the data-parallel size "
-                     f"{data_parallel_size(mesh)}")
-  logging.info("mesh %s, rules %s, %d processes", dict(mesh.shape), config.parallel.rules, jax.process_count())
+    raise ValueError(
+      f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the data-parallel size "
+      f"{data_parallel_size(mesh)}"
+    )
+  logging.info(
+    "mesh %s, rules %s, %d processes", dict(mesh.shape), config.parallel.rules, jax.process_count()
+  )
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, shardings, jitted, _ = build_step(config, mesh, rules, task, model)
     compiled = jitted.lower(state, abstract_batch(task, t.batch_size, mesh)).compile()
   cost = metrics_lib.compiled_cost(compiled)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("%.2fM parameters; per-device step: %.3f GFLOP, %.1f MiB", n_params / 1e6, cost["flops"] / 1e9,
-               cost.get("total_bytes", 0) / 2**20)
+  logging.info(
+    "%.2fM parameters; per-device step: %.3f GFLOP, %.1f MiB",
+    n_params / 1e6,
+    cost["flops"] / 1e9,
+    cost.get("total_bytes", 0) / 2**20,
+  )
   eval_fn = jax.jit(make_eval_step(task, model))
 
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, use_async=t.async_checkpoints)
-  train_iter = iter(task.train_data(batch_size=per_host, seed=config.seed, shard_index=jax.process_index(),
-                                    shard_count=jax.process_count()))
+  ckpt = Checkpointer(
+    os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, use_async=t.async_checkpoints
+  )
+  train_iter = iter(
+    task.train_data(
+      batch_size=per_host,
+      seed=config.seed,
+      shard_index=jax.process_index(),
+      shard_count=jax.process_count(),
+    )
+  )
   restored, restored_step = ckpt.restore(_abstract(state), train_iter)
   if restored is not None:
     state = restored
     logging.info("Resumed from step %d in %s", restored_step, workdir)
   elif t.init_from:
     params, n = load_params(t.init_from, state.params)
-    state = state.replace(params=params, ema_params=params if state.ema_params is not None else None)
+    state = state.replace(
+      params=params, ema_params=params if state.ema_params is not None else None
+    )
     logging.info("Initialised %d param arrays from %s", n, t.init_from)
-  best = BestParams(os.path.join(workdir, "best"), t.early_stop_patience) if (t.keep_best or t.early_stop_patience) \
-      else None
+  best = (
+    BestParams(os.path.join(workdir, "best"), t.early_stop_patience)
+    if (t.keep_best or t.early_stop_patience)
+    else None
+  )
   start = int(jax.device_get(state.step))
   end = t.steps
   if best is not None and best.stop:
-    logging.info("This run early-stopped before (best %s at step %s); not training further.", BEST_METRIC,
-                 best.record["step"])
+    logging.info(
+      "This run early-stopped before (best %s at step %s); not training further.",
+      BEST_METRIC,
+      best.record["step"],
+    )
     end = start
   writer = metrics_lib.MetricWriter(workdir)
   peak = metrics_lib.peak_flops()
@@ -191,8 +244,9 @@ def train(config, workdir: str) -> dict:
       if not _finite(m["train/loss"]):
         ckpt.wait()
         raise FloatingPointError(
-            f"Non-finite loss ({m['train/loss']}) at step {step + 1}; stopping. The last good checkpoint is "
-            f"step {last_saved} in {ckpt.directory} (restart to resume from it, e.g. with a lower optim.lr).")
+          f"Non-finite loss ({m['train/loss']}) at step {step + 1}; stopping. The last good checkpoint is "
+          f"step {last_saved} in {ckpt.directory} (restart to resume from it, e.g. with a lower optim.lr)."
+        )
       now = time.time()
       dt, tick = now - tick, now
       m = {k: float(v) for k, v in m.items()}
@@ -208,17 +262,27 @@ def train(config, workdir: str) -> dict:
         m.update(evaluate(config, task, model, params, mesh, rules, eval_fn))
         if best is not None:
           if BEST_METRIC not in m:
-            raise ValueError(f"train.keep_best / train.early_stop_patience: the task's eval gives no {BEST_METRIC}")
+            raise ValueError(
+              f"train.keep_best / train.early_stop_patience: the task's eval gives no {BEST_METRIC}"
+            )
           best.update(done, m[BEST_METRIC], params)
         tick = time.time()
       writer.write(done, m)
       last.update(m)
       if done % t.log_every == 0 or done == t.steps:
-        logging.info("%s | loss %.4f | %.3fs/step %.0f tok/s %s", progress.line(done), m["train/loss"], dt,
-                     m["perf/tokens_per_s"], " ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("eval/")))
+        logging.info(
+          "%s | loss %.4f | %.3fs/step %.0f tok/s %s",
+          progress.line(done),
+          m["train/loss"],
+          dt,
+          m["perf/tokens_per_s"],
+          " ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("eval/")),
+        )
       stop = preempt.any_process() if (done % t.log_every == 0 or preempt.requested) else False
       early = best is not None and best.stop
-      if done == t.steps or stop or early or (t.checkpoint_every and done % t.checkpoint_every == 0):
+      if (
+        done == t.steps or stop or early or (t.checkpoint_every and done % t.checkpoint_every == 0)
+      ):
         ckpt.save(done, state, train_iter, config, force=True)
         last_saved = done
       if stop:
@@ -226,15 +290,26 @@ def train(config, workdir: str) -> dict:
         last["preempted"] = 1.0
         break
       if early:
-        logging.info("Early stop at step %d: no %s improvement in %d evaluations (best %.4f at step %d).", done,
-                     BEST_METRIC, t.early_stop_patience, best.record["loss"], best.record["step"])
+        logging.info(
+          "Early stop at step %d: no %s improvement in %d evaluations (best %.4f at step %d).",
+          done,
+          BEST_METRIC,
+          t.early_stop_patience,
+          best.record["loss"],
+          best.record["step"],
+        )
         break
   ckpt.close()
   writer.close()
   last["step"] = float(jax.device_get(state.step))
   if best is not None:
-    last.update({"best/step": float(best.record["step"] or 0), "best/eval_loss": best.record["loss"],
-                 "best/early_stopped": float(best.stop)})
+    last.update(
+      {
+        "best/step": float(best.record["step"] or 0),
+        "best/eval_loss": best.record["loss"],
+        "best/early_stopped": float(best.stop),
+      }
+    )
   return last
 
 
@@ -243,7 +318,9 @@ def trained_params(config, workdir: str):
   mesh, rules, task, model = setup(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, _, _, _ = build_step(config, mesh, rules, task, model)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints, use_async=False)
+  ckpt = Checkpointer(
+    os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints, use_async=False
+  )
   restored, step = ckpt.restore(_abstract(state))
   ckpt.close()
   if restored is None:

@@ -1,4 +1,5 @@
 """Metric writers (JSONL + TensorBoard), compiled-step cost, MFU and progress."""
+
 import json
 import os
 import time
@@ -8,8 +9,16 @@ from absl import logging
 
 # Peak dense bf16 FLOP/s per chip, by substring of jax.Device.device_kind (lower case).
 PEAK_FLOPS = {
-    "h200": 989e12, "h100": 989e12, "a100": 312e12, "l4": 121e12,
-    "v6 lite": 918e12, "v6e": 918e12, "v5p": 459e12, "v5 lite": 197e12, "v5e": 197e12, "v4": 275e12,
+  "h200": 989e12,
+  "h100": 989e12,
+  "a100": 312e12,
+  "l4": 121e12,
+  "v6 lite": 918e12,
+  "v6e": 918e12,
+  "v5p": 459e12,
+  "v5 lite": 197e12,
+  "v5e": 197e12,
+  "v4": 275e12,
 }
 
 
@@ -29,11 +38,16 @@ def compiled_cost(compiled) -> dict:
   out = {"flops": float((cost or {}).get("flops", 0.0))}
   mem = compiled.memory_analysis()
   if mem is not None:
-    out.update(argument_bytes=mem.argument_size_in_bytes, output_bytes=mem.output_size_in_bytes,
-               temp_bytes=mem.temp_size_in_bytes, alias_bytes=mem.alias_size_in_bytes,
-               code_bytes=getattr(mem, "generated_code_size_in_bytes", 0))
-    out["total_bytes"] = (out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"]
-                          - out["alias_bytes"])
+    out.update(
+      argument_bytes=mem.argument_size_in_bytes,
+      output_bytes=mem.output_size_in_bytes,
+      temp_bytes=mem.temp_size_in_bytes,
+      alias_bytes=mem.alias_size_in_bytes,
+      code_bytes=getattr(mem, "generated_code_size_in_bytes", 0),
+    )
+    out["total_bytes"] = (
+      out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
+    )
   return out
 
 
@@ -48,6 +62,7 @@ class MetricWriter:
       self._file = open(os.path.join(workdir, "metrics.jsonl"), "a")
       try:
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:
         logging.warning("tensorboardX is not installed; TensorBoard events are not written.")

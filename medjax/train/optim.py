@@ -1,4 +1,5 @@
 """Optimizer from config: AdamW, warmup + cosine/linear schedules, clipping, freezing masks."""
+
 import re
 
 import flax
@@ -17,7 +18,9 @@ def make_schedule(cfg, total_steps: int):
   elif cfg.schedule == "constant":
     decay = optax.constant_schedule(cfg.lr)
   else:
-    raise ValueError(f"optim.schedule: expected 'cosine', 'linear' or 'constant', got {cfg.schedule!r}")
+    raise ValueError(
+      f"optim.schedule: expected 'cosine', 'linear' or 'constant', got {cfg.schedule!r}"
+    )
   if warmup == 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), decay], [warmup])
@@ -39,9 +42,11 @@ def make_optimizer(cfg, params, total_steps: int):
   schedule = make_schedule(cfg, total_steps)
   if cfg.name == "adamw":
     decay_mask = flax.traverse_util.unflatten_dict(
-        {k: len(v.shape) > 1 for k, v in _paths(params).items()}, sep="/")
-    inner = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                        mask=decay_mask)
+      {k: len(v.shape) > 1 for k, v in _paths(params).items()}, sep="/"
+    )
+    inner = optax.adamw(
+      schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
+    )
   elif cfg.name == "sgd":
     inner = optax.sgd(schedule, momentum=cfg.b1 or None)
   else:

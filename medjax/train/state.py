@@ -1,11 +1,13 @@
 """Train state and its sharded creation."""
+
 from typing import Any
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from medjax.parallel.sharding import param_shardings, shard_like_params, strip_boxes
 
@@ -19,8 +21,9 @@ class TrainState:
   ema_params: Any = None
 
 
-def create_train_state(task, model, make_tx, rng, batch, mesh, rules, ema: bool = False,
-                       abstract_only: bool = False):
+def create_train_state(
+  task, model, make_tx, rng, batch, mesh, rules, ema: bool = False, abstract_only: bool = False
+):
   """Builds the state already sharded: eval_shape -> logical specs -> jit(init, out_shardings).
 
   `make_tx(abstract_params)` returns the optax transformation (it may need the param tree for masks).
@@ -34,19 +37,31 @@ def create_train_state(task, model, make_tx, rng, batch, mesh, rules, ema: bool 
   tx = make_tx(abstract_params)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   replicated = NamedSharding(mesh, P())
-  shardings = TrainState(step=replicated, params=p_shard,
-                         opt_state=shard_like_params(tx, abstract_opt, p_shard, mesh),
-                         rng=replicated, ema_params=p_shard if ema else None)
+  shardings = TrainState(
+    step=replicated,
+    params=p_shard,
+    opt_state=shard_like_params(tx, abstract_opt, p_shard, mesh),
+    rng=replicated,
+    ema_params=p_shard if ema else None,
+  )
 
   def init(r):
     params = strip_boxes(task.init_params(model, r, batch))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=state_rng, ema_params=params if ema else None)
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      rng=state_rng,
+      ema_params=params if ema else None,
+    )
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     if abstract_only:
-      state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                           jax.eval_shape(init, init_rng), shardings)
+      state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        jax.eval_shape(init, init_rng),
+        shardings,
+      )
     else:
       state = jax.jit(init, out_shardings=shardings)(init_rng)
   return state, shardings, tx

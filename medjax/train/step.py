@@ -1,4 +1,5 @@
 """The jit-compiled train and eval steps shared by every task."""
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -6,10 +7,12 @@ import optax
 
 def _microbatches(batch, n: int):
   """[B, ...] -> [n, B/n, ...] taking strided rows, so each microbatch stays spread over the mesh."""
+
   def split(x):
     if x.shape[0] % n:
       raise ValueError(f"train.grad_accum: batch size {x.shape[0]} is not divisible by {n}")
     return x.reshape((x.shape[0] // n, n) + x.shape[1:]).swapaxes(0, 1)
+
   return jax.tree.map(split, batch)
 
 
@@ -26,25 +29,36 @@ def make_train_step(task, model, tx, schedule=None, grad_accum: int = 1, ema_dec
     if grad_accum == 1:
       loss, metrics, grads = grads_of(state.params, batch, rng)
     else:
+
       def body(carry, xs):
         mb, i = xs
         loss, metrics, grads = grads_of(state.params, mb, jax.random.fold_in(rng, i))
         return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
-      shapes = jax.eval_shape(grads_of, state.params, jax.tree.map(lambda x: x[0], _microbatches(batch, grad_accum)),
-                              rng)
+
+      shapes = jax.eval_shape(
+        grads_of, state.params, jax.tree.map(lambda x: x[0], _microbatches(batch, grad_accum)), rng
+      )
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-      total, _ = jax.lax.scan(body, zeros, (_microbatches(batch, grad_accum), jnp.arange(grad_accum)))
+      total, _ = jax.lax.scan(
+        body, zeros, (_microbatches(batch, grad_accum), jnp.arange(grad_accum))
+      )
       loss, metrics, grads = jax.tree.map(lambda x: x / grad_accum, total)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-    metrics = {"train/loss": loss, **{f"train/{k}": v for k, v in metrics.items()},
-               "train/grad_norm": optax.global_norm(grads), "train/param_norm": optax.global_norm(params)}
+    metrics = {
+      "train/loss": loss,
+      **{f"train/{k}": v for k, v in metrics.items()},
+      "train/grad_norm": optax.global_norm(grads),
+      "train/param_norm": optax.global_norm(params),
+    }
     if schedule is not None:
       metrics["train/lr"] = schedule(state.step)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+    new_state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema
+    )
     return new_state, metrics
 
   return step

@@ -1,4 +1,5 @@
 """The contract between a model family and the one training loop."""
+
 import abc
 
 import numpy as np

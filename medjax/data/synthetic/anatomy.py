@@ -12,6 +12,7 @@ phrases are knowledge-enriched: a finding is named ("nodule in the left mid lung
 ("a small round dense spot in ..."), or described by a random part of its description ("a dense spot
 in ..."); 20% are rephrased or negated. Each region also gets hard negative phrases and each image a report.
 """
+
 import dataclasses
 
 import numpy as np
@@ -19,25 +20,56 @@ import tokenizers
 
 from medjax.data.tokenizers import HFTokenizer
 
-LUNG_ZONES = tuple(f"{side} {level} lung zone" for side in ("right", "left") for level in ("upper", "mid", "lower"))
-REGIONS = LUNG_ZONES + ("cardiac silhouette", "mediastinum", "trachea", "right costophrenic angle",
-                        "left costophrenic angle")
+LUNG_ZONES = tuple(
+  f"{side} {level} lung zone" for side in ("right", "left") for level in ("upper", "mid", "lower")
+)
+REGIONS = LUNG_ZONES + (
+  "cardiac silhouette",
+  "mediastinum",
+  "trachea",
+  "right costophrenic angle",
+  "left costophrenic angle",
+)
 
 # The 29 anatomical regions of Chest ImaGenome scene graphs (the paper's M).
 CHEST_IMAGENOME_REGIONS = (
-    "right lung", "right upper lung zone", "right mid lung zone", "right lower lung zone", "right hilar structures",
-    "right apical zone", "right costophrenic angle", "right hemidiaphragm", "left lung", "left upper lung zone",
-    "left mid lung zone", "left lower lung zone", "left hilar structures", "left apical zone",
-    "left costophrenic angle", "left hemidiaphragm", "trachea", "spine", "right clavicle", "left clavicle",
-    "aortic arch", "mediastinum", "upper mediastinum", "svc", "cardiac silhouette", "cavoatrial junction",
-    "right atrium", "carina", "abdomen")
+  "right lung",
+  "right upper lung zone",
+  "right mid lung zone",
+  "right lower lung zone",
+  "right hilar structures",
+  "right apical zone",
+  "right costophrenic angle",
+  "right hemidiaphragm",
+  "left lung",
+  "left upper lung zone",
+  "left mid lung zone",
+  "left lower lung zone",
+  "left hilar structures",
+  "left apical zone",
+  "left costophrenic angle",
+  "left hemidiaphragm",
+  "trachea",
+  "spine",
+  "right clavicle",
+  "left clavicle",
+  "aortic arch",
+  "mediastinum",
+  "upper mediastinum",
+  "svc",
+  "cardiac silhouette",
+  "cavoatrial junction",
+  "right atrium",
+  "carina",
+  "abdomen",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-  description: str        # knowledge description (the zero-shot prompt): "a " + attributes + noun
-  regions: tuple          # where it can occur
-  synonyms: tuple         # names used in phrases and reports
+  description: str  # knowledge description (the zero-shot prompt): "a " + attributes + noun
+  regions: tuple  # where it can occur
+  synonyms: tuple  # names used in phrases and reports
   attributes: tuple = ()  # visual attribute words of the description (dropped at random in sub-phrases)
 
 
@@ -49,19 +81,28 @@ def _lesion(size, shape, density, synonyms, regions=LUNG_ZONES) -> Finding:
 
 _LOWER = tuple(r for r in LUNG_ZONES if "lower" in r)
 FINDINGS = {
-    "nodule": _lesion("small", "round", "dense", ("nodule", "small nodule")),
-    "bulla": _lesion("large", "round", "lucent", ("bulla", "bullous lesion")),
-    "opacity": _lesion("large", "diffuse", "dense", ("opacity", "consolidation")),
-    "pneumothorax": _lesion("large", "diffuse", "lucent", ("pneumothorax", "collapsed lung"),
-                            tuple(r for r in LUNG_ZONES if "upper" in r)),
-    "atelectasis": _lesion("small", "linear", "dense", ("atelectasis", "linear atelectasis")),
-    "emphysema": _lesion("small", "diffuse", "lucent", ("emphysema", "focal emphysema")),
-    "effusion": Finding("dense fluid with a flat level at the base", _LOWER + ("right costophrenic angle",
-                                                                             "left costophrenic angle"),
-                        ("effusion", "pleural effusion")),
-    "cardiomegaly": Finding("an enlarged heart", ("cardiac silhouette",), ("cardiomegaly", "enlarged heart")),
-    "mass": _lesion("large", "round", "dense", ("mass", "lung mass")),
-    "bleb": _lesion("small", "round", "lucent", ("bleb", "small bleb")),
+  "nodule": _lesion("small", "round", "dense", ("nodule", "small nodule")),
+  "bulla": _lesion("large", "round", "lucent", ("bulla", "bullous lesion")),
+  "opacity": _lesion("large", "diffuse", "dense", ("opacity", "consolidation")),
+  "pneumothorax": _lesion(
+    "large",
+    "diffuse",
+    "lucent",
+    ("pneumothorax", "collapsed lung"),
+    tuple(r for r in LUNG_ZONES if "upper" in r),
+  ),
+  "atelectasis": _lesion("small", "linear", "dense", ("atelectasis", "linear atelectasis")),
+  "emphysema": _lesion("small", "diffuse", "lucent", ("emphysema", "focal emphysema")),
+  "effusion": Finding(
+    "dense fluid with a flat level at the base",
+    _LOWER + ("right costophrenic angle", "left costophrenic angle"),
+    ("effusion", "pleural effusion"),
+  ),
+  "cardiomegaly": Finding(
+    "an enlarged heart", ("cardiac silhouette",), ("cardiomegaly", "enlarged heart")
+  ),
+  "mass": _lesion("large", "round", "dense", ("mass", "lung mass")),
+  "bleb": _lesion("small", "round", "lucent", ("bleb", "small bleb")),
 }
 HELD_OUT = ("mass", "bleb")
 SEEN = tuple(f for f in FINDINGS if f not in HELD_OUT)
@@ -92,11 +133,20 @@ def check_boxes(boxes, name: str = "boxes") -> np.ndarray:
     raise ValueError(f"{name}: expected [..., 4] cxcywh boxes, got shape {boxes.shape}")
   x0, y0 = boxes[..., 0] - boxes[..., 2] / 2, boxes[..., 1] - boxes[..., 3] / 2
   x1, y1 = boxes[..., 0] + boxes[..., 2] / 2, boxes[..., 1] + boxes[..., 3] / 2
-  bad = (x0 < -1e-3) | (y0 < -1e-3) | (x1 > 1 + 1e-3) | (y1 > 1 + 1e-3) | (boxes[..., 2] <= 0) | (boxes[..., 3] <= 0)
+  bad = (
+    (x0 < -1e-3)
+    | (y0 < -1e-3)
+    | (x1 > 1 + 1e-3)
+    | (y1 > 1 + 1e-3)
+    | (boxes[..., 2] <= 0)
+    | (boxes[..., 3] <= 0)
+  )
   if np.any(bad):
     i = tuple(int(j) for j in np.argwhere(bad)[0])
-    raise ValueError(f"{name}: expected non-empty boxes inside the image [0, 1]^2, got box {boxes[i].tolist()} "
-                     f"(x0 y0 x1 y1 = {x0[i]:.3f} {y0[i]:.3f} {x1[i]:.3f} {y1[i]:.3f}) at index {i}")
+    raise ValueError(
+      f"{name}: expected non-empty boxes inside the image [0, 1]^2, got box {boxes[i].tolist()} "
+      f"(x0 y0 x1 y1 = {x0[i]:.3f} {y0[i]:.3f} {x1[i]:.3f} {y1[i]:.3f}) at index {i}"
+    )
   return boxes
 
 
@@ -109,8 +159,15 @@ def check_phrases(phrases, name: str = "phrases") -> list:
 
 def _xyxy_to_cxcywh(b):
   b = np.clip(np.asarray(b, np.float32), 0.0, 1.0)
-  return np.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2, b[..., 2] - b[..., 0],
-                   b[..., 3] - b[..., 1]], -1)
+  return np.stack(
+    [
+      (b[..., 0] + b[..., 2]) / 2,
+      (b[..., 1] + b[..., 3]) / 2,
+      b[..., 2] - b[..., 0],
+      b[..., 3] - b[..., 1],
+    ],
+    -1,
+  )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -144,7 +201,9 @@ def _anatomy(rng, enlarged_heart: bool) -> dict:
 
 def _ellipse(xx, yy, box):
   x0, y0, x1, y1 = box
-  return (((xx - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 + ((yy - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2) <= 1
+  return (
+    ((xx - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 + ((yy - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2
+  ) <= 1
 
 
 def _smooth_noise(rng, size, scale):
@@ -180,10 +239,16 @@ def _draw_finding(img, xx, yy, rng, name, box, lung_mask):
     weight = (r2 <= rng.uniform(*_RADIUS[size]) ** 2).astype(np.float64)
   elif shape == "linear":
     slope = rng.uniform(-0.3, 0.3)
-    weight = (inside & (np.abs(yy - py - slope * (xx - px)) <= rng.uniform(*_HALF_WIDTH[size]))).astype(np.float64)
+    weight = (
+      inside & (np.abs(yy - py - slope * (xx - px)) <= rng.uniform(*_HALF_WIDTH[size]))
+    ).astype(np.float64)
   else:
     sig = (0.3 if size == "large" else 0.15) * max(w, h)
-    weight = inside * np.clip(1.2 * np.exp(-r2 / (2 * sig ** 2)), 0, 1) * (1 + 0.2 * rng.normal(size=img.shape))
+    weight = (
+      inside
+      * np.clip(1.2 * np.exp(-r2 / (2 * sig**2)), 0, 1)
+      * (1 + 0.2 * rng.normal(size=img.shape))
+    )
   if density == "dense":
     img += 0.45 * weight
   else:  # air: the lung darkens towards black, its markings vanish
@@ -192,15 +257,24 @@ def _draw_finding(img, xx, yy, rng, name, box, lung_mask):
 
 def render(rng, size: int, boxes: dict, findings) -> np.ndarray:
   """Draws the phantom with its `findings` [(finding, region)] -> [size, size, 1] float32 in [0, 1]."""
-  yy, xx = np.meshgrid((np.arange(size) + 0.5) / size, (np.arange(size) + 0.5) / size, indexing="ij")
+  yy, xx = np.meshgrid(
+    (np.arange(size) + 0.5) / size, (np.arange(size) + 0.5) / size, indexing="ij"
+  )
   img = np.full((size, size), 0.04)
   rl, ll = boxes["right lung"], boxes["left lung"]
   body = (min(rl[0], ll[0]) - 0.06, min(rl[1], ll[1]) - 0.08, max(rl[2], ll[2]) + 0.06, 1.2)
   img[_ellipse(xx, yy, body)] = 0.38
   lungs = _ellipse(xx, yy, rl) | _ellipse(xx, yy, ll)
   img = np.where(lungs, 0.22 + _smooth_noise(rng, size, 0.03), img)
-  img[_ellipse(xx, yy, boxes["mediastinum"]) | ((xx >= boxes["mediastinum"][0]) & (xx <= boxes["mediastinum"][2])
-                                                & (yy >= boxes["mediastinum"][1]) & (yy <= boxes["mediastinum"][3]))] = 0.55
+  img[
+    _ellipse(xx, yy, boxes["mediastinum"])
+    | (
+      (xx >= boxes["mediastinum"][0])
+      & (xx <= boxes["mediastinum"][2])
+      & (yy >= boxes["mediastinum"][1])
+      & (yy <= boxes["mediastinum"][3])
+    )
+  ] = 0.55
   t = boxes["trachea"]
   img[(xx >= t[0]) & (xx <= t[2]) & (yy >= t[1]) & (yy <= t[3])] = 0.16
   img[_ellipse(xx, yy, boxes["cardiac silhouette"])] = 0.62
@@ -253,8 +327,16 @@ def hard_negative(rng, region: str, present: set, allowed) -> str | None:
   return _PHRASE[0].format(f=mention(rng, f, partial=False), r=region)
 
 
-def make_example(rng, *, regions=REGIONS, findings=SEEN, size: int = 64, num_negatives: int = 2,
-                 p_normal: float = 0.3, max_findings: int = 3) -> dict:
+def make_example(
+  rng,
+  *,
+  regions=REGIONS,
+  findings=SEEN,
+  size: int = 64,
+  num_negatives: int = 2,
+  p_normal: float = 0.3,
+  max_findings: int = 3,
+) -> dict:
   """One phantom: image, boxes [M,4] cxcywh, labels [F] over FINDING_NAMES, region_labels [M,F],
   phrases (M positives), negatives (M lists of up to num_negatives hard negatives), report, findings."""
   regions = check_regions(regions)
@@ -284,16 +366,18 @@ def make_example(rng, *, regions=REGIONS, findings=SEEN, size: int = 64, num_neg
     phrases.append(region_phrase(rng, r, sorted(present)[0] if present else None, pool))
     negs = [hard_negative(rng, r, present, findings) for _ in range(num_negatives)]
     negatives.append([n for n in negs if n is not None])
-  sentences = [region_phrase(rng, r, f) for f, r in chosen] or ["no acute cardiopulmonary abnormality"]
+  sentences = [region_phrase(rng, r, f) for f, r in chosen] or [
+    "no acute cardiopulmonary abnormality"
+  ]
   return {
-      "image": image,
-      "boxes": check_boxes(_xyxy_to_cxcywh(np.array([boxes[r] for r in regions]))),
-      "labels": region_labels.max(0),
-      "region_labels": region_labels,
-      "phrases": phrases,
-      "negatives": negatives,
-      "report": ". ".join(sentences) + ".",
-      "findings": chosen,
+    "image": image,
+    "boxes": check_boxes(_xyxy_to_cxcywh(np.array([boxes[r] for r in regions]))),
+    "labels": region_labels.max(0),
+    "region_labels": region_labels,
+    "phrases": phrases,
+    "negatives": negatives,
+    "report": ". ".join(sentences) + ".",
+    "findings": chosen,
   }
 
 
@@ -306,7 +390,12 @@ def prompts(regions=REGIONS) -> dict:
   """Zero-shot prompts: finding -> knowledge description; (finding, region) -> regional phrase;
   region -> its normal phrase (the reference a regional finding prompt is scored against)."""
   image = {f: d.description for f, d in FINDINGS.items()}
-  regional = {(f, r): f"{d.description} in the {r}" for f, d in FINDINGS.items() for r in d.regions if r in regions}
+  regional = {
+    (f, r): f"{d.description} in the {r}"
+    for f, d in FINDINGS.items()
+    for r in d.regions
+    if r in regions
+  }
   return {"image": image, "region": regional, "normal": {r: _CLEAR.format(r=r) for r in regions}}
 
 
@@ -338,5 +427,5 @@ def encode_phrases(phrases, tokenizer, max_len: int, name: str = "phrases") -> n
   out = np.full((len(flat), max_len), tokenizer.pad_id, np.int32)
   for i, p in enumerate(flat):
     ids = tokenizer.encode(p)[:max_len]
-    out[i, :len(ids)] = ids
+    out[i, : len(ids)] = ids
   return out.reshape(arr.shape + (max_len,))

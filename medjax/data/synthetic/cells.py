@@ -12,6 +12,7 @@ of motion (`motion`):
 Pixels are in [-1, 1] (background -1), channels-last [T, H, W, 1], ready to be used as the diffusion
 "latents" directly.
 """
+
 import grain
 import numpy as np
 
@@ -41,8 +42,10 @@ def parse_caption(text: str) -> dict:
       out["speed"] = w
   missing = {"count", "direction", "speed"} - set(out)
   if missing or not 1 <= out["count"] <= 4:
-    raise ValueError(f"prompt: expected e.g. '3 cells moving left fast' (count 1-4, direction in {DIRECTIONS}, "
-                     f"speed in {SPEEDS}), got {text!r}")
+    raise ValueError(
+      f"prompt: expected e.g. '3 cells moving left fast' (count 1-4, direction in {DIRECTIONS}, "
+      f"speed in {SPEEDS}), got {text!r}"
+    )
   return out
 
 
@@ -55,14 +58,14 @@ def tokenize(text: str, max_len: int, tokenizer=None) -> tuple[np.ndarray, np.nd
   if len(ids) > max_len:
     raise ValueError(f"max_len: caption {text!r} has {len(ids)} tokens, more than {max_len}")
   out, mask = np.zeros(max_len, np.int32), np.zeros(max_len, np.int32)
-  out[:len(ids)], mask[:len(ids)] = ids, 1
+  out[: len(ids)], mask[: len(ids)] = ids, 1
   return out, mask
 
 
 def render(positions: np.ndarray, size: int, sigma: float, brightness: np.ndarray) -> np.ndarray:
   """Frames [T, size, size] with Gaussian blobs at positions [T, N, 2] (wrapped distances), in [-1, 1]."""
   grid = np.arange(size, dtype=np.float32)
-  d = grid[None, None, :] - positions[..., None]            # [T, N, 2, size]
+  d = grid[None, None, :] - positions[..., None]  # [T, N, 2, size]
   d = (d + size / 2) % size - size / 2
   g = np.exp(-0.5 * (d / sigma) ** 2)
   img = np.einsum("tny,tnx,n->tyx", g[:, :, 0], g[:, :, 1], brightness)
@@ -77,13 +80,24 @@ def _check_motion(motion: str, frames: int, size: int, speeds, sigma: float):
     raise ValueError(f"motion: expected one of {MOTIONS}, got {motion!r}")
   travel = max(speeds) * (frames - 1)
   if motion == "cross" and travel > size - 1 - 2 * sigma:
-    raise ValueError(f"speeds: with motion='cross' the fastest path ({max(speeds)} px x {frames - 1} frames = "
-                     f"{travel:g} px) must fit in the field less a sigma each side ({size - 1 - 2 * sigma:g} px), "
-                     f"got speeds={tuple(speeds)}")
+    raise ValueError(
+      f"speeds: with motion='cross' the fastest path ({max(speeds)} px x {frames - 1} frames = "
+      f"{travel:g} px) must fit in the field less a sigma each side ({size - 1 - 2 * sigma:g} px), "
+      f"got speeds={tuple(speeds)}"
+    )
 
 
-def make_example(rng: np.random.Generator, *, frames: int = 8, size: int = 16, speeds=(0.5, 1.5),
-                 sigma: float = 1.3, max_count: int = 4, start_spread: float = 0.0, motion: str = "cross") -> dict:
+def make_example(
+  rng: np.random.Generator,
+  *,
+  frames: int = 8,
+  size: int = 16,
+  speeds=(0.5, 1.5),
+  sigma: float = 1.3,
+  max_count: int = 4,
+  start_spread: float = 0.0,
+  motion: str = "cross",
+) -> dict:
   """dict(video [T, size, size, 1], count, direction (index), speed (index), caption).
 
   `speeds`: pixels per frame of the "slow" and "fast" captions; `max_count` in 1-4; `motion`: "cross" or
@@ -106,8 +120,13 @@ def make_example(rng: np.random.Generator, *, frames: int = 8, size: int = 16, s
     start = rng.uniform(0, size, (count, 2))
   positions = (start[None] + np.arange(frames)[:, None, None] * step) % size
   video = render(positions.astype(np.float32), size, sigma, rng.uniform(0.8, 1.0, count))
-  return {"video": video[..., None], "count": count, "direction": direction, "speed": speed,
-          "caption": caption(count, DIRECTIONS[direction], SPEEDS[speed])}
+  return {
+    "video": video[..., None],
+    "count": count,
+    "direction": direction,
+    "speed": speed,
+    "caption": caption(count, DIRECTIONS[direction], SPEEDS[speed]),
+  }
 
 
 class CellsSource:
@@ -127,14 +146,31 @@ class CellsSource:
 
 def encode(example: dict, max_text_len: int, tokenizer=None) -> dict:
   ids, mask = tokenize(example["caption"], max_text_len, tokenizer)
-  return {"x": example["video"], "y": ids, "y_mask": mask, "direction": np.int32(example["direction"])}
+  return {
+    "x": example["video"],
+    "y": ids,
+    "y_mask": mask,
+    "direction": np.int32(example["direction"]),
+  }
 
 
-def cells_dataset(*, batch_size: int, seed: int, max_text_len: int, tokenizer=None, num_records: int = 1 << 20,
-                  shuffle: bool = True, num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
-                  **example_kw) -> grain.IterDataset:
+def cells_dataset(
+  *,
+  batch_size: int,
+  seed: int,
+  max_text_len: int,
+  tokenizer=None,
+  num_records: int = 1 << 20,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  **example_kw,
+) -> grain.IterDataset:
   """Batches {x [B,T,H,W,1], y [B,L], y_mask [B,L], direction [B]} of this host's shard."""
-  ds = grain.MapDataset.source(CellsSource(num_records, seed, **example_kw))[shard_index::shard_count]
+  ds = grain.MapDataset.source(CellsSource(num_records, seed, **example_kw))[
+    shard_index::shard_count
+  ]
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs).map(lambda ex: encode(ex, max_text_len, tokenizer))

@@ -7,6 +7,7 @@ plus baseline wander and noise. As in ECG-QA, every example asks one of several 
 templates; each template has its own answer set, and metrics are reported per template. Series are
 z-normalised with their mean and std written into the prompt (as in OpenTSLM).
 """
+
 import numpy as np
 
 from medjax.data.synthetic.har import TS, normalize
@@ -17,31 +18,45 @@ LEADS = ("I", "II", "V2")
 FINDINGS = ("normal", "tachycardia", "bradycardia", "atrial fibrillation", "st elevation")
 # finding -> (bpm range, RR jitter fraction, P waves, ST elevation)
 RHYTHMS = {
-    "normal": ((65, 85), 0.03, True, False),
-    "tachycardia": ((120, 160), 0.03, True, False),
-    "bradycardia": ((35, 48), 0.03, True, False),
-    "atrial fibrillation": ((80, 110), 0.4, False, False),
-    "st elevation": ((65, 85), 0.03, True, True),
+  "normal": ((65, 85), 0.03, True, False),
+  "tachycardia": ((120, 160), 0.03, True, False),
+  "bradycardia": ((35, 48), 0.03, True, False),
+  "atrial fibrillation": ((80, 110), 0.4, False, False),
+  "st elevation": ((65, 85), 0.03, True, True),
 }
 # template -> (question, answer set, finding -> answer)
 TEMPLATES = {
-    "finding": ("Which rhythm or finding?", FINDINGS, lambda f: f),
-    "rate": ("Is the heart rate slow, normal or fast?", ("slow", "normal", "fast"),
-             lambda f: {"tachycardia": "fast", "bradycardia": "slow"}.get(f, "normal")),
-    "regularity": ("Is the rhythm regular?", ("yes", "no"), lambda f: "no" if f == "atrial fibrillation" else "yes"),
-    "st": ("Is the ST segment elevated?", ("yes", "no"), lambda f: "yes" if f == "st elevation" else "no"),
+  "finding": ("Which rhythm or finding?", FINDINGS, lambda f: f),
+  "rate": (
+    "Is the heart rate slow, normal or fast?",
+    ("slow", "normal", "fast"),
+    lambda f: {"tachycardia": "fast", "bradycardia": "slow"}.get(f, "normal"),
+  ),
+  "regularity": (
+    "Is the rhythm regular?",
+    ("yes", "no"),
+    lambda f: "no" if f == "atrial fibrillation" else "yes",
+  ),
+  "st": (
+    "Is the ST segment elevated?",
+    ("yes", "no"),
+    lambda f: "yes" if f == "st elevation" else "no",
+  ),
 }
 LABEL_SETS = {name: t[1] for name, t in TEMPLATES.items()}
 RATIONALES = {
-    "normal": "Regular, normal rate, P waves, flat ST.",
-    "tachycardia": "Regular, fast rate, P waves, flat ST.",
-    "bradycardia": "Regular, slow rate, P waves, flat ST.",
-    "atrial fibrillation": "Irregular, no P waves, flat ST.",
-    "st elevation": "Regular, normal rate, P waves, raised ST.",
+  "normal": "Regular, normal rate, P waves, flat ST.",
+  "tachycardia": "Regular, fast rate, P waves, flat ST.",
+  "bradycardia": "Regular, slow rate, P waves, flat ST.",
+  "atrial fibrillation": "Irregular, no P waves, flat ST.",
+  "st elevation": "Regular, normal rate, P waves, raised ST.",
 }
 # lead -> gains of (P, Q, R, S, T, ST)
-LEAD_GAINS = {"I": (0.10, -0.05, 0.7, -0.10, 0.20, 0.20), "II": (0.15, -0.10, 1.0, -0.20, 0.30, 0.30),
-              "V2": (0.08, -0.05, 0.5, -0.60, 0.40, 0.40)}
+LEAD_GAINS = {
+  "I": (0.10, -0.05, 0.7, -0.10, 0.20, 0.20),
+  "II": (0.15, -0.10, 1.0, -0.20, 0.30, 0.30),
+  "V2": (0.08, -0.05, 0.5, -0.60, 0.40, 0.40),
+}
 # wave -> (offset from R in s, width in s)
 WAVES = ((-0.16, 0.025), (-0.03, 0.012), (0.0, 0.018), (0.03, 0.012), (0.28, 0.05))
 PRE_PROMPT = "ECG, 50 Hz, 4 s, 3 leads.\n"
@@ -75,13 +90,22 @@ def make_example(rng: np.random.Generator) -> dict:
         if i or p_waves:
           x += gains[i] * np.exp(-0.5 * ((t - r - off) / width) ** 2)
       seg = (t > r + 0.05) & (t < r + 0.28)  # the ST segment, raised as a smooth plateau
-      x += st_amp * gains[5] / 0.3 * seg * np.sin(np.pi * np.clip((t - r - 0.05) / 0.23, 0, 1)) ** 0.5
+      x += (
+        st_amp * gains[5] / 0.3 * seg * np.sin(np.pi * np.clip((t - r - 0.05) / 0.23, 0, 1)) ** 0.5
+      )
     if not p_waves:  # fibrillatory baseline
       x += 0.12 * np.sin(2 * np.pi * rng.uniform(5, 7) * t + rng.uniform(0, 2 * np.pi))
-    x += 0.1 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t + rng.uniform(0, 2 * np.pi))  # baseline wander
+    x += 0.1 * np.sin(
+      2 * np.pi * rng.uniform(0.1, 0.3) * t + rng.uniform(0, 2 * np.pi)
+    )  # baseline wander
     series.append(x + rng.normal(0, rng.uniform(0.01, 0.03), LENGTH))
   label = TEMPLATES[template][2](finding)
-  return {"series": np.stack(series).astype(np.float32), "finding": finding, "template": template, "label": label}
+  return {
+    "series": np.stack(series).astype(np.float32),
+    "finding": finding,
+    "template": template,
+    "label": label,
+  }
 
 
 def example(seed: int, index: int) -> dict:

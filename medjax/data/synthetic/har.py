@@ -6,22 +6,32 @@ its mean and std are written into the prompt (as in OpenTSLM), so the offset sur
 while the shape survives in the series. The target is a one-line templated rationale (which axes
 oscillate, and how fast) followed by "Answer: <label>".
 """
+
 import numpy as np
 
 TS = "<ts>"  # placeholder of one series in the prompt text
 AXES = ("x", "y", "z")
 LENGTH = 128
-LABELS = ("lying", "sitting", "standing", "biking", "walking", "walking up", "walking down", "running")
+LABELS = (
+  "lying",
+  "sitting",
+  "standing",
+  "biking",
+  "walking",
+  "walking up",
+  "walking down",
+  "running",
+)
 # label -> (oscillating axes, cycles per window, gravity offset per axis)
 PATTERNS = {
-    "lying": ((), 0, (9.8, 0.0, 0.0)),
-    "sitting": (("z",), 2, (0.0, 3.0, 9.3)),
-    "standing": (("y",), 3, (0.0, 9.8, 0.0)),
-    "biking": (("x",), 5, (2.0, 9.0, 3.0)),
-    "walking": (("x", "y"), 8, (0.5, 9.7, 1.0)),
-    "walking up": (("y", "z"), 7, (0.5, 9.5, 2.0)),
-    "walking down": (("x", "z"), 9, (0.5, 9.6, -1.5)),
-    "running": (("x", "y", "z"), 14, (1.0, 9.5, 1.0)),
+  "lying": ((), 0, (9.8, 0.0, 0.0)),
+  "sitting": (("z",), 2, (0.0, 3.0, 9.3)),
+  "standing": (("y",), 3, (0.0, 9.8, 0.0)),
+  "biking": (("x",), 5, (2.0, 9.0, 3.0)),
+  "walking": (("x", "y"), 8, (0.5, 9.7, 1.0)),
+  "walking up": (("y", "z"), 7, (0.5, 9.5, 2.0)),
+  "walking down": (("x", "z"), 9, (0.5, 9.6, -1.5)),
+  "running": (("x", "y", "z"), 14, (1.0, 9.5, 1.0)),
 }
 PRE_PROMPT = "Accelerometer, 50 Hz, 3 axes.\n"
 POST_PROMPT = "Activity?"

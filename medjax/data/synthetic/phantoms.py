@@ -10,6 +10,7 @@ the image's point of view ("left" = image left), so no laterality convention nee
 
 Everything is a pure function of (seed, index): a split is a lazy, random-access sequence.
 """
+
 import numpy as np
 
 SIDES = ("left", "right")
@@ -61,7 +62,12 @@ def make_radiograph(rng: np.random.Generator) -> dict:
     dy = -4.5 if opacity[1] == "upper" else 3.0
     img[_ellipse(cy + dy + rng.uniform(-1, 1), cx + rng.uniform(-1, 1), 2.8, 2.8)] = 1.0
   img = np.clip(img + rng.normal(0, 0.04, img.shape), 0, 1).astype(np.float32)
-  return {"image": img[..., None], "opacity": opacity, "cardiomegaly": cardiomegaly, "effusion": effusion}
+  return {
+    "image": img[..., None],
+    "opacity": opacity,
+    "cardiomegaly": cardiomegaly,
+    "effusion": effusion,
+  }
 
 
 def make_ct(rng: np.random.Generator) -> dict:
@@ -89,19 +95,28 @@ def make_ct(rng: np.random.Generator) -> dict:
       if 0 <= z < FRAMES:
         vol[z][_ellipse(cy, cx, r, r)] = 1.0
   vol = np.clip(vol + rng.normal(0, 0.04, vol.shape), 0, 1).astype(np.float32)
-  return {"volume": vol[..., None], "scout": vol.mean(0)[..., None], "nodule": nodule, "effusion": effusion}
+  return {
+    "volume": vol[..., None],
+    "scout": vol.mean(0)[..., None],
+    "nodule": nodule,
+    "effusion": effusion,
+  }
 
 
 def report_2d(f: dict) -> str:
-  parts = [f"opacity in the {f['opacity'][0]} {f['opacity'][1]} zone." if f["opacity"] else "lungs clear.",
-           "heart enlarged." if f["cardiomegaly"] else "heart normal.",
-           f"{f['effusion']} effusion." if f["effusion"] else "no effusion."]
+  parts = [
+    f"opacity in the {f['opacity'][0]} {f['opacity'][1]} zone." if f["opacity"] else "lungs clear.",
+    "heart enlarged." if f["cardiomegaly"] else "heart normal.",
+    f"{f['effusion']} effusion." if f["effusion"] else "no effusion.",
+  ]
   return " ".join(parts)
 
 
 def report_3d(f: dict) -> str:
-  parts = [f"nodule in the {f['nodule'][0]} {f['nodule'][1]} lung." if f["nodule"] else "no nodule.",
-           f"{f['effusion']} effusion." if f["effusion"] else "no effusion."]
+  parts = [
+    f"nodule in the {f['nodule'][0]} {f['nodule'][1]} lung." if f["nodule"] else "no nodule.",
+    f"{f['effusion']} effusion." if f["effusion"] else "no effusion.",
+  ]
   return " ".join(parts)
 
 
@@ -113,13 +128,13 @@ def questions_2d(f: dict) -> list:
   """(question, answer, CLOSED|OPEN) about a radiograph."""
   op, eff = f["opacity"], f["effusion"]
   return [
-      ("is there an opacity?", _yn(op), CLOSED),
-      ("is the heart enlarged?", _yn(f["cardiomegaly"]), CLOSED),
-      ("is there an effusion?", _yn(eff), CLOSED),
-      ("which side is the opacity on?", op[0] if op else "none", OPEN),
-      ("which zone is the opacity in?", op[1] if op else "none", OPEN),
-      ("which side is the effusion on?", eff or "none", OPEN),
-      ("what is the heart size?", "enlarged" if f["cardiomegaly"] else "normal", OPEN),
+    ("is there an opacity?", _yn(op), CLOSED),
+    ("is the heart enlarged?", _yn(f["cardiomegaly"]), CLOSED),
+    ("is there an effusion?", _yn(eff), CLOSED),
+    ("which side is the opacity on?", op[0] if op else "none", OPEN),
+    ("which zone is the opacity in?", op[1] if op else "none", OPEN),
+    ("which side is the effusion on?", eff or "none", OPEN),
+    ("what is the heart size?", "enlarged" if f["cardiomegaly"] else "normal", OPEN),
   ]
 
 
@@ -127,11 +142,11 @@ def questions_3d(f: dict) -> list:
   """(question, answer, CLOSED|OPEN) about a CT volume."""
   nod, eff = f["nodule"], f["effusion"]
   return [
-      ("is there a nodule?", _yn(nod), CLOSED),
-      ("is there an effusion?", _yn(eff), CLOSED),
-      ("which side is the nodule on?", nod[0] if nod else "none", OPEN),
-      ("at which level is the nodule?", nod[1] if nod else "none", OPEN),
-      ("which side is the effusion on?", eff or "none", OPEN),
+    ("is there a nodule?", _yn(nod), CLOSED),
+    ("is there an effusion?", _yn(eff), CLOSED),
+    ("which side is the nodule on?", nod[0] if nod else "none", OPEN),
+    ("at which level is the nodule?", nod[1] if nod else "none", OPEN),
+    ("which side is the effusion on?", eff or "none", OPEN),
   ]
 
 
@@ -151,12 +166,25 @@ def make_example(rng: np.random.Generator, modality: str = "2d", mode: str = "vq
   else:
     raise ValueError(f"modality: expected '2d' or '3d', got {modality!r}")
   if mode == "report":
-    return {"prompt": f"{prefix} report:", "target": report, "qtype": OPEN, "media": media, "report": report,
-            "findings": f}
+    return {
+      "prompt": f"{prefix} report:",
+      "target": report,
+      "qtype": OPEN,
+      "media": media,
+      "report": report,
+      "findings": f,
+    }
   if mode != "vqa":
     raise ValueError(f"mode: expected 'vqa' or 'report', got {mode!r}")
   q, a, kind = qs[int(rng.integers(len(qs)))]
-  return {"prompt": f"{prefix} {q}", "target": a, "qtype": kind, "media": media, "report": report, "findings": f}
+  return {
+    "prompt": f"{prefix} {q}",
+    "target": a,
+    "qtype": kind,
+    "media": media,
+    "report": report,
+    "findings": f,
+  }
 
 
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
