@@ -82,6 +82,7 @@ def run(config, workdir: str, rows, seeds) -> dict:
       with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump({k: float(v) for k, v in res.items() if k.startswith("eval/")}, f, indent=1)
   results = collect(workdir)
+  os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "ablation.json"), "w") as f:
     json.dump(results, f, indent=1)
   return results
