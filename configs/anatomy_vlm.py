@@ -79,7 +79,7 @@ def get_config(arg=None):
     giou_weight=2.0,
     class_weight=1.0,
   )
-  # tiny, 2000 steps (~6 CPU minutes): see experiments/anatomy_ablation.py for the measured table (held-out zero-shot AUC per row).
+  # tiny, 2000 steps (~6 CPU minutes): measured ablation table in docs/results.md.
   c.train.update(
     steps=2000, batch_size=32, log_every=100, eval_every=1000, eval_batch_size=64, eval_batches=2
   )

@@ -1,115 +1,34 @@
-"""Runs a staged curriculum: python experiments/curriculum.py --config=configs/opentslm_curriculum.py:flamingo_tiny
---workdir=DIR
+"""Runs a staged curriculum (medjax.train.curriculum): each stage starts from the previous stage's
+best params and stops early on validation loss; restarting resumes.
 
-Stage k trains in DIR/<stage> through the one training loop, starting from stage k-1's best params
-(`train.init_from` = DIR/<stage k-1>/best, the lowest validation loss) and stopping early on
-validation loss. After each stage, the best params answer `curriculum.eval_questions` (0: skip) held-out
-questions: DIR/<stage>/predictions.jsonl (one record per example) and a line of DIR/curriculum.jsonl
-(accuracy and macro-F1, per template where the task has several). Restarting resumes.
+python experiments/curriculum.py --config=configs/opentslm_curriculum.py:flamingo_tiny --workdir=DIR
 """
 
-import copy
 import json
-import os
 
-from absl import app, flags, logging
+import jax
+from absl import app, flags
 from ml_collections import config_flags
 
+from medjax.train import curriculum
 
-def define_flags():
-  """Command-line flags (defined only when run as a script, so tests import this module beside others)."""
-  config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "Curriculum config, e.g. configs/opentslm_curriculum.py:flamingo_tiny.",
-    lock_config=True,
-  )
-  flags.DEFINE_string("workdir", None, "Stage workdirs, predictions and curriculum.jsonl go here.")
-
-
+config_flags.DEFINE_config_file(
+  "config",
+  None,
+  "Curriculum config, e.g. configs/opentslm_curriculum.py:flamingo_tiny.",
+  lock_config=True,
+)
+flags.DEFINE_string("workdir", None, "Stage workdirs, predictions and curriculum.jsonl go here.")
+flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
-
-
-def stage_configs(config) -> list:
-  """[(stage name, the base config with that stage's overrides)]; checks every stage builds its task."""
-  from medjax import tasks
-
-  cur = config.curriculum
-  if not cur.stages:
-    raise ValueError("curriculum.stages: expected at least one stage, got none")
-  out = []
-  for name in cur.stages:
-    if name not in cur:
-      raise ValueError(f"curriculum.stages: stage {name!r} has no curriculum.{name} section")
-    c = copy.deepcopy(config)
-    try:
-      c.update(cur[name].to_dict())
-      tasks.get_task(c)  # a missing data source or a bad field fails here, before any stage trains
-    except (KeyError, ValueError) as e:
-      raise ValueError(f"curriculum.{name}: {e}") from e
-    out.append((name, c))
-  return out
-
-
-def evaluate_best(config, stage_dir: str, questions: int) -> tuple[list[dict], dict]:
-  """(per-example records, metrics) of the stage's best params on `questions` held-out examples."""
-  import flax.linen as nn
-  import jax
-
-  from medjax.train import loop
-  from medjax.train.best import load_params
-
-  config = copy.deepcopy(config)
-  config.data.eval_questions = questions
-  mesh, rules, task, model = loop.setup(config)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, *_ = loop.build_step(config, mesh, rules, task, model)
-    params, _ = load_params(os.path.join(stage_dir, "best"), state.params)
-    records = task.predict(model, params)
-  return records, task.summarize(records)
-
-
-def run(config, workdir: str) -> list[dict]:
-  """Trains the stages in order; returns one summary per stage."""
-  from medjax.train.loop import train
-
-  summaries, prev = [], None
-  for name, c in stage_configs(config):
-    stage_dir = os.path.join(workdir, name)
-    if prev is not None:
-      c.train.init_from = os.path.join(prev, "best")
-    result = train(c, stage_dir)
-    metrics = {}
-    if config.curriculum.eval_questions:
-      records, metrics = evaluate_best(c, stage_dir, config.curriculum.eval_questions)
-      with open(os.path.join(stage_dir, "predictions.jsonl"), "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    summary = {
-      "stage": name,
-      "data": c.data.name,
-      "init_from": c.train.init_from,
-      "steps": result["step"],
-      **{k: v for k, v in result.items() if k.startswith("best/")},
-      **metrics,
-    }
-    with open(os.path.join(workdir, "curriculum.jsonl"), "a") as f:
-      f.write(json.dumps(summary) + "\n")
-    logging.info("stage %s: %s", name, summary)
-    summaries.append(summary)
-    prev = stage_dir
-  return summaries
 
 
 def main(argv):
   del argv
-  import jax
-
   jax.config.update("jax_threefry_partitionable", True)
-  for s in run(FLAGS.config, FLAGS.workdir):
+  for s in curriculum.run(FLAGS.config, FLAGS.workdir):
     print(json.dumps(s, sort_keys=True))
 
 
 if __name__ == "__main__":
-  define_flags()
-  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -197,7 +197,7 @@ def test_tiny_training_localises_regions(tmp_path):
 def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
   """The global-only row of the ablation (its cheapest): a finding never drawn in a training image ("mass",
   a large round dense spot) is recognised from its knowledge description, whose attribute words seen findings
-  use in other combinations (2000-step figures of every row: experiments/anatomy_ablation.py)."""
+  use in other combinations (2000-step figures of every row: docs/results.md)."""
   from medjax.tasks.anatomy_vlm import roc_auc
   from medjax.train.loop import train, trained_params
 

@@ -414,13 +414,9 @@ def test_best_params_keeps_the_lowest_loss_and_stops_after_patience(tmp_path):
 def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_path):
   import orbax.checkpoint as ocp
 
+  from medjax.train import curriculum as runner
   from medjax.train.metrics import read_metrics
 
-  spec = importlib.util.spec_from_file_location(
-    "curriculum_runner", os.path.join(ROOT, "experiments", "curriculum.py")
-  )
-  runner = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(runner)
   c = _config("opentslm_curriculum", "flamingo_tiny")
   assert tuple(c.curriculum.stages) == ("har", "ecg")
   with c.unlocked():

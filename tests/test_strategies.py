@@ -211,32 +211,19 @@ def test_lm_generator_counts_forward_tokens():
 
 
 # ---------------------------------------------------------------------------------------------
-# End to end: train the tiny LM on CoT + refinement data, then every strategy and evaluate_mcq
+# End to end: train the tiny LM on CoT + refinement data, then every strategy and the MCQ evaluation
 # ---------------------------------------------------------------------------------------------
-def _load_script(name, folder="experiments"):
-  """A repository script (folder/name.py) as a fresh module."""
-  import importlib.util
-  import os
-
-  path = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), folder, f"{name}.py"
-  )
-  spec = importlib.util.spec_from_file_location(f"medjax_script_{folder}_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.fixture(scope="module")
 def er_run(tmp_path_factory):
   """A few training steps on the mixed CoT + refinement data (the accuracy figures come from
   experiments/er_demo.py; this checks the plumbing end to end on 2 CPU cores)."""
+  from medjax.benchmarks import er_demo
+  from medjax.config_lib import config_from_file
   from medjax.train.loop import train
 
-  er_demo = _load_script("er_demo")
   workdir = str(tmp_path_factory.mktemp("er"))
   config = er_demo.er_config(
-    er_demo.evaluate_mcq.config_from_file("configs/llm.py:tiny"),
+    config_from_file("configs/llm.py:tiny"),
     steps=4,
     batch_size=8,
     refine_frac=0.5,
@@ -247,12 +234,12 @@ def er_run(tmp_path_factory):
   results = er_demo.compare(
     config, workdir, questions=8, num_samples=2, num_refinements=3, temperature=0.7
   )
-  return er_demo, config, workdir, results
+  return config, workdir, results
 
 
 @pytest.mark.slow
 def test_er_end_to_end(er_run):
-  _, _, _, results = er_run
+  _, _, results = er_run
   assert set(results) == {"greedy", "cot", "sc", "er"}
   sc, er = results["sc"][0], results["er"][0]
   for rec, sc_rec in zip(er.records, sc.records):
@@ -266,9 +253,11 @@ def test_er_end_to_end(er_run):
 
 @pytest.mark.slow
 def test_evaluate_mcq_reads_the_saved_config(er_run):
-  er_demo, config, workdir, _ = er_run
-  ev = er_demo.evaluate_mcq
-  model, params, tok, saved = ev.load_model(workdir, None)
+  from medjax.inference import mcq as ev
+  from medjax.train.restore import load_model
+
+  config, workdir, _ = er_run
+  model, params, tok, saved = load_model(workdir, None)
   assert saved.data.refine_frac == 0.5 and saved.data.seq_len == config.data.seq_len
   examples = ev.load_examples("synthetic_triage", "test")[:4]
   gen = S.LMGenerator(model, params, tok, max_new_tokens=8)
@@ -297,7 +286,7 @@ def test_evaluate_mcq_reads_the_saved_config(er_run):
       seed=0,
     )
   with pytest.raises(ValueError, match="checkpoint"):
-    ev.load_model(str(workdir) + "/missing", None)
+    load_model(str(workdir) + "/missing", None)
 
 
 @pytest.mark.slow
@@ -330,7 +319,8 @@ def test_prompt_widths_are_bucketed():
 
 
 def test_er_cost_benchmark_times_every_method_on_fixed_length_answers():
-  er_cost = _load_script("er_cost", "benchmarks")
+  from medjax.benchmarks import er_cost
+
   model = DecoderLM(lm_config("tiny"))
   params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]
   gen = S.LMGenerator(model, params, ByteTokenizer(), max_new_tokens=4, fixed_length=True)
@@ -341,13 +331,29 @@ def test_er_cost_benchmark_times_every_method_on_fixed_length_answers():
   assert r["er_batched_over_greedy"] == pytest.approx(r["er_batched_s"] / r["greedy_s"])
 
 
-def test_scripts_used_as_libraries_load_together():
-  """Tests and colabs import these scripts side by side: their flags must not collide (absl flags are global)."""
-  for folder, name in (
-    ("experiments", "er_demo"),
-    ("benchmarks", "er_cost"),
-    ("experiments", "evaluate_mcq"),
-    ("experiments", "curriculum"),
-    ("experiments", "cache_latents"),
-  ):
-    _load_script(name, folder)
+def test_scripts_are_thin_and_import_only_the_library():
+  """experiments/ and benchmarks/ scripts parse flags and call medjax: no script imports another
+  (nor edits sys.path to do so), and each stays short."""
+  import ast
+  import os
+  import sys
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  scripts = {
+    os.path.join(folder, name)
+    for folder in ("experiments", "benchmarks")
+    for name in os.listdir(os.path.join(root, folder))
+    if name.endswith(".py")
+  }
+  local = {os.path.basename(p)[:-3] for p in scripts} | {"experiments", "benchmarks", "configs"}
+  allowed = {"absl", "ml_collections", "jax", "medjax"} | set(sys.stdlib_module_names)
+  for path in sorted(scripts):
+    with open(os.path.join(root, path)) as f:
+      text = f.read()
+    tree = ast.parse(text)
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    tops = {m.split(".")[0] for m in modules}
+    assert not tops & local and tops <= allowed, (path, tops - allowed, tops & local)
+    assert "sys.path" not in text, path
+    assert len(text.splitlines()) <= 70, (path, len(text.splitlines()))

@@ -369,12 +369,12 @@ def _cached_config(cache_dir):
 
 def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
   pytest.importorskip("av")
+  from medjax.checkpoints import cache_latents as cli
   from medjax.checkpoints.diffusers_vae import load_vae
   from medjax.checkpoints.hf_t5 import load_t5_encoder
   from medjax.data import latent_cache
   from medjax.tasks import get_task
 
-  cli = _load("experiments/cache_latents.py")
   cache, data_dir = str(tmp_path / "cache"), str(tmp_path / "tfds")
   meta = cli.cache_latents(
     out=cache,
