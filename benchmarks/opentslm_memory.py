@@ -55,7 +55,7 @@ def step_memory(variant: str, num_series: int, samples: int) -> dict:
   """Compiled per-device memory of one train step (bytes) and the LM sequence length (nothing runs)."""
   import jax
 
-  from medjax.parallel.aot import compile_train_step
+  from medjax.train.aot import compile_train_step
   from medjax.train.metrics import compiled_cost
 
   c = _config(variant, num_series, samples)

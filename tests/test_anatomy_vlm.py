@@ -143,10 +143,12 @@ def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
   model = task.build_model()
   batch = next(iter(task.train_data(batch_size=4, seed=0, shard_index=0, shard_count=1)))
   params = strip_boxes(task.init_params(model, jax.random.PRNGKey(0), batch))
-  grad_fn = jax.jit(jax.value_and_grad(lambda p, b: task.loss(model, p, b, None), has_aux=True))
+  grad_fn = jax.jit(
+    jax.value_and_grad(lambda p, b, s: task.loss(model, p, b, None, s), has_aux=True)
+  )
   totals = {}
   for step in (0, 5, 10):
-    (total, m), grads = grad_fn(params, {**batch, "step": np.full(4, step, np.int32)})
+    (total, m), grads = grad_fn(params, batch, jnp.int32(step))
     totals[step] = (float(total), m)
   _, m = totals[0]
   np.testing.assert_allclose(totals[0][0], m["loss_anat"], rtol=1e-5)

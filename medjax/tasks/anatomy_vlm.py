@@ -21,7 +21,7 @@ from medjax.data.synthetic import anatomy
 from medjax.data.tokenizers import load_tokenizer
 from medjax.models.anatomy_vlm import AnatomyVLM, AnatomyVLMConfig
 from medjax.objectives import boxes as box_lib
-from medjax.train.task import Task
+from medjax.tasks.base import Task
 
 DATASETS = ("synthetic_anatomy",)
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
@@ -159,7 +159,6 @@ class AnatomyVLMTask(Task):
       "phrase_tokens": z(m, t, dt=np.int32),
       "neg_tokens": z(m, k, t, dt=np.int32),
       "neg_valid": z(m, k),
-      "step": z(dt=np.int32),
     }
 
   def init_params(self, model, rng, batch):
@@ -210,8 +209,7 @@ class AnatomyVLMTask(Task):
     ds = ds.map(functools.partial(self._example, split=split, findings=findings)).batch(
       batch_size, drop_remainder=True
     )
-    add_step = lambda i, b: {**b, "step": np.full((batch_size,), i, np.int32)}
-    return ds.map_with_index(add_step).to_iter_dataset()
+    return ds.to_iter_dataset()
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
     return self._dataset(
@@ -319,9 +317,9 @@ class AnatomyVLMTask(Task):
       "fine_acc": fine_acc,
     }
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     terms, metrics = self._terms(model, params, batch)
-    w = self._stage_weights(batch["step"][0])
+    w = self._stage_weights(step)
     total = w[0] * terms["anat"] + w[1] * terms["fine"] + w[2] * terms["global"]
     return total, {**{f"loss_{k}": v for k, v in terms.items()}, **metrics}
 
@@ -381,7 +379,7 @@ class AnatomyVLMTask(Task):
       "image_fused_scores": out["image_logits"] + image_region,
     }
 
-  def evaluate(self, model, params, mesh) -> dict:
+  def evaluate(self, model, params) -> dict:
     """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
     n = self.config.data.num_test
     if not n:

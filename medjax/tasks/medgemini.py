@@ -32,7 +32,7 @@ from medjax.models.text_tower import TextConfig, TwoTower
 from medjax.models.vit import ViTConfig
 from medjax.objectives import masked_cross_entropy
 from medjax.objectives.contrastive import retrieval_recall, sigmoid_loss, softmax_loss
-from medjax.train.task import Task
+from medjax.tasks.base import Task
 
 DATASETS = {"phantoms", *builders.MEDIA}  # builders: the public datasets in data/
 PLACEHOLDERS = {"image": "<image>", "volume": "<volume>"}
@@ -214,7 +214,7 @@ class MedGeminiVQATask(Task):
     logits = model.apply({"params": params}, **self.model_inputs(batch))
     return logits
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     logits = self._forward(model, params, batch)
     loss, acc, _ = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
     return loss, {"token_accuracy": acc}
@@ -309,7 +309,7 @@ class MedGeminiVQATask(Task):
     m = vqa_accuracy(preds, targets, [ex["qtype"] == phantoms.CLOSED for ex in examples])
     return {f"generated_{k}": v for k, v in m.items()}
 
-  def evaluate(self, model, params, mesh):
+  def evaluate(self, model, params):
     """Generation metrics and, for VQA, the majority-answer-per-question baseline (from the train split)."""
     out = self._generation_metrics(model, params)
     if self.config.data.mode != "vqa":
@@ -384,7 +384,7 @@ class SigLIPTask(Task):
       loss = softmax_loss(out["zimg"], out["ztxt"], out["t_prime"])
     return loss, out
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     loss, out = self._forward(model, params, batch)
     return loss, {"temperature": jnp.exp(out["t_prime"]), "bias": out["bias"]}
 

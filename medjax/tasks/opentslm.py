@@ -22,7 +22,7 @@ from medjax.inference import generate, pad_prompts
 from medjax.models import opentslm
 from medjax.models.llm import LMConfig
 from medjax.objectives import masked_cross_entropy
-from medjax.train.task import Task
+from medjax.tasks.base import Task
 
 # synthetic generator modules; None: a public dataset's TFDS builder (data/<name>, timeseries_io schema)
 DATASETS = {"synthetic_har": har, "synthetic_ecg": ecg, **dict.fromkeys(builders.TIMESERIES)}
@@ -219,7 +219,7 @@ class OpenTSLMTask(Task):
     logits, _ = model.apply({"params": params}, inputs.pop("tokens"), **inputs)
     return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     loss, acc, _ = self._forward(model, params, batch)
     return loss, {"token_accuracy": acc}
 
@@ -338,7 +338,7 @@ class OpenTSLMTask(Task):
     records = [r for r in records if r["label"]]  # captions (M4) have no answer to score
     return template_metrics(records, label_sets(self.source, records)) if records else {}
 
-  def evaluate(self, model, params, mesh):
+  def evaluate(self, model, params):
     """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several)."""
     if not self.config.data.eval_questions:
       return {}
