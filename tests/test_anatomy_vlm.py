@@ -169,7 +169,7 @@ def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
 
 
 def test_auc_balanced_accuracy_and_f1_match_their_definitions():
-  from medjax.tasks.anatomy_vlm import balanced_accuracy, f1_score, roc_auc
+  from medjax.eval.classification import balanced_accuracy, f1_score, roc_auc
 
   rng = np.random.default_rng(0)
   y = rng.random(300) < 0.3
@@ -200,7 +200,7 @@ def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
   """The global-only row of the ablation (its cheapest): a finding never drawn in a training image ("mass",
   a large round dense spot) is recognised from its knowledge description, whose attribute words seen findings
   use in other combinations (2000-step figures of every row: experiments/anatomy_ablation.py)."""
-  from medjax.tasks.anatomy_vlm import roc_auc
+  from medjax.eval.classification import roc_auc
   from medjax.train.loop import train, trained_params
 
   c = _config(weights=(0.0, 0.0, 1.0))

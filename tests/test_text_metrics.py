@@ -119,7 +119,7 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   import jax
   import numpy as np
 
-  from medjax.tasks.medgemini import greedy_decode
+  from medjax.inference.decode import greedy_decode
 
   task = _medgemini_task("tiny", eval_generations=4, eval_size=4, train_size=64)
   model = task.build_model()

@@ -9,6 +9,7 @@ from medjax.data import pipeline
 from medjax.data.synthetic import tfds_builder, triage
 from medjax.data.tokenizers import load_tokenizer
 from medjax.inference import generate_text
+from medjax.inference.parsing import parse_answer
 from medjax.models import llm
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.objectives import masked_cross_entropy
@@ -169,7 +170,7 @@ class LMTask(Task):
     outs = generate_text(
       model, params, self.tokenizer, prompts, max_new_tokens=self.config.data.max_new_tokens
     )
-    parsed = [triage.parse_answer(o) for o in outs]
+    parsed = [parse_answer(o, len(ex["options"]), ex["options"]) for o, ex in zip(outs, examples)]
     correct = [p == ex["answer_idx"] for p, ex in zip(parsed, examples)]
     return {
       "answer_accuracy": float(np.mean(correct)),
