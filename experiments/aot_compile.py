@@ -30,7 +30,7 @@ def main(argv):
   )  # the host runs nothing; TPU devices are compile-only
   import jax
 
-  from medjax.parallel import aot
+  from medjax.train import aot
 
   jax.config.update("jax_threefry_partitionable", True)
   report = aot.analyze(FLAGS.config, FLAGS.topology)

@@ -143,10 +143,12 @@ def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
   model = task.build_model()
   batch = next(iter(task.train_data(batch_size=4, seed=0, shard_index=0, shard_count=1)))
   params = strip_boxes(task.init_params(model, jax.random.PRNGKey(0), batch))
-  grad_fn = jax.jit(jax.value_and_grad(lambda p, b: task.loss(model, p, b, None), has_aux=True))
+  grad_fn = jax.jit(
+    jax.value_and_grad(lambda p, b, s: task.loss(model, p, b, None, s), has_aux=True)
+  )
   totals = {}
   for step in (0, 5, 10):
-    (total, m), grads = grad_fn(params, {**batch, "step": np.full(4, step, np.int32)})
+    (total, m), grads = grad_fn(params, batch, jnp.int32(step))
     totals[step] = (float(total), m)
   _, m = totals[0]
   np.testing.assert_allclose(totals[0][0], m["loss_anat"], rtol=1e-5)
@@ -167,7 +169,7 @@ def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
 
 
 def test_auc_balanced_accuracy_and_f1_match_their_definitions():
-  from medjax.tasks.anatomy_vlm import balanced_accuracy, f1_score, roc_auc
+  from medjax.eval.classification import balanced_accuracy, f1_score, roc_auc
 
   rng = np.random.default_rng(0)
   y = rng.random(300) < 0.3
@@ -198,7 +200,7 @@ def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
   """The global-only row of the ablation (its cheapest): a finding never drawn in a training image ("mass",
   a large round dense spot) is recognised from its knowledge description, whose attribute words seen findings
   use in other combinations (2000-step figures of every row: docs/results.md)."""
-  from medjax.tasks.anatomy_vlm import roc_auc
+  from medjax.eval.classification import roc_auc
   from medjax.train.loop import train, trained_params
 
   c = _config(weights=(0.0, 0.0, 1.0))

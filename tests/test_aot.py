@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from medjax.parallel import aot
+from medjax.train import aot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_libtpu = pytest.mark.skipif(
@@ -92,7 +92,7 @@ def test_stdit_flops_formula_matches_xla_count():
   import jax
   import jax.numpy as jnp
 
-  from medjax.models.stdit import STDiT, stdit_config
+  from medjax.models.stdit import STDiT, stdit_config, train_flops
 
   cfg = stdit_config(
     "tiny", hidden=64, depth=2, num_heads=4, caption_channels=32, text_vocab_size=0
@@ -104,4 +104,4 @@ def test_stdit_flops_formula_matches_xla_count():
   loss = lambda p: jnp.mean(model.apply(p, x, t, y, y_mask, train=False) ** 2)
   cost = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  assert aot.stdit_flops(cfg, x.shape, 6) == pytest.approx(cost["flops"], rel=0.15)
+  assert train_flops(cfg, x.shape, 6) == pytest.approx(cost["flops"], rel=0.15)

@@ -125,7 +125,7 @@ def test_paper_config_builds_and_traces():
   assert batch["x"].shape == (1, 40, 32, 32, 4) and batch["y"].shape == (1, 120, 4096)
   params = jax.eval_shape(lambda: nn.unbox(task.init_params(model, jax.random.PRNGKey(0), batch)))
   loss, metrics = jax.eval_shape(
-    lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1)), params
+    lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1), 0), params
   )
   assert loss.shape == () and set(metrics) == {"mse", "vb"}
   assert task.count_tokens(batch) == 10_240

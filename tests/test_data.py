@@ -9,6 +9,7 @@ import tokenizers as hf_tokenizers
 
 from medjax.data import pipeline, tokenizers
 from medjax.data.synthetic import tfds_builder, triage
+from medjax.inference import parsing
 
 SMALL = tfds_builder.TriageConfig(name="test_small", num_train=64, num_validation=16, num_test=16)
 
@@ -96,28 +97,6 @@ def test_load_tokenizer_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Synthetic triage task
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-  "text,expected",
-  [
-    ("Answer: B", "B"),
-    ("Answer: (B)", "B"),
-    ("answer: b.", "B"),
-    ("ANSWER:d", "D"),
-    ("Answer: **C**", "C"),
-    ("x. Answer: A then Answer: [C]", "C"),
-    ("Answer: A\n", "A"),
-    ("Answer: E", None),
-    ("Answer: Banana", None),
-    ("Answer:", None),
-    ("no answer here", None),
-    ("", None),
-    ("Answer: C ... Answer: none", None),
-  ],
-)
-def test_parse_answer(text, expected):
-  assert triage.parse_answer(text) == expected
-
-
 def test_make_examples_deterministic_and_consistent():
   a, b = triage.make_examples(50, seed=3), triage.make_examples(50, seed=3)
   assert a == b
@@ -129,8 +108,8 @@ def test_make_examples_deterministic_and_consistent():
     n_abnormal = sum(j in ("lo", "hi") for j in ex["cot"].split(";")[0].split()[1::2])
     assert ex["cot"].endswith(f"{n_abnormal} abnormal: {ex['answer']}.")
     assert triage.LEVELS.index(ex["answer"]) == min(n_abnormal, 3)
-    assert triage.parse_answer(triage.format_target(ex)) == ex["answer_idx"]
-    assert triage.parse_answer(triage.format_target(ex, cot=False)) == ex["answer_idx"]
+    assert parsing.parse_answer(triage.format_target(ex)) == ex["answer_idx"]
+    assert parsing.parse_answer(triage.format_target(ex, cot=False)) == ex["answer_idx"]
 
 
 def test_answers_roughly_uniform():
@@ -238,7 +217,7 @@ def test_lm_dataset_batches(train_source):
   tok = tokenizers.ByteTokenizer()
   for row in range(4):
     target_text = tok.decode(batch["targets"][row][batch["loss_mask"][row] > 0])
-    assert target_text.startswith(" HR ") and triage.parse_answer(target_text) is not None
+    assert target_text.startswith(" HR ") and parsing.parse_answer(target_text) is not None
     first = int(np.argmax(batch["loss_mask"][row]))  # input position of the prompt's end
     assert not batch["loss_mask"][row][:first].any()
     prompt_text = tok.decode(batch["tokens"][row][: first + 1])

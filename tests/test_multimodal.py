@@ -222,7 +222,9 @@ def test_paper_variant_builds():
   shapes = jax.eval_shape(lambda b: task.init_params(model, jax.random.PRNGKey(0), b), batch)
   n = sum(np.prod(s.shape) for s in jax.tree.leaves(nn.meta.unbox(shapes)))
   assert 1.7e9 < n < 1.9e9  # 2 x So400m (0.4B) + Gemma-3-1B (1.0B)
-  loss, _ = jax.eval_shape(lambda p, b: task.loss(model, p, b, None), nn.meta.unbox(shapes), batch)
+  loss, _ = jax.eval_shape(
+    lambda p, b: task.loss(model, p, b, None, 0), nn.meta.unbox(shapes), batch
+  )
   assert loss.shape == ()
 
 

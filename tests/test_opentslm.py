@@ -11,6 +11,8 @@ import pytest
 
 from medjax.data.synthetic import ecg, har
 from medjax.data.tokenizers import ByteTokenizer
+from medjax.eval import classification
+from medjax.inference import parsing
 from medjax.models import opentslm as ot
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.nn.gated_xattn import GatedCrossAttentionBlock
@@ -261,10 +263,10 @@ def test_encode_example_layout():
 
 
 def test_parse_and_macro_f1():
-  assert task_lib.parse_answer("Answer: no. Fast oscillation. Answer: Running.") == "running"
-  assert task_lib.parse_answer("no answer") == ""
+  assert parsing.answer_text("Answer: no. Fast oscillation. Answer: Running.") == "running"
+  assert parsing.answer_text("no answer") == ""
   labels = ["a", "a", "b", "b"]
-  m = task_lib.classification_metrics(["a", "zzz", "b", "b"], labels, ["a", "b"])
+  m = classification.classification_metrics(["a", "zzz", "b", "b"], labels, ["a", "b"])
   # a: tp 1, fn 1 (the out-of-set prediction is not a false positive of anything) -> 2/3; b: 1
   assert m["accuracy"] == 0.75 and m["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
 
@@ -317,7 +319,9 @@ def test_template_metrics():
     rec("st", "yes", "yes"),
     rec("st", "no", "no"),
   ]
-  m = task_lib.template_metrics(records, {"rate": ("slow", "normal", "fast"), "st": ("yes", "no")})
+  m = classification.template_metrics(
+    records, {"rate": ("slow", "normal", "fast"), "st": ("yes", "no")}
+  )
   # rate: fast f1 1, slow f1 0 (fp), normal f1 0 (fn) -> 1/3; st: 1
   assert (
     m["rate/accuracy"] == 0.5
@@ -511,8 +515,7 @@ def test_har_cot_builder(tmp_path):
     )  # real records go through the same host encoding
     enc = task_lib.encode_example(prompt, series, target, TOK, seq_len=400, **KW)
     assert (
-      task_lib.parse_answer(TOK.decode(enc["targets"][enc["loss_mask"] > 0].tolist()))
-      == ex["label"]
+      parsing.answer_text(TOK.decode(enc["targets"][enc["loss_mask"] > 0].tolist())) == ex["label"]
     )
   with pytest.raises(ValueError, match="x_axis: expected finite values"):
     mod.parse_series("[1.0, nan]", "f.csv:2: x_axis")

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from medjax.data import timeseries_io as tsio
 from medjax.data.synthetic import har
+from medjax.inference import parsing
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
@@ -90,7 +91,7 @@ def _check_encodes(rec, seq_len):
   )
   assert (enc["series_mask"].sum(axis=1)[: len(series)] == rec["series_length"]).all()
   assert tok.decode(enc["targets"][enc["loss_mask"] > 0].tolist()).startswith(target)
-  assert task_lib.parse_answer(target) == _text(rec["label"]).lower()
+  assert parsing.answer_text(target) == _text(rec["label"]).lower()
 
 
 def _check_splits(splits, sizes):
@@ -260,7 +261,7 @@ def test_ecg_records500_and_bad_records(tmp_path):
   ):
     ecg_qa_cot.parse_ids("abc", "f.csv:2")
   assert ecg_qa_cot.parse_ids("[12, 34]", "w") == [12, 34]
-  assert ecg_qa_cot.parse_answer("['lead I', 'lead II']") == "lead I, lead II"
+  assert parsing.answer_label("['lead I', 'lead II']") == "lead I, lead II"
 
 
 def test_timeseries_io_helpers(tmp_path):

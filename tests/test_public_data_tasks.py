@@ -43,7 +43,7 @@ def _first_batch_loss(config):
   params = flax.core.meta.unbox(
     jax.jit(lambda r, b: task.init_params(model, r, b))(jax.random.PRNGKey(0), batch)
   )
-  loss = jax.jit(lambda p, b: task.loss(model, p, b, None)[0])(params, batch)
+  loss = jax.jit(lambda p, b: task.loss(model, p, b, None, 0)[0])(params, batch)
   return batch, float(loss), np.log(config.model.lm.vocab_size)
 
 

@@ -38,30 +38,6 @@ def _letter_of(prompt: str, option: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Parsing and voting
 # ---------------------------------------------------------------------------------------------
-def test_parse_answer_agrees_with_triage_and_has_fallbacks():
-  rng = np.random.default_rng(0)
-  texts = [triage.format_target(ex, cot) for ex in EXAMPLES for cot in (True, False)]
-  texts += [
-    "Answer: (c)",
-    "answer:[B] because",
-    "Answer: E",
-    "Answer: maybe",
-    "x Answer: A y Answer: D",
-    "",
-    wrong_explanation(EXAMPLES[0], rng),
-  ]
-  for t in texts:
-    assert parsing.parse_answer(t) == triage.parse_answer(t), t
-  assert parsing.parse_answer("Thus the answer is (b).") == "B"
-  assert parsing.parse_answer("so the answer is B") == "B"
-  assert parsing.parse_answer("the answer is a fever") is None
-  assert parsing.parse_answer(" C)") == "C"
-  assert parsing.parse_answer("Answer: E", num_options=5) == "E"
-  assert parsing.parse_answer("Answer: Maybe.", 3, ["yes", "no", "maybe"]) == "C"
-  with pytest.raises(ValueError, match="num_options"):
-    parsing.parse_answer("Answer: A", num_options=0)
-
-
 def test_plurality_vote_tie_break_is_first_seen():
   assert S.plurality_vote(["B", None, "A", "B", "A"]) == "B"
   assert S.plurality_vote(["C", "A", "A", "C", None, None, None]) == "C"
@@ -150,9 +126,11 @@ def test_refinement_training_examples():
   rng = np.random.default_rng(0)
   for ex in EXAMPLES:
     wrong = wrong_explanation(ex, rng)
-    assert wrong != triage.format_target(ex).strip() and triage.parse_answer(wrong) is not None
+    assert wrong != triage.format_target(ex).strip() and parsing.parse_answer(wrong) is not None
     prompt, target = refinement_example(ex, rng, 4)
-    assert prompt.endswith("Refined reasoning:") and triage.parse_answer(target) == ex["answer_idx"]
+    assert (
+      prompt.endswith("Refined reasoning:") and parsing.parse_answer(target) == ex["answer_idx"]
+    )
     assert 2 <= prompt.count("Answer:") <= 4
 
 
@@ -173,7 +151,7 @@ def test_training_mix_of_cot_refinement_and_direct_examples():
       else "direct"
     )
     kinds[kind] += 1
-    assert triage.parse_answer(target) == ex["answer_idx"] and (
+    assert parsing.parse_answer(target) == ex["answer_idx"] and (
       kind == "direct"
     ) == target.startswith("Answer:")
     assert task._mixed_format(ex) == (prompt, target)  # fixed per question

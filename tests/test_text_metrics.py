@@ -119,7 +119,7 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   import jax
   import numpy as np
 
-  from medjax.tasks.medgemini import greedy_decode
+  from medjax.inference.decode import greedy_decode
 
   task = _medgemini_task("tiny", eval_generations=4, eval_size=4, train_size=64)
   model = task.build_model()
@@ -151,7 +151,7 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   for row in range(4):
     span = np.arange(lengths[row], end[row])
     assert (tokens[row, span] == pred[row, span - 1]).all()
-  out = task.evaluate(model, params, None)
+  out = task.evaluate(model, params)
   assert {"generated_accuracy", "majority_baseline"} <= set(out) and 0 <= out[
     "generated_accuracy"
   ] <= 1

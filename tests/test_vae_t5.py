@@ -409,7 +409,7 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
   assert batch["x"].shape == (8, 4, 8, 8, 4) and batch["y"].shape == (8, 16, 32)
   model, tx = task.build_model(), optax.adam(3e-3)
   params = jax.jit(lambda rng: nn.unbox(task.init_params(model, rng, batch)))(jax.random.PRNGKey(0))
-  loss_fn = lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1))[0]
+  loss_fn = lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1), 0)[0]
 
   @jax.jit
   def step(p, s):

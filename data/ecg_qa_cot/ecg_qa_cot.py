@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from medjax.data import timeseries_io as tsio
+from medjax.inference.parsing import answer_label
 
 COT_URL = "https://polybox.ethz.ch/index.php/s/D5QaJSEw4dXkzXm/download/ecg_qa_cot_final.zip"
 SPLIT_FILES = {
@@ -124,14 +125,6 @@ def parse_ids(text: str, where: str) -> list[int]:
   return [int(p) for p in parts]
 
 
-def parse_answer(text: str) -> str:
-  """The answer text; a python list of answers (ECG-QA's own format) is joined with ', '."""
-  text = text.strip()
-  if text.startswith("["):
-    return ", ".join(str(a).strip() for a in ast.literal_eval(text))
-  return text
-
-
 def read_template_answers(path) -> dict[int, list[str]]:
   """template_id -> answer options, from ECG-QA's answers_for_each_template.csv."""
   out = {}
@@ -190,7 +183,7 @@ def parse_rows(path, root, template_answers: dict[int, list[str]]):
         pre_prompt=pre,
         post_prompt=post,
         rationale=tsio.field(row, "rationale", where),
-        label=parse_answer(tsio.field(row, "answer", where)),
+        label=answer_label(tsio.field(row, "answer", where)),
         template_id=template_id,
         question=question,
         question_type=tsio.field(row, "question_type", where),

@@ -10,7 +10,7 @@ Measured figures: docs/results.md.
 import jax
 
 from medjax.config_lib import config_from_file
-from medjax.parallel.aot import compile_train_step
+from medjax.train.aot import compile_train_step
 from medjax.train.metrics import compiled_cost
 
 

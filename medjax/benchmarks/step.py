@@ -16,7 +16,6 @@ import numpy as np
 
 from medjax import parallel
 from medjax.config_lib import config_from_file
-from medjax.parallel.aot import model_flops
 from medjax.train import loop
 from medjax.train.metrics import compiled_cost, peak_flops
 
@@ -54,9 +53,7 @@ def benchmark(config, steps: int, data_batches: int = 0) -> dict:
   peak = peak_flops()
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   tokens = task.count_tokens(local) * jax.process_count()
-  analytic = model_flops(
-    model, params, t.batch_size, tokens // t.batch_size, task.dummy_batch(t.batch_size)
-  )
+  analytic = task.flops_per_step(model, task.dummy_batch(t.batch_size), params)
   # XLA:GPU's cost analysis leaves out library calls (cuBLAS GEMMs, cuDNN attention), so without an analytic
   # count there is no trustworthy MFU on GPU; on TPU/CPU XLA's count is used (it includes recomputation).
   flops = (

@@ -1,4 +1,5 @@
-"""Prefill + KV-cache decoding in one jit-compiled program (a while_loop, no Python loop per token)."""
+"""Decoding in one jit-compiled program each (a while_loop, no Python loop per token): prefill +
+KV-cache sampling (`generate`), and greedy decoding of models without a cache (`greedy_decode`)."""
 
 import functools
 
@@ -160,6 +161,46 @@ def generate(
   init = (jnp.int32(0), cache, last, pos, zeros.astype(bool), out, zeros, rng)
   _, _, _, _, _, out, count, _ = jax.lax.while_loop(cond, body, init)
   return out, count
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id", "vocab_size"))
+def greedy_decode(
+  model, params, inputs, lengths, *, max_new_tokens: int, eos_id: int, vocab_size: int
+):
+  """Greedy continuation of prompts (`inputs["tokens"]` [B,T], the first `lengths` tokens real) in place,
+  for models without a KV cache (`MultimodalLM`: media sit in its bidirectional prefix).
+
+  `model.apply` takes `inputs` plus tokens, input_mask and prefix_mask (the prompt). Each step reruns
+  the prefix-LM over the fixed-length text. Stops when every row wrote EOS or filled T.
+  Returns (tokens [B,T], end [B]: one past the last generated token, EOS included).
+  """
+  tokens = inputs["tokens"]
+  pos = jnp.arange(tokens.shape[1])[None]
+  prefix = pos < lengths[:, None]
+
+  def cond(carry):
+    i, _, _, done = carry
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def body(carry):
+    i, tokens, end, done = carry
+    logits = model.apply(
+      {"params": params},
+      **dict(inputs, tokens=tokens, input_mask=pos < end[:, None], prefix_mask=prefix),
+    )
+    nxt = jnp.argmax(
+      jnp.take_along_axis(logits, (end - 1)[:, None, None], axis=1)[:, 0, :vocab_size], -1
+    )
+    write = ~done
+    tokens = jnp.where(
+      write[:, None] & (pos == end[:, None]), nxt[:, None].astype(tokens.dtype), tokens
+    )
+    end = jnp.where(write, end + 1, end)
+    return i + 1, tokens, end, done | (nxt == eos_id) | (end >= tokens.shape[1])
+
+  done = lengths >= tokens.shape[1]
+  _, tokens, end, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), tokens, lengths, done))
+  return tokens, end
 
 
 def generate_text(

@@ -1,10 +1,16 @@
-"""Answer parsing for multiple-choice generations: option letters, with a few forgiving fallbacks.
+"""The one answer parser: every generation that is scored (training-time eval of triage, OpenTSLM
+and ECG-QA, and `experiments/evaluate_mcq.py`) is read here, so one output is scored one way.
 
-`parse_answer` agrees with `medjax.data.synthetic.triage.parse_answer` on every text that contains
-'Answer:' (the letter after the last one, brackets allowed, case-insensitive); without it, it also
-accepts 'the answer is (B)', a bare letter ('B', '(B).'), or the text of an option ('Answer: yes').
+Both kinds of answer follow the last 'Answer:' (case-insensitive, full-width colon allowed):
+- `parse_answer`: a multiple-choice option letter (brackets allowed, any case); without 'Answer:',
+  also 'the answer is (B)' or a bare letter ('B', '(B).'); with `options`, the text of an option
+  ('Answer: yes').
+- `answer_text`: a free-text label (OpenTSLM, ECG-QA): the rest of that line, lowercased, without
+  EOS markers or a trailing period; a python list of answers is joined with ', ' (`answer_label`,
+  which also reads the dataset's own answer field).
 """
 
+import ast
 import re
 from collections.abc import Sequence
 
@@ -24,6 +30,9 @@ def letters(num_options: int) -> str:
   if not 1 <= num_options <= len(LETTERS):
     raise ValueError(f"num_options: expected 1..{len(LETTERS)}, got {num_options}")
   return LETTERS[:num_options]
+
+
+EOS_MARKERS = ("<|end_of_text|>", "<|eot_id|>", "<eos>", "</s>")
 
 
 def _norm(s: str) -> str:
@@ -64,3 +73,25 @@ def letter_index(letter: str | None, num_options: int) -> int | None:
   if letter not in valid:
     raise ValueError(f"letter: expected one of {valid!r}, got {letter!r}")
   return valid.index(letter)
+
+
+def answer_label(text: str) -> str:
+  """A free-text answer, stripped; a python list of answers (ECG-QA's own format) joined with ', '."""
+  text = text.strip()
+  if text.startswith("["):
+    try:
+      return ", ".join(str(a).strip() for a in ast.literal_eval(text))
+    except (ValueError, SyntaxError, TypeError):
+      pass
+  return text
+
+
+def answer_text(text: str) -> str:
+  """The free-text answer after the last 'Answer:' (its line), lowercased; '' without 'Answer:'."""
+  anchors = list(_ANCHOR.finditer(text))
+  if not anchors:
+    return ""
+  ans = text[anchors[-1].end() :].split("\n")[0]
+  for eos in EOS_MARKERS:
+    ans = ans.replace(eos, "")
+  return answer_label(ans.strip().rstrip(".")).lower()

@@ -426,3 +426,18 @@ class DecoderLM(nn.Module):
     cfg = self.cfg
     one = KVCache.zeros(batch, max_len, cfg.num_kv_heads, cfg.head_dim, DTYPES[cfg.dtype])
     return jax.tree.map(lambda a: jnp.broadcast_to(a, (cfg.num_layers,) + a.shape), one)
+
+
+def train_flops(cfg: LMConfig, num_params: int, batch_size: int, seq_len: int) -> float:
+  """Analytic training FLOPs of one step (fwd + bwd = 3x fwd; no remat recomputation: the MFU convention).
+
+  MaxText-style: 6 * params * tokens + causal attention 12 * H * D * S * (keys per query) per layer,
+  S / 2 keys for global layers, min(window, S / 2) for sliding-window ones. Unlike XLA's count this
+  sees every scanned layer.
+  """
+  local = int(cfg.layer_is_local().sum())
+  keys = (cfg.num_layers - local) * seq_len / 2 + local * min(
+    cfg.sliding_window or seq_len, seq_len / 2
+  )
+  attention = 12 * cfg.num_heads * cfg.head_dim * seq_len * keys
+  return batch_size * (6 * num_params * seq_len + attention)

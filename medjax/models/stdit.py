@@ -291,3 +291,22 @@ class STDiT(nn.Module):
     )(out)
     out = out.reshape(b, nt, nh, nw, pt, ph, pw, cfg.out_channels).transpose(0, 1, 4, 2, 5, 3, 6, 7)
     return out.reshape(b, t, h, w, cfg.out_channels).astype(jnp.float32)
+
+
+def train_flops(cfg: STDiTConfig, video_shape, text_len: int) -> float:
+  """Training FLOPs of an STDiT step on latents [B, T, H, W, C] with `text_len` caption tokens.
+
+  Forward matmul FLOPs are 2 x the weights each token meets: per block and video token the spatial
+  and temporal attention projections (4 D^2 each), cross-attention q/out (2 D^2) and the MLP
+  (2 r D^2); per text token the cross-attention k/v (2 D^2); plus 4 D per (query, key) pair over S
+  spatial, F temporal and L text keys. Training = 3 x forward; embedders and the final layer are
+  omitted (< 1% at XL/2).
+  """
+  b, t, h, w, _ = video_shape
+  f, s = t // cfg.patch_size[0], (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
+  d, tokens = cfg.hidden, f * s
+  mlp = 2 * int(cfg.mlp_ratio * d) * d
+  temporal = cfg.temporal_attention
+  proj = tokens * (2 * (4 + 4 * temporal + 2) * d * d + 2 * mlp) + text_len * 4 * d * d
+  attn = 4 * d * tokens * (s + temporal * f + text_len)
+  return 3.0 * b * cfg.depth * (proj + attn)

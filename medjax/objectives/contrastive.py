@@ -1,4 +1,5 @@
-"""Image-text contrastive losses (SigLIP sigmoid, CLIP softmax) and retrieval recall@K."""
+"""Contrastive losses (SigLIP sigmoid, CLIP softmax, region-phrase InfoNCE with hard negatives,
+multi-label sigmoid BCE) and retrieval recall@K."""
 
 import jax
 import jax.numpy as jnp
@@ -56,3 +57,30 @@ def retrieval_recall(zimg, ztxt, ks=(1, 5), labels=None) -> dict:
       )
   out["chance@1"] = jnp.mean(same.astype(jnp.float32))
   return out
+
+
+def info_nce(region_emb, pos_emb, neg_emb, pos_tokens, valid, neg_valid, scale):
+  """Region -> phrase InfoNCE over the batch's phrases plus per-region hard negatives.
+
+  region_emb/pos_emb [N,E], neg_emb [N,K,E], pos_tokens [N,T] (identical phrases are not used as
+  each other's negatives), valid [N], neg_valid [N,K]. Returns (loss, top-1 accuracy).
+  """
+  n = region_emb.shape[0]
+  same = jnp.all(pos_tokens[:, None] == pos_tokens[None], -1) & ~jnp.eye(n, dtype=bool)
+  batch_logits = jnp.where(same | ~valid[None].astype(bool), -1e9, scale * region_emb @ pos_emb.T)
+  neg_logits = jnp.where(
+    neg_valid.astype(bool), scale * jnp.einsum("ne,nke->nk", region_emb, neg_emb), -1e9
+  )
+  logits = jnp.concatenate([batch_logits, neg_logits], 1)
+  ce = jax.nn.logsumexp(logits, -1) - jnp.diagonal(batch_logits)
+  w = valid.astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(w), 1.0)
+  acc = (jnp.argmax(logits, -1) == jnp.arange(n)).astype(jnp.float32)
+  return jnp.sum(ce * w) / denom, jnp.sum(acc * w) / denom
+
+
+def sigmoid_bce(logits, labels, mask):
+  """Mean binary cross-entropy over the labels where `mask` [F] is 1."""
+  bce = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  m = jnp.broadcast_to(mask, logits.shape)
+  return jnp.sum(bce * m) / jnp.maximum(jnp.sum(m), 1.0)

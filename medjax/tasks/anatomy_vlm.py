@@ -15,73 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
-import scipy.stats
 
 from medjax.data.synthetic import anatomy
 from medjax.data.tokenizers import load_tokenizer
+from medjax.eval.classification import balanced_accuracy, f1_score, roc_auc
 from medjax.models.anatomy_vlm import AnatomyVLM, AnatomyVLMConfig
 from medjax.objectives import boxes as box_lib
-from medjax.train.task import Task
+from medjax.objectives.contrastive import info_nce, sigmoid_bce
+from medjax.tasks.base import Task
 
 DATASETS = ("synthetic_anatomy",)
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Losses.
-# ---------------------------------------------------------------------------------------------------
-def info_nce(region_emb, pos_emb, neg_emb, pos_tokens, valid, neg_valid, scale):
-  """Region -> phrase InfoNCE over the batch's phrases plus per-region hard negatives.
-
-  region_emb/pos_emb [N,E], neg_emb [N,K,E], pos_tokens [N,T] (identical phrases are not used as
-  each other's negatives), valid [N], neg_valid [N,K]. Returns (loss, top-1 accuracy).
-  """
-  n = region_emb.shape[0]
-  same = jnp.all(pos_tokens[:, None] == pos_tokens[None], -1) & ~jnp.eye(n, dtype=bool)
-  batch_logits = jnp.where(same | ~valid[None].astype(bool), -1e9, scale * region_emb @ pos_emb.T)
-  neg_logits = jnp.where(
-    neg_valid.astype(bool), scale * jnp.einsum("ne,nke->nk", region_emb, neg_emb), -1e9
-  )
-  logits = jnp.concatenate([batch_logits, neg_logits], 1)
-  ce = jax.nn.logsumexp(logits, -1) - jnp.diagonal(batch_logits)
-  w = valid.astype(jnp.float32)
-  denom = jnp.maximum(jnp.sum(w), 1.0)
-  acc = (jnp.argmax(logits, -1) == jnp.arange(n)).astype(jnp.float32)
-  return jnp.sum(ce * w) / denom, jnp.sum(acc * w) / denom
-
-
-def sigmoid_bce(logits, labels, mask):
-  """Mean binary cross-entropy over the labels where `mask` [F] is 1."""
-  bce = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-  m = jnp.broadcast_to(mask, logits.shape)
-  return jnp.sum(bce * m) / jnp.maximum(jnp.sum(m), 1.0)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Metrics (host).
-# ---------------------------------------------------------------------------------------------------
-def roc_auc(labels, scores) -> float:
-  """Mann-Whitney AUC (ties count one half); nan without both classes."""
-  labels, scores = np.asarray(labels, bool), np.asarray(scores, np.float64)
-  pos, neg = scores[labels], scores[~labels]
-  if not len(pos) or not len(neg):
-    return float("nan")
-  ranks = scipy.stats.rankdata(np.concatenate([pos, neg]))
-  return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def balanced_accuracy(labels, preds) -> float:
-  labels, preds = np.asarray(labels, bool), np.asarray(preds, bool)
-  if labels.all() or not labels.any():
-    return float("nan")
-  return float((np.mean(preds[labels]) + np.mean(~preds[~labels])) / 2)
-
-
-def f1_score(labels, preds) -> float:
-  labels, preds = np.asarray(labels, bool), np.asarray(preds, bool)
-  tp = np.sum(labels & preds)
-  denom = 2 * tp + np.sum(~labels & preds) + np.sum(labels & ~preds)
-  return float(2 * tp / denom) if denom else float("nan")
 
 
 class AnatomyVLMTask(Task):
@@ -159,7 +103,6 @@ class AnatomyVLMTask(Task):
       "phrase_tokens": z(m, t, dt=np.int32),
       "neg_tokens": z(m, k, t, dt=np.int32),
       "neg_valid": z(m, k),
-      "step": z(dt=np.int32),
     }
 
   def init_params(self, model, rng, batch):
@@ -210,8 +153,7 @@ class AnatomyVLMTask(Task):
     ds = ds.map(functools.partial(self._example, split=split, findings=findings)).batch(
       batch_size, drop_remainder=True
     )
-    add_step = lambda i, b: {**b, "step": np.full((batch_size,), i, np.int32)}
-    return ds.map_with_index(add_step).to_iter_dataset()
+    return ds.to_iter_dataset()
 
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
     return self._dataset(
@@ -319,9 +261,9 @@ class AnatomyVLMTask(Task):
       "fine_acc": fine_acc,
     }
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     terms, metrics = self._terms(model, params, batch)
-    w = self._stage_weights(batch["step"][0])
+    w = self._stage_weights(step)
     total = w[0] * terms["anat"] + w[1] * terms["fine"] + w[2] * terms["global"]
     return total, {**{f"loss_{k}": v for k, v in terms.items()}, **metrics}
 
@@ -381,7 +323,7 @@ class AnatomyVLMTask(Task):
       "image_fused_scores": out["image_logits"] + image_region,
     }
 
-  def evaluate(self, model, params, mesh) -> dict:
+  def evaluate(self, model, params) -> dict:
     """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
     n = self.config.data.num_test
     if not n:

@@ -19,8 +19,9 @@ from medjax.data.synthetic import cells
 from medjax.data.tokenizers import ByteTokenizer
 from medjax.eval.faithfulness import FaithfulnessClassifier
 from medjax.eval.fvd import fvd
+from medjax.models import stdit
 from medjax.models.stdit import STDiT, STDiTConfig
-from medjax.train.task import Task
+from medjax.tasks.base import Task
 
 LATENTS = ("pixels", "vae")
 
@@ -146,7 +147,7 @@ class BoraTask(Task):
     )
     return self.diffusion.training_losses(model_fn, x0, t, noise)
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     train = rng is not None
     out = self._losses(model, params, batch, rng if train else jax.random.PRNGKey(0), train)
     return jnp.mean(out["loss"]), {"mse": jnp.mean(out["mse"]), "vb": jnp.mean(out["vb"])}
@@ -217,6 +218,9 @@ class BoraTask(Task):
     x = np.shape(batch["x"])
     return int(x[0] * (x[1] // p[0]) * (x[2] // p[1]) * (x[3] // p[2]))
 
+  def flops_per_step(self, model, batch, num_params):
+    return stdit.train_flops(model.cfg, np.shape(batch["x"]), np.shape(batch["y"])[1])
+
   # ---------------------------------------------------------------------------- evaluation
   @property
   def classifier(self) -> FaithfulnessClassifier:
@@ -277,7 +281,7 @@ class BoraTask(Task):
     out["fvd"] = fvd(videos, real, self.classifier.embed)
     return out
 
-  def evaluate(self, model, params, mesh):
+  def evaluate(self, model, params):
     n = self.config.data.eval_videos
     if not n or self.config.data.name != "synthetic_cells":
       return {}

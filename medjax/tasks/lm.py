@@ -9,9 +9,11 @@ from medjax.data import pipeline
 from medjax.data.synthetic import tfds_builder, triage
 from medjax.data.tokenizers import load_tokenizer
 from medjax.inference import generate_text
+from medjax.inference.parsing import parse_answer
+from medjax.models import llm
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.objectives import masked_cross_entropy
-from medjax.train.task import Task
+from medjax.tasks.base import Task
 
 DATASETS = {"synthetic_triage"}
 
@@ -115,7 +117,7 @@ class LMTask(Task):
   def init_params(self, model, rng, batch):
     return model.init(rng, batch["tokens"])["params"]
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     logits, _ = model.apply({"params": params}, batch["tokens"], input_mask=batch["input_mask"])
     loss, acc, _ = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
     return loss, {"token_accuracy": acc}
@@ -154,7 +156,10 @@ class LMTask(Task):
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
 
-  def evaluate(self, model, params, mesh):
+  def flops_per_step(self, model, batch, num_params):
+    return llm.train_flops(model.cfg, num_params, *np.shape(batch["tokens"]))
+
+  def evaluate(self, model, params):
     """Greedy answers to held-out questions: accuracy against chance, and the unparseable rate."""
     n = self.config.data.eval_questions
     if not n:
@@ -165,7 +170,7 @@ class LMTask(Task):
     outs = generate_text(
       model, params, self.tokenizer, prompts, max_new_tokens=self.config.data.max_new_tokens
     )
-    parsed = [triage.parse_answer(o) for o in outs]
+    parsed = [parse_answer(o, len(ex["options"]), ex["options"]) for o, ex in zip(outs, examples)]
     correct = [p == ex["answer_idx"] for p, ex in zip(parsed, examples)]
     return {
       "answer_accuracy": float(np.mean(correct)),

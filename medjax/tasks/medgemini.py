@@ -13,12 +13,10 @@ text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 an
 """
 
 import collections
-import functools
 import re
 import zlib
 
 import grain
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -26,13 +24,14 @@ from medjax.data import builders, pipeline
 from medjax.data.synthetic import phantoms
 from medjax.data.tokenizers import load_tokenizer
 from medjax.eval import report_metrics, vqa_accuracy
+from medjax.inference.decode import greedy_decode
 from medjax.models.llm import LMConfig
 from medjax.models.multimodal import MediaSpec, MultimodalConfig, MultimodalLM, check_media_counts
 from medjax.models.text_tower import TextConfig, TwoTower
 from medjax.models.vit import ViTConfig
 from medjax.objectives import masked_cross_entropy
 from medjax.objectives.contrastive import retrieval_recall, sigmoid_loss, softmax_loss
-from medjax.train.task import Task
+from medjax.tasks.base import Task
 
 DATASETS = {"phantoms", *builders.MEDIA}  # builders: the public datasets in data/
 PLACEHOLDERS = {"image": "<image>", "volume": "<volume>"}
@@ -90,45 +89,6 @@ def _batch_ds(source, encode, *, batch_size, seed, shuffle, num_epochs, shard_in
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs).map(encode).batch(batch_size, drop_remainder=True)
   return ds.to_iter_dataset()
-
-
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id", "vocab_size"))
-def greedy_decode(
-  model, params, inputs, lengths, *, max_new_tokens: int, eos_id: int, vocab_size: int
-):
-  """Greedy continuation of prompts (`inputs["tokens"]` [B,T], the first `lengths` tokens real) in place.
-
-  Each step reruns the prefix-LM over the fixed-length text (no KV cache: the media sit in the
-  bidirectional prefix and these models are small). Stops when every row wrote EOS or filled T.
-  Returns (tokens [B,T], end [B]: one past the last generated token, EOS included).
-  """
-  tokens = inputs["tokens"]
-  pos = jnp.arange(tokens.shape[1])[None]
-  prefix = pos < lengths[:, None]
-
-  def cond(carry):
-    i, _, _, done = carry
-    return (i < max_new_tokens) & ~jnp.all(done)
-
-  def body(carry):
-    i, tokens, end, done = carry
-    logits = model.apply(
-      {"params": params},
-      **dict(inputs, tokens=tokens, input_mask=pos < end[:, None], prefix_mask=prefix),
-    )
-    nxt = jnp.argmax(
-      jnp.take_along_axis(logits, (end - 1)[:, None, None], axis=1)[:, 0, :vocab_size], -1
-    )
-    write = ~done
-    tokens = jnp.where(
-      write[:, None] & (pos == end[:, None]), nxt[:, None].astype(tokens.dtype), tokens
-    )
-    end = jnp.where(write, end + 1, end)
-    return i + 1, tokens, end, done | (nxt == eos_id) | (end >= tokens.shape[1])
-
-  done = lengths >= tokens.shape[1]
-  _, tokens, end, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), tokens, lengths, done))
-  return tokens, end
 
 
 class MedGeminiVQATask(Task):
@@ -214,7 +174,7 @@ class MedGeminiVQATask(Task):
     logits = model.apply({"params": params}, **self.model_inputs(batch))
     return logits
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     logits = self._forward(model, params, batch)
     loss, acc, _ = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
     return loss, {"token_accuracy": acc}
@@ -309,7 +269,7 @@ class MedGeminiVQATask(Task):
     m = vqa_accuracy(preds, targets, [ex["qtype"] == phantoms.CLOSED for ex in examples])
     return {f"generated_{k}": v for k, v in m.items()}
 
-  def evaluate(self, model, params, mesh):
+  def evaluate(self, model, params):
     """Generation metrics and, for VQA, the majority-answer-per-question baseline (from the train split)."""
     out = self._generation_metrics(model, params)
     if self.config.data.mode != "vqa":
@@ -384,7 +344,7 @@ class SigLIPTask(Task):
       loss = softmax_loss(out["zimg"], out["ztxt"], out["t_prime"])
     return loss, out
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     loss, out = self._forward(model, params, batch)
     return loss, {"temperature": jnp.exp(out["t_prime"]), "bias": out["bias"]}
 

@@ -2,9 +2,9 @@
 
 Host side (numpy), this module turns (prompt with `<ts>` placeholders, series, target) into fixed
 shape arrays, checking the data at this boundary (NaN, too long, placeholder/series mismatch).
-Evaluation generates greedily, parses the text after the last "Answer:" and reports accuracy and
-macro-F1 (a prediction outside the label set counts as a false negative only), per question template
-when the source has several (ECG-QA); `predict` gives the per-example records for a JSONL file.
+Evaluation generates greedily, parses the text after the last "Answer:" (`medjax.inference.parsing`)
+and reports accuracy and macro-F1 (a prediction outside the label set counts as a false negative
+only), per question template when the source has several (ECG-QA); `predict` gives the per-example records for a JSONL file.
 `data.name` is an embedded synthetic task or a public dataset's TFDS builder (medjax.data.builders.TIMESERIES,
 prepared from `data.manual_dir` into `data.data_dir`).
 """
@@ -18,11 +18,13 @@ import numpy as np
 from medjax.data import builders
 from medjax.data.synthetic import ecg, har
 from medjax.data.tokenizers import load_tokenizer
+from medjax.eval.classification import template_metrics
 from medjax.inference import generate, pad_prompts
+from medjax.inference.parsing import answer_text
 from medjax.models import opentslm
 from medjax.models.llm import LMConfig
 from medjax.objectives import masked_cross_entropy
-from medjax.train.task import Task
+from medjax.tasks.base import Task
 
 # synthetic generator modules; None: a public dataset's TFDS builder (data/<name>, timeseries_io schema)
 DATASETS = {"synthetic_har": har, "synthetic_ecg": ecg, **dict.fromkeys(builders.TIMESERIES)}
@@ -41,7 +43,7 @@ def label_sets(source, records=()) -> dict:
 
 def template_and_label(ex) -> tuple[str, str]:
   """(template, label) of a synthetic example or a builder record ("template_<id>" by ECG-QA template_id;
-  "default" for -1; labels lowercased as `parse_answer` does)."""
+  "default" for -1; labels lowercased as `answer_text` does)."""
   if "template_id" not in ex:
     return ex.get("template", "default"), ex["label"]
   label = ex["label"].decode() if isinstance(ex["label"], bytes) else str(ex["label"])
@@ -124,46 +126,6 @@ def encode_example(prompt: str, series, target: str, tokenizer, *, seq_len: int,
   }
 
 
-def parse_answer(text: str) -> str:
-  """Text after the last "Answer:", lowercased, without trailing period / EOS markers."""
-  if "Answer:" not in text:
-    return ""
-  ans = text.rsplit("Answer:", 1)[1].split("\n")[0]
-  for eos in ("<|end_of_text|>", "<|eot_id|>", "<eos>", "</s>"):
-    ans = ans.replace(eos, "")
-  return ans.strip().rstrip(".").strip().lower()
-
-
-def classification_metrics(preds, labels, label_set) -> dict:
-  """Accuracy and macro-F1 over `label_set`; out-of-set predictions are false negatives only."""
-  preds, labels = np.asarray(preds, object), np.asarray(labels, object)
-  f1s = []
-  for c in label_set:
-    tp = np.sum((preds == c) & (labels == c))
-    fp = np.sum((preds == c) & (labels != c))
-    fn = np.sum((preds != c) & (labels == c))
-    f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-  return {"accuracy": float(np.mean(preds == labels)), "macro_f1": float(np.mean(f1s))}
-
-
-def template_metrics(records, sets: dict) -> dict:
-  """Accuracy and macro-F1 per template of records {"template", "prediction", "label"}; overall accuracy
-  and macro-F1 (the mean of the templates'); chance (the mean of 1 / #answers over templates)."""
-  out, f1s, chance = {}, [], []
-  for name, labels in sets.items():
-    rows = [r for r in records if r["template"] == name]
-    if not rows:
-      continue
-    m = classification_metrics([r["prediction"] for r in rows], [r["label"] for r in rows], labels)
-    f1s.append(m["macro_f1"])
-    chance.append(1.0 / len(labels))
-    if len(sets) > 1:
-      out.update({f"{name}/{k}": v for k, v in m.items()})
-  out["accuracy"] = float(np.mean([r["prediction"] == r["label"] for r in records]))
-  out["macro_f1"], out["chance"] = float(np.mean(f1s)), float(np.mean(chance))
-  return out
-
-
 class OpenTSLMTask(Task):
   """Trains an OpenTSLM model (Flamingo or SoftPrompt) on series + text -> rationale + answer."""
 
@@ -219,7 +181,7 @@ class OpenTSLMTask(Task):
     logits, _ = model.apply({"params": params}, inputs.pop("tokens"), **inputs)
     return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
 
-  def loss(self, model, params, batch, rng):
+  def loss(self, model, params, batch, rng, step):
     loss, acc, _ = self._forward(model, params, batch)
     return loss, {"token_accuracy": acc}
 
@@ -327,8 +289,8 @@ class OpenTSLMTask(Task):
         "template": m[0],
         "question": f[0].rsplit("\n", 1)[-1],
         "label": m[1],
-        "prediction": parse_answer(t),
-        "correct": parse_answer(t) == m[1],
+        "prediction": answer_text(t),
+        "correct": answer_text(t) == m[1],
         "generation": t,
       }
       for i, (m, f, t) in enumerate(zip(meta, formatted, texts))
@@ -338,7 +300,7 @@ class OpenTSLMTask(Task):
     records = [r for r in records if r["label"]]  # captions (M4) have no answer to score
     return template_metrics(records, label_sets(self.source, records)) if records else {}
 
-  def evaluate(self, model, params, mesh):
+  def evaluate(self, model, params):
     """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several)."""
     if not self.config.data.eval_questions:
       return {}

@@ -11,7 +11,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from medjax import parallel
+from medjax import parallel, tasks
 from medjax.parallel.sharding import batch_sharding, data_parallel_size
 from medjax.train import metrics as metrics_lib
 from medjax.train.best import METRIC as BEST_METRIC
@@ -69,8 +69,6 @@ def check_batch_size(batch_size: int, mesh, grad_accum: int = 1) -> int:
 
 def setup(config, devices=None):
   """Mesh (over `devices` if given), rules, task, model; shared by training, benchmarks and AOT."""
-  from medjax import tasks
-
   n = config.parallel.num_devices
   if n < 0 or n > jax.device_count():
     raise ValueError(f"parallel.num_devices: expected 0 (all) to {jax.device_count()}, got {n}")
@@ -154,7 +152,7 @@ def evaluate(config, task, model, params, mesh, rules, eval_fn) -> dict:
         sums[k] = (a + float(s), b + float(c))
     out.update({f"eval/{k}": s / max(c, 1e-9) for k, (s, c) in sums.items()})
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    out.update({f"eval/{k}": v for k, v in task.evaluate(model, params, mesh).items()})
+    out.update({f"eval/{k}": v for k, v in task.evaluate(model, params).items()})
   return out
 
 

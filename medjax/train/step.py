@@ -19,25 +19,24 @@ def _microbatches(batch, n: int):
 def make_train_step(task, model, tx, schedule=None, grad_accum: int = 1, ema_decay: float = 0.0):
   """(state, batch) -> (state, metrics); gradients averaged over `grad_accum` microbatches."""
 
-  def grads_of(params, batch, rng):
-    fn = lambda p: task.loss(model, p, batch, rng)
+  def grads_of(params, batch, rng, step):
+    fn = lambda p: task.loss(model, p, batch, rng, step)
     (loss, metrics), grads = jax.value_and_grad(fn, has_aux=True)(params)
     return loss, metrics, grads
 
   def step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     if grad_accum == 1:
-      loss, metrics, grads = grads_of(state.params, batch, rng)
+      loss, metrics, grads = grads_of(state.params, batch, rng, state.step)
     else:
 
       def body(carry, xs):
         mb, i = xs
-        loss, metrics, grads = grads_of(state.params, mb, jax.random.fold_in(rng, i))
+        loss, metrics, grads = grads_of(state.params, mb, jax.random.fold_in(rng, i), state.step)
         return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
 
-      shapes = jax.eval_shape(
-        grads_of, state.params, jax.tree.map(lambda x: x[0], _microbatches(batch, grad_accum)), rng
-      )
+      first = jax.tree.map(lambda x: x[0], _microbatches(batch, grad_accum))
+      shapes = jax.eval_shape(grads_of, state.params, first, rng, state.step)
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
       total, _ = jax.lax.scan(
         body, zeros, (_microbatches(batch, grad_accum), jnp.arange(grad_accum))

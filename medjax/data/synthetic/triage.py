@@ -8,8 +8,6 @@ A-D in a per-example shuffled order, so the answer letter carries no information
 A formatted example (prompt + target) is about 120 bytes, so a byte-level LM can learn it on CPU.
 """
 
-import re
-
 import numpy as np
 
 NUM_OPTIONS = 4
@@ -91,19 +89,3 @@ def format_refinement_prompt(ex: dict, candidates: list[str]) -> str:
   """
   lines = ["Candidates:"] + [f"{i + 1}. {c.strip()}" for i, c in enumerate(candidates)]
   return "\n".join(lines + [_question_block(ex)]) + "\nRefined reasoning:"
-
-
-_ANSWER = re.compile(r"answer\s*[:：]", re.IGNORECASE)
-_LETTER = re.compile(r"\s*[\(\[\*\"']*\s*([A-Za-z])(?![A-Za-z])")
-
-
-def parse_answer(text: str) -> str | None:
-  """The option letter after the last 'Answer:' (case-insensitive, brackets allowed), or None."""
-  matches = list(_ANSWER.finditer(text))
-  if not matches:
-    return None
-  m = _LETTER.match(text, matches[-1].end())
-  if m is None:
-    return None
-  letter = m.group(1).upper()
-  return letter if letter in LETTERS[:NUM_OPTIONS] else None

@@ -1,4 +1,4 @@
-"""The contract between a model family and the one training loop."""
+"""The contract between a model family and the one training loop (`medjax.train.loop`)."""
 
 import abc
 
@@ -32,12 +32,12 @@ class Task(abc.ABC):
     return batch
 
   @abc.abstractmethod
-  def loss(self, model, params, batch, rng):
-    """-> (scalar loss, dict of scalar metrics)."""
+  def loss(self, model, params, batch, rng, step):
+    """-> (scalar loss, dict of scalar metrics); `step` is the (traced) optimizer step."""
 
   def eval_metrics(self, model, params, batch) -> dict:
     """-> {name: (sum, count)}; averaged over the eval set as sum(sum) / sum(count)."""
-    loss, metrics = self.loss(model, params, batch, None)
+    loss, metrics = self.loss(model, params, batch, None, None)
     return {"loss": (loss, 1.0), **{k: (v, 1.0) for k, v in metrics.items()}}
 
   @abc.abstractmethod
@@ -48,7 +48,7 @@ class Task(abc.ABC):
     """A finite iterable of per-host eval batches, or None."""
     return None
 
-  def evaluate(self, model, params, mesh) -> dict:
+  def evaluate(self, model, params) -> dict:
     """Heavier host-side evaluation (e.g. generation accuracy) run at eval time; {name: float}."""
     return {}
 
@@ -58,3 +58,11 @@ class Task(abc.ABC):
       if np.ndim(v) >= 2:
         return int(np.prod(np.shape(v)[:2]))
     return 0
+
+  def flops_per_step(self, model, batch, num_params: int) -> float | None:
+    """Analytic training FLOPs of one step on the (global) `batch`, or None (then XLA's count is used).
+
+    Families with a formula (`train_flops` beside the model) override this; fwd + bwd = 3x fwd, no
+    rematerialisation (the MFU convention).
+    """
+    return None

@@ -4,6 +4,8 @@ libtpu (PyPI) describes a slice, e.g. `v5p:4x4x4`, as compile-only devices; the 
 over them, the train state is built abstractly (shapes + shardings, nothing allocated) and
 `jit(step).lower(...).compile()` yields the per-chip memory and FLOPs of the partitioned program.
 Slice names follow Cloud TPU: v4-N / v5p-N count TensorCores (2 per chip), v5e-N / v6e-N count chips.
+It sits above the loop (it compiles the loop's own step); libtpu is loaded only when a slice is
+described, so importing this module never initialises it.
 """
 
 import dataclasses
@@ -13,11 +15,11 @@ import re
 
 import flax.linen as nn
 import jax
-import numpy as np
 
 from medjax.parallel.mesh import MESH_AXES, resolve_mesh_shape
+from medjax.tasks.base import Task
+from medjax.train import loop
 from medjax.train import metrics as metrics_lib
-from medjax.train.task import Task
 
 GiB = 2**30
 
@@ -116,8 +118,6 @@ def topology_devices(topology: Topology) -> list:
 
 def compile_train_step(config, devices):
   """Lowers and compiles the training loop's own train step over `devices` -> (compiled, state, mesh, task, model)."""
-  from medjax.train import loop
-
   mesh, rules, task, model = loop.setup(config, devices=devices)
   loop.check_batch_size(config.train.batch_size, mesh, config.train.grad_accum)
   # Outside set_mesh: the rng is made eagerly on the host (compile-only devices cannot run anything).
@@ -126,44 +126,6 @@ def compile_train_step(config, devices):
     batch = loop.abstract_batch(task, config.train.batch_size, mesh)
     compiled = jitted.lower(state, batch).compile()
   return compiled, state, mesh, task, model
-
-
-def model_flops(model, params: int, batch_size: int, seq_len: int, batch=None) -> float | None:
-  """Analytic training FLOPs per step (fwd + bwd = 3x fwd; no remat recomputation: the MFU convention).
-
-  Decoders (MaxText-style): 6 * params * tokens + causal attention 12 * H * D * S * (keys per query) per layer,
-  S / 2 keys for global layers, min(window, S / 2) for sliding-window ones. STDiT: see `stdit_flops`.
-  Unlike XLA's count these see every scanned layer. None for other models.
-  """
-  cfg = getattr(model, "cfg", None)
-  if hasattr(cfg, "patch_size") and hasattr(cfg, "temporal_attention") and batch is not None:
-    return stdit_flops(cfg, np.shape(batch["x"]), np.shape(batch["y"])[1])
-  if not hasattr(cfg, "layer_is_local"):
-    return None
-  local = int(cfg.layer_is_local().sum())
-  keys = (cfg.num_layers - local) * seq_len / 2 + local * min(
-    cfg.sliding_window or seq_len, seq_len / 2
-  )
-  attention = 12 * cfg.num_heads * cfg.head_dim * seq_len * keys
-  return batch_size * (6 * params * seq_len + attention)
-
-
-def stdit_flops(cfg, video_shape, text_len: int) -> float:
-  """Training FLOPs of an STDiT step on latents [B, T, H, W, C] with `text_len` caption tokens.
-
-  Forward matmul FLOPs are 2 x the weights each token meets: per block and video token the spatial and
-  temporal attention projections (4 D^2 each), cross-attention q/out (2 D^2) and the MLP (2 r D^2); per text
-  token the cross-attention k/v (2 D^2); plus 4 D per (query, key) pair over S spatial, F temporal and L
-  text keys. Training = 3 x forward; embedders and the final layer are omitted (< 1% at XL/2).
-  """
-  b, t, h, w, _ = video_shape
-  f, s = t // cfg.patch_size[0], (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
-  d, tokens = cfg.hidden, f * s
-  mlp = 2 * int(cfg.mlp_ratio * d) * d
-  temporal = cfg.temporal_attention
-  proj = tokens * (2 * (4 + 4 * temporal + 2) * d * d + 2 * mlp) + text_len * 4 * d * d
-  attn = 4 * d * tokens * (s + temporal * f + text_len)
-  return 3.0 * b * cfg.depth * (proj + attn)
 
 
 def analyze(config, topology_name: str) -> dict:
@@ -190,8 +152,9 @@ def analyze(config, topology_name: str) -> dict:
   cost = metrics_lib.compiled_cost(compiled)
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   b = config.train.batch_size
-  tokens = Task.count_tokens(task, task.dummy_batch(b))  # all positions, padding too
-  analytic = model_flops(model, params, b, tokens // b, task.dummy_batch(b))
+  batch = task.dummy_batch(b)
+  tokens = Task.count_tokens(task, batch)  # all positions, padding too
+  analytic = task.flops_per_step(model, batch, params)
   step_s = (analytic / topo.chips if analytic else cost["flops"]) / topo.peak_flops
   hbm = topo.chip.hbm_gib * GiB
   used = cost["argument_bytes"] + cost["temp_bytes"] + cost["output_bytes"] - cost["alias_bytes"]
