@@ -216,15 +216,9 @@ def test_encode_lm_example_masks():
     pipeline.encode_lm_example("Q?", " ok", tok, seq_len=5)
 
 
-def _dataset(source, **kw):
-  args = dict(
-    format_fn=pipeline.triage_format,
-    tokenizer=tokenizers.ByteTokenizer(),
-    seq_len=160,
-    batch_size=4,
-    seed=0,
-  )
-  return pipeline.lm_dataset(source, **{**args, **kw})
+def _dataset(source, seq_len=160, **kw):
+  encode = pipeline.lm_encoder(pipeline.triage_format, tokenizers.ByteTokenizer(), seq_len)
+  return pipeline.dataset(source, encode, **{"batch_size": 4, "seed": 0, **kw})
 
 
 def test_lm_dataset_batches(train_source):
@@ -289,7 +283,7 @@ def test_lm_dataset_iterator_resume(train_source):
     (dict(seq_len=-1), "seq_len"),
     (dict(shard_index=2, shard_count=2), "shard_index"),
     (dict(num_epochs=0), "num_epochs"),
-    (dict(batch_size=100, num_epochs=1), "batch_size=100"),
+    (dict(batch_size=100, num_epochs=1), "batch_size: 100 x 1 host"),
   ],
 )
 def test_lm_dataset_validation(train_source, kw, match):
