@@ -221,7 +221,7 @@ def _dataset(source, seq_len=160, **kw):
   return pipeline.dataset(source, encode, **{"batch_size": 4, "seed": 0, **kw})
 
 
-def test_lm_dataset_batches(train_source):
+def test_lm_pipeline_batches(train_source):
   batch = next(iter(_dataset(train_source)))
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
     "tokens": ((4, 160), np.int32),
@@ -242,7 +242,7 @@ def test_lm_dataset_batches(train_source):
     assert not batch["loss_mask"][row][last + 1 :].any()
 
 
-def test_lm_dataset_epochs_and_shards(train_source):
+def test_lm_pipeline_epochs_and_shards(train_source):
   one_epoch = list(_dataset(train_source, num_epochs=1, batch_size=8))
   assert len(one_epoch) == 8
   rows = {r.tobytes() for b in one_epoch for r in b["tokens"]}
@@ -262,7 +262,7 @@ def test_lm_dataset_epochs_and_shards(train_source):
   assert shards[0] | shards[1] == rows
 
 
-def test_lm_dataset_iterator_resume(train_source):
+def test_lm_pipeline_iterator_resume(train_source):
   it = iter(_dataset(train_source))
   for _ in range(5):
     next(it)
@@ -286,11 +286,11 @@ def test_lm_dataset_iterator_resume(train_source):
     (dict(batch_size=100, num_epochs=1), "batch_size: 100 x 1 host"),
   ],
 )
-def test_lm_dataset_validation(train_source, kw, match):
+def test_lm_pipeline_validation(train_source, kw, match):
   with pytest.raises(ValueError, match=match):
     _dataset(train_source, **kw)
 
 
-def test_lm_dataset_too_long_example(train_source):
+def test_lm_pipeline_too_long_example(train_source):
   with pytest.raises(ValueError, match="seq_len=32"):
     next(iter(_dataset(train_source, seq_len=32)))

@@ -19,6 +19,8 @@ class Task(abc.ABC):
   every family's batches from them with `medjax.data.pipeline.dataset`, which alone shuffles,
   repeats, shards each global batch over hosts, batches and prefetches, so the global batch never
   depends on the host count and every task's iterator checkpoints (get_state / set_state).
+  Generated sources draw their records from the config (e.g. `config.seed`); the `seed` of
+  `train_data` orders them.
   """
 
   # Adds "step" [B] (the index of the global batch) to every batch.
