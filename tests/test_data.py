@@ -195,18 +195,12 @@ def test_encode_lm_example_masks():
     pipeline.encode_lm_example("Q?", " ok", tok, seq_len=5)
 
 
-def _dataset(source, **kw):
-  args = dict(
-    format_fn=pipeline.triage_format,
-    tokenizer=tokenizers.ByteTokenizer(),
-    seq_len=160,
-    batch_size=4,
-    seed=0,
-  )
-  return pipeline.lm_dataset(source, **{**args, **kw})
+def _dataset(source, seq_len=160, **kw):
+  encode = pipeline.lm_encoder(pipeline.triage_format, tokenizers.ByteTokenizer(), seq_len)
+  return pipeline.dataset(source, encode, **{"batch_size": 4, "seed": 0, **kw})
 
 
-def test_lm_dataset_batches(train_source):
+def test_lm_pipeline_batches(train_source):
   batch = next(iter(_dataset(train_source)))
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
     "tokens": ((4, 160), np.int32),
@@ -227,7 +221,7 @@ def test_lm_dataset_batches(train_source):
     assert not batch["loss_mask"][row][last + 1 :].any()
 
 
-def test_lm_dataset_epochs_and_shards(train_source):
+def test_lm_pipeline_epochs_and_shards(train_source):
   one_epoch = list(_dataset(train_source, num_epochs=1, batch_size=8))
   assert len(one_epoch) == 8
   rows = {r.tobytes() for b in one_epoch for r in b["tokens"]}
@@ -247,7 +241,7 @@ def test_lm_dataset_epochs_and_shards(train_source):
   assert shards[0] | shards[1] == rows
 
 
-def test_lm_dataset_iterator_resume(train_source):
+def test_lm_pipeline_iterator_resume(train_source):
   it = iter(_dataset(train_source))
   for _ in range(5):
     next(it)
@@ -268,14 +262,14 @@ def test_lm_dataset_iterator_resume(train_source):
     (dict(seq_len=-1), "seq_len"),
     (dict(shard_index=2, shard_count=2), "shard_index"),
     (dict(num_epochs=0), "num_epochs"),
-    (dict(batch_size=100, num_epochs=1), "batch_size=100"),
+    (dict(batch_size=100, num_epochs=1), "batch_size: 100 x 1 host"),
   ],
 )
-def test_lm_dataset_validation(train_source, kw, match):
+def test_lm_pipeline_validation(train_source, kw, match):
   with pytest.raises(ValueError, match=match):
     _dataset(train_source, **kw)
 
 
-def test_lm_dataset_too_long_example(train_source):
+def test_lm_pipeline_too_long_example(train_source):
   with pytest.raises(ValueError, match="seq_len=32"):
     next(iter(_dataset(train_source, seq_len=32)))

@@ -18,11 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _hosts(n, batch_size, **kw):
   source = [{"q": f"question {i}"} for i in range(40)]
   return [
-    pipeline.lm_dataset(
+    pipeline.dataset(
       source,
-      format_fn=lambda ex: (ex["q"], "answer"),
-      tokenizer=tokenizers.ByteTokenizer(),
-      seq_len=24,
+      pipeline.lm_encoder(lambda ex: (ex["q"], "answer"), tokenizers.ByteTokenizer(), seq_len=24),
       batch_size=batch_size // n,
       seed=3,
       shard_index=i,

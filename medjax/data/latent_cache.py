@@ -3,8 +3,8 @@
 A cache split is a folder holding x.npy [N, T, h, w, C] (unscaled VAE latents), y.npy [N, L, D] (caption
 embeddings), y_mask.npy [N, L] int32 and meta.json (record count, shapes, and whatever the writer adds,
 e.g. the VAE's scaling factor). `write_split` fills it from any random-access source of video + caption
-records using two encoder callables; `cache_dataset` reads it back as memory-mapped records through
-grain (shuffle, repeat, per-host batches, a checkpointable iterator).
+records using two encoder callables; `CacheSource` reads it back as memory-mapped records, a source
+for `medjax.data.pipeline.dataset`.
 """
 
 import json
@@ -12,10 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 
-import grain
 import numpy as np
-
-from medjax.data.pipeline import host_batches
 
 FIELDS = ("x", "y", "y_mask")
 
@@ -95,10 +92,12 @@ def read_meta(path: str) -> dict:
 
 
 class CacheSource:
-  """Random access to the records {x, y, y_mask} of a cache split (memory-mapped)."""
+  """Random access to the records {x, y, y_mask} of a cache split (memory-mapped); `expected`: see
+  `check_shapes`."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, expected: dict | None = None):
     self.meta = read_meta(path)
+    check_shapes(self.meta, path, expected or {})
     self._arrays = {k: np.load(os.path.join(path, f"{k}.npy"), mmap_mode="r") for k in FIELDS}
 
   def __len__(self):
@@ -116,28 +115,3 @@ def check_shapes(meta: dict, path: str, expected: dict) -> None:
         f"{fields}: the cache at {path!r} holds {k} of shape {tuple(meta[f'{k}_shape'])} per record, "
         f"the config expects {tuple(shape)}"
       )
-
-
-def cache_dataset(
-  path: str,
-  *,
-  batch_size: int,
-  seed: int,
-  shuffle: bool = True,
-  num_epochs: int | None = None,
-  shard_index: int = 0,
-  shard_count: int = 1,
-  expected: dict | None = None,
-) -> grain.IterDataset:
-  """This host's batches {x, y, y_mask} of the cache split at `path` (see `check_shapes` for `expected`)."""
-  source = CacheSource(path)
-  check_shapes(source.meta, path, expected or {})
-  if num_epochs is not None and len(source) * num_epochs < batch_size * shard_count:
-    raise ValueError(
-      f"batch_size: {batch_size} x {shard_count} host(s) exceeds the {len(source)} records x "
-      f"{num_epochs} epoch(s) of the cache at {path!r}; no batch would be produced"
-    )
-  ds = grain.MapDataset.source(source)
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  return host_batches(ds.repeat(num_epochs), batch_size, shard_index, shard_count).to_iter_dataset()

@@ -10,12 +10,12 @@ query i -> region i (`loss.matching`).
 
 import functools
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
+from medjax.data import pipeline
 from medjax.data.synthetic import anatomy
 from medjax.data.tokenizers import load_tokenizer
 from medjax.eval.classification import balanced_accuracy, f1_score, roc_auc
@@ -108,7 +108,7 @@ class AnatomyVLMTask(Task):
   def init_params(self, model, rng, batch):
     return model.init(rng, batch["image"], batch["phrase_tokens"])["params"]
 
-  def example_to_arrays(self, ex) -> dict:
+  def encode(self, ex) -> dict:
     """A generator / dataset example -> the arrays of one batch row."""
     k, c = self.config.data.num_negatives, self.model_cfg.vit.channels
     m = len(self.regions)
@@ -130,55 +130,22 @@ class AnatomyVLMTask(Task):
       "neg_valid": neg_valid,
     }
 
-  def _example(self, index, *, split, findings):
-    rng = np.random.default_rng([SPLIT_SEEDS[split], self.config.seed, int(index)])
+  def source(self, split):
+    """Generated examples (seen findings only): record i of a split is drawn from (split, seed, i)."""
     d = self.config.data
-    ex = anatomy.make_example(
+    return pipeline.IndexSource(
+      d.num_train if split == "train" else d.num_validation,
+      functools.partial(self._generate, split=split),
+    )
+
+  def _generate(self, index, *, split):
+    rng = np.random.default_rng([SPLIT_SEEDS[split], self.config.seed, int(index)])
+    return anatomy.make_example(
       rng,
       regions=self.regions,
-      findings=findings,
+      findings=self.seen,
       size=self.model_cfg.vit.image_size,
-      num_negatives=d.num_negatives,
-    )
-    return self.example_to_arrays(ex)
-
-  def _dataset(
-    self, split, n, *, findings, batch_size, seed, shuffle, repeat, shard_index, shard_count
-  ):
-    ds = grain.MapDataset.range(n)[shard_index::shard_count]
-    if shuffle:
-      ds = ds.shuffle(seed=seed)
-    if repeat:
-      ds = ds.repeat(None)
-    ds = ds.map(functools.partial(self._example, split=split, findings=findings)).batch(
-      batch_size, drop_remainder=True
-    )
-    return ds.to_iter_dataset()
-
-  def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset(
-      "train",
-      self.config.data.num_train,
-      findings=self.seen,
-      batch_size=batch_size,
-      seed=seed,
-      shuffle=True,
-      repeat=True,
-      shard_index=shard_index,
-      shard_count=shard_count,
-    )
-
-  def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset(
-      "validation",
-      self.config.data.num_validation,
-      findings=self.seen,
-      batch_size=batch_size,
-      seed=0,
-      shuffle=False,
-      repeat=False,
-      shard_index=shard_index,
-      shard_count=shard_count,
+      num_negatives=self.config.data.num_negatives,
     )
 
   # ---- losses --------------------------------------------------------------------------------------

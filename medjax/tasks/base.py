@@ -1,8 +1,11 @@
 """The contract between a model family and the one training loop (`medjax.train.loop`)."""
 
 import abc
+from collections.abc import Sequence
 
 import numpy as np
+
+from medjax.data import pipeline
 
 
 class Task(abc.ABC):
@@ -10,6 +13,14 @@ class Task(abc.ABC):
 
   Batches are dicts of numpy arrays with a leading per-host batch axis. `loss` and
   `eval_metrics` are traced inside jit; everything else runs on the host.
+
+  Data: a task names a random-access `source(split)` of records for "train" and "validation" and
+  an `encode(record)` -> dict of numpy arrays (one batch row). `train_data` / `eval_data` build
+  every family's batches from them with `medjax.data.pipeline.dataset`, which alone shuffles,
+  repeats, shards each global batch over hosts, batches and prefetches, so the global batch never
+  depends on the host count and every task's iterator checkpoints (get_state / set_state).
+  Generated sources draw their records from the config (e.g. `config.seed`); the `seed` of
+  `train_data` orders them.
   """
 
   def __init__(self, config):
@@ -41,12 +52,43 @@ class Task(abc.ABC):
     return {"loss": (loss, 1.0), **{k: (v, 1.0) for k, v in metrics.items()}}
 
   @abc.abstractmethod
+  def source(self, split: str) -> Sequence | None:
+    """Random-access records of `split` ("train" or "validation"); None: no such split."""
+
+  @abc.abstractmethod
+  def encode(self, record) -> dict:
+    """A record of `source` -> dict of numpy arrays (one batch row, without the batch axis)."""
+
+  def _data(self, split, **kw):
+    source = self.source(split)
+    if source is None:
+      return None
+    return pipeline.dataset(source, self.encode, **kw)
+
   def train_data(self, *, batch_size: int, seed: int, shard_index: int, shard_count: int):
-    """An iterator of per-host batches supporting get_state()/set_state() (a grain DatasetIterator)."""
+    """Per-host training batches, shuffled from `seed` and repeated forever: a grain IterDataset
+    whose iterator supports get_state()/set_state()."""
+    return self._data(
+      "train",
+      batch_size=batch_size,
+      seed=seed,
+      shuffle=True,
+      num_epochs=None,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def eval_data(self, *, batch_size: int, shard_index: int, shard_count: int):
-    """A finite iterable of per-host eval batches, or None."""
-    return None
+    """Per-host eval batches: one pass over "validation" in order, the same number of batches on
+    every host (a last partial global batch is dropped); None without a validation source."""
+    return self._data(
+      "validation",
+      batch_size=batch_size,
+      shuffle=False,
+      num_epochs=1,
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
 
   def evaluate(self, model, params) -> dict:
     """Heavier host-side evaluation (e.g. generation accuracy) run at eval time; {name: float}."""

@@ -157,61 +157,39 @@ class BoraTask(Task):
     n = float(batch["x"].shape[0])
     return {k: (jnp.sum(v), n) for k, v in out.items()}
 
-  def _dataset(self, seed, **kw):
-    d = self.config.data
+  def source(self, split):
+    """Records of the latent cache split data.cache_dir/<split> (written by
+    experiments/cache_latents.py; None without a validation split), or generated cell videos."""
+    d, m = self.config.data, self.config.model
+    if d.cache_dir:
+      path = os.path.join(d.cache_dir, split)
+      if split != "train" and not os.path.exists(path):
+        return None
+      if m.text_vocab_size:
+        raise ValueError(
+          f"model.text_vocab_size: cached captions are embeddings, expected 0, got "
+          f"{m.text_vocab_size}"
+        )
+      expected = {
+        "x": (self.video_shape, "data.frames/size/channels"),
+        "y": ((d.max_text_len, m.caption_channels), "data.max_text_len/model.caption_channels"),
+      }
+      return latent_cache.CacheSource(path, expected)
     if d.name != "synthetic_cells" or d.latent != "pixels":
       raise ValueError(
         f"data: only name='synthetic_cells' with latent='pixels' can be generated in-process, got "
         f"name={d.name!r}, latent={d.latent!r} (VAE latents need precomputed data: data.cache_dir)"
       )
-    return cells.cells_dataset(
-      seed=seed, max_text_len=d.max_text_len, tokenizer=self.tokenizer, **self.data_kw, **kw
-    )
+    if split == "train":
+      return cells.CellsSource(1 << 20, self.config.seed, **self.data_kw)
+    # Four global eval batches of held-out videos.
+    n = 4 * self.config.train.eval_batch_size
+    return cells.CellsSource(n, 10_000 + self.config.seed, **self.data_kw)
 
-  def _cached(self, split, **kw):
-    """Batches of the latent cache split data.cache_dir/<split> (written by experiments/cache_latents.py)."""
-    d, m = self.config.data, self.config.model
-    if m.text_vocab_size:
-      raise ValueError(
-        f"model.text_vocab_size: cached captions are embeddings, expected 0, got {m.text_vocab_size}"
-      )
-    expected = {
-      "x": (self.video_shape, "data.frames/size/channels"),
-      "y": ((d.max_text_len, m.caption_channels), "data.max_text_len/model.caption_channels"),
-    }
-    return latent_cache.cache_dataset(os.path.join(d.cache_dir, split), expected=expected, **kw)
-
-  def train_data(self, *, batch_size, seed, shard_index, shard_count):
+  def encode(self, record):
     if self.config.data.cache_dir:
-      return self._cached(
-        "train", batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count
-      )
-    return self._dataset(
-      seed, batch_size=batch_size, shard_index=shard_index, shard_count=shard_count
-    )
-
-  def eval_data(self, *, batch_size, shard_index, shard_count):
-    if self.config.data.cache_dir:
-      if not os.path.exists(os.path.join(self.config.data.cache_dir, "validation")):
-        return None
-      return self._cached(
-        "validation",
-        batch_size=batch_size,
-        seed=0,
-        shuffle=False,
-        num_epochs=1,
-        shard_index=shard_index,
-        shard_count=shard_count,
-      )
-    return self._dataset(
-      10_000 + self.config.seed,
-      batch_size=batch_size,
-      shuffle=False,
-      num_records=4 * batch_size,
-      num_epochs=1,
-      shard_index=shard_index,
-      shard_count=shard_count,
-    )
+      return record
+    return cells.encode(record, self.config.data.max_text_len, self.tokenizer)
 
   def count_tokens(self, batch):
     p = self.config.model.patch_size

@@ -87,6 +87,7 @@ class LMTask(Task):
       )
     mixed = d.refine_frac or direct
     self._format = self._mixed_format if mixed else (lambda r: pipeline.triage_format(r, cot=d.cot))
+    self._encoder = pipeline.lm_encoder(self._format, self.tokenizer, d.seq_len)
 
   def _mixed_format(self, record) -> tuple[str, str]:
     """A CoT example, or (by shares fixed per question) a refinement example (`refine_frac`) or a direct
@@ -127,31 +128,11 @@ class LMTask(Task):
     loss, acc, n = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
     return {"loss": (loss * n, n), "token_accuracy": (acc * n, n)}
 
-  def _dataset(self, split, **kw):
-    source = tfds_builder.load_source(split, self.data_dir)
-    return pipeline.lm_dataset(
-      source,
-      format_fn=self._format,
-      tokenizer=self.tokenizer,
-      seq_len=self.config.data.seq_len,
-      **kw,
-    )
+  def source(self, split):
+    return tfds_builder.load_source(split, self.data_dir)
 
-  def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset(
-      "train", batch_size=batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count
-    )
-
-  def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset(
-      "validation",
-      batch_size=batch_size,
-      seed=0,
-      shuffle=False,
-      num_epochs=1,
-      shard_index=shard_index,
-      shard_count=shard_count,
-    )
+  def encode(self, record):
+    return self._encoder(record)
 
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))

@@ -16,7 +16,6 @@ import collections
 import re
 import zlib
 
-import grain
 import jax.numpy as jnp
 import numpy as np
 
@@ -81,14 +80,6 @@ class PlaceholderTokenizer:
 
   def decode(self, ids):
     return self._tok.decode([i for i in ids if i not in self.ids.values()])
-
-
-def _batch_ds(source, encode, *, batch_size, seed, shuffle, num_epochs, shard_index, shard_count):
-  ds = grain.MapDataset.source(source)[shard_index::shard_count]
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  ds = ds.repeat(num_epochs).map(encode).batch(batch_size, drop_remainder=True)
-  return ds.to_iter_dataset()
 
 
 class MedGeminiVQATask(Task):
@@ -194,31 +185,6 @@ class MedGeminiVQATask(Task):
       sel = (batch["qtype"] == kind).astype(jnp.float32)
       out[f"{name}_accuracy"] = ((exact * sel).sum(), sel.sum())
     return out
-
-  def _dataset(self, split, **kw):
-    return _batch_ds(self.source(split), lambda ex: self.encode(ex), **kw)
-
-  def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset(
-      "train",
-      batch_size=batch_size,
-      seed=seed,
-      shuffle=True,
-      num_epochs=None,
-      shard_index=shard_index,
-      shard_count=shard_count,
-    )
-
-  def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset(
-      "validation",
-      batch_size=batch_size,
-      seed=0,
-      shuffle=False,
-      num_epochs=1,
-      shard_index=shard_index,
-      shard_count=shard_count,
-    )
 
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
@@ -352,28 +318,3 @@ class SigLIPTask(Task):
     loss, out = self._forward(model, params, batch)
     rec = retrieval_recall(out["zimg"], out["ztxt"], (1, 5), batch["label"])
     return {"loss": (loss, 1.0), **{k: (v, 1.0) for k, v in rec.items()}}
-
-  def _dataset(self, split, **kw):
-    return _batch_ds(self.source(split), self.encode, **kw)
-
-  def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset(
-      "train",
-      batch_size=batch_size,
-      seed=seed,
-      shuffle=True,
-      num_epochs=None,
-      shard_index=shard_index,
-      shard_count=shard_count,
-    )
-
-  def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset(
-      "validation",
-      batch_size=batch_size,
-      seed=0,
-      shuffle=False,
-      num_epochs=1,
-      shard_index=shard_index,
-      shard_count=shard_count,
-    )

@@ -11,11 +11,10 @@ prepared from `data.manual_dir` into `data.data_dir`).
 
 import functools
 
-import grain
 import jax
 import numpy as np
 
-from medjax.data import builders
+from medjax.data import builders, pipeline
 from medjax.data.synthetic import ecg, har
 from medjax.data.tokenizers import load_tokenizer
 from medjax.eval.classification import template_metrics
@@ -134,7 +133,7 @@ class OpenTSLMTask(Task):
     d = config.data
     if d.name not in DATASETS:
       raise ValueError(f"data.name: expected one of {sorted(DATASETS)}, got {d.name!r}")
-    self.source = DATASETS[d.name]  # None: read the public builder `data.name`
+    self.generator = DATASETS[d.name]  # None: read the public builder `data.name`
     self.tokenizer = load_tokenizer(d.tokenizer)
     self.cfg = tslm_config_from(config.model)
 
@@ -193,55 +192,30 @@ class OpenTSLMTask(Task):
     """(size, index -> example) of a split: the synthetic generator's draws with `seed` (train_examples /
     eval_examples of them), or the public builder's records (`seed` unused)."""
     d = self.config.data
-    if self.source is None:
+    if self.generator is None:
       src = builders.timeseries_source(d, split)
       return len(src), lambda i: src[int(i)]
     return (d.train_examples if split == "train" else d.eval_examples), functools.partial(
-      self.source.example, seed
+      self.generator.example, seed
     )
 
   def format_example(self, ex):
     """(prompt, series, target) of an example."""
-    if self.source is None:
+    if self.generator is None:
       from medjax.data import timeseries_io  # imports TFDS
 
       return timeseries_io.format_example(ex)
-    return self.source.format_example(ex)
+    return self.generator.format_example(ex)
 
-  def _encode(self, ex):
+  def source(self, split):
+    """The split's examples: synthetic draws from `seed` (train) or `data.eval_seed`."""
+    seed = self.config.seed if split == "train" else self.config.data.eval_seed
+    return pipeline.IndexSource(*self.examples(split, seed))
+
+  def encode(self, ex):
     prompt, series, target = self.format_example(ex)
     return encode_example(
       prompt, series, target, self.tokenizer, seq_len=self.config.data.seq_len, **self._encode_kw()
-    )
-
-  def _dataset(self, split, seed, *, batch_size, shuffle, num_epochs, shard_index, shard_count):
-    size, example = self.examples(split, seed)
-    ds = grain.MapDataset.range(size)[shard_index::shard_count]
-    if shuffle:
-      ds = ds.shuffle(seed=seed)
-    ds = ds.repeat(num_epochs).map(lambda i: self._encode(example(int(i))))
-    return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
-
-  def train_data(self, *, batch_size, seed, shard_index, shard_count):
-    return self._dataset(
-      "train",
-      seed,
-      batch_size=batch_size,
-      shuffle=True,
-      num_epochs=None,
-      shard_index=shard_index,
-      shard_count=shard_count,
-    )
-
-  def eval_data(self, *, batch_size, shard_index, shard_count):
-    return self._dataset(
-      "validation",
-      self.config.data.eval_seed,
-      batch_size=batch_size,
-      shuffle=False,
-      num_epochs=1,
-      shard_index=shard_index,
-      shard_count=shard_count,
     )
 
   def count_tokens(self, batch):
@@ -298,7 +272,7 @@ class OpenTSLMTask(Task):
 
   def summarize(self, records) -> dict:
     records = [r for r in records if r["label"]]  # captions (M4) have no answer to score
-    return template_metrics(records, label_sets(self.source, records)) if records else {}
+    return template_metrics(records, label_sets(self.generator, records)) if records else {}
 
   def evaluate(self, model, params):
     """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several)."""

@@ -13,7 +13,6 @@ Pixels are in [-1, 1] (background -1), channels-last [T, H, W, 1], ready to be u
 "latents" directly.
 """
 
-import grain
 import numpy as np
 
 DIRECTIONS = ("up", "down", "left", "right")
@@ -145,6 +144,7 @@ class CellsSource:
 
 
 def encode(example: dict, max_text_len: int, tokenizer=None) -> dict:
+  """A record -> {x [T,H,W,1], y [L], y_mask [L], direction}: one batch row."""
   ids, mask = tokenize(example["caption"], max_text_len, tokenizer)
   return {
     "x": example["video"],
@@ -152,26 +152,3 @@ def encode(example: dict, max_text_len: int, tokenizer=None) -> dict:
     "y_mask": mask,
     "direction": np.int32(example["direction"]),
   }
-
-
-def cells_dataset(
-  *,
-  batch_size: int,
-  seed: int,
-  max_text_len: int,
-  tokenizer=None,
-  num_records: int = 1 << 20,
-  shuffle: bool = True,
-  num_epochs: int | None = None,
-  shard_index: int = 0,
-  shard_count: int = 1,
-  **example_kw,
-) -> grain.IterDataset:
-  """Batches {x [B,T,H,W,1], y [B,L], y_mask [B,L], direction [B]} of this host's shard."""
-  ds = grain.MapDataset.source(CellsSource(num_records, seed, **example_kw))[
-    shard_index::shard_count
-  ]
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  ds = ds.repeat(num_epochs).map(lambda ex: encode(ex, max_text_len, tokenizer))
-  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
