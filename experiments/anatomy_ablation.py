@@ -91,11 +91,9 @@ def format_table(results: dict) -> str:
 
 def main(argv):
   del argv
-  import jax
 
   from medjax.train.loop import train
 
-  jax.config.update("jax_threefry_partitionable", True)
   unknown = [r for r in FLAGS.rows if r not in ROWS]
   if unknown:
     raise ValueError(f"--rows: expected names from {list(ROWS)}, got {unknown}")

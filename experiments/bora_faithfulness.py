@@ -30,11 +30,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  import jax
 
   from medjax.train.loop import train, trained_params
 
-  jax.config.update("jax_threefry_partitionable", True)
   config = FLAGS.config
   if config.task != "bora" or config.data.name != "synthetic_cells":
     raise ValueError(

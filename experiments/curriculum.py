@@ -3,7 +3,7 @@
 
 Stage k trains in DIR/<stage> through the one training loop, starting from stage k-1's best params
 (`train.init_from` = DIR/<stage k-1>/best, the lowest validation loss) and stopping early on
-validation loss. After each stage, the best params answer `curriculum.eval_questions` (0: skip) held-out
+validation loss. After each stage, the best params answer `curriculum.test_size` (0: skip) held-out
 questions: DIR/<stage>/predictions.jsonl (one record per example) and a line of DIR/curriculum.jsonl
 (accuracy and macro-F1, per template where the task has several). Restarting resumes.
 """
@@ -60,7 +60,7 @@ def evaluate_best(config, stage_dir: str, questions: int) -> tuple[list[dict], d
   from medjax.train.best import load_params
 
   config = copy.deepcopy(config)
-  config.data.eval_questions = questions
+  config.data.test_size = questions
   mesh, rules, task, model = loop.setup(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, *_ = loop.build_step(config, mesh, rules, task, model)
@@ -80,8 +80,8 @@ def run(config, workdir: str) -> list[dict]:
       c.train.init_from = os.path.join(prev, "best")
     result = train(c, stage_dir)
     metrics = {}
-    if config.curriculum.eval_questions:
-      records, metrics = evaluate_best(c, stage_dir, config.curriculum.eval_questions)
+    if config.curriculum.test_size:
+      records, metrics = evaluate_best(c, stage_dir, config.curriculum.test_size)
       with open(os.path.join(stage_dir, "predictions.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     summary = {
@@ -102,9 +102,6 @@ def run(config, workdir: str) -> list[dict]:
 
 def main(argv):
   del argv
-  import jax
-
-  jax.config.update("jax_threefry_partitionable", True)
   for s in run(FLAGS.config, FLAGS.workdir):
     print(json.dumps(s, sort_keys=True))
 

@@ -123,11 +123,9 @@ def compare(
 
 def main(argv):
   del argv
-  import jax
 
   from medjax.train.loop import train
 
-  jax.config.update("jax_threefry_partitionable", True)
   config = er_config(
     evaluate_mcq.config_from_file(FLAGS.config),
     steps=FLAGS.steps,

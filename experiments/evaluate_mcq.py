@@ -161,11 +161,9 @@ def table(results: dict) -> str:
 
 def main(argv):
   del argv
-  import jax
 
   from medjax.inference import strategies as S
 
-  jax.config.update("jax_threefry_partitionable", True)
   model, params, tokenizer, config = load_model(FLAGS.checkpoint, FLAGS.config)
   load = lambda split: load_examples(
     FLAGS.dataset,

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.special
 import scipy.stats
 
+from medjax import config_lib
 from medjax.data.synthetic import anatomy
 from medjax.data.tokenizers import load_tokenizer
 from medjax.models.anatomy_vlm import AnatomyVLM, AnatomyVLMConfig
@@ -98,7 +99,7 @@ class AnatomyVLMTask(Task):
       raise ValueError(
         f"loss.weights / loss.stage_steps: expected 3 / 2 values, got {lc.weights} / {lc.stage_steps}"
       )
-    self.model_cfg = AnatomyVLMConfig.from_dict(config.model.to_dict())
+    self.model_cfg = config_lib.dataclass_from(AnatomyVLMConfig, config.model)
     self.regions = anatomy.check_regions(d.regions)
     if self.model_cfg.num_regions != len(self.regions):
       raise ValueError(
@@ -216,7 +217,7 @@ class AnatomyVLMTask(Task):
   def train_data(self, *, batch_size, seed, shard_index, shard_count):
     return self._dataset(
       "train",
-      self.config.data.num_train,
+      self.config.data.train_size,
       findings=self.seen,
       batch_size=batch_size,
       seed=seed,
@@ -229,7 +230,7 @@ class AnatomyVLMTask(Task):
   def eval_data(self, *, batch_size, shard_index, shard_count):
     return self._dataset(
       "validation",
-      self.config.data.num_validation,
+      self.config.data.eval_size,
       findings=self.seen,
       batch_size=batch_size,
       seed=0,
@@ -383,7 +384,7 @@ class AnatomyVLMTask(Task):
 
   def evaluate(self, model, params, mesh) -> dict:
     """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
-    n = self.config.data.num_test
+    n = self.config.data.test_size
     if not n:
       return {}
     rng = np.random.default_rng([SPLIT_SEEDS["test"], self.config.seed])
