@@ -96,14 +96,18 @@ def dataclass_from(cls, section, name: str = "model", ignore=("preset",), **extr
   d.update(extra)
   fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
   for key in sorted(set(d) - set(fields)):
-    near = difflib.get_close_matches(key, list(fields), n=3)
+    near = [RENAMED[key]] if RENAMED.get(key) in fields else []
+    near += [k for k in difflib.get_close_matches(key, list(fields), n=3) if k not in near]
     hint = f"; did you mean {' or '.join(near)}?" if near else ""
     raise ValueError(f"{name}.{key}: not a field of {cls.__name__}{hint}")
   for f in fields.values():
     required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     if required and f.name not in d:
       raise ValueError(f"{name}.{f.name}: missing; {cls.__name__} requires it")
-  hints = typing.get_type_hints(cls)
+  try:
+    hints = typing.get_type_hints(cls)
+  except (NameError, TypeError):  # unresolvable annotations: nested sections stay as given
+    hints = {}
   kw = {}
   for key, value in d.items():
     t = hints.get(key)

@@ -179,6 +179,8 @@ def test_dataclass_from_builds_nested_dataclasses_and_names_bad_fields():
     ValueError, match=r"model.lm.num_layer: not a field of LMConfig; did you mean"
   ):
     config_lib.dataclass_from(TSLMConfig, section)
+  with pytest.raises(ValueError, match=r"model.lm.remat_policy: not a field .* did you mean remat"):
+    config_lib.dataclass_from(LMConfig, dict(c.model.lm, remat_policy="full"), "model.lm")
   with pytest.raises(ValueError, match=r"model.patch_sise: not a field of TSLMConfig"):
     config_lib.dataclass_from(TSLMConfig, dict(c.model.to_dict(), patch_sise=3))
 
