@@ -64,9 +64,9 @@ def get_config(arg=None):
   )
   c.data.train_findings = anatomy.SEEN
   c.data.num_negatives = 2
-  c.data.num_train = 20_000
-  c.data.num_validation = 256
-  c.data.num_test = 512  # zero-shot evaluation images (seen + held-out findings)
+  c.data.train_size = 20_000
+  c.data.eval_size = 256
+  c.data.test_size = 512  # zero-shot evaluation images (seen + held-out findings)
   # w_global 3: in joint training the global head otherwise stays near its base rate for ~600 steps while
   # detection and fine alignment take the shared encoder (one seed, 800 steps, w_global 1 -> 3: seen-finding
   # AUC 0.73 -> 0.83, held-out 0.70 -> 0.67, i.e. within seed noise; measured on an earlier phantom version).

@@ -47,7 +47,7 @@ def get_config(arg=None):
     size=16,
     channels=1,
     max_text_len=8,
-    eval_videos=64,
+    test_size=64,
     latent_scale=1.0,
     max_count=4,
     speeds=(0.5, 1.5),
@@ -93,7 +93,7 @@ def get_config(arg=None):
       size=32,
       channels=4,
       max_text_len=120,
-      eval_videos=0,
+      test_size=0,
       latent_scale=0.18215,
     )
     c.train.update(

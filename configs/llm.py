@@ -30,7 +30,7 @@ def get_config(arg=None):
     0.0  # share of train examples answered directly, without chain of thought (needs cot)
   )
   c.data.refine_candidates = 4  # at most this many candidate explanations per refinement example
-  c.data.eval_questions = 128
+  c.data.test_size = 128
   c.data.max_new_tokens = 72
   c.train.update(
     steps=400,

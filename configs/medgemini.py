@@ -51,7 +51,7 @@ def get_config(arg=None):
       data_dir="",
       manual_dir="",
       builder_config="",
-      eval_generations=64,
+      test_size=64,
     )
   )  # public builders' (medjax.data.builders.MEDIA)
   c.train.update(
@@ -104,7 +104,7 @@ def get_config(arg=None):
       remat=True,
       dtype="bfloat16",
     )  # 32 slices / 8 -> 4 x 16 x 16 grid, pooled to 4 x 8 x 8 = 256 tokens
-    lm = _lm("gemma-3-1b", dtype="bfloat16", remat_policy="full")
+    lm = _lm("gemma-3-1b", dtype="bfloat16", remat="full")
     media, max_items = ("image", "volume"), dict(image=4, volume=1)
     c.data.update(tokenizer="", seq_len=256)  # a Gemma tokenizer directory
     c.train.update(batch_size=256, steps=10_000)

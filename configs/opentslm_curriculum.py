@@ -43,11 +43,11 @@ def _tiny_stages(model: str) -> dict:
   train = dict(eval_every=50, keep_best=True, early_stop_patience=2)
   return {
     "har": dict(
-      data=dict(_base.synthetic_data("synthetic_har", model), eval_questions=0),
+      data=dict(_base.synthetic_data("synthetic_har", model), test_size=0),
       train=dict(train, steps=300),
     ),
     "ecg": dict(
-      data=dict(_base.synthetic_data("synthetic_ecg", model), eval_questions=0),
+      data=dict(_base.synthetic_data("synthetic_ecg", model), test_size=0),
       train=dict(train, steps=600),
     ),
   }
@@ -65,7 +65,7 @@ def _paper_stages(model: str) -> dict:
         num_series=num_series,
         series_len=series_len,
         seq_len=1024 + series_tokens,
-        eval_questions=0,
+        test_size=0,
       )
     )
     if model == "softprompt" and i >= 2:
@@ -86,6 +86,6 @@ def get_config(arg=None):
   stages = _tiny_stages(model) if size == "tiny" else _paper_stages(model)
   with c.unlocked():
     c.curriculum = ml_collections.ConfigDict(
-      dict(stages=tuple(stages), eval_questions=64 if size == "tiny" else 500, **stages)
+      dict(stages=tuple(stages), test_size=64 if size == "tiny" else 500, **stages)
     )
   return c

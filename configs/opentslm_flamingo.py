@@ -81,10 +81,10 @@ def make_config(model_variant: str, arg=None):
       c.model.update(enc_dim=64, encoder_layers=1, encoder_heads=2, encoder_mlp=128)
   c.data = dict(
     tokenizer="byte",
-    train_examples=100_000,
-    eval_examples=512,
+    train_size=100_000,
+    eval_size=512,
     eval_seed=12345,
-    eval_questions=64,
+    test_size=64,
     eval_gen_batch=64,
     data_dir="",
     manual_dir="",

@@ -8,7 +8,6 @@ of all finished runs under it (--rows= prints it without training) and writes DI
 0.63 -> 0.80 (table: docs/results.md).
 """
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -30,7 +29,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  jax.config.update("jax_threefry_partitionable", True)
   seeds = [int(s) for s in FLAGS.seeds]
   results = anatomy_ablation.run(FLAGS.config, FLAGS.workdir, FLAGS.rows, seeds)
   print(anatomy_ablation.format_table(results))

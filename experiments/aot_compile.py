@@ -28,11 +28,9 @@ def main(argv):
   os.environ.setdefault(
     "JAX_PLATFORMS", "cpu"
   )  # the host runs nothing; TPU devices are compile-only
-  import jax
 
   from medjax.train import aot
 
-  jax.config.update("jax_threefry_partitionable", True)
   report = aot.analyze(FLAGS.config, FLAGS.topology)
   print(aot.format_report(report))
   if FLAGS.json_out:
@@ -49,7 +47,7 @@ def main(argv):
     print(
       f"ERROR: the train step does not fit: it needs {need} per chip but a {report['topology']} chip has "
       f"{report['hbm_gib']} GiB; shard more (--config.parallel.mesh.*, --config.parallel.rules), lower "
-      f"train.batch_size or raise train.grad_accum, or enable model.remat_policy.",
+      f"train.batch_size or raise train.grad_accum, or enable model.remat.",
       file=sys.stderr,
     )
     sys.exit(1)

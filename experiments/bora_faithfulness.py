@@ -6,7 +6,6 @@ Trains (or resumes) the config, then prints direction and count accuracy of the 
 classifier and FVD per guidance scale (medjax.benchmarks.bora_faithfulness; table: docs/results.md).
 """
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -30,7 +29,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  jax.config.update("jax_threefry_partitionable", True)
   config = FLAGS.config
   if FLAGS.train:
     print(bora_faithfulness.train_model(config, FLAGS.workdir))

@@ -6,7 +6,6 @@ python experiments/curriculum.py --config=configs/opentslm_curriculum.py:flaming
 
 import json
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -25,7 +24,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  jax.config.update("jax_threefry_partitionable", True)
   for s in curriculum.run(FLAGS.config, FLAGS.workdir):
     print(json.dumps(s, sort_keys=True))
 

@@ -7,7 +7,6 @@ questions (medjax.benchmarks.er_demo). Expected at step 500: ER 0.727 vs greedy 
 (table: docs/results.md).
 """
 
-import jax
 from absl import app, flags
 
 from medjax.benchmarks import er_demo
@@ -38,7 +37,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  jax.config.update("jax_threefry_partitionable", True)
   config = er_demo.er_config(
     config_from_file(FLAGS.config),
     steps=FLAGS.steps,

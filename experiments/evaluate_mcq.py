@@ -9,7 +9,6 @@ Writes one JSONL record per question and strategy and prints a table per strateg
 
 import os
 
-import jax
 from absl import app, flags
 
 from medjax.inference import mcq
@@ -39,7 +38,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  jax.config.update("jax_threefry_partitionable", True)
   model, params, tokenizer, config = load_model(FLAGS.checkpoint, FLAGS.config)
   max_new = FLAGS.max_new_tokens or (config.data.max_new_tokens if config is not None else 256)
   names = ("split", "num_questions", "shots", "data_dir", "manual_dir", "max_rows", "seed")

@@ -43,7 +43,6 @@ def main(argv):
   parallel.initialize_distributed(
     p.distributed, p.coordinator or None, p.num_processes, p.process_id
   )
-  jax.config.update("jax_threefry_partitionable", True)
   logging.info("config:\n%s", config)
   result = train(config, FLAGS.workdir)
   summary = {k: v for k, v in result.items() if k.startswith(("eval/", "train/loss", "step"))}

@@ -1,9 +1,20 @@
-"""The config schema every experiment shares; configs/<family>.py fill in model and data."""
+"""The config schema every experiment shares; configs/<family>.py fill in model and data.
 
+Shared knobs keep one name in every family (README, "Config vocabulary"): `model.remat`,
+`data.seq_len`, `data.train_size`, `data.eval_size`, `data.test_size`. `validate` checks a config
+before anything is built; `dataclass_from` turns a config section into a model dataclass.
+"""
+
+import dataclasses
+import difflib
 import importlib.util
 import os
+import typing
+from collections.abc import Mapping
 
 import ml_collections
+
+from medjax.parallel.mesh import MESH_AXES, resolve_mesh_shape
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -61,9 +72,195 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Locks the config: overriding a key that does not exist is an error naming the nearest keys."""
+  """Validates and locks the config: overriding a key that does not exist is then an error naming
+  the nearest keys."""
+  validate(c)
   c.lock()
   return c
+
+
+# ---- config section -> model dataclass ------------------------------------------------------------
+def _tuples(v):
+  return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def dataclass_from(cls, section, name: str = "model", ignore=("preset",), **extra):
+  """`cls` built from a config section (ConfigDict or dict), `extra` fields replacing the section's.
+
+  Nested dataclass fields are built from their sub-sections, lists become tuples and keys in
+  `ignore` (config-only notes such as the preset name) are dropped. An unknown or missing field is
+  a ValueError naming `name.field`.
+  """
+  d = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+  d = {k: v for k, v in d.items() if k not in ignore}
+  d.update(extra)
+  fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+  for key in sorted(set(d) - set(fields)):
+    near = [RENAMED[key]] if RENAMED.get(key) in fields else []
+    near += [k for k in difflib.get_close_matches(key, list(fields), n=3) if k not in near]
+    hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    raise ValueError(f"{name}.{key}: not a field of {cls.__name__}{hint}")
+  for f in fields.values():
+    required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    if required and f.name not in d:
+      raise ValueError(f"{name}.{f.name}: missing; {cls.__name__} requires it")
+  try:
+    hints = typing.get_type_hints(cls)
+  except (NameError, TypeError):  # unresolvable annotations: nested sections stay as given
+    hints = {}
+  kw = {}
+  for key, value in d.items():
+    t = hints.get(key)
+    if isinstance(t, type) and dataclasses.is_dataclass(t) and isinstance(value, Mapping):
+      kw[key] = dataclass_from(t, value, f"{name}.{key}", ignore)
+    else:
+      kw[key] = _tuples(value)
+  return cls(**kw)
+
+
+# ---- validation ----------------------------------------------------------------------------------
+# model fields that are sizes (every int in them > 0), besides names ending in these suffixes
+_MODEL_SIZES = {
+  "vocab_size",
+  "max_seq_len",
+  "max_len",
+  "max_text_len",
+  "channels",
+  "in_channels",
+  "caption_channels",
+  "hidden",
+  "width",
+  "depth",
+  "heads",
+  "image_size",
+  "patch_size",
+  "patch",
+  "frames",
+  "tubelet",
+  "token_pool",
+  "token_pool_time",
+  "max_patches",
+  "num_latents",
+  "ff_mult",
+  "xattn_every",
+  "encoder_mlp",
+  "num_queries",
+  "num_regions",
+}
+_MODEL_SIZE_SUFFIXES = ("_dim", "_heads", "_layers", "_depth")
+_TRAIN_SIZES = ("steps", "batch_size", "grad_accum", "eval_batch_size", "log_every")
+_TRAIN_COUNTS = ("eval_every", "checkpoint_every", "keep_checkpoints", "early_stop_patience")
+_DATA_SIZES = (
+  "seq_len",
+  "train_size",
+  "eval_size",
+  "max_new_tokens",
+  "max_text_len",
+  "num_series",
+  "series_len",
+  "frames",
+  "size",
+)
+_DATA_COUNTS = ("test_size",)
+# (data field, model field): a sequence length and the model's limit for it
+_LIMITS = (
+  ("data.seq_len", "model.max_seq_len"),
+  ("data.seq_len", "model.lm.max_seq_len"),
+  ("data.seq_len", "model.text.max_len"),
+  ("data.max_text_len", "model.max_text_len"),
+)
+
+
+def _get(c, dotted: str):
+  for part in dotted.split("."):
+    if not isinstance(c, Mapping | ml_collections.ConfigDict) or part not in c:
+      return None
+    c = c[part]
+  return c
+
+
+def _ints(v):
+  if isinstance(v, bool):
+    return []
+  if isinstance(v, int):
+    return [v]
+  if isinstance(v, (list, tuple)) and all(
+    isinstance(x, int) and not isinstance(x, bool) for x in v
+  ):
+    return list(v)
+  return []
+
+
+def _check(name: str, value, minimum: int):
+  bad = [x for x in _ints(value) if x < minimum]
+  if bad:
+    expected = "> 0" if minimum == 1 else f">= {minimum}"
+    raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+
+def _check_model_sizes(section, prefix: str):
+  for key, value in section.items():
+    name = f"{prefix}.{key}"
+    if isinstance(value, Mapping | ml_collections.ConfigDict):
+      _check_model_sizes(value, name)
+    elif key in _MODEL_SIZES or key.endswith(_MODEL_SIZE_SUFFIXES):
+      _check(name, value, 1)
+
+
+def validate(config, workdir: str | None = None, num_devices: int | None = None):
+  """Raises a ValueError naming the field, the expected and the received value, for: sizes that
+  are not positive (train, data, model), a sequence length above the model's limit, and, given
+  `num_devices`, a mesh that does not fit them or a batch the data-parallel mesh axes (times
+  train.grad_accum) do not divide; given `workdir`, one that cannot be created or written."""
+  for section, names, minimum in (
+    ("train", _TRAIN_SIZES, 1),
+    ("train", _TRAIN_COUNTS, 0),
+    ("data", _DATA_SIZES, 1),
+    ("data", _DATA_COUNTS, 0),
+  ):
+    for key in names:
+      value = _get(config, f"{section}.{key}")
+      if value is not None:
+        _check(f"{section}.{key}", value, minimum)
+  if "model" in config:
+    _check_model_sizes(config.model, "model")
+  for data_key, model_key in _LIMITS:
+    length, limit = _get(config, data_key), _get(config, model_key)
+    if _ints(length) and _ints(limit) and length > limit:
+      raise ValueError(f"{data_key}: expected <= {model_key} ({limit}), got {length}")
+  if num_devices is not None:
+    _check_mesh(config, num_devices)
+  if workdir is not None:
+    _check_workdir(workdir)
+
+
+def _check_mesh(config, num_devices: int):
+  n = config.parallel.num_devices or num_devices
+  sizes = dict(zip(MESH_AXES, resolve_mesh_shape(dict(config.parallel.mesh), n)))
+  t = config.train
+  dp = sizes["data"] * sizes["fsdp"]
+  need = dp * t.grad_accum
+  if t.batch_size % need:
+    raise ValueError(
+      f"train.batch_size: {t.batch_size} is not divisible by the data-parallel size (parallel.mesh "
+      f"data x fsdp = {dp}) x train.grad_accum ({t.grad_accum}); expected a multiple of {need}"
+    )
+  if t.eval_batch_size % dp:
+    raise ValueError(
+      f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the data-parallel size "
+      f"(parallel.mesh data x fsdp = {dp}); expected a multiple of {dp}"
+    )
+
+
+def _check_workdir(workdir: str):
+  if "://" in workdir:  # a bucket (gs://...): orbax and the metric writers check it themselves
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"workdir: expected a directory that can be created, got {workdir!r} ({e})")
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise ValueError(f"workdir: expected a writable directory, got {workdir!r} (not writable)")
 
 
 def parse_variant(arg: str | None, variants) -> str:
@@ -71,6 +268,28 @@ def parse_variant(arg: str | None, variants) -> str:
   if variant not in variants:
     raise ValueError(f"config variant: expected one of {sorted(variants)}, got {variant!r}")
   return variant
+
+
+# old names of shared knobs (README, "Config vocabulary") -> the one name every family uses now
+RENAMED = {
+  "remat_policy": "remat",
+  "train_examples": "train_size",
+  "num_train": "train_size",
+  "eval_examples": "eval_size",
+  "num_validation": "eval_size",
+  "eval_questions": "test_size",
+  "eval_generations": "test_size",
+  "eval_videos": "test_size",
+  "num_test": "test_size",
+}
+
+
+def _unknown_key(key: str, part: str, section) -> str:
+  """The error for an override of a field that does not exist, naming the nearest fields."""
+  near = [RENAMED[part]] if RENAMED.get(part) in section else []
+  near += [k for k in difflib.get_close_matches(part, list(section), n=3) if k not in near]
+  hint = f"; did you mean {' or '.join(repr(k) for k in near)}?" if near else ""
+  return f"{key}: {part!r} is not a field of this config{hint}"
 
 
 def config_from_file(spec: str, overrides=()) -> ml_collections.ConfigDict:
@@ -87,10 +306,15 @@ def config_from_file(spec: str, overrides=()) -> ml_collections.ConfigDict:
     key, _, value = item.partition("=")
     old = config
     for part in key.split("."):
+      if not isinstance(old, ml_collections.ConfigDict) or part not in old:
+        raise KeyError(
+          _unknown_key(key, part, old if isinstance(old, ml_collections.ConfigDict) else {})
+        )
       old = old[part]
     if isinstance(old, bool):
       value = value.lower() in ("1", "true")
     elif old is not None:
       value = type(old)(value)
     config.update_from_flattened_dict({key: value})
+  validate(config)
   return config

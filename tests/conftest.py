@@ -12,7 +12,6 @@ import jax  # noqa: E402
 _CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache")
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-jax.config.update("jax_threefry_partitionable", True)
 
 import pytest  # noqa: E402
 
@@ -46,7 +45,7 @@ def lm_config(triage_data_dir):
         "train.eval_every": 0,
         "train.log_every": 1,
         "train.async_checkpoints": False,
-        "data.eval_questions": 0,
+        "data.test_size": 0,
         **{k.replace("__", "."): v for k, v in overrides.items()},
       }
     )

@@ -189,7 +189,7 @@ def test_tiny_training_localises_regions(tmp_path):
 
   c = _config()
   c.train.update(steps=150, batch_size=32, eval_every=150, log_every=50, checkpoint_every=0)
-  c.data.num_test = 128
+  c.data.test_size = 128
   res = train(c, str(tmp_path))
   assert res["eval/box_miou"] > 0.65, res
   assert res["train/box_miou"] > 0.6, res
@@ -205,7 +205,7 @@ def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
 
   c = _config(weights=(0.0, 0.0, 1.0))
   c.train.update(steps=800, eval_every=800, log_every=200, checkpoint_every=0)
-  c.data.num_test = 0
+  c.data.test_size = 0
   train(c, str(tmp_path))
   params, model, task, *_ = trained_params(c, str(tmp_path))
   exs = anatomy.make_examples(256, seed=5, findings=anatomy.FINDING_NAMES)

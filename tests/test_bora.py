@@ -186,7 +186,7 @@ def test_tiny_trains_through_the_loop_and_evaluates_generation(tmp_path):
     eval_batches=1,
     checkpoint_every=0,
   )
-  c.data.eval_videos = 4
+  c.data.test_size = 4
   c.diffusion.sample_steps = 5
   out = train(c, str(tmp_path))
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]

@@ -43,10 +43,10 @@ def _unstack(scanned, num_layers):
 @pytest.mark.parametrize("preset", ["tiny", "tiny-gemma"])
 def test_scan_and_remat_match_the_plain_model(preset):
   toks = jax.random.randint(jax.random.key(1), (2, 24), 0, 250)
-  scan_cfg = lm_config(preset, scan_layers=True, remat_policy="full")
+  scan_cfg = lm_config(preset, scan_layers=True, remat="full")
   scanned = jax.jit(DecoderLM(scan_cfg).init)(jax.random.key(0), toks)["params"]
   scanned = flax.linen.meta.unbox(scanned)
-  plain_cfg = dataclasses.replace(scan_cfg, scan_layers=False, remat_policy="none")
+  plain_cfg = dataclasses.replace(scan_cfg, scan_layers=False, remat="none")
   plain = _unstack(scanned, scan_cfg.num_layers)
   loss = lambda cfg, p: DecoderLM(cfg).apply({"params": p}, toks)[0].mean()
   a, ga = jax.jit(jax.value_and_grad(lambda p: loss(scan_cfg, p)))(scanned)
@@ -57,8 +57,8 @@ def test_scan_and_remat_match_the_plain_model(preset):
 
 
 def test_bad_inputs_are_named():
-  with pytest.raises(ValueError, match="remat_policy.*'everything'"):
-    lm_config("tiny", remat_policy="everything")
+  with pytest.raises(ValueError, match="remat:.*'everything'"):
+    lm_config("tiny", remat="everything")
   with pytest.raises(ValueError, match="num_kv_heads"):
     lm_config("tiny", num_heads=4, num_kv_heads=3)
   with pytest.raises(ValueError, match="LM preset.*'llama-9'"):

@@ -72,7 +72,7 @@ def _train(workdir, steps, num_processes):
     f"--config.train.steps={steps}",
     "--config.train.batch_size=16",
     "--config.train.eval_every=0",
-    "--config.data.eval_questions=0",
+    "--config.data.test_size=0",
     "--config.train.checkpoint_every=2",
     "--config.train.log_every=1",
     "--config.train.async_checkpoints=False",

@@ -375,7 +375,7 @@ def test_learns_synthetic_har(name, tmp_path):
   c = _config(name)
   with c.unlocked():
     c.train.update(steps=TRAIN_STEPS, eval_every=TRAIN_STEPS, async_checkpoints=False)
-    c.data.update(eval_questions=48, eval_gen_batch=48)
+    c.data.update(test_size=48, eval_gen_batch=48)
   result = train(c, str(tmp_path))
   assert result["eval/macro_f1"] > 0.6, result  # chance: 1/8
 
@@ -428,7 +428,7 @@ def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_pat
     c.train.update(
       batch_size=8, eval_batch_size=8, eval_batches=1, log_every=2, async_checkpoints=False
     )
-    c.curriculum.eval_questions = 0
+    c.curriculum.test_size = 0
     c.curriculum.har.train.update(steps=6, eval_every=2)
     c.curriculum.ecg.train.update(steps=40, eval_every=2, early_stop_patience=2)
     c.curriculum.ecg.optim = {"lr": 0.0}  # a stage that cannot improve: early stopping must end it

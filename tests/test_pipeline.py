@@ -56,10 +56,10 @@ FAMILIES = {
   "medgemini_3d": lambda tmp, _: _config("medgemini", "tiny3d", **{"data.eval_size": 10}),
   "siglip": lambda tmp, _: _config("medgemini", "tiny_siglip", **{"data.eval_size": 10}),
   "opentslm": lambda tmp, _: _config(
-    "opentslm_flamingo", "tiny", **{"data.train_examples": 40, "data.eval_examples": 10}
+    "opentslm_flamingo", "tiny", **{"data.train_size": 40, "data.eval_size": 10}
   ),
   "anatomy_vlm": lambda tmp, _: _config(
-    "anatomy_vlm", "tiny", **{"data.num_train": 40, "data.num_validation": 10}
+    "anatomy_vlm", "tiny", **{"data.train_size": 40, "data.eval_size": 10}
   ),
   "bora_cells": lambda tmp, _: _config("bora", "tiny", **{"train.eval_batch_size": 3}),
   "bora_latent_cache": lambda tmp, _: _config(

@@ -121,7 +121,7 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
 
   from medjax.inference.decode import greedy_decode
 
-  task = _medgemini_task("tiny", eval_generations=4, eval_size=4, train_size=64)
+  task = _medgemini_task("tiny", test_size=4, eval_size=4, train_size=64)
   model = task.build_model()
   params = nn.meta.unbox(task.init_params(model, jax.random.PRNGKey(3), task.dummy_batch(2)))
   val = task.source("validation")

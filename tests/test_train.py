@@ -31,7 +31,7 @@ def test_tiny_lm_learns_the_triage_task(lm_config, tmp_path):
     train__batch_size=32,
     train__eval_every=200,
     train__log_every=50,
-    data__eval_questions=64,
+    data__test_size=64,
   )
   result = loop.train(cfg, str(tmp_path))
   losses = _losses(str(tmp_path))
@@ -89,7 +89,7 @@ def test_resume_after_sigkill_is_bitwise_identical(lm_config, triage_data_dir, t
     "--config.train.checkpoint_every=4",
     "--config.train.batch_size=16",
     "--config.train.log_every=1",
-    "--config.data.eval_questions=0",
+    "--config.data.test_size=0",
     "--config.train.eval_every=0",
   ]
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")

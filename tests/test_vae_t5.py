@@ -357,7 +357,7 @@ def _cached_config(cache_dir):
     size=8,
     channels=4,
     max_text_len=16,
-    eval_videos=0,
+    test_size=0,
     latent_scale=0.18215,
     cache_dir=cache_dir,
   )

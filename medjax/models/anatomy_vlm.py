@@ -63,12 +63,6 @@ class AnatomyVLMConfig:
     if self.vit.pool == "none":
       raise ValueError("vit.pool: expected a pooled image token (map / gap / cls), got 'none'")
 
-  @classmethod
-  def from_dict(cls, d: dict) -> "AnatomyVLMConfig":
-    d = dict(d)
-    vit = ViTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("vit").items()})
-    return cls(vit=vit, text=TextEncoderConfig(**d.pop("text")), **d)
-
 
 class TextEncoder(nn.Module):
   """tokens [..., T] (0 = pad) -> mean-pooled features [..., width]."""

@@ -61,7 +61,7 @@ class LMConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   scan_layers: bool = False
-  remat_policy: str = "none"
+  remat: str = "none"  # a REMAT_POLICIES name (True / False: "full" / "none")
   attention_impl: str = "xla"  # "cudnn" for the fused GPU kernel
   lora_rank: int = 0  # > 0: LoRA adapters on `lora_targets` (params lora_a/lora_b)
   lora_alpha: float = 16.0
@@ -76,10 +76,10 @@ class LMConfig:
     if self.lora_rank < 0:
       raise ValueError(f"lora_rank: expected >= 0 (0: no LoRA), got {self.lora_rank}")
     self.lora()  # validates the targets
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(
-        f"remat_policy: expected one of {sorted(REMAT_POLICIES)}, got {self.remat_policy!r}"
-      )
+    if isinstance(self.remat, bool):
+      object.__setattr__(self, "remat", "full" if self.remat else "none")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat: expected one of {sorted(REMAT_POLICIES)}, got {self.remat!r}")
     for f in ("dtype", "param_dtype"):
       if getattr(self, f) not in DTYPES:
         raise ValueError(f"{f}: expected one of {sorted(DTYPES)}, got {getattr(self, f)!r}")
@@ -272,8 +272,8 @@ class _ScanLayer(nn.Module):
 
 
 def _maybe_remat(cls, cfg):
-  policy = REMAT_POLICIES[cfg.remat_policy]
-  if cfg.remat_policy == "none":
+  policy = REMAT_POLICIES[cfg.remat]
+  if cfg.remat == "none":
     return cls
   return nn.remat(cls, policy=policy, prevent_cse=not cfg.scan_layers)
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
+from medjax import config_lib
 from medjax.data import pipeline
 from medjax.data.synthetic import anatomy
 from medjax.data.tokenizers import load_tokenizer
@@ -42,7 +43,7 @@ class AnatomyVLMTask(Task):
       raise ValueError(
         f"loss.weights / loss.stage_steps: expected 3 / 2 values, got {lc.weights} / {lc.stage_steps}"
       )
-    self.model_cfg = AnatomyVLMConfig.from_dict(config.model.to_dict())
+    self.model_cfg = config_lib.dataclass_from(AnatomyVLMConfig, config.model)
     self.regions = anatomy.check_regions(d.regions)
     if self.model_cfg.num_regions != len(self.regions):
       raise ValueError(
@@ -134,7 +135,7 @@ class AnatomyVLMTask(Task):
     """Generated examples (seen findings only): record i of a split is drawn from (split, seed, i)."""
     d = self.config.data
     return pipeline.IndexSource(
-      d.num_train if split == "train" else d.num_validation,
+      d.train_size if split == "train" else d.eval_size,
       functools.partial(self._generate, split=split),
     )
 
@@ -292,7 +293,7 @@ class AnatomyVLMTask(Task):
 
   def evaluate(self, model, params) -> dict:
     """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
-    n = self.config.data.num_test
+    n = self.config.data.test_size
     if not n:
       return {}
     rng = np.random.default_rng([SPLIT_SEEDS["test"], self.config.seed])

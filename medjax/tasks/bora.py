@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medjax import config_lib
 from medjax import diffusion as diffusion_lib
 from medjax.data import latent_cache
 from medjax.data.synthetic import cells
@@ -28,10 +29,8 @@ LATENTS = ("pixels", "vae")
 
 def stdit_config_from(model_cfg, diffusion_cfg) -> STDiTConfig:
   """STDiTConfig from the config's `model` section; learned variance follows the diffusion type."""
-  fields = {k: v for k, v in model_cfg.to_dict().items() if k != "preset"}
-  fields["patch_size"] = tuple(fields["patch_size"])
-  fields["learn_sigma"] = diffusion_cfg.type == "iddpm" and diffusion_cfg.learn_sigma
-  return STDiTConfig(**fields)
+  learn_sigma = diffusion_cfg.type == "iddpm" and diffusion_cfg.learn_sigma
+  return config_lib.dataclass_from(STDiTConfig, model_cfg, learn_sigma=learn_sigma)
 
 
 def generate(
@@ -260,7 +259,7 @@ class BoraTask(Task):
     return out
 
   def evaluate(self, model, params):
-    n = self.config.data.eval_videos
+    n = self.config.data.test_size
     if not n or self.config.data.name != "synthetic_cells":
       return {}
     out = {

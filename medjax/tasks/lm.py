@@ -5,6 +5,7 @@ import zlib
 
 import numpy as np
 
+from medjax import config_lib
 from medjax.data import pipeline
 from medjax.data.synthetic import tfds_builder, triage
 from medjax.data.tokenizers import load_tokenizer
@@ -19,9 +20,8 @@ DATASETS = {"synthetic_triage"}
 
 
 def lm_config_from(model_cfg) -> LMConfig:
-  """LMConfig from the config's `model` section (everything except `preset`)."""
-  fields = {k: v for k, v in model_cfg.to_dict().items() if k != "preset"}
-  return LMConfig(**fields)
+  """LMConfig from the config's `model` section."""
+  return config_lib.dataclass_from(LMConfig, model_cfg)
 
 
 def wrong_explanation(ex: dict, rng: np.random.Generator) -> str:
@@ -142,7 +142,7 @@ class LMTask(Task):
 
   def evaluate(self, model, params):
     """Greedy answers to held-out questions: accuracy against chance, and the unparseable rate."""
-    n = self.config.data.eval_questions
+    n = self.config.data.test_size
     if not n:
       return {}
     source = tfds_builder.load_source("test", self.data_dir)

@@ -5,7 +5,7 @@ end; loss on answer tokens (+ EOS). Eval: teacher-forced exact match of the whol
 exactly greedy-decoding accuracy (greedy reproduces the answer iff every answer token, EOS
 included, is the argmax given the answer so far), split into closed (yes/no) and open questions;
 the host-side `evaluate` adds the majority-answer-per-question baseline and scores greedy generations
-of `data.eval_generations` validation examples (default 64; 0 skips): VQA accuracy of the generated
+of `data.test_size` validation examples (default 64; 0 skips): VQA accuracy of the generated
 text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 and ROUGE-L of reports.
 "siglip": TwoTower image / report-text contrastive pretraining; eval: retrieval recall@K.
 `data.name` "phantoms" or a public dataset's TFDS builder (medjax.data.builders.MEDIA, prepared from
@@ -19,6 +19,7 @@ import zlib
 import jax.numpy as jnp
 import numpy as np
 
+from medjax import config_lib
 from medjax.data import builders, pipeline
 from medjax.data.synthetic import phantoms
 from medjax.data.tokenizers import load_tokenizer
@@ -36,24 +37,19 @@ DATASETS = {"phantoms", *builders.MEDIA}  # builders: the public datasets in dat
 PLACEHOLDERS = {"image": "<image>", "volume": "<volume>"}
 
 
-def _fields(cls, section, **extra):
-  d = {k: v for k, v in section.to_dict().items() if k != "preset"}
-  d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-  return cls(**d, **extra)
-
-
 def multimodal_config_from(model_cfg) -> MultimodalConfig:
   """MultimodalConfig from the config's `model` section."""
   specs = [
     MediaSpec(
       name,
       int(model_cfg[f"{name}_token"]),
-      _fields(ViTConfig, model_cfg[name]),
+      config_lib.dataclass_from(ViTConfig, model_cfg[name], f"model.{name}"),
       int(model_cfg.max_items[name]),
     )
     for name in model_cfg.media
   ]
-  return MultimodalConfig(_fields(LMConfig, model_cfg.lm), tuple(specs), model_cfg.projector)
+  lm = config_lib.dataclass_from(LMConfig, model_cfg.lm, "model.lm")
+  return MultimodalConfig(lm, tuple(specs), model_cfg.projector)
 
 
 class PlaceholderTokenizer:
@@ -223,7 +219,7 @@ class MedGeminiVQATask(Task):
     return texts
 
   def _generation_metrics(self, model, params):
-    n = min(int(self.config.data.eval_generations), self.config.data.eval_size)
+    n = min(int(self.config.data.test_size), self.config.data.eval_size)
     if n <= 0:
       return {}
     val = self.source("validation")
@@ -264,8 +260,8 @@ class SigLIPTask(Task):
     if config.model.loss not in ("sigmoid", "softmax"):
       raise ValueError(f"model.loss: expected 'sigmoid' or 'softmax', got {config.model.loss!r}")
     self.tokenizer = load_tokenizer(d.tokenizer)
-    self.vision = _fields(ViTConfig, config.model.vision)
-    self.text = _fields(TextConfig, config.model.text)
+    self.vision = config_lib.dataclass_from(ViTConfig, config.model.vision, "model.vision")
+    self.text = config_lib.dataclass_from(TextConfig, config.model.text, "model.text")
     self.media = "volume" if self.vision.is_3d else "image"
 
   def build_model(self):

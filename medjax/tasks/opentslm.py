@@ -14,6 +14,7 @@ import functools
 import jax
 import numpy as np
 
+from medjax import config_lib
 from medjax.data import builders, pipeline
 from medjax.data.synthetic import ecg, har
 from medjax.data.tokenizers import load_tokenizer
@@ -21,7 +22,6 @@ from medjax.eval.classification import template_metrics
 from medjax.inference import generate, pad_prompts
 from medjax.inference.parsing import answer_text
 from medjax.models import opentslm
-from medjax.models.llm import LMConfig
 from medjax.objectives import masked_cross_entropy
 from medjax.tasks.base import Task
 
@@ -52,9 +52,7 @@ def template_and_label(ex) -> tuple[str, str]:
 
 def tslm_config_from(model_cfg) -> opentslm.TSLMConfig:
   """TSLMConfig from the config's `model` section (`model.lm` holds the LMConfig fields)."""
-  fields = model_cfg.to_dict()
-  lm = {k: v for k, v in fields.pop("lm").items() if k != "preset"}
-  return opentslm.TSLMConfig(lm=LMConfig(**lm), **fields)
+  return config_lib.dataclass_from(opentslm.TSLMConfig, model_cfg)
 
 
 def encode_prompt(
@@ -189,13 +187,13 @@ class OpenTSLMTask(Task):
     return {"loss": (loss * n, n), "token_accuracy": (acc * n, n)}
 
   def examples(self, split, seed) -> tuple[int, callable]:
-    """(size, index -> example) of a split: the synthetic generator's draws with `seed` (train_examples /
-    eval_examples of them), or the public builder's records (`seed` unused)."""
+    """(size, index -> example) of a split: the synthetic generator's draws with `seed` (train_size /
+    eval_size of them), or the public builder's records (`seed` unused)."""
     d = self.config.data
     if self.generator is None:
       src = builders.timeseries_source(d, split)
       return len(src), lambda i: src[int(i)]
-    return (d.train_examples if split == "train" else d.eval_examples), functools.partial(
+    return (d.train_size if split == "train" else d.eval_size), functools.partial(
       self.generator.example, seed
     )
 
@@ -245,10 +243,10 @@ class OpenTSLMTask(Task):
     return [self.tokenizer.decode(row[:k].tolist()) for row, k in zip(out, n)]
 
   def predict(self, model, params) -> list[dict]:
-    """Greedy generations on `data.eval_questions` held-out (a builder's test split) examples: one record each."""
+    """Greedy generations on `data.test_size` held-out (a builder's test split) examples: one record each."""
     d = self.config.data
     size, example = self.examples("test", d.eval_seed)
-    examples = [example(i) for i in range(min(size, d.eval_questions))]
+    examples = [example(i) for i in range(min(size, d.test_size))]
     formatted = [self.format_example(ex) for ex in examples]
     texts = []
     for i in range(0, len(formatted), d.eval_gen_batch):
@@ -276,6 +274,6 @@ class OpenTSLMTask(Task):
 
   def evaluate(self, model, params):
     """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several)."""
-    if not self.config.data.eval_questions:
+    if not self.config.data.test_size:
       return {}
     return self.summarize(self.predict(model, params))

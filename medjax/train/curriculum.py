@@ -2,7 +2,7 @@
 
 Stage k trains in WORKDIR/<stage>, starting from stage k-1's best params (`train.init_from` =
 WORKDIR/<stage k-1>/best, the lowest validation loss) and stopping early on validation loss. After
-each stage, the best params answer `curriculum.eval_questions` (0: skip) held-out questions:
+each stage, the best params answer `curriculum.test_size` (0: skip) held-out questions:
 WORKDIR/<stage>/predictions.jsonl (one record per example) and a line of WORKDIR/curriculum.jsonl
 (accuracy and macro-F1, per template where the task has several). Restarting resumes.
 """
@@ -42,7 +42,7 @@ def stage_configs(config) -> list:
 def evaluate_best(config, stage_dir: str, questions: int) -> tuple[list[dict], dict]:
   """(per-example records, metrics) of the stage's best params on `questions` held-out examples."""
   config = copy.deepcopy(config)
-  config.data.eval_questions = questions
+  config.data.test_size = questions
   mesh, rules, task, model = loop.setup(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, *_ = loop.build_step(config, mesh, rules, task, model)
@@ -60,8 +60,8 @@ def run(config, workdir: str) -> list[dict]:
       c.train.init_from = os.path.join(prev, "best")
     result = loop.train(c, stage_dir)
     metrics = {}
-    if config.curriculum.eval_questions:
-      records, metrics = evaluate_best(c, stage_dir, config.curriculum.eval_questions)
+    if config.curriculum.test_size:
+      records, metrics = evaluate_best(c, stage_dir, config.curriculum.test_size)
       with open(os.path.join(stage_dir, "predictions.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     summary = {

@@ -11,7 +11,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from medjax import parallel, tasks
+from medjax import config_lib, parallel, tasks
 from medjax.parallel.sharding import batch_sharding, data_parallel_size
 from medjax.train import metrics as metrics_lib
 from medjax.train.best import METRIC as BEST_METRIC
@@ -163,6 +163,7 @@ def train(config, workdir: str) -> dict:
   (> 0) also stops after that many evaluations without improvement; `train.init_from` (a `best`
   directory of another run) initialises a fresh run's params from it (e.g. curriculum stages).
   """
+  config_lib.validate(config, workdir, jax.device_count())
   t = config.train
   if (t.keep_best or t.early_stop_patience) and not t.eval_every:
     raise ValueError(
