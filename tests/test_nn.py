@@ -1,4 +1,4 @@
-"""Layer-level behaviour: RoPE scaling, masks, GQA, KV cache, norms."""
+"""Layer-level behaviour: RoPE scaling, masks, GQA, KV cache, norms, the one attention's modes."""
 
 import math
 
@@ -120,3 +120,51 @@ def test_samples_sharing_a_prompt_cache_decode_like_the_full_forward(preset, sca
       {"params": params}, jnp.asarray(np.concatenate([prompt, out[row]])[None])
     )
     assert np.asarray(jnp.argmax(logits[0, len(prompt) - 1 : -1], -1)).tolist() == out[row].tolist()
+
+
+def _reference_attention(p, x, ctx, mask, bias, scale):
+  """Plain numpy multi-head attention over unboxed Attention params (biases optional)."""
+  proj = lambda name, h: np.einsum("bte,ehd->bthd", h, p[name]["kernel"]) + p[name].get("bias", 0)
+  q, k, v = proj("q", x), proj("k", ctx), proj("v", ctx)
+  logits = np.einsum("bthd,bshd->bhts", q, k) * scale + bias
+  logits = np.where(mask, logits, -np.inf)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  out = np.einsum("bhts,bshd->bthd", probs, v)
+  return np.einsum("bthd,hde->bte", out, p["o"]["kernel"]) + p["o"].get("bias", 0)
+
+
+def test_one_attention_covers_t5_and_biased_cross_attention():
+  import flax.linen as nn
+
+  from medjax.nn import Attention
+
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 5, 12)).astype(np.float32)
+  ctx = rng.standard_normal((2, 7, 6)).astype(np.float32)
+
+  # T5 mode: no 1/sqrt(d) scaling, an additive relative-position bias, a key padding mask.
+  t5 = Attention(3, head_dim=4, query_scale=1.0)
+  bias = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+  key_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)[:, None, None, :]
+  p = nn.unbox(t5.init(jax.random.key(0), x, mask=key_mask, bias=bias))["params"]
+  assert set(p) == {"q", "k", "v", "o"} and "bias" not in p["q"]
+  got = t5.apply({"params": p}, x, mask=key_mask, bias=bias)
+  want = _reference_attention(jax.tree.map(np.asarray, p), x, x, key_mask, bias, 1.0)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+  # Cross-attention with biases (ViT / DiT layout), queries and keys of different widths.
+  xattn = Attention(2, head_dim=5, use_bias=True, kernel_init="xavier")
+  kv_mask = np.array([[1] * 7, [1] * 4 + [0] * 3], bool)[:, None, None, :]
+  p = nn.unbox(xattn.init(jax.random.key(1), x, ctx, kv_mask))["params"]
+  p = jax.tree.map(lambda a: a + 0.1, p)  # non-zero biases
+  got = xattn.apply({"params": p}, x, ctx, kv_mask)
+  want = _reference_attention(jax.tree.map(np.asarray, p), x, ctx, kv_mask, 0.0, 5**-0.5)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert got.shape == x.shape and p["q"]["kernel"].shape == (12, 2, 5)
+  ctx2 = ctx.copy()
+  ctx2[1, 4:] = 100.0  # masked keys/values never reach the output
+  np.testing.assert_array_equal(xattn.apply({"params": p}, x, ctx2, kv_mask), got)
+
+  with pytest.raises(ValueError, match="inv_freq.*self-attention"):
+    xattn.apply({"params": p}, x, ctx, positions=jnp.zeros((2, 5), int), inv_freq=np.ones(2))

@@ -25,11 +25,11 @@ _ATTENTION = {
   ("q", "kernel"): ("to_q.weight", "query.weight", 1),
   ("k", "kernel"): ("to_k.weight", "key.weight", 1),
   ("v", "kernel"): ("to_v.weight", "value.weight", 1),
-  ("o",): ("to_out.0.weight", "proj_attn.weight", 2),
-  ("q_bias",): ("to_q.bias", "query.bias", None),
-  ("k_bias",): ("to_k.bias", "key.bias", None),
-  ("v_bias",): ("to_v.bias", "value.bias", None),
-  ("o_bias",): ("to_out.0.bias", "proj_attn.bias", None),
+  ("o", "kernel"): ("to_out.0.weight", "proj_attn.weight", 2),
+  ("q", "bias"): ("to_q.bias", "query.bias", None),
+  ("k", "bias"): ("to_k.bias", "key.bias", None),
+  ("v", "bias"): ("to_v.bias", "value.bias", None),
+  ("o", "bias"): ("to_out.0.bias", "proj_attn.bias", None),
 }
 
 
@@ -78,7 +78,7 @@ def _diffusers_name(key: tuple) -> str:
 
 
 def _read(tensors: _Tensors, key: tuple, shape: tuple, dtype, used: set) -> np.ndarray:
-  if "attention" in key:  # the mid-block attention: nn.mha.MultiHeadAttention params
+  if "attention" in key:  # the mid-block attention: nn.attention.Attention params
     i = key.index("attention")
     prefix = _diffusers_name(key[:i] + ("x",)).rsplit(".", 1)[0]
     new, old, n_in = _ATTENTION[key[i + 1 :]]

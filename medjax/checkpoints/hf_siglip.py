@@ -123,7 +123,7 @@ def _norm(key, name):
 
 
 def _mlp(key, name):
-  return _linear(key + ("fc1",), f"{name}.fc1") + _linear(key + ("fc2",), f"{name}.fc2")
+  return _linear(key + ("up",), f"{name}.fc1") + _linear(key + ("down",), f"{name}.fc2")
 
 
 def _encoder_names(key, prefix, depth, final_norm):

@@ -23,10 +23,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.models.vit import DTYPES, ViT, ViTConfig
+from medjax.models.vit import ViT, ViTConfig
+from medjax.nn.dtypes import DTYPES
 from medjax.nn.mlp import dense
+from medjax.nn.norms import layer_norm
 from medjax.nn.patch import sincos_2d
-from medjax.nn.transformer import MLP, Encoder, MultiHeadAttention, layer_norm
+from medjax.nn.transformer import Encoder, vit_attention, vit_mlp
 
 FROZEN_TEXT = "^text_encoder/"
 
@@ -106,14 +108,12 @@ class AnatomyDecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, q, tokens):
-    ln = lambda name: layer_norm(1e-6, self.dtype, self.param_dtype, name)
-    mha = lambda name: MultiHeadAttention(self.heads, self.dtype, self.param_dtype, name=name)
+    ln = lambda name: layer_norm(name, 1e-6, self.dtype, self.param_dtype)
+    mha = lambda name: vit_attention(self.heads, self.dtype, self.param_dtype, name)
     h = ln("ln_self")(q)
     q = q + mha("self_attn")(h)
     q = q + mha("cross_attn")(ln("ln_cross")(q), tokens)
-    q = q + MLP(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(
-      ln("ln_mlp")(q)
-    )
+    q = q + vit_mlp(self.mlp_dim, "gelu_tanh", self.dtype, self.param_dtype)(ln("ln_mlp")(q))
     return nn.with_logical_constraint(q, ("act_batch", "act_length", "act_embed"))
 
 
@@ -143,7 +143,7 @@ class AnatomyVLM(nn.Module):
       )
       for i in range(cfg.decoder_depth)
     ]
-    self.decoder_norm = layer_norm(1e-6, dtype, pdtype, "decoder_norm")
+    self.decoder_norm = layer_norm("decoder_norm", 1e-6, dtype, pdtype)
     self.box_hidden = [
       dense(d, ("embed", "mlp"), f"box_{i}", dtype, pdtype, use_bias=True) for i in range(2)
     ]

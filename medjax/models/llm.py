@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax.nn import (
+  DTYPES,
+  MLP,
   Attention,
-  GatedMLP,
   KVCache,
   PrefixedCache,
   RMSNorm,
@@ -19,8 +20,6 @@ from medjax.nn import (
 )
 from medjax.nn.lora import TARGETS as LORA_TARGETS
 from medjax.nn.lora import LoRAConfig
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 REMAT_POLICIES = {
   "none": None,
@@ -231,7 +230,7 @@ class DecoderLayer(nn.Module):
     inv_freq = (
       inv_freqs[0] if inv_freqs[1] is None else jnp.where(is_local, inv_freqs[1], inv_freqs[0])
     )
-    h, cache = Attention(
+    attn = Attention(
       cfg.num_heads,
       cfg.num_kv_heads,
       cfg.head_dim,
@@ -245,13 +244,23 @@ class DecoderLayer(nn.Module):
       param_dtype=pdtype,
       lora=cfg.lora(),
       name="attn",
-    )(norm("attn_norm")(x), positions, mask, inv_freq, cache)
+    )
+    h = attn(norm("attn_norm")(x), mask=mask, positions=positions, inv_freq=inv_freq, cache=cache)
+    if cache is not None:
+      h, cache = h
     if cfg.post_norms:
       h = norm("attn_post_norm")(h)
     x = x + h
-    h = GatedMLP(cfg.mlp_dim, cfg.activation, dtype, pdtype, cfg.lora(), name="mlp")(
-      norm("mlp_norm")(x)
+    mlp = MLP(
+      cfg.mlp_dim,
+      cfg.activation,
+      gated=True,
+      dtype=dtype,
+      param_dtype=pdtype,
+      lora=cfg.lora(),
+      name="mlp",
     )
+    h = mlp(norm("mlp_norm")(x))
     if cfg.post_norms:
       h = norm("mlp_post_norm")(h)
     x = nn.with_logical_constraint(x + h, ("act_batch", "act_length", "act_embed"))

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.models.llm import DTYPES, DecoderLM, LMConfig
+from medjax.models.llm import DecoderLM, LMConfig
 from medjax.models.vit import ViT, ViTConfig
+from medjax.nn.dtypes import DTYPES
 from medjax.nn.mlp import dense
 
 

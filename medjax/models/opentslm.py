@@ -19,11 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.models.llm import DTYPES, DecoderLM, LMConfig
-from medjax.nn import Attention, attention_mask
+from medjax.models.llm import DecoderLM, LMConfig
+from medjax.nn import DTYPES, Attention, attention_mask
 from medjax.nn.attention import Einsum
-from medjax.nn.gated_xattn import FeedForward, GatedCrossAttentionBlock, layer_norm
+from medjax.nn.gated_xattn import GatedCrossAttentionBlock, feed_forward
 from medjax.nn.mlp import dense
+from medjax.nn.norms import layer_norm
 from medjax.nn.perceiver import PerceiverResampler
 
 VARIANTS = ("flamingo", "softprompt")
@@ -115,7 +116,7 @@ class SeriesPatchEncoder(nn.Module):
       (self.max_patches, self.dim),
       self.param_dtype,
     )
-    x = layer_norm("norm", self.dtype, self.param_dtype)(x + pos[:p].astype(self.dtype))
+    x = layer_norm("norm", 1e-5, self.dtype, self.param_dtype)(x + pos[:p].astype(self.dtype))
     return x, mask.reshape(n, p, self.patch).any(-1)
 
 
@@ -128,23 +129,18 @@ class EncoderLayer(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, mask):
+  def __call__(self, x, mask):
     d = x.shape[-1]
     if d % self.num_heads or self.mlp_dim % d:
       raise ValueError(
         f"encoder: dim {d} must divide by heads ({self.num_heads}) and divide mlp_dim "
         f"({self.mlp_dim})"
       )
-    h, _ = Attention(
-      self.num_heads,
-      self.num_heads,
-      d // self.num_heads,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name="attn",
-    )(layer_norm("attn_norm", self.dtype, self.param_dtype)(x), positions, mask)
+    h = Attention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="attn")(
+      layer_norm("attn_norm", 1e-5, self.dtype, self.param_dtype)(x), mask=mask
+    )
     x = x + h
-    return x + FeedForward(self.mlp_dim // d, self.dtype, self.param_dtype, name="ff")(x)
+    return x + feed_forward(x, self.mlp_dim // d, self.dtype, self.param_dtype, "ff")
 
 
 def _check_inputs(tokens, series, series_mask):
@@ -256,7 +252,7 @@ class OpenTSLMSoftPrompt(_OpenTSLMBase):
       EncoderLayer(cfg.encoder_heads, cfg.encoder_mlp, dtype, pdtype, name=f"encoder_layer_{i}")
       for i in range(cfg.encoder_layers)
     ]
-    self.proj_norm = layer_norm("proj_norm", dtype, pdtype)
+    self.proj_norm = layer_norm("proj_norm", 1e-5, dtype, pdtype)
     self.proj = dense(cfg.lm.embed_dim, ("mlp", "embed"), "proj", dtype, pdtype, use_bias=True)
 
   def encode(self, series, series_mask):
@@ -266,7 +262,7 @@ class OpenTSLMSoftPrompt(_OpenTSLMBase):
     pos = jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), pmask.shape)
     mask = attention_mask(pos, pos, pmask, causal=False)
     for layer in self.layers:
-      x = layer(x, pos, mask)
+      x = layer(x, mask)
     x = jax.nn.gelu(self.proj(self.proj_norm(x)), approximate=False)
     return x.reshape(b, -1, x.shape[-1]), pmask.reshape(b, -1)
 

@@ -15,13 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.nn.adaln import ScaleShiftTable, TimestepEmbedder, layer_norm, modulate
-from medjax.nn.attention import attention_mask
-from medjax.nn.mha import MultiHeadAttention
-from medjax.nn.mlp import activation, dense
+from medjax.nn.adaln import ScaleShiftTable, TimestepEmbedder, modulate
+from medjax.nn.attention import Attention, attention_mask
+from medjax.nn.mlp import MLP, activation, dense
+from medjax.nn.norms import layer_norm
 from medjax.nn.rope import rope_frequencies
 
-_XAVIER = nn.initializers.xavier_uniform()
 _TOKENS = ("act_batch", "act_length", "act_embed")
 TEMPORAL_POS = ("sincos", "sincos_stream", "rope", "none")
 
@@ -166,8 +165,9 @@ class STDiTBlock(nn.Module):
     cfg, dt, pdt = self.cfg, jnp.dtype(self.cfg.dtype), jnp.dtype(self.cfg.param_dtype)
     b, n, d = x.shape
     t_len, s_len = num_frames, n // num_frames
-    attn = lambda name, **kw: MultiHeadAttention(
+    attn = lambda name, **kw: Attention(
       cfg.num_heads,
+      use_bias=True,
       qk_norm=cfg.qk_norm,
       implementation=cfg.attention_impl,
       dtype=dt,
@@ -180,7 +180,7 @@ class STDiTBlock(nn.Module):
     )(t0)
 
     # Spatial attention: each frame's S tokens attend to each other.
-    x_m = modulate(layer_norm(dtype=dt, name="norm1")(x), shift_msa, scale_msa)
+    x_m = modulate(layer_norm("norm1", dtype=dt, affine=False)(x), shift_msa, scale_msa)
     x_s = attn("attn")(x_m.reshape(b * t_len, s_len, d)).reshape(b, n, d)
     x = nn.with_logical_constraint(x + gate_msa * x_s, _TOKENS)
 
@@ -198,12 +198,16 @@ class STDiTBlock(nn.Module):
     x = x + attn("cross_attn", zero_init_out=True)(x, context=y, mask=y_mask)
 
     # Modulated, gated MLP.
-    h = modulate(layer_norm(dtype=dt, name="norm2")(x), shift_mlp, scale_mlp)
-    h = dense(int(d * cfg.mlp_ratio), ("embed", "mlp"), "fc1", dt, pdt, True, _XAVIER)(h)
-    h = nn.with_logical_constraint(
-      activation("gelu_tanh")(h), ("act_batch", "act_length", "act_mlp")
-    )
-    h = dense(d, ("mlp", "embed"), "fc2", dt, pdt, True, _XAVIER)(h)
+    h = modulate(layer_norm("norm2", dtype=dt, affine=False)(x), shift_mlp, scale_mlp)
+    h = MLP(
+      int(d * cfg.mlp_ratio),
+      "gelu_tanh",
+      use_bias=True,
+      kernel_init=nn.initializers.xavier_uniform(),
+      dtype=dt,
+      param_dtype=pdt,
+      name="mlp",
+    )(h)
     return nn.with_logical_constraint(x + gate_mlp * h, _TOKENS)
 
 
@@ -279,7 +283,7 @@ class STDiT(nn.Module):
       )
 
     shift, scale = ScaleShiftTable(2, shared=True, name="final_scale_shift_table")(temb)
-    out = modulate(layer_norm(dtype=dt, name="norm_final")(tokens), shift, scale)
+    out = modulate(layer_norm("norm_final", dtype=dt, affine=False)(tokens), shift, scale)
     out = dense(
       pt * ph * pw * cfg.out_channels,
       ("embed", None),

@@ -8,14 +8,13 @@ not scaled. tokens [B, L] int, mask [B, L] (1 = real token) -> hidden states [B,
 
 import dataclasses
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.nn.attention import Einsum
-from medjax.nn.mlp import GatedMLP
+from medjax.nn.attention import Attention
+from medjax.nn.mlp import MLP
 from medjax.nn.norms import RMSNorm
 
 
@@ -58,40 +57,6 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
   return buckets + np.where(rel < max_exact, rel, large)
 
 
-class T5Attention(nn.Module):
-  """Unscaled multi-head self-attention with an additive bias [1 or B, N, L, L] and a key mask [B, L]."""
-
-  num_heads: int
-  head_dim: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, bias, mask):
-    proj = lambda name: Einsum(
-      "bte,ehd->bthd",
-      (None, self.num_heads, self.head_dim),
-      ("embed", "heads", "head_dim"),
-      self.dtype,
-      self.param_dtype,
-      name=name,
-    )(x)
-    q, k, v = proj("q"), proj("k"), proj("v")
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
-    logits = jnp.where(mask[:, None, None, :].astype(bool), logits, jnp.finfo(jnp.float32).min)
-    probs = nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-    return Einsum(
-      "bthd,hde->bte",
-      (self.num_heads, self.head_dim, x.shape[-1]),
-      ("heads", "head_dim", "embed"),
-      self.dtype,
-      self.param_dtype,
-      fan_in_axes=(0, 1),
-      name="o",
-    )(out)
-
-
 class T5Block(nn.Module):
   config: T5Config
 
@@ -102,10 +67,18 @@ class T5Block(nn.Module):
     norm = lambda name: RMSNorm(
       cfg.layer_norm_epsilon, dtype=dtype, param_dtype=pdtype, axis_name="embed", name=name
     )
-    x = x + T5Attention(cfg.num_heads, cfg.d_kv, dtype, pdtype, name="attn")(
-      norm("attn_norm")(x), bias, mask
+    attn = Attention(
+      cfg.num_heads,
+      head_dim=cfg.d_kv,
+      query_scale=1.0,  # T5 folds 1/sqrt(d) into its initialisation
+      dtype=dtype,
+      param_dtype=pdtype,
+      name="attn",
     )
-    x = x + GatedMLP(cfg.d_ff, cfg.activation, dtype, pdtype, name="mlp")(norm("mlp_norm")(x))
+    key_mask = mask[:, None, None, :].astype(bool)
+    x = x + attn(norm("attn_norm")(x), mask=key_mask, bias=bias)
+    mlp = MLP(cfg.d_ff, cfg.activation, gated=True, dtype=dtype, param_dtype=pdtype, name="mlp")
+    x = x + mlp(norm("mlp_norm")(x))
     return nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))
 
 

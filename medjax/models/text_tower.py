@@ -5,7 +5,8 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.vit import DTYPES, ViT, ViTConfig
+from medjax.models.vit import ViT, ViTConfig
+from medjax.nn.dtypes import DTYPES
 from medjax.nn.mlp import dense
 from medjax.nn.transformer import Encoder, MAPHead
 from medjax.objectives.contrastive import SIGLIP_BIAS_INIT, SIGLIP_T_PRIME_INIT

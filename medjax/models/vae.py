@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.nn.mha import MultiHeadAttention
+from medjax.nn.attention import Attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ class AttentionBlock(nn.Module):
   def __call__(self, x):
     n, h, w, c = x.shape
     tokens = _group_norm(self.groups, "group_norm", self.dtype)(x).reshape(n, h * w, c)
-    out = MultiHeadAttention(num_heads=1, dtype=self.dtype, name="attention")(tokens)
+    out = Attention(1, use_bias=True, dtype=self.dtype, name="attention")(tokens)
     return x + out.reshape(n, h, w, c)
 
 

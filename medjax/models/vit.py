@@ -13,10 +13,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from medjax.nn.dtypes import DTYPES
 from medjax.nn.patch import PatchEmbed, sincos_2d
 from medjax.nn.transformer import Encoder, MAPHead
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 POOLS = ("map", "gap", "cls", "none")
 
 

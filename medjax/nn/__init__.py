@@ -7,8 +7,9 @@ from medjax.nn.attention import (
   attention_mask,
   dot_product_attention,
 )
-from medjax.nn.mlp import GatedMLP
-from medjax.nn.norms import RMSNorm
+from medjax.nn.dtypes import DTYPES
+from medjax.nn.mlp import MLP
+from medjax.nn.norms import RMSNorm, layer_norm
 from medjax.nn.rope import apply_rope, rope_frequencies
 
 __all__ = [
@@ -17,8 +18,10 @@ __all__ = [
   "PrefixedCache",
   "attention_mask",
   "dot_product_attention",
-  "GatedMLP",
+  "DTYPES",
+  "MLP",
   "RMSNorm",
+  "layer_norm",
   "apply_rope",
   "rope_frequencies",
 ]

@@ -26,11 +26,6 @@ def timestep_embedding(t, dim: int, max_period: float = 10000.0):
   return emb
 
 
-def layer_norm(eps: float = 1e-6, dtype=jnp.float32, name=None):
-  """A LayerNorm without scale or bias (the modulation supplies them)."""
-  return nn.LayerNorm(epsilon=eps, use_bias=False, use_scale=False, dtype=dtype, name=name)
-
-
 class TimestepEmbedder(nn.Module):
   """t [B] -> Linear(SiLU(Linear(sinusoid(t)))) [B, hidden]."""
 

@@ -1,4 +1,4 @@
-"""Multi-head / grouped-query attention with RoPE, masks and a functional KV cache."""
+"""One attention for every family: MHA/GQA, self or cross, RoPE, masks, biases, KV cache."""
 
 from typing import Any
 
@@ -59,20 +59,29 @@ def attention_mask(
   return allowed[:, None]
 
 
-def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation="xla", prefix=None):
-  """q [B,T,N,D], k/v [B,S,K,D] with N % K == 0, mask [B,1,T,S] -> [B,T,N,D].
+def dot_product_attention(
+  q, k, v, mask=None, *, scale, bias=None, softcap=None, implementation="xla", prefix=None
+):
+  """q [B,T,N,D], k/v [B,S,K,D] with N % K == 0, mask [B,1,T,S] (broadcastable; None: all) -> [B,T,N,D].
 
-  `prefix` = (pk, pv, pmask): extra keys/values [B0, P, K, D] shared by each group of B / B0 consecutive rows,
-  with their mask [B,1,T,P]; one softmax runs over the P + S keys.
+  logits = scale * q.k (+ `bias` [B or 1, N, T, S], e.g. T5's relative positions), soft-capped to
+  `softcap` if set. `prefix` = (pk, pv, pmask): extra keys/values [B0, P, K, D] shared by each group
+  of B / B0 consecutive rows, with their mask [B,1,T,P]; one softmax runs over the P + S keys.
   """
   if implementation == "cudnn" and softcap is None and prefix is None:
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="cudnn")
+    return jax.nn.dot_product_attention(
+      q, k, v, bias=bias, mask=mask, scale=scale, implementation="cudnn"
+    )
   b, t, n, d = q.shape
   kv = k.shape[2]
   if n % kv:
     raise ValueError(f"num_heads ({n}) must be a multiple of num_kv_heads ({kv})")
+  if bias is not None and prefix is not None:
+    raise ValueError("bias: not supported together with a prefix cache")
   qg = q.reshape(b, t, kv, n // kv, d)
   logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias.reshape(bias.shape[0], kv, n // kv, t, k.shape[1])
   if prefix is not None:
     pk, pv, pmask = prefix
     b0, p = pk.shape[:2]
@@ -84,7 +93,8 @@ def dot_product_attention(q, k, v, mask, *, scale, softcap=None, implementation=
     mask = jnp.concatenate([pmask, mask], axis=-1)
   if softcap is not None:
     logits = jnp.tanh(logits / softcap) * softcap
-  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+  if mask is not None:
+    logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   if prefix is None:
     return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, n, d)
@@ -102,10 +112,19 @@ def _write(cache: KVCache, k, v, start, length: int) -> KVCache:
   )
 
 
-class Einsum(nn.Module):
-  """A bias-free projection `einsum(spec, x, kernel)` whose kernel carries logical axis names.
+_INITS = {  # kernel_init name -> (variance_scaling mode, distribution)
+  "fan_in": ("fan_in", "truncated_normal"),  # LeCun normal over the flattened fan-in
+  "xavier": ("fan_avg", "uniform"),  # nn.DenseGeneral / timm / PixArt
+}
 
-  `shape` entries of None take the input's last dimension. `lora`: an optional LoRA adapter (nn/lora.py).
+
+class Einsum(nn.Module):
+  """A projection `einsum(spec, x, kernel) (+ bias)` whose params carry logical axis names.
+
+  Kernel [in..., out...] (the first axes listed in `fan_in_axes` are contracted), bias [out...] as
+  in nn.DenseGeneral, but its boxed init also works under a mesh. `shape` entries of None take the
+  input's last dimension. `kernel_init`: "fan_in", "xavier" or "zeros". `lora`: an optional LoRA
+  adapter (nn/lora.py).
   """
 
   spec: str
@@ -114,19 +133,37 @@ class Einsum(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   fan_in_axes: tuple = (0,)
+  use_bias: bool = False
+  kernel_init: str = "fan_in"
   lora: Any = None
 
   @nn.compact
   def __call__(self, x):
     shape = tuple(x.shape[-1] if s is None else s for s in self.shape)
     out_axes = tuple(i for i in range(len(shape)) if i not in self.fan_in_axes)
-    init = nn.initializers.variance_scaling(
-      1.0, "fan_in", "truncated_normal", in_axis=self.fan_in_axes, out_axis=out_axes
-    )
+    if self.kernel_init == "zeros":
+      init = nn.initializers.zeros
+    elif self.kernel_init in _INITS:
+      mode, dist = _INITS[self.kernel_init]
+      init = nn.initializers.variance_scaling(
+        1.0, mode, dist, in_axis=self.fan_in_axes, out_axis=out_axes
+      )
+    else:
+      raise ValueError(
+        f"kernel_init: expected one of {sorted(_INITS) + ['zeros']}, got {self.kernel_init!r}"
+      )
     kernel = self.param(
       "kernel", nn.with_logical_partitioning(init, self.axes), shape, self.param_dtype
     )
     y = jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param(
+        "bias",
+        nn.with_logical_partitioning(nn.initializers.zeros, tuple(self.axes[i] for i in out_axes)),
+        tuple(shape[i] for i in out_axes),
+        self.param_dtype,
+      )
+      y = y + bias.astype(self.dtype)
     if self.lora is None:
       return y
     return y + lora_lib.delta(
@@ -143,17 +180,32 @@ class Einsum(nn.Module):
 
 
 class Attention(nn.Module):
-  """Self-attention (GQA) with optional QK-norm, RoPE and KV cache.
+  """One multi-head attention for every family, configured by options.
 
-  __call__(x [B,T,E], positions [B,T], mask [B,1,T,S], inv_freq, cache) -> (y [B,T,E], cache).
-  With a cache, keys/values of this call are written at slots `positions` and the mask must cover
-  the cache's S slots; with a PrefixedCache they go to the suffix (slot = position - prompt length) and the
-  mask covers the P prefix slots, then the S suffix slots. `lora` (a LoRAConfig) adds adapters to its targets among q/k/v/o.
+  __call__(x [B,T,E], context [B,S,C] = None, mask = None, *, positions [B,T], inv_freq, cache,
+  bias [B or 1,N,T,S]) -> y [B,T,E], or (y, cache) when a cache is given.
+
+  - self-attention (`context` None) or cross-attention (keys/values from `context`);
+  - `num_kv_heads` < `num_heads`: grouped-query attention; `head_dim` None: E // num_heads;
+  - `mask`: bool broadcastable to [B,1,T,S] (True = attend; None: all), from `attention_mask`
+    (causal, prefix-LM, padding, sliding window);
+  - `inv_freq` with `positions`: RoPE on q and k (self-attention only); `qk_norm`: RMS-normed q, k;
+  - `query_scale`: logit scale (None: head_dim**-0.5; T5: 1.0); `bias`: additive logits (T5's
+    relative positions); `softcap`: Gemma-2 logit soft-capping;
+  - `use_bias`: biases on q/k/v/o (ViT, SigLIP, DiT); `kernel_init`: "fan_in" or "xavier";
+    `zero_init_out`: o starts at zero (DiT-style residual branches);
+  - a KVCache: this call's keys/values are written at slots `positions` and the mask covers the
+    cache's S slots; with a PrefixedCache they go to the suffix (slot = position - prompt length)
+    and the mask covers the P prefix slots, then the S suffix slots;
+  - `lora` (a LoRAConfig) adds adapters to its targets among q/k/v/o.
   """
 
   num_heads: int
-  num_kv_heads: int
-  head_dim: int
+  num_kv_heads: int | None = None
+  head_dim: int | None = None
+  use_bias: bool = False
+  kernel_init: str = "fan_in"
+  zero_init_out: bool = False
   qk_norm: bool = False
   qk_norm_zero_centered: bool = False
   norm_eps: float = 1e-6
@@ -164,22 +216,34 @@ class Attention(nn.Module):
   param_dtype: Any = jnp.float32
   lora: Any = None
 
-  def _proj(self, name, heads, head_axis):
+  def _proj(self, name, heads, head_axis, head_dim):
     return Einsum(
       "bte,ehd->bthd",
-      (None, heads, self.head_dim),
+      (None, heads, head_dim),
       ("embed", head_axis, "head_dim"),
       self.dtype,
       self.param_dtype,
+      use_bias=self.use_bias,
+      kernel_init=self.kernel_init,
       lora=lora_lib.for_target(self.lora, name),
       name=name,
     )
 
   @nn.compact
-  def __call__(self, x, positions, mask, inv_freq=None, cache: KVCache | None = None):
-    q = self._proj("q", self.num_heads, "heads")(x)
-    k = self._proj("k", self.num_kv_heads, "kv_heads")(x)
-    v = self._proj("v", self.num_kv_heads, "kv_heads")(x)
+  def __call__(
+    self, x, context=None, mask=None, *, positions=None, inv_freq=None, cache=None, bias=None
+  ):
+    e = x.shape[-1]
+    hd = self.head_dim
+    if hd is None:
+      if e % self.num_heads:
+        raise ValueError(f"x: embedding dim {e} is not divisible by num_heads={self.num_heads}")
+      hd = e // self.num_heads
+    kvh = self.num_kv_heads or self.num_heads
+    ctx = x if context is None else context
+    q = self._proj("q", self.num_heads, "heads", hd)(x)
+    k = self._proj("k", kvh, "kv_heads", hd)(ctx)
+    v = self._proj("v", kvh, "kv_heads", hd)(ctx)
     if self.qk_norm:
       norm = lambda name: RMSNorm(
         self.norm_eps,
@@ -191,6 +255,8 @@ class Attention(nn.Module):
       )
       q, k = norm("q_norm")(q), norm("k_norm")(k)
     if inv_freq is not None:
+      if context is not None:
+        raise ValueError("inv_freq: RoPE is only supported for self-attention (context=None)")
       q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
     q = nn.with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
     k = nn.with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
@@ -207,13 +273,14 @@ class Attention(nn.Module):
     elif cache is not None:
       cache = _write(cache, k, v, positions[:, 0], x.shape[1])
       k, v = cache.k.astype(self.dtype), cache.v.astype(self.dtype)
-    scale = self.query_scale if self.query_scale is not None else self.head_dim**-0.5
+    scale = self.query_scale if self.query_scale is not None else hd**-0.5
     out = dot_product_attention(
       q,
       k,
       v,
       mask,
       scale=scale,
+      bias=bias,
       softcap=self.softcap,
       implementation=self.implementation,
       prefix=prefix,
@@ -221,12 +288,14 @@ class Attention(nn.Module):
     out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
     y = Einsum(
       "bthd,hde->bte",
-      (self.num_heads, self.head_dim, x.shape[-1]),
+      (self.num_heads, hd, e),
       ("heads", "head_dim", "embed"),
       self.dtype,
       self.param_dtype,
       fan_in_axes=(0, 1),
+      use_bias=self.use_bias,
+      kernel_init="zeros" if self.zero_init_out else self.kernel_init,
       lora=lora_lib.for_target(self.lora, "o"),
       name="o",
     )(out)
-    return y, cache
+    return y if cache is None else (y, cache)

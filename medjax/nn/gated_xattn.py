@@ -3,76 +3,17 @@
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from medjax.nn.attention import Einsum, dot_product_attention
-from medjax.nn.mlp import dense
+from medjax.nn.attention import Attention
+from medjax.nn.mlp import MLP
+from medjax.nn.norms import layer_norm
 
 
-def layer_norm(name, dtype=jnp.float32, param_dtype=jnp.float32, eps=1e-5):
-  """nn.LayerNorm whose scale and bias carry the logical axis name "norm"."""
-  return nn.LayerNorm(
-    epsilon=eps,
-    dtype=dtype,
-    param_dtype=param_dtype,
-    name=name,
-    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
-  )
-
-
-class FeedForward(nn.Module):
-  """LayerNorm -> Dense(mult * d) -> GELU -> Dense(d), bias-free (Flamingo / Perceiver style)."""
-
-  mult: int = 4
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    d = x.shape[-1]
-    h = layer_norm("norm", self.dtype, self.param_dtype)(x)
-    h = dense(d * self.mult, ("embed", "mlp"), "up", self.dtype, self.param_dtype)(h)
-    h = nn.with_logical_constraint(
-      jax.nn.gelu(h, approximate=False), ("act_batch", "act_length", "act_mlp")
-    )
-    return dense(d, ("mlp", "embed"), "down", self.dtype, self.param_dtype)(h)
-
-
-class CrossAttention(nn.Module):
-  """Multi-head attention of queries x [B,T,E] over context [B,S,C] with mask [B,1,T,S] -> [B,T,E]."""
-
-  num_heads: int
-  head_dim: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  def _proj(self, name):
-    return Einsum(
-      "bte,ehd->bthd",
-      (None, self.num_heads, self.head_dim),
-      ("embed", "heads", "head_dim"),
-      self.dtype,
-      self.param_dtype,
-      name=name,
-    )
-
-  @nn.compact
-  def __call__(self, x, context, mask):
-    q, k, v = self._proj("q")(x), self._proj("k")(context), self._proj("v")(context)
-    q = nn.with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
-    out = dot_product_attention(q, k, v, mask, scale=self.head_dim**-0.5)
-    out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
-    return Einsum(
-      "bthd,hde->bte",
-      (self.num_heads, self.head_dim, x.shape[-1]),
-      ("heads", "head_dim", "embed"),
-      self.dtype,
-      self.param_dtype,
-      fan_in_axes=(0, 1),
-      name="o",
-    )(out)
+def feed_forward(x, mult, dtype, param_dtype, name):
+  """LN -> Dense(mult * d) -> exact GELU -> Dense(d), bias-free (Flamingo / Perceiver style)."""
+  h = layer_norm(f"{name}_norm", 1e-5, dtype, param_dtype)(x)
+  return MLP(x.shape[-1] * mult, "gelu", dtype=dtype, param_dtype=param_dtype, name=name)(h)
 
 
 class GatedCrossAttentionBlock(nn.Module):
@@ -106,10 +47,14 @@ class GatedCrossAttentionBlock(nn.Module):
         name, nn.with_logical_partitioning(nn.initializers.zeros, ()), (), self.param_dtype
       )
     ).astype(self.dtype)
-    h = CrossAttention(self.num_heads, self.head_dim, self.dtype, self.param_dtype, name="xattn")(
-      layer_norm("xattn_norm", self.dtype, self.param_dtype)(x), context, mask
-    )
+    h = Attention(
+      self.num_heads,
+      head_dim=self.head_dim,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="xattn",
+    )(layer_norm("xattn_norm", 1e-5, self.dtype, self.param_dtype)(x), context, mask)
     x = x + gate("attn_gate") * jnp.where(has_media, h, 0)
-    h = FeedForward(self.ff_mult, self.dtype, self.param_dtype, name="ff")(x)
+    h = feed_forward(x, self.ff_mult, self.dtype, self.param_dtype, "ff")
     x = x + gate("ff_gate") * jnp.where(has_media, h, 0)
     return nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))

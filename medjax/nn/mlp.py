@@ -1,4 +1,6 @@
-"""Feed-forward blocks."""
+"""Feed-forward blocks: one MLP, plain (up -> act -> down) or gated (SwiGLU / GeGLU)."""
+
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -37,22 +39,38 @@ def dense(features, axes, name, dtype, param_dtype, use_bias=False, kernel_init=
   )
 
 
-class GatedMLP(nn.Module):
-  """down(act(gate(x)) * up(x)) as in Llama (SiLU) and Gemma (GELU-tanh); `lora` adapts gate/up/down."""
+class MLP(nn.Module):
+  """`down(act(up(x)))`, or with `gated` `down(act(gate(x)) * up(x))`.
+
+  Gated: Llama (SiLU), Gemma and T5 v1.1 (GELU-tanh). Plain: ViT/SigLIP (GELU-tanh, biases,
+  Xavier init), Flamingo/Perceiver (exact GELU, no bias), STDiT. `lora` adapts gate/up/down.
+  """
 
   hidden_dim: int
-  act: str = "silu"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+  act: str = "gelu_tanh"
+  gated: bool = False
+  use_bias: bool = False
+  kernel_init: Callable | None = None  # None: LeCun normal
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
   lora: lora_lib.LoRAConfig | None = None
 
   @nn.compact
   def __call__(self, x):
     proj = lambda n, axes, name: dense(
-      n, axes, name, self.dtype, self.param_dtype, lora=lora_lib.for_target(self.lora, name)
+      n,
+      axes,
+      name,
+      self.dtype,
+      self.param_dtype,
+      self.use_bias,
+      self.kernel_init,
+      lora_lib.for_target(self.lora, name),
     )
-    gate = proj(self.hidden_dim, ("embed", "mlp"), "gate")(x)
-    up = proj(self.hidden_dim, ("embed", "mlp"), "up")(x)
-    h = activation(self.act)(gate) * up
+    if self.gated:
+      gate = proj(self.hidden_dim, ("embed", "mlp"), "gate")(x)
+      h = activation(self.act)(gate) * proj(self.hidden_dim, ("embed", "mlp"), "up")(x)
+    else:
+      h = activation(self.act)(proj(self.hidden_dim, ("embed", "mlp"), "up")(x))
     h = nn.with_logical_constraint(h, ("act_batch", "act_length", "act_mlp"))
     return proj(x.shape[-1], ("mlp", "embed"), "down")(h)

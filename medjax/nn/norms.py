@@ -1,7 +1,24 @@
-"""Normalisation layers."""
+"""Normalisation layers: LayerNorm (affine or not) and RMSNorm (plain or Gemma's (1 + w))."""
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+
+def layer_norm(name, eps=1e-6, dtype=jnp.float32, param_dtype=jnp.float32, affine=True):
+  """nn.LayerNorm whose scale and bias carry the logical axis name "norm".
+
+  `affine=False`: no scale or bias (adaLN modulation supplies them).
+  """
+  return nn.LayerNorm(
+    epsilon=eps,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    use_bias=affine,
+    use_scale=affine,
+    name=name,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+  )
 
 
 class RMSNorm(nn.Module):

@@ -5,7 +5,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.nn.gated_xattn import CrossAttention, FeedForward, layer_norm
+from medjax.nn.attention import Attention
+from medjax.nn.gated_xattn import feed_forward
+from medjax.nn.norms import layer_norm
 
 
 class PerceiverLayer(nn.Module):
@@ -19,13 +21,17 @@ class PerceiverLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, latents, mask):
-    x = layer_norm("input_norm", self.dtype, self.param_dtype)(x)
-    q = layer_norm("latent_norm", self.dtype, self.param_dtype)(latents)
+    x = layer_norm("input_norm", 1e-5, self.dtype, self.param_dtype)(x)
+    q = layer_norm("latent_norm", 1e-5, self.dtype, self.param_dtype)(latents)
     kv = jnp.concatenate([x, q], axis=1)
-    latents = latents + CrossAttention(
-      self.num_heads, self.head_dim, self.dtype, self.param_dtype, name="attn"
+    latents = latents + Attention(
+      self.num_heads,
+      head_dim=self.head_dim,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="attn",
     )(q, kv, mask)
-    return latents + FeedForward(self.ff_mult, self.dtype, self.param_dtype, name="ff")(latents)
+    return latents + feed_forward(latents, self.ff_mult, self.dtype, self.param_dtype, "ff")
 
 
 class PerceiverResampler(nn.Module):
@@ -65,4 +71,4 @@ class PerceiverResampler(nn.Module):
       latents = PerceiverLayer(
         self.num_heads, self.head_dim, self.ff_mult, self.dtype, self.param_dtype, name=f"layer_{i}"
       )(x, latents, attn_mask)
-    return layer_norm("norm", self.dtype, self.param_dtype)(latents)
+    return layer_norm("norm", 1e-5, self.dtype, self.param_dtype)(latents)
