@@ -170,12 +170,7 @@ def train(config, workdir: str) -> dict:
       "train.eval_every: expected > 0 with train.keep_best or train.early_stop_patience, got 0"
     )
   mesh, rules, task, model = setup(config)
-  per_host = check_batch_size(t.batch_size, mesh, t.grad_accum)
-  if t.eval_batch_size % data_parallel_size(mesh):
-    raise ValueError(
-      f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the data-parallel size "
-      f"{data_parallel_size(mesh)}"
-    )
+  per_host = check_batch_size(t.batch_size, mesh, t.grad_accum)  # and the process count
   logging.info(
     "mesh %s, rules %s, %d processes", dict(mesh.shape), config.parallel.rules, jax.process_count()
   )
