@@ -1,6 +1,9 @@
 """Test setup: 8 fake CPU devices and a persistent compilation cache, set before JAX starts."""
 
+import json
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -78,6 +81,61 @@ def run_colab():
     return "\n".join(o.get("text", "") for o in outputs), outputs
 
   return run
+
+
+# Scheduling under `-n 2`. Tests run one at a time from a shared queue, slow tests first, so that
+# neither worker is left with a long test at the end; the tests of a module that use one of its
+# module-scoped fixtures form one unit that a single worker runs, so the fixture is built once.
+# (pytest-xdist's own `--dist loadgroup` reads groups from rewritten node ids, which pytest 9 no
+# longer allows, so the workers pass the groups to the scheduler through a file.)
+_GROUPS_DIR = "MEDJAX_TEST_GROUPS_DIR"
+
+
+def pytest_configure(config):
+  if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+    os.environ[_GROUPS_DIR] = tempfile.mkdtemp(prefix="pytest-groups-")
+
+
+def pytest_unconfigure(config):
+  if not hasattr(config, "workerinput") and _GROUPS_DIR in os.environ:
+    shutil.rmtree(os.environ.pop(_GROUPS_DIR), ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Orders slow tests and fixture-sharing groups first; workers record the groups."""
+  groups = {}
+  for item in items:
+    info = getattr(item, "_fixtureinfo", None)
+    if info and any(d[-1].scope == "module" for d in info.name2fixturedefs.values()):
+      groups[item.nodeid] = item.nodeid.split("::")[0]
+  slow = {groups.get(i.nodeid, i.nodeid) for i in items if i.get_closest_marker("slow")}
+  items.sort(key=lambda i: (groups.get(i.nodeid, i.nodeid) not in slow, i.nodeid not in groups))
+  if hasattr(config, "workerinput") and _GROUPS_DIR in os.environ:
+    path = os.path.join(os.environ[_GROUPS_DIR], config.workerinput["workerid"] + ".json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(groups, f)
+    os.replace(path + ".tmp", path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """For the default `--dist load`: one test (or one fixture group) at a time, in collection order."""
+  if config.getvalue("dist") != "load":
+    return None
+  from xdist.scheduler import LoadScopeScheduling
+
+  class Scheduling(LoadScopeScheduling):
+    groups = None
+
+    def _split_scope(self, nodeid):
+      if self.groups is None:  # every worker has collected (and recorded) before scheduling
+        folder = os.environ[_GROUPS_DIR]
+        name = min(n for n in os.listdir(folder) if n.endswith(".json"))
+        with open(os.path.join(folder, name)) as f:
+          self.groups = json.load(f)
+      return self.groups.get(nodeid, nodeid)
+
+  config.option.loadscopereorder = False
+  return Scheduling(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):
