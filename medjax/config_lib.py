@@ -292,16 +292,22 @@ def _unknown_key(key: str, part: str, section) -> str:
   return f"{key}: {part!r} is not a field of this config{hint}"
 
 
+def load_module(path: str, name: str | None = None):
+  """The Python module in file `path` (a config or a dataset builder; a path relative to the
+  repository root works from any directory)."""
+  if not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+  spec = importlib.util.spec_from_file_location(name or os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def config_from_file(spec: str, overrides=()) -> ml_collections.ConfigDict:
   """The config of 'path/to/file.py[:variant]' (a path relative to the repository root works too), with
   `overrides` 'dotted.key=value' applied (values cast to the type of the config's value)."""
   path, _, arg = spec.partition(":")
-  if not os.path.exists(path):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
-  module_spec = importlib.util.spec_from_file_location("medjax_config_file", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  config = load_module(path, "medjax_config_file").get_config(arg or None)
   for item in overrides:
     key, _, value = item.partition("=")
     old = config

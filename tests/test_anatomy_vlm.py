@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
+from medjax import config_lib
 from medjax.data.synthetic import anatomy
 from medjax.objectives import boxes
 
@@ -96,16 +97,7 @@ def test_bad_inputs_raise_clear_errors():
 # Model and task
 # ---------------------------------------------------------------------------------------------
 def _config(variant="tiny", **loss):
-  import importlib.util
-  import os
-
-  path = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "anatomy_vlm.py"
-  )
-  spec = importlib.util.spec_from_file_location("anatomy_vlm_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(variant)
+  c = config_lib.load_module("configs/anatomy_vlm.py").get_config(variant)
   c.loss.update(loss)
   return c
 
@@ -260,7 +252,6 @@ def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
 # ---------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)  # a tfds builder class registers once per process
 def _imagenome():
-  import importlib.util
   import os
 
   path = os.path.join(
@@ -270,10 +261,9 @@ def _imagenome():
     "chest_imagenome",
     "chest_imagenome.py",
   )
-  spec = importlib.util.spec_from_file_location("chest_imagenome", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod, os.path.join(os.path.dirname(path), "dummy_data")
+  return config_lib.load_module(path, "chest_imagenome"), os.path.join(
+    os.path.dirname(path), "dummy_data"
+  )
 
 
 def test_chest_imagenome_builder_reads_scene_graphs(tmp_path):

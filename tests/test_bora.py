@@ -1,6 +1,5 @@
 """Bora task: synthetic cell videos, the motion classifier, the paper config, training and CFG sampling."""
 
-import importlib.util
 import os
 
 import flax.linen as nn
@@ -9,23 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from medjax import config_lib
 from medjax.data.synthetic import cells
 from medjax.tasks import get_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(path):
-  spec = importlib.util.spec_from_file_location(
-    os.path.basename(path)[:-3], os.path.join(ROOT, path)
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def _config(variant="tiny"):
-  return _load("configs/bora.py").get_config(variant)
+  return config_lib.load_module("configs/bora.py").get_config(variant)
 
 
 def test_cells_videos_match_their_captions():
@@ -138,7 +129,7 @@ def test_bora_csv_builder_reads_opensora_csv_and_videos(tmp_path):
   pytest.importorskip("PIL")
   import tensorflow_datasets as tfds
 
-  mod = _load("data/bora_csv/bora_csv.py")
+  mod = config_lib.load_module("data/bora_csv/bora_csv.py")
   builder = mod.BoraCsv(data_dir=str(tmp_path), config="tiny")
   manual = os.path.join(ROOT, "data", "bora_csv", "dummy_data")
   builder.download_and_prepare(

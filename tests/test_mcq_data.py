@@ -1,12 +1,12 @@
 """TFDS builders for MedQA, MedMCQA and PubMedQA, built from their dummy_data fixtures (real formats)."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 import tensorflow_datasets as tfds
 
+from medjax import config_lib
 from medjax.data import pipeline
 from medjax.inference import strategies as S
 
@@ -14,12 +14,7 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(
-    f"mcq_{name}", os.path.join(DATA, name, f"{name}.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_module(os.path.join(DATA, name, f"{name}.py"), f"mcq_{name}")
 
 
 medqa, medmcqa, pubmedqa = _load("medqa"), _load("medmcqa"), _load("pubmedqa")

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from medjax import config_lib
 from medjax.models.llm import lm_config
 from medjax.models.multimodal import MediaSpec, MultimodalConfig, MultimodalLM
 from medjax.models.vit import vit_config
@@ -177,14 +178,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(variant, **overrides):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location(
-    "medgemini_config", os.path.join(REPO, "configs", "medgemini.py")
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config(variant)
+  c = config_lib.load_module("configs/medgemini.py").get_config(variant)
   c.update_from_flattened_dict(
     {"train.async_checkpoints": False, "train.log_every": 100, **overrides}
   )

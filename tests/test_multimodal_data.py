@@ -1,6 +1,5 @@
 """TFDS builders for VQA-RAD, SLAKE, MIMIC-CXR-style reports and 3D volumes, on their dummy_data fixtures."""
 
-import importlib.util
 import json
 import os
 
@@ -8,18 +7,14 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from medjax import config_lib
 from medjax.data import media_io, pipeline
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(
-    f"mm_{name}", os.path.join(DATA, name, f"{name}.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_module(os.path.join(DATA, name, f"{name}.py"), f"mm_{name}")
 
 
 def _build(cls, name, tmp_path, config, manual=None):
@@ -291,12 +286,7 @@ def test_volume_errors(tmp_path):
 def _task(variant, seq_len=96):
   from medjax.tasks import get_task
 
-  spec = importlib.util.spec_from_file_location(
-    "medgemini_config", os.path.join(DATA, "..", "configs", "medgemini.py")
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config(variant)
+  config = config_lib.load_module("configs/medgemini.py").get_config(variant)
   config.update_from_flattened_dict(
     {"data.seq_len": seq_len}
   )  # real questions are longer than the phantoms'

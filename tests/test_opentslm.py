@@ -1,6 +1,5 @@
 """OpenTSLM: perceiver/gated cross-attention layers, both model variants, host checks, training."""
 
-import importlib.util
 import os
 
 import flax
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from medjax import config_lib
 from medjax.data.synthetic import ecg, har
 from medjax.data.tokenizers import ByteTokenizer
 from medjax.eval import classification
@@ -41,10 +41,7 @@ SMALL = dict(
 
 
 def _config(name, variant="tiny"):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(variant)
+  return config_lib.load_module(f"configs/{name}.py").get_config(variant)
 
 
 def _cfg(variant, **kw):
@@ -475,12 +472,7 @@ def test_colab_runs(run_colab):
 # HAR-CoT TFDS builder on its dummy_data fixtures (the release's CSV format)
 # ---------------------------------------------------------------------------------------------
 def _har_cot_module():
-  spec = importlib.util.spec_from_file_location(
-    "opentslm_har_cot", os.path.join(ROOT, "data", "opentslm_har_cot", "opentslm_har_cot.py")
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return config_lib.load_module("data/opentslm_har_cot/opentslm_har_cot.py", "opentslm_har_cot")
 
 
 def test_har_cot_builder(tmp_path):

@@ -2,7 +2,6 @@
 fixtures in the releases' file formats, and the shared helpers of medjax/data/timeseries_io.py."""
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from medjax import config_lib
 from medjax.data import timeseries_io as tsio
 from medjax.data.synthetic import har
 from medjax.inference import parsing
@@ -18,12 +18,7 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(
-    f"tslm_{name}", os.path.join(DATA, name, f"{name}.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_module(os.path.join(DATA, name, f"{name}.py"), f"tslm_{name}")
 
 
 tsqa, m4_captions, sleep_cot, ecg_qa_cot = (

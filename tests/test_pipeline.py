@@ -2,13 +2,13 @@
 (host i of n takes the i-th slice of each global batch), eval gives every host the same number of
 batches, and a restored iterator continues where the saved one stopped."""
 
-import importlib.util
 import itertools
 import os
 
 import numpy as np
 import pytest
 
+from medjax import config_lib
 from medjax.data import latent_cache
 from medjax.tasks import get_task
 
@@ -17,12 +17,7 @@ B, STEPS = 4, 3
 
 
 def _config(name, variant, **overrides):
-  spec = importlib.util.spec_from_file_location(
-    f"{name}_config", os.path.join(ROOT, "configs", f"{name}.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  config = config_lib.load_module(f"configs/{name}.py").get_config(variant)
   config.update_from_flattened_dict(overrides)
   return config
 

@@ -1,7 +1,6 @@
 """The medgemini and OpenTSLM tasks read the public datasets' TFDS builders (data.name), here on their
 dummy_data fixtures, through the task's data path into the model's loss."""
 
-import importlib.util
 import os
 
 import flax
@@ -9,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from medjax import config_lib
 from medjax.data import builders
 from medjax.tasks import get_task
 from medjax.tasks import opentslm as tslm
@@ -17,12 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name, variant, **overrides):
-  spec = importlib.util.spec_from_file_location(
-    f"{name}_config", os.path.join(ROOT, "configs", f"{name}.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  config = config_lib.load_module(f"configs/{name}.py").get_config(variant)
   config.update_from_flattened_dict(overrides)
   return config
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from medjax import config_lib
 from medjax.eval import bleu, match_option, normalize_answer, report_metrics, rouge_l, vqa_accuracy
 
 pytest.importorskip("sacrebleu", reason="BLEU is computed by sacrebleu")
@@ -96,18 +97,10 @@ def test_bad_input_names_the_argument(call, match):
 # Wiring: greedy generation and generation metrics of the Med-Gemini VQA task
 # ---------------------------------------------------------------------------------------------
 def _medgemini_task(variant, **data):
-  import importlib.util
-  import os
 
   from medjax.tasks import get_task
 
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  spec = importlib.util.spec_from_file_location(
-    "medgemini_config", os.path.join(root, "configs", "medgemini.py")
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config(variant)
+  config = config_lib.load_module("configs/medgemini.py").get_config(variant)
   with config.unlocked():
     config.data.update(data)
   return get_task(config)

@@ -15,6 +15,7 @@ torch = pytest.importorskip(
   "torch", reason="parity tests run the reference diffusers/transformers models on torch"
 )
 
+from medjax import config_lib
 from medjax.checkpoints.diffusers_vae import load_vae, load_vae_config  # noqa: E402
 from medjax.models.vae import decode_video, encode_video  # noqa: E402
 
@@ -336,19 +337,8 @@ def test_hub_configs_map_to_presets_with_published_sizes(tmp_path):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(path):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location(
-    os.path.basename(path)[:-3], os.path.join(ROOT, path)
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def _cached_config(cache_dir):
-  c = _load("configs/bora.py").get_config("tiny").unlock()
+  c = config_lib.load_module("configs/bora.py").get_config("tiny").unlock()
   c.data.update(
     name="bora_csv",
     latent="vae",

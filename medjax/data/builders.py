@@ -7,8 +7,9 @@ writes into `data_dir`: on a multi-host job, prepare once (one host, or ahead of
 """
 
 import functools
-import importlib.util
 import os
+
+from medjax import config_lib
 
 DATA = os.path.join(
   os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data"
@@ -33,10 +34,8 @@ def builder_class(name: str):
   path = os.path.join(DATA, name, f"{name}.py")
   if not os.path.exists(path):
     raise ValueError(f"data.name: expected a builder in data/{name}/{name}.py, found none")
-  spec = importlib.util.spec_from_file_location(f"medjax_data_{name}", path)
-  module = importlib.util.module_from_spec(spec)
   with tfds.core.registered.skip_registration():
-    spec.loader.exec_module(module)
+    module = config_lib.load_module(path, f"medjax_data_{name}")
   found = [
     v
     for v in vars(module).values()
