@@ -65,10 +65,10 @@ class AnatomyVLMTask(Task):
     self.findings = anatomy.FINDING_NAMES
     self.seen = tuple(d.train_findings)
     self.label_mask = np.array([f in self.seen for f in self.findings], np.float32)
-    self.label_tokens = self._encode([anatomy.FINDINGS[f].description for f in self.findings])
+    self.label_tokens = self._tokenize([anatomy.FINDINGS[f].description for f in self.findings])
     prompts = anatomy.prompts(self.regions)
     self.region_prompt_tokens = (
-      self._encode(  # [R, F + 1, T]: each finding in region r, then "r is clear"
+      self._tokenize(  # [R, F + 1, T]: each finding in region r, then "r is clear"
         [
           [
             prompts["region"].get((f, r), f"{anatomy.FINDINGS[f].description} in the {r}")
@@ -83,7 +83,7 @@ class AnatomyVLMTask(Task):
       [[r in anatomy.FINDINGS[f].regions for f in self.findings] for r in self.regions]
     )
 
-  def _encode(self, phrases, name="phrases"):
+  def _tokenize(self, phrases, name="phrases"):
     return anatomy.encode_phrases(phrases, self.tokenizer, self.model_cfg.text.max_len, name)
 
   # ---- model and data ------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ class AnatomyVLMTask(Task):
     flat = [p for row in neg for p in row]
     neg_tokens = np.zeros((m, k, self.model_cfg.text.max_len), np.int32)
     if flat:
-      neg_tokens[neg_valid.astype(bool)] = self._encode(flat, "negatives")
+      neg_tokens[neg_valid.astype(bool)] = self._tokenize(flat, "negatives")
     image = np.asarray(ex["image"], np.float32)
     return {
       "image": np.repeat(image, c, -1) if image.shape[-1] != c else image,
@@ -126,7 +126,7 @@ class AnatomyVLMTask(Task):
       "box_valid": np.ones(m, np.float32),
       "labels": ex["labels"],
       "region_labels": ex["region_labels"],
-      "phrase_tokens": self._encode(ex["phrases"]),
+      "phrase_tokens": self._tokenize(ex["phrases"]),
       "neg_tokens": neg_tokens,
       "neg_valid": neg_valid,
     }
