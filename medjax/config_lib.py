@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
       keep_best=False,
       early_stop_patience=0,
       init_from="",
+      eval_ablation=False,
     )
   )
   c.parallel = ml_collections.ConfigDict(

@@ -188,3 +188,19 @@ def test_checkpointer_accepts_a_relative_workdir(tmp_path, monkeypatch):
   ckpt.close()
   assert step == 1 and np.array_equal(restored["w"], state["w"])
   assert (tmp_path / "rel" / "checkpoints" / "1").is_dir()
+
+
+def test_eval_ablation_rolls_the_task_inputs_and_is_refused_without_them(lm_config, tmp_path):
+  from medjax.tasks import get_task
+  from medjax.train.loop import train
+
+  task = get_task(lm_config())
+  task.ablation_keys = ("x",)
+  batch = {"x": np.arange(6).reshape(3, 2), "y": np.arange(3)}
+  out = task.ablate(batch)
+  np.testing.assert_array_equal(out["x"], [[4, 5], [0, 1], [2, 3]])
+  np.testing.assert_array_equal(out["y"], batch["y"])
+  with pytest.raises(KeyError, match="ablation_keys"):
+    task.ablate({"y": batch["y"]})
+  with pytest.raises(ValueError, match="train.eval_ablation"):
+    train(lm_config(train__eval_ablation=True, train__steps=1), str(tmp_path))

@@ -291,7 +291,7 @@ class AnatomyVLMTask(Task):
       "image_fused_scores": out["image_logits"] + image_region,
     }
 
-  def evaluate(self, model, params) -> dict:
+  def evaluate(self, model, params, ablate: bool = False) -> dict:
     """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
     n = self.config.data.test_size
     if not n:

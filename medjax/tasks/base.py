@@ -23,6 +23,12 @@ class Task(abc.ABC):
   `train_data` orders them.
   """
 
+  # Batch entries that carry the non-text input (series, image, volume, video, caption). The
+  # input-ablation control (`ablate`, `train.eval_ablation`) rolls them by one along the batch axis,
+  # so every example is scored with another example's input; a model that reads its input falls
+  # towards chance there, one that ignores it does not.
+  ablation_keys: tuple[str, ...] = ()
+
   def __init__(self, config):
     self.config = config
 
@@ -90,8 +96,18 @@ class Task(abc.ABC):
       shard_count=shard_count,
     )
 
-  def evaluate(self, model, params) -> dict:
-    """Heavier host-side evaluation (e.g. generation accuracy) run at eval time; {name: float}."""
+  def ablate(self, batch: dict) -> dict:
+    """`batch` with its `ablation_keys` entries rolled by one example along the batch axis."""
+    missing = [k for k in self.ablation_keys if k not in batch]
+    if missing:
+      raise KeyError(f"ablation_keys: {missing} not in the batch (keys: {sorted(batch)})")
+    return {k: np.roll(v, 1, axis=0) if k in self.ablation_keys else v for k, v in batch.items()}
+
+  def evaluate(self, model, params, ablate: bool = False) -> dict:
+    """Heavier host-side evaluation (e.g. generation accuracy) run at eval time; {name: float}.
+
+    With `ablate`, the same evaluation on inputs passed through `self.ablate`.
+    """
     return {}
 
   def count_tokens(self, batch) -> int:

@@ -258,7 +258,7 @@ class BoraTask(Task):
     out["fvd"] = fvd(videos, real, self.classifier.embed)
     return out
 
-  def evaluate(self, model, params):
+  def evaluate(self, model, params, ablate: bool = False):
     n = self.config.data.test_size
     if not n or self.config.data.name != "synthetic_cells":
       return {}

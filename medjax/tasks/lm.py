@@ -140,7 +140,7 @@ class LMTask(Task):
   def flops_per_step(self, model, batch, num_params):
     return llm.train_flops(model.cfg, num_params, *np.shape(batch["tokens"]))
 
-  def evaluate(self, model, params):
+  def evaluate(self, model, params, ablate: bool = False):
     """Greedy answers to held-out questions: accuracy against chance, and the unparseable rate."""
     n = self.config.data.test_size
     if not n:

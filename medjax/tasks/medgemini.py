@@ -231,7 +231,7 @@ class MedGeminiVQATask(Task):
     m = vqa_accuracy(preds, targets, [ex["qtype"] == phantoms.CLOSED for ex in examples])
     return {f"generated_{k}": v for k, v in m.items()}
 
-  def evaluate(self, model, params):
+  def evaluate(self, model, params, ablate: bool = False):
     """Generation metrics and, for VQA, the majority-answer-per-question baseline (from the train split)."""
     out = self._generation_metrics(model, params)
     if self.config.data.mode != "vqa":

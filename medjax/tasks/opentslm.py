@@ -272,7 +272,7 @@ class OpenTSLMTask(Task):
     records = [r for r in records if r["label"]]  # captions (M4) have no answer to score
     return template_metrics(records, label_sets(self.generator, records)) if records else {}
 
-  def evaluate(self, model, params):
+  def evaluate(self, model, params, ablate: bool = False):
     """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several)."""
     if not self.config.data.test_size:
       return {}

@@ -133,8 +133,10 @@ def _finite(x) -> bool:
   return bool(np.all(np.isfinite(x)))
 
 
-def evaluate(config, task, model, params, mesh, rules, eval_fn) -> dict:
-  """Averaged eval metrics over the task's eval set plus the task's own evaluation."""
+def evaluate(config, task, model, params, mesh, rules, eval_fn, ablate: bool = False) -> dict:
+  """Averaged eval metrics over the task's eval set plus the task's own evaluation; with `ablate`,
+  the same on inputs rolled across the batch (`Task.ablate`), named `eval_ablated/...`."""
+  prefix = "eval_ablated" if ablate else "eval"
   out = {}
   per_host = config.train.eval_batch_size // jax.process_count()
   data = task.eval_data(
@@ -145,14 +147,15 @@ def evaluate(config, task, model, params, mesh, rules, eval_fn) -> dict:
     for i, batch in enumerate(data):
       if i >= config.train.eval_batches > 0:
         break
+      batch = task.ablate(batch) if ablate else batch
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         res = jax.device_get(eval_fn(params, parallel.global_batch(batch, mesh)))
       for k, (s, c) in res.items():
         a, b = sums.get(k, (0.0, 0.0))
         sums[k] = (a + float(s), b + float(c))
-    out.update({f"eval/{k}": s / max(c, 1e-9) for k, (s, c) in sums.items()})
+    out.update({f"{prefix}/{k}": s / max(c, 1e-9) for k, (s, c) in sums.items()})
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    out.update({f"eval/{k}": v for k, v in task.evaluate(model, params).items()})
+    out.update({f"{prefix}/{k}": v for k, v in task.evaluate(model, params, ablate).items()})
   return out
 
 
@@ -170,6 +173,11 @@ def train(config, workdir: str) -> dict:
       "train.eval_every: expected > 0 with train.keep_best or train.early_stop_patience, got 0"
     )
   mesh, rules, task, model = setup(config)
+  if t.eval_ablation and not task.ablation_keys:
+    raise ValueError(
+      f"train.eval_ablation: the {config.task!r} task has no non-text input to ablate "
+      "(Task.ablation_keys is empty); expected False"
+    )
   per_host = check_batch_size(t.batch_size, mesh, t.grad_accum)  # and the process count
   logging.info(
     "mesh %s, rules %s, %d processes", dict(mesh.shape), config.parallel.rules, jax.process_count()
@@ -254,6 +262,8 @@ def train(config, workdir: str) -> dict:
       if t.eval_every and (done % t.eval_every == 0 or done == t.steps):
         params = state.ema_params if state.ema_params is not None else state.params
         m.update(evaluate(config, task, model, params, mesh, rules, eval_fn))
+        if t.eval_ablation:
+          m.update(evaluate(config, task, model, params, mesh, rules, eval_fn, ablate=True))
         if best is not None:
           if BEST_METRIC not in m:
             raise ValueError(
