@@ -36,7 +36,8 @@ def test_tiny_lm_learns_the_triage_task(lm_config, tmp_path):
   result = loop.train(cfg, str(tmp_path))
   losses = _losses(str(tmp_path))
   assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:3])
-  assert result["eval/answer_accuracy"] >= 0.5, result  # chance is 0.25
+  # configs/llm.py's docstring and the README promise ~85% held-out accuracy; chance is 0.25
+  assert result["eval/answer_accuracy"] >= max(0.8, result["eval/chance"] + 0.5), result
   assert result["eval/unparseable"] <= 0.1
 
 
