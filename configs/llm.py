@@ -20,6 +20,7 @@ def get_config(arg=None):
     model["rope_scaling"] = dict(model["rope_scaling"])
   c.model = model
   c.model.preset = variant
+  c.init.lm = ""  # e.g. hf:DIR, a Hugging Face Llama-3.x / Gemma-3 directory of this preset
   c.data.name = "synthetic_triage"
   c.data.tokenizer = "byte"
   c.data.data_dir = ""  # TFDS data_dir; default ~/tensorflow_datasets

@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
       eval_ablation=False,
     )
   )
+  # Public weights for named param subtrees: `init.<slot>=<format>:<path>` (medjax.checkpoints.init);
+  # each family's config declares its slots. Patterns allow params the source lacks / tensors unused.
+  c.init = ml_collections.ConfigDict(dict(allow_missing=(), allow_unused=()))
   c.parallel = ml_collections.ConfigDict(
     dict(
       mesh=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)),
@@ -229,10 +232,31 @@ def validate(config, workdir: str | None = None, num_devices: int | None = None)
     length, limit = _get(config, data_key), _get(config, model_key)
     if _ints(length) and _ints(limit) and length > limit:
       raise ValueError(f"{data_key}: expected <= {model_key} ({limit}), got {length}")
+  if "init" in config:
+    init_sources(config.init)
   if num_devices is not None:
     _check_mesh(config, num_devices)
   if workdir is not None:
     _check_workdir(workdir)
+
+
+INIT_FORMATS = ("hf",)
+INIT_OPTIONS = ("allow_missing", "allow_unused")  # the init section's keys that are not slots
+
+
+def init_sources(init_section) -> dict[str, tuple[str, str]]:
+  """{slot: (format, path)} of the slots set in an `init` section; a malformed value raises."""
+  out = {}
+  for slot, spec in init_section.items():
+    if slot in INIT_OPTIONS or not spec:
+      continue
+    fmt, sep, path = str(spec).partition(":")
+    if not sep or fmt not in INIT_FORMATS or not path:
+      raise ValueError(
+        f"init.{slot}: expected '<format>:<path>' with a format in {INIT_FORMATS}, got {spec!r}"
+      )
+    out[slot] = (fmt, path)
+  return out
 
 
 def _check_mesh(config, num_devices: int):

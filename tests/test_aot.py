@@ -71,6 +71,21 @@ def test_tiny_compiles_for_v5e_8_and_fsdp_shards_the_state():
 
 
 @needs_libtpu
+@pytest.mark.slow
+def test_a_readme_paper_row_is_what_the_compiler_reports():
+  """One row of the README's AOT table, compiled for its slice, is the line experiments/aot_table.py
+  prints (the others take minutes each: `python experiments/aot_table.py` regenerates them all)."""
+  from medjax.benchmarks import aot_table
+
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  assert aot_table.HEADER in readme
+  row = aot_table.BY_NAME["opentslm_softprompt"]
+  report = aot_table.analyze(row)
+  assert report["fits"] and report["mesh"]["fsdp"] == 4
+  assert aot_table.markdown_row(row, report) in readme
+
+
+@needs_libtpu
 def test_too_big_config_exits_nonzero_with_message():
   cmd = [
     sys.executable,

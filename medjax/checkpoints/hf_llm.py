@@ -325,7 +325,7 @@ def load_hf_params(path: str, cfg: LMConfig, dtype=None) -> dict:
   missing = sorted("/".join(k) for k in set(expected) - set(flat))
   if missing:
     raise ValueError(f"checkpoint: the model expects params that were not read: {missing[:5]}")
-  return flax.traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
+  return flax.traverse_util.unflatten_dict(flat)  # host arrays: callers place them
 
 
 def load_hf_model(path: str, **overrides):

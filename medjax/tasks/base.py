@@ -44,6 +44,11 @@ class Task(abc.ABC):
     """Boxed params (carrying logical axis names)."""
     return model.init(rng, **self.model_inputs(batch))["params"]
 
+  def init_slots(self) -> dict:
+    """Param subtrees that public weights may initialise (`config.init.<slot>`, see
+    `medjax.checkpoints.init`): {slot: (path in the param tree, the subtree's module config)}."""
+    return {}
+
   def model_inputs(self, batch) -> dict:
     """Keyword arguments of the model's __call__ taken from a batch."""
     return batch

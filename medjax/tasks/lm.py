@@ -110,6 +110,9 @@ class LMTask(Task):
       )
     return DecoderLM(cfg)
 
+  def init_slots(self):
+    return {"lm": ((), lm_config_from(self.config.model))}
+
   def dummy_batch(self, batch_size):
     t = self.config.data.seq_len
     z = np.zeros((batch_size, t), np.int32)

@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from medjax import config_lib, parallel, tasks
+from medjax.checkpoints import init as init_lib
 from medjax.parallel.sharding import batch_sharding, data_parallel_size
 from medjax.train import metrics as metrics_lib
 from medjax.train.best import METRIC as BEST_METRIC
@@ -217,6 +218,12 @@ def train(config, workdir: str) -> dict:
       params=params, ema_params=params if state.ema_params is not None else None
     )
     logging.info("Initialised %d param arrays from %s", n, t.init_from)
+  if restored is None and config_lib.init_sources(config.get("init", {})):
+    params, reports = init_lib.load(state.params, task.init_slots(), config.init)
+    state = state.replace(
+      params=params, ema_params=params if state.ema_params is not None else None
+    )
+    logging.info("Initialised from public weights:\n%s", init_lib.format_report(reports))
   best = (
     BestParams(os.path.join(workdir, "best"), t.early_stop_patience)
     if (t.keep_best or t.early_stop_patience)

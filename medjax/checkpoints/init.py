@@ -1,0 +1,177 @@
+"""Initialising parameter subtrees of a fresh train state from public weights.
+
+`--config.init.<slot>=<format>:<path>` names a source for one subtree that the task exposes
+(`Task.init_slots`: slot -> (path in the param tree, the subtree's module config)). Formats:
+
+  hf:DIR   a Hugging Face directory (config.json + safetensors): Llama-3.x / Gemma-3 decoders.
+
+The source is read on the host (safetensors, lazily per tensor), checked against the target
+subtree leaf by leaf (shape; dtype cast to the target's), and each leaf is placed with the target's
+sharding, so every device receives only its shard. A target leaf the source lacks (e.g. LoRA
+adapters) is an error unless it matches a pattern in `init.allow_missing`; a source tensor without a
+place is an error unless it matches `init.allow_unused` (both fnmatch patterns over '/'-joined
+paths). Every slot is read and checked before anything is placed, so a bad source leaves the state
+untouched. `load` returns the new params and a report table (loaded / newly initialised / unused).
+"""
+
+import dataclasses
+import fnmatch
+import json
+import os
+
+import flax.traverse_util
+import jax
+import numpy as np
+
+from medjax import config_lib
+from medjax.checkpoints import hf_llm
+from medjax.models.llm import LMConfig
+
+# LMConfig fields that define the weights' meaning: a checkpoint that differs in one is another model.
+_LM_ARCH = (
+  "vocab_size",
+  "embed_dim",
+  "num_layers",
+  "num_heads",
+  "num_kv_heads",
+  "head_dim",
+  "mlp_dim",
+  "activation",
+  "norm_eps",
+  "norm_zero_centered",
+  "post_norms",
+  "qk_norm",
+  "rope_theta",
+  "rope_scaling",
+  "rope_local_theta",
+  "sliding_window",
+  "global_every",
+  "query_scale",
+  "attn_softcap",
+  "final_softcap",
+  "tie_embeddings",
+  "scale_embeddings",
+)
+
+
+def _hf_model_type(path: str) -> str:
+  config = os.path.join(path, "config.json")
+  if not os.path.isfile(config):
+    raise ValueError(f"hf:{path}: expected a Hugging Face directory with config.json, found none")
+  with open(config) as f:
+    return json.load(f).get("model_type", "")
+
+
+def _read_hf_lm(slot: str, path: str, cfg: LMConfig) -> dict:
+  model_type = _hf_model_type(path)
+  if model_type not in ("llama", "gemma3", "gemma3_text"):
+    raise ValueError(
+      f"init.{slot}: the slot holds a decoder LM (Llama-3.x / Gemma-3); {path} is a "
+      f"{model_type!r} checkpoint"
+    )
+  theirs = hf_llm.load_hf_config(path)
+  for field in _LM_ARCH:
+    a, b = getattr(theirs, field), getattr(cfg, field)
+    if a != b and not (isinstance(a, float) and isinstance(b, float) and np.isclose(a, b)):
+      raise ValueError(
+        f"init.{slot}: the checkpoint's {field} is {a!r}, the config's is {b!r} ({path})"
+      )
+  # LoRA adapters are not in the checkpoint: read the base weights, report the adapters as new.
+  params = hf_llm.load_hf_params(path, dataclasses.replace(cfg, lora_rank=0), dtype=cfg.param_dtype)
+  return flax.traverse_util.flatten_dict(params, sep="/")
+
+
+def read(slot: str, fmt: str, path: str, module_cfg) -> dict:
+  """The source's tensors as {'/'-joined path: host numpy array}, in the module's layout."""
+  if fmt == "hf" and isinstance(module_cfg, LMConfig):
+    return _read_hf_lm(slot, path, module_cfg)
+  raise ValueError(
+    f"init.{slot}: format {fmt!r} cannot initialise a {type(module_cfg).__name__} subtree"
+  )
+
+
+@dataclasses.dataclass
+class SlotReport:
+  slot: str
+  source: str
+  loaded: int = 0
+  loaded_bytes: int = 0
+  new: tuple = ()
+  unused: tuple = ()
+
+
+def _subtree(params, path: tuple, slot: str):
+  node = params
+  for p in path:
+    if not isinstance(node, dict) or p not in node:
+      raise ValueError(f"init.{slot}: the model has no param subtree {'/'.join(path)}")
+    node = node[p]
+  return node
+
+
+def _matches(name: str, patterns) -> bool:
+  return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def load(params, slots: dict, init_section) -> tuple[dict, list[SlotReport]]:
+  """`params` (the sharded train-state params) with the configured slots loaded from their sources.
+
+  `slots` is the task's {slot: (path, module config)}. Raises, naming the slot and tensor, on an
+  unknown slot, a shape mismatch, or a missing / unused tensor the config does not allow.
+  """
+  allow_missing = tuple(init_section.get("allow_missing", ()) or ())
+  allow_unused = tuple(init_section.get("allow_unused", ()) or ())
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  updates, reports = {}, []
+  for slot, (fmt, path) in config_lib.init_sources(init_section).items():
+    if slot not in slots:
+      raise ValueError(
+        f"init.{slot}: this task initialises only {sorted(slots) or 'no subtrees'} from weights"
+      )
+    where, module_cfg = slots[slot]
+    target = flax.traverse_util.flatten_dict(_subtree(params, where, slot), sep="/")
+    source = read(slot, fmt, path, module_cfg)
+    prefix = "/".join(where) + "/" if where else ""
+    new = sorted(k for k in target if k not in source)
+    unused = sorted(k for k in source if k not in target)
+    bad_new = [k for k in new if not _matches(prefix + k, allow_missing)]
+    bad_unused = [k for k in unused if not _matches(k, allow_unused)]
+    if bad_new:
+      raise ValueError(
+        f"init.{slot}: {len(bad_new)} params of {prefix or 'the model'} are not in {fmt}:{path}, "
+        f"e.g. {[prefix + k for k in bad_new[:3]]} (allow them with init.allow_missing patterns)"
+      )
+    if bad_unused:
+      raise ValueError(
+        f"init.{slot}: {len(bad_unused)} tensors of {fmt}:{path} have no place in the model, e.g. "
+        f"{bad_unused[:3]} (allow them with init.allow_unused patterns)"
+      )
+    report = SlotReport(slot, f"{fmt}:{path}", new=tuple(new), unused=tuple(unused))
+    for k, value in source.items():
+      if k not in target:
+        continue
+      leaf = target[k]
+      if tuple(value.shape) != tuple(leaf.shape):
+        raise ValueError(
+          f"init.{slot}: tensor {prefix + k}: expected shape {tuple(leaf.shape)}, got "
+          f"{tuple(value.shape)} in {fmt}:{path}"
+        )
+      updates[prefix + k] = (np.asarray(value).astype(leaf.dtype), leaf.sharding)
+      report.loaded += 1
+      report.loaded_bytes += leaf.size * leaf.dtype.itemsize
+    reports.append(report)
+  # Everything read and checked: place each leaf shard by shard on its devices.
+  for k, (value, sharding) in updates.items():
+    flat[k] = jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx])
+  return flax.traverse_util.unflatten_dict(flat, sep="/"), reports
+
+
+def format_report(reports: list[SlotReport]) -> str:
+  """The table the loop logs: per slot, what was loaded, newly initialised and left unused."""
+  lines = ["slot | source | loaded (MiB) | newly initialised | unused"]
+  for r in reports:
+    lines.append(
+      f"{r.slot} | {r.source} | {r.loaded} ({r.loaded_bytes / 2**20:.1f}) | "
+      f"{len(r.new)} {list(r.new[:3])} | {len(r.unused)} {list(r.unused[:3])}"
+    )
+  return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""`config.init.<slot>`: a fresh train state's subtree from a Hugging Face checkpoint, sharded."""
+
+import os
+
+import flax
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+torch = pytest.importorskip("torch", reason="the reference model runs on torch")
+transformers = pytest.importorskip("transformers", reason="the reference is transformers' Llama")
+
+from medjax import config_lib  # noqa: E402
+from medjax.checkpoints import init as init_lib  # noqa: E402
+from medjax.train import loop  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _hf_llama_of_tiny(path, **overrides):
+  """A random transformers Llama with configs/llm.py:tiny's shapes, in its on-disk layout."""
+  torch.manual_seed(0)
+  cfg = dict(
+    vocab_size=264,
+    hidden_size=128,
+    intermediate_size=384,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
+    rms_norm_eps=1e-5,
+    rope_theta=10_000.0,
+    tie_word_embeddings=True,
+    max_position_embeddings=512,
+    initializer_range=0.2,
+  )
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**cfg, **overrides}))
+  with torch.no_grad():  # non-identity norms, so a misplaced norm shows
+    for p in model.parameters():
+      if p.ndim == 1:
+        p.add_(0.2 * torch.randn(p.shape))
+  model.eval().save_pretrained(str(path))
+  return model
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("llama")
+  return path, _hf_llama_of_tiny(path)
+
+
+def _fresh_state(lm_config, **overrides):
+  config = lm_config(**overrides)
+  mesh, rules, task, model = loop.setup(config)
+  with jax.set_mesh(mesh), flax.linen.logical_axis_rules(rules):
+    state, *_ = loop.build_step(config, mesh, rules, task, model)
+  return config, task, model, state
+
+
+def _logits_match(model, params, hf_model):
+  tokens = np.random.default_rng(0).integers(0, 264, (2, 24))
+  ours, _ = model.apply({"params": params}, tokens)
+  with torch.no_grad():
+    want = hf_model(torch.tensor(tokens)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours), want, atol=1e-4, rtol=1e-4)
+
+
+def test_lm_slot_loads_sharded_and_equals_transformers(hf_dir, lm_config):
+  path, hf_model = hf_dir
+  config, task, model, state = _fresh_state(
+    lm_config, init__lm=f"hf:{path}", parallel__mesh__data=2, parallel__mesh__fsdp=4
+  )
+  params, reports = init_lib.load(state.params, task.init_slots(), config.init)
+  (report,) = reports
+  assert report.loaded == len(jax.tree.leaves(params)) and not report.new and not report.unused
+  assert "lm | hf:" in init_lib.format_report(reports)
+  for new, old in zip(jax.tree.leaves(params), jax.tree.leaves(state.params)):
+    assert new.sharding == old.sharding  # every device holds only its shard
+  assert any(not x.is_fully_replicated for x in jax.tree.leaves(params))
+  _logits_match(model, params, hf_model)
+
+
+def test_training_starts_from_the_checkpoint(hf_dir, lm_config, tmp_path):
+  """One step at lr 0 through the loop: the saved params are the checkpoint's."""
+  path, hf_model = hf_dir
+  config = lm_config(init__lm=f"hf:{path}", train__steps=1, optim__lr=0.0, optim__weight_decay=0.0)
+  loop.train(config, str(tmp_path))
+  params, model, *_ = loop.trained_params(config, str(tmp_path))
+  _logits_match(model, params, hf_model)
+
+
+def test_bad_sources_name_the_problem_and_load_nothing(hf_dir, lm_config, tmp_path):
+  path, _ = hf_dir
+  config, task, _, state = _fresh_state(lm_config)
+  slots = task.init_slots()
+
+  def load(spec, **section):
+    return init_lib.load(state.params, slots, {"lm": spec, **section})
+
+  with pytest.raises(ValueError, match=r"init.lm: expected '<format>:<path>'"):
+    load(f"safetensors:{path}")
+  with pytest.raises(ValueError, match="expected a Hugging Face directory with config.json"):
+    load(f"hf:{tmp_path}")
+  with pytest.raises(ValueError, match=r"init.vision: this task initialises only \['lm'\]"):
+    init_lib.load(state.params, slots, {"vision": f"hf:{path}"})
+  deeper = tmp_path / "deeper"
+  _hf_llama_of_tiny(deeper, num_hidden_layers=3)
+  with pytest.raises(ValueError, match="the checkpoint's num_layers is 3, the config's is 2"):
+    load(f"hf:{deeper}")
+  holed = tmp_path / "holed"
+  _hf_llama_of_tiny(holed)
+  tensors = load_file(str(holed / "model.safetensors"))
+  del tensors["model.layers.1.mlp.up_proj.weight"]
+  save_file(tensors, str(holed / "model.safetensors"), metadata={"format": "pt"})
+  with pytest.raises(ValueError, match="model.layers.1.mlp.up_proj.weight"):
+    load(f"hf:{holed}")
+  with pytest.raises(ValueError, match=r"init.lm: expected '<format>:<path>'"):
+    config_lib.validate(lm_config(init__lm="nonsense"))
+  assert os.path.exists(path / "config.json")  # the good checkpoint was never touched
+
+
+def test_lora_adapters_are_new_only_where_allowed(hf_dir, lm_config):
+  path, hf_model = hf_dir
+  config, task, model, state = _fresh_state(lm_config, model__lora_rank=2)
+  with pytest.raises(ValueError, match=r"lora.*init.allow_missing"):
+    init_lib.load(state.params, task.init_slots(), {"lm": f"hf:{path}"})
+  params, (report,) = init_lib.load(
+    state.params, task.init_slots(), {"lm": f"hf:{path}", "allow_missing": ("*lora_*",)}
+  )
+  assert report.new and all("lora_" in k for k in report.new)
+  _logits_match(model, params, hf_model)  # LoRA's B starts at zero: the base model's logits
