@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+import flax
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -196,3 +198,34 @@ def test_params_that_do_not_fit_the_config_are_rejected(checkpoints):
   vision, (text, _) = load_siglip_vision_config(full), load_siglip_text_config(full)
   with pytest.raises(ValueError, match="embed_dim"):
     load_siglip_params(full, vision, text, 16)
+
+
+def test_init_slot_loads_a_headed_checkpoint_into_a_tower_without_pooling(checkpoints):
+  """`config.init.<slot>` with a SigLIP checkpoint: tokens equal transformers', head unused by design."""
+  from medjax.checkpoints import init as init_lib
+
+  path, model = checkpoints["full"]
+  cfg = dataclasses.replace(load_siglip_vision_config(path), pool="none")
+  tower = ViT(cfg)
+  sharding = jax.sharding.NamedSharding(jax.make_mesh((8,), ("d",)), jax.sharding.PartitionSpec())
+  fresh = jax.device_put(
+    flax.linen.meta.unbox(tower.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]),
+    sharding,
+  )
+  params, (report,) = init_lib.load(
+    {"image": fresh}, {"image": (("image",), cfg)}, {"image": f"hf:{path}"}
+  )
+  assert report.unused and all(k.startswith("head/") for k in report.unused) and not report.new
+  images = _images()
+  with torch.no_grad():
+    ref = model.vision_model(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)))
+  out = tower.apply({"params": params["image"]}, jnp.asarray(images))
+  np.testing.assert_allclose(
+    np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0
+  )
+  with pytest.raises(ValueError, match="the checkpoint's depth is 2, the config's is 3"):
+    init_lib.load(
+      {"image": fresh},
+      {"image": (("image",), dataclasses.replace(cfg, depth=3))},
+      {"image": f"hf:{path}"},
+    )

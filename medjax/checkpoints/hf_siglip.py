@@ -239,7 +239,7 @@ def load_siglip_vision_params(path: str, cfg: ViTConfig, dtype=None) -> dict:
   prefix = _vision_prefix(tensors)
   expected = _abstract(ViT(cfg), jnp.zeros((1,) + cfg.input_shape))
   flat = _read(tensors, _vision_names(cfg, (), prefix), expected, dtype, prefix)
-  return flax.traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
+  return flax.traverse_util.unflatten_dict(flat)  # host arrays: callers place them
 
 
 def load_siglip_params(

@@ -3,7 +3,9 @@
 `--config.init.<slot>=<format>:<path>` names a source for one subtree that the task exposes
 (`Task.init_slots`: slot -> (path in the param tree, the subtree's module config)). Formats:
 
-  hf:DIR   a Hugging Face directory (config.json + safetensors): Llama-3.x / Gemma-3 decoders.
+  hf:DIR   a Hugging Face directory (config.json + safetensors): Llama-3.x / Gemma-3 decoders,
+           SigLIP vision towers (SiglipVisionModel or SiglipModel). A SigLIP pooling head that the
+           model's tower does not use (pool="none") is reported as unused by design.
 
 The source is read on the host (safetensors, lazily per tensor), checked against the target
 subtree leaf by leaf (shape; dtype cast to the target's), and each leaf is placed with the target's
@@ -24,8 +26,9 @@ import jax
 import numpy as np
 
 from medjax import config_lib
-from medjax.checkpoints import hf_llm
+from medjax.checkpoints import hf_llm, hf_siglip
 from medjax.models.llm import LMConfig
+from medjax.models.vit import ViTConfig
 
 # LMConfig fields that define the weights' meaning: a checkpoint that differs in one is another model.
 _LM_ARCH = (
@@ -52,6 +55,7 @@ _LM_ARCH = (
   "tie_embeddings",
   "scale_embeddings",
 )
+_VIT_ARCH = ("image_size", "patch_size", "channels", "width", "depth", "heads", "mlp_dim", "act")
 
 
 def _hf_model_type(path: str) -> str:
@@ -62,29 +66,52 @@ def _hf_model_type(path: str) -> str:
     return json.load(f).get("model_type", "")
 
 
-def _read_hf_lm(slot: str, path: str, cfg: LMConfig) -> dict:
-  model_type = _hf_model_type(path)
-  if model_type not in ("llama", "gemma3", "gemma3_text"):
-    raise ValueError(
-      f"init.{slot}: the slot holds a decoder LM (Llama-3.x / Gemma-3); {path} is a "
-      f"{model_type!r} checkpoint"
-    )
-  theirs = hf_llm.load_hf_config(path)
-  for field in _LM_ARCH:
-    a, b = getattr(theirs, field), getattr(cfg, field)
+def _same_architecture(slot, path, theirs, ours, fields):
+  for field in fields:
+    a, b = getattr(theirs, field), getattr(ours, field)
     if a != b and not (isinstance(a, float) and isinstance(b, float) and np.isclose(a, b)):
       raise ValueError(
         f"init.{slot}: the checkpoint's {field} is {a!r}, the config's is {b!r} ({path})"
       )
+
+
+def _check_type(slot, path, holds, allowed):
+  model_type = _hf_model_type(path)
+  if model_type not in allowed:
+    raise ValueError(
+      f"init.{slot}: the slot holds a {holds}; {path} is a {model_type!r} checkpoint"
+    )
+
+
+def _read_hf_lm(slot: str, path: str, cfg: LMConfig):
+  _check_type(slot, path, "decoder LM (Llama-3.x / Gemma-3)", ("llama", "gemma3", "gemma3_text"))
+  _same_architecture(slot, path, hf_llm.load_hf_config(path), cfg, _LM_ARCH)
   # LoRA adapters are not in the checkpoint: read the base weights, report the adapters as new.
   params = hf_llm.load_hf_params(path, dataclasses.replace(cfg, lora_rank=0), dtype=cfg.param_dtype)
-  return flax.traverse_util.flatten_dict(params, sep="/")
+  return flax.traverse_util.flatten_dict(params, sep="/"), ()
 
 
-def read(slot: str, fmt: str, path: str, module_cfg) -> dict:
-  """The source's tensors as {'/'-joined path: host numpy array}, in the module's layout."""
+def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig):
+  _check_type(slot, path, "SigLIP vision tower", ("siglip", "siglip_vision_model"))
+  if cfg.patch_embed != "2d":
+    raise ValueError(f"init.{slot}: a SigLIP checkpoint holds a 2D tower; the config's is 3D")
+  theirs = hf_siglip.load_siglip_vision_config(path)
+  _same_architecture(slot, path, theirs, cfg, _VIT_ARCH)
+  read_as = dataclasses.replace(cfg, pool=theirs.pool)  # the file's head, if any, is read too
+  params = hf_siglip.load_siglip_vision_params(path, read_as, dtype=cfg.param_dtype)
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  by_design = ()
+  if theirs.pool != cfg.pool:  # e.g. a tower used without pooling: the head is unused by design
+    by_design = tuple(k for k in flat if k.startswith("head/"))
+  return flat, by_design
+
+
+def read(slot: str, fmt: str, path: str, module_cfg):
+  """-> ({'/'-joined path: host numpy array} in the module's layout, tensors unused by design)."""
   if fmt == "hf" and isinstance(module_cfg, LMConfig):
     return _read_hf_lm(slot, path, module_cfg)
+  if fmt == "hf" and isinstance(module_cfg, ViTConfig):
+    return _read_hf_siglip(slot, path, module_cfg)
   raise ValueError(
     f"init.{slot}: format {fmt!r} cannot initialise a {type(module_cfg).__name__} subtree"
   )
@@ -130,12 +157,12 @@ def load(params, slots: dict, init_section) -> tuple[dict, list[SlotReport]]:
       )
     where, module_cfg = slots[slot]
     target = flax.traverse_util.flatten_dict(_subtree(params, where, slot), sep="/")
-    source = read(slot, fmt, path, module_cfg)
+    source, by_design = read(slot, fmt, path, module_cfg)
     prefix = "/".join(where) + "/" if where else ""
     new = sorted(k for k in target if k not in source)
     unused = sorted(k for k in source if k not in target)
     bad_new = [k for k in new if not _matches(prefix + k, allow_missing)]
-    bad_unused = [k for k in unused if not _matches(k, allow_unused)]
+    bad_unused = [k for k in unused if k not in by_design and not _matches(k, allow_unused)]
     if bad_new:
       raise ValueError(
         f"init.{slot}: {len(bad_new)} params of {prefix or 'the model'} are not in {fmt}:{path}, "
