@@ -1,6 +1,5 @@
 """`config.init.<slot>`: a fresh train state's subtree from a Hugging Face checkpoint, sharded."""
 
-import os
 
 import flax
 import jax
@@ -66,7 +65,9 @@ def _logits_match(model, params, hf_model):
   np.testing.assert_allclose(np.asarray(ours), want, atol=1e-4, rtol=1e-4)
 
 
-def test_lm_slot_loads_sharded_and_equals_transformers(hf_dir, lm_config):
+def test_lm_slot_loads_sharded_and_equals_transformers_and_bad_sources_fail(
+  hf_dir, lm_config, tmp_path
+):
   path, hf_model = hf_dir
   config, task, model, state = _fresh_state(
     lm_config, init__lm=f"hf:{path}", parallel__mesh__data=2, parallel__mesh__fsdp=4
@@ -79,20 +80,10 @@ def test_lm_slot_loads_sharded_and_equals_transformers(hf_dir, lm_config):
     assert new.sharding == old.sharding  # every device holds only its shard
   assert any(not x.is_fully_replicated for x in jax.tree.leaves(params))
   _logits_match(model, params, hf_model)
+  _bad_sources_name_the_problem(path, state, task, lm_config, tmp_path)
 
 
-def test_training_starts_from_the_checkpoint(hf_dir, lm_config, tmp_path):
-  """One step at lr 0 through the loop: the saved params are the checkpoint's."""
-  path, hf_model = hf_dir
-  config = lm_config(init__lm=f"hf:{path}", train__steps=1, optim__lr=0.0, optim__weight_decay=0.0)
-  loop.train(config, str(tmp_path))
-  params, model, *_ = loop.trained_params(config, str(tmp_path))
-  _logits_match(model, params, hf_model)
-
-
-def test_bad_sources_name_the_problem_and_load_nothing(hf_dir, lm_config, tmp_path):
-  path, _ = hf_dir
-  config, task, _, state = _fresh_state(lm_config)
+def _bad_sources_name_the_problem(path, state, task, lm_config, tmp_path):
   slots = task.init_slots()
 
   def load(spec, **section):
@@ -117,7 +108,15 @@ def test_bad_sources_name_the_problem_and_load_nothing(hf_dir, lm_config, tmp_pa
     load(f"hf:{holed}")
   with pytest.raises(ValueError, match=r"init.lm: expected '<format>:<path>'"):
     config_lib.validate(lm_config(init__lm="nonsense"))
-  assert os.path.exists(path / "config.json")  # the good checkpoint was never touched
+
+
+def test_training_starts_from_the_checkpoint(hf_dir, lm_config, tmp_path):
+  """One step at lr 0 through the loop: the saved params are the checkpoint's."""
+  path, hf_model = hf_dir
+  config = lm_config(init__lm=f"hf:{path}", train__steps=1, optim__lr=0.0, optim__weight_decay=0.0)
+  loop.train(config, str(tmp_path))
+  params, model, *_ = loop.trained_params(config, str(tmp_path))
+  _logits_match(model, params, hf_model)
 
 
 def test_lora_adapters_are_new_only_where_allowed(hf_dir, lm_config):
