@@ -1,6 +1,7 @@
 """OpenTSLM: perceiver/gated cross-attention layers, both model variants, host checks, training."""
 
 import os
+import re
 
 import flax
 import jax
@@ -306,6 +307,50 @@ def test_synthetic_ecg_has_the_physiology_its_labels_claim():
   )  # deterministic
   prompt, series, target = ecg.format_example(ecg.example(3, 0))
   assert prompt.count(har.TS) == 3 and target.rsplit("Answer: ", 1)[1] == ecg.example(3, 0)["label"]
+
+
+STAT = re.compile(r"mean (-?\d+\.\d+) std (-?\d+\.\d+)")
+
+
+def _prompt_features(module, seed, n, label_key):
+  """(numbers parsed from the prompts' "mean .. std .." statements, labels, series spectra)."""
+  stats, labels, spectra = [], [], []
+  for i in range(n):
+    ex = module.example(seed, i)
+    prompt, series, _ = module.format_example(ex)
+    stats.append([float(v) for m in STAT.findall(prompt) for v in m])
+    labels.append(ex[label_key])
+    spectra.append(np.abs(np.fft.rfft(np.stack(series), axis=-1)).ravel())
+  return np.array(stats), np.array(labels, object), np.array(spectra)
+
+
+def _one_nn_macro_f1(train, test, label_set):
+  """Macro-F1 on `test` of the 1-nearest-neighbour (standardised features) of `train`."""
+  (xa, ya), (xb, yb) = train, test
+  mu, sd = xa.mean(0), xa.std(0) + 1e-9
+  xa, xb = (xa - mu) / sd, (xb - mu) / sd
+  d = (xb**2).sum(1)[:, None] - 2 * xb @ xa.T + (xa**2).sum(1)[None]
+  return classification.classification_metrics(ya[d.argmin(1)], yb, label_set)["macro_f1"]
+
+
+@pytest.mark.parametrize("module", [har, ecg], ids=["har", "ecg"])
+def test_prompt_statistics_do_not_reveal_the_label(module):
+  """A 1-NN on the per-series mean and std written in the prompt scores near chance; the same 1-NN
+  on the series' spectra scores far above it (the label is in the series, and the 1-NN works)."""
+  label_key, label_set = ("label", har.LABELS) if module is har else ("finding", ecg.FINDINGS)
+  xa, ya, sa = _prompt_features(module, 0, 400, label_key)
+  xb, yb, sb = _prompt_features(module, 1, 200, label_key)
+  assert xa.shape == (400, 6)  # mean and std of 3 series
+  rng = np.random.default_rng(0)  # chance: held-out labels guessed by a shuffle of themselves
+  shuffled = [
+    classification.classification_metrics(rng.permutation(yb), yb, label_set) for _ in range(50)
+  ]
+  chance = np.mean([m["macro_f1"] for m in shuffled])
+  stats_f1 = _one_nn_macro_f1((xa, ya), (xb, yb), label_set)
+  series_f1 = _one_nn_macro_f1((sa, ya), (sb, yb), label_set)
+  assert abs(chance - 1 / len(label_set)) < 0.03
+  assert stats_f1 < chance + 0.1, (stats_f1, chance)
+  assert series_f1 > chance + 0.5, (series_f1, chance)
 
 
 def test_template_metrics():

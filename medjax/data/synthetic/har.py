@@ -1,10 +1,12 @@
 """Synthetic HAR-CoT: 3-axis accelerometer windows (128 samples at 50 Hz) of 8 activities.
 
 Each activity has its own pattern of oscillating axes (a periodic component on some axes, noise
-only on the others), its own frequency and its own gravity offset. Every series is z-normalised;
-its mean and std are written into the prompt (as in OpenTSLM), so the offset survives only as text
-while the shape survives in the series. The target is a one-line templated rationale (which axes
-oscillate, and how fast) followed by "Answer: <label>".
+only on the others) and its own frequency. The device's orientation (the gravity offset of each
+axis) and each axis's gain are drawn independently of the activity: a raw axis is
+`offset + gain * shape`, with `shape` the activity's z-normalised waveform. So each axis's mean
+and std, written into the prompt (as in OpenTSLM), carry no label information; the activity is
+only in the z-normalised series the model reads. The target is a one-line templated rationale
+(which axes oscillate, and how fast) followed by "Answer: <label>".
 """
 
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 TS = "<ts>"  # placeholder of one series in the prompt text
 AXES = ("x", "y", "z")
 LENGTH = 128
+GRAVITY = 9.8
+GAIN = (0.1, 3.0)  # range of an axis's std (log-uniform), whatever the activity
 LABELS = (
   "lying",
   "sitting",
@@ -22,16 +26,16 @@ LABELS = (
   "walking down",
   "running",
 )
-# label -> (oscillating axes, cycles per window, gravity offset per axis)
+# label -> (oscillating axes, cycles per window)
 PATTERNS = {
-  "lying": ((), 0, (9.8, 0.0, 0.0)),
-  "sitting": (("z",), 2, (0.0, 3.0, 9.3)),
-  "standing": (("y",), 3, (0.0, 9.8, 0.0)),
-  "biking": (("x",), 5, (2.0, 9.0, 3.0)),
-  "walking": (("x", "y"), 8, (0.5, 9.7, 1.0)),
-  "walking up": (("y", "z"), 7, (0.5, 9.5, 2.0)),
-  "walking down": (("x", "z"), 9, (0.5, 9.6, -1.5)),
-  "running": (("x", "y", "z"), 14, (1.0, 9.5, 1.0)),
+  "lying": ((), 0),
+  "sitting": (("z",), 2),
+  "standing": (("y",), 3),
+  "biking": (("x",), 5),
+  "walking": (("x", "y"), 8),
+  "walking up": (("y", "z"), 7),
+  "walking down": (("x", "z"), 9),
+  "running": (("x", "y", "z"), 14),
 }
 PRE_PROMPT = "Accelerometer, 50 Hz, 3 axes.\n"
 POST_PROMPT = "Activity?"
@@ -40,15 +44,18 @@ POST_PROMPT = "Activity?"
 def make_example(rng: np.random.Generator) -> dict:
   """{"series": float32 [3, 128] raw accelerometer, "label": str}."""
   label = LABELS[int(rng.integers(len(LABELS)))]
-  axes, cycles, gravity = PATTERNS[label]
+  axes, cycles = PATTERNS[label]
   t = np.arange(LENGTH) / LENGTH
+  up = rng.normal(size=3)
+  gravity = GRAVITY * up / np.linalg.norm(up)  # a random device orientation
   series = []
   for axis, g in zip(AXES, gravity):
-    x = g + rng.normal(0.0, rng.uniform(0.05, 0.2), LENGTH)
+    x = rng.normal(0.0, rng.uniform(0.1, 0.3), LENGTH)
     if axis in axes:
       f = cycles * rng.uniform(0.9, 1.1)
-      x += rng.uniform(1.0, 3.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
-    series.append(x)
+      x += np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    gain = np.exp(rng.uniform(*np.log(GAIN)))
+    series.append(g + gain * (x - x.mean()) / x.std())
   return {"series": np.stack(series).astype(np.float32), "label": label}
 
 
@@ -64,7 +71,7 @@ def normalize(series: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def rationale(label: str) -> str:
-  axes, cycles, _ = PATTERNS[label]
+  axes, cycles = PATTERNS[label]
   if not axes:
     return "No axis oscillates."
   speed = "slow" if cycles < 4 else "medium" if cycles < 10 else "fast"
