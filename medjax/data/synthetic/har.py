@@ -1,12 +1,12 @@
 """Synthetic HAR-CoT: 3-axis accelerometer windows (128 samples at 50 Hz) of 8 activities.
 
-Each activity has its own pattern of oscillating axes (a periodic component on some axes, noise
-only on the others) and its own frequency. The device's orientation (the gravity offset of each
-axis) and each axis's gain are drawn independently of the activity: a raw axis is
-`offset + gain * shape`, with `shape` the activity's z-normalised waveform. So each axis's mean
-and std, written into the prompt (as in OpenTSLM), carry no label information; the activity is
-only in the z-normalised series the model reads. The target is a one-line templated rationale
-(which axes oscillate, and how fast) followed by "Answer: <label>".
+Each activity moves the device at its own speed (slow, medium or fast oscillation) along 1, 2 or 3
+axes (none when lying); the other axes carry noise only. The device's orientation is random, so
+which axes move, each axis's gravity offset and each axis's gain are drawn independently of the
+activity: a raw axis is `offset + gain * shape`, with `shape` a z-normalised waveform. Each axis's
+mean and std, written into the prompt (as in OpenTSLM), so carry no label information; the activity
+is only in the series the model reads (how fast and how many axes oscillate). The target is a
+one-line templated rationale (how fast, on how many axes) followed by "Answer: <label>".
 """
 
 import numpy as np
@@ -26,17 +26,18 @@ LABELS = (
   "walking down",
   "running",
 )
-# label -> (oscillating axes, cycles per window)
+# label -> (number of oscillating axes, speed); speed -> cycles per window
 PATTERNS = {
-  "lying": ((), 0),
-  "sitting": (("z",), 2),
-  "standing": (("y",), 3),
-  "biking": (("x",), 5),
-  "walking": (("x", "y"), 8),
-  "walking up": (("y", "z"), 7),
-  "walking down": (("x", "z"), 9),
-  "running": (("x", "y", "z"), 14),
+  "lying": (0, None),
+  "sitting": (1, "slow"),
+  "standing": (2, "slow"),
+  "biking": (1, "medium"),
+  "walking": (2, "medium"),
+  "walking up": (3, "medium"),
+  "walking down": (2, "fast"),
+  "running": (3, "fast"),
 }
+CYCLES = {"slow": 2, "medium": 6, "fast": 12}
 PRE_PROMPT = "Accelerometer, 50 Hz, 3 axes.\n"
 POST_PROMPT = "Activity?"
 
@@ -44,15 +45,16 @@ POST_PROMPT = "Activity?"
 def make_example(rng: np.random.Generator) -> dict:
   """{"series": float32 [3, 128] raw accelerometer, "label": str}."""
   label = LABELS[int(rng.integers(len(LABELS)))]
-  axes, cycles = PATTERNS[label]
+  count, speed = PATTERNS[label]
+  moving = rng.permutation(3)[:count]  # which axes move depends on the device's orientation
   t = np.arange(LENGTH) / LENGTH
   up = rng.normal(size=3)
   gravity = GRAVITY * up / np.linalg.norm(up)  # a random device orientation
   series = []
-  for axis, g in zip(AXES, gravity):
+  for axis, g in enumerate(gravity):
     x = rng.normal(0.0, rng.uniform(0.1, 0.3), LENGTH)
-    if axis in axes:
-      f = cycles * rng.uniform(0.9, 1.1)
+    if axis in moving:
+      f = CYCLES[speed] * rng.uniform(0.9, 1.1)
       x += np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
     gain = np.exp(rng.uniform(*np.log(GAIN)))
     series.append(g + gain * (x - x.mean()) / x.std())
@@ -71,11 +73,10 @@ def normalize(series: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def rationale(label: str) -> str:
-  axes, cycles = PATTERNS[label]
-  if not axes:
+  count, speed = PATTERNS[label]
+  if not count:
     return "No axis oscillates."
-  speed = "slow" if cycles < 4 else "medium" if cycles < 10 else "fast"
-  return f"{speed.capitalize()} oscillation on {'+'.join(axes)}."
+  return f"{speed.capitalize()} oscillation on {count} {'axis' if count == 1 else 'axes'}."
 
 
 def format_example(ex: dict) -> tuple[str, list[np.ndarray], str]:
