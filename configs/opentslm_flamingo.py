@@ -2,7 +2,7 @@
 
 python experiments/train.py --config=configs/opentslm_flamingo.py:tiny --workdir=/tmp/tslm
 Variants: tiny (synthetic HAR, CPU, about a minute; the tiny LM trains jointly since a random frozen
-LM cannot read), tiny_ecg (synthetic 3-lead ECG with 4 question templates), paper (Llama-3.2-1B
+LM cannot read, with the cross-attention gates open at init), tiny_ecg (synthetic 3-lead ECG with 4 question templates), paper (Llama-3.2-1B
 base, frozen; bring its weights and tokenizer directory). The paper variants keep the params of the
 lowest validation loss and stop early; `model.lm.lora_rank` > 0 adds LoRA (trained, base frozen).
 Public datasets: --config.data.name=tsqa (m4_captions, opentslm_har_cot, sleep_cot, ecg_qa_cot)
@@ -74,6 +74,9 @@ def make_config(model_variant: str, arg=None):
         ff_mult=2,
         xattn_heads=2,
         xattn_head_dim=32,
+        # open gates: the tiny LM trains from scratch, and closed gates starve the series path of
+        # gradient for the first hundreds of steps (the paper's 0 keeps a pretrained LM intact)
+        xattn_gate_init=1.0,
       )
   else:
     c.model.update(encoder_layers=6, encoder_heads=8, encoder_mlp=1024)

@@ -1,6 +1,7 @@
 """OpenTSLM: perceiver/gated cross-attention layers, both model variants, host checks, training."""
 
 import os
+import re
 
 import flax
 import jax
@@ -308,6 +309,50 @@ def test_synthetic_ecg_has_the_physiology_its_labels_claim():
   assert prompt.count(har.TS) == 3 and target.rsplit("Answer: ", 1)[1] == ecg.example(3, 0)["label"]
 
 
+STAT = re.compile(r"mean (-?\d+\.\d+) std (-?\d+\.\d+)")
+
+
+def _prompt_features(module, seed, n, label_key):
+  """(numbers parsed from the prompts' "mean .. std .." statements, labels, summed series spectra)."""
+  stats, labels, spectra = [], [], []
+  for i in range(n):
+    ex = module.example(seed, i)
+    prompt, series, _ = module.format_example(ex)
+    stats.append([float(v) for m in STAT.findall(prompt) for v in m])
+    labels.append(ex[label_key])
+    spectra.append(np.abs(np.fft.rfft(np.stack(series), axis=-1)).sum(0))  # any axis order
+  return np.array(stats), np.array(labels, object), np.array(spectra)
+
+
+def _one_nn_macro_f1(train, test, label_set):
+  """Macro-F1 on `test` of the 1-nearest-neighbour (standardised features) of `train`."""
+  (xa, ya), (xb, yb) = train, test
+  mu, sd = xa.mean(0), xa.std(0) + 1e-9
+  xa, xb = (xa - mu) / sd, (xb - mu) / sd
+  d = (xb**2).sum(1)[:, None] - 2 * xb @ xa.T + (xa**2).sum(1)[None]
+  return classification.classification_metrics(ya[d.argmin(1)], yb, label_set)["macro_f1"]
+
+
+@pytest.mark.parametrize("module", [har, ecg], ids=["har", "ecg"])
+def test_prompt_statistics_do_not_reveal_the_label(module):
+  """A 1-NN on the per-series mean and std written in the prompt scores near chance; the same 1-NN
+  on the series' spectra scores far above it (the label is in the series, and the 1-NN works)."""
+  label_key, label_set = ("label", har.LABELS) if module is har else ("finding", ecg.FINDINGS)
+  xa, ya, sa = _prompt_features(module, 0, 400, label_key)
+  xb, yb, sb = _prompt_features(module, 1, 200, label_key)
+  assert xa.shape == (400, 6)  # mean and std of 3 series
+  rng = np.random.default_rng(0)  # chance: held-out labels guessed by a shuffle of themselves
+  shuffled = [
+    classification.classification_metrics(rng.permutation(yb), yb, label_set) for _ in range(50)
+  ]
+  chance = np.mean([m["macro_f1"] for m in shuffled])
+  stats_f1 = _one_nn_macro_f1((xa, ya), (xb, yb), label_set)
+  series_f1 = _one_nn_macro_f1((sa, ya), (sb, yb), label_set)
+  assert abs(chance - 1 / len(label_set)) < 0.03
+  assert stats_f1 < chance + 0.1, (stats_f1, chance)
+  assert series_f1 > chance + 0.5, (series_f1, chance)
+
+
 def test_template_metrics():
   rec = lambda t, p, l: {"template": t, "prediction": p, "label": l}
   records = [
@@ -364,17 +409,36 @@ def test_paper_config_builds_with_frozen_base(name):
   assert labels and all((v == "frozen") == k.startswith("lm/") for k, v in labels.items())
 
 
+def _input_blind_chance(labels, label_set) -> float:
+  """The better macro-F1 of two input-blind guesses: the majority label, and each example's label
+  taken from the previous example (what a model that ignores its series scores when it is given
+  another example's series)."""
+  majority = max(label_set, key=labels.count)
+  return max(
+    classification.classification_metrics([majority] * len(labels), labels, label_set)["macro_f1"],
+    classification.classification_metrics(np.roll(labels, 1), labels, label_set)["macro_f1"],
+  )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["opentslm_flamingo", "opentslm_softprompt"])
 def test_learns_synthetic_har(name, tmp_path):
+  """Far above input-blind chance, and back near it with the series rolled across the batch."""
   from medjax.train.loop import train
 
   c = _config(name)
   with c.unlocked():
-    c.train.update(steps=TRAIN_STEPS, eval_every=TRAIN_STEPS, async_checkpoints=False)
+    c.train.update(
+      steps=TRAIN_STEPS, eval_every=TRAIN_STEPS, eval_ablation=True, async_checkpoints=False
+    )
     c.data.update(test_size=48, eval_gen_batch=48)
   result = train(c, str(tmp_path))
-  assert result["eval/macro_f1"] > 0.6, result  # chance: 1/8
+  labels = [har.example(c.data.eval_seed, i)["label"] for i in range(c.data.test_size)]
+  chance = _input_blind_chance(labels, har.LABELS)
+  f1, ablated = result["eval/macro_f1"], result["eval_ablated/macro_f1"]
+  assert f1 > chance + 0.5, (f1, chance)
+  assert ablated < chance + 0.1, (ablated, chance)
+  assert f1 - ablated > 0.4, (f1, ablated)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,7 +526,7 @@ def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_pat
 @pytest.mark.slow
 def test_colab_runs(run_colab):
   """colabs/opentslm.ipynb end to end, with its parameters cell shrunk."""
-  text, _ = run_colab("opentslm", 'VARIANT, STEPS, EXAMPLES = "flamingo", 2, 2')
+  text, _ = run_colab("opentslm", 'VARIANT, STEPS, EXAMPLES, TEST_SIZE = "flamingo", 2, 2, 2')
   assert (
     "eval/macro_f1" in text and "Answer:" in text and "true:" in text and "xattn_0 attn" in text
   )

@@ -49,6 +49,7 @@ class TSLMConfig:
   xattn_every: int = 1
   xattn_heads: int = 8
   xattn_head_dim: int = 64
+  xattn_gate_init: float = 0.0  # the paper's 0 (starts as the base LM); > 0 opens the gates at init
   # SoftPrompt
   encoder_layers: int = 6
   encoder_heads: int = 8
@@ -188,7 +189,9 @@ class OpenTSLMFlamingo(_OpenTSLMBase):
       pdtype,
     )
     self.xattn = [
-      GatedCrossAttentionBlock(cfg.xattn_heads, cfg.xattn_head_dim, cfg.ff_mult, dtype, pdtype)
+      GatedCrossAttentionBlock(
+        cfg.xattn_heads, cfg.xattn_head_dim, cfg.ff_mult, dtype, pdtype, cfg.xattn_gate_init
+      )
       for _ in range(0, cfg.lm.num_layers, cfg.xattn_every)
     ]
     # A trainable offset to the (frozen) embedding of `<ts>`; zero at init, so the model starts as the base LM.

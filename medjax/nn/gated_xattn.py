@@ -29,6 +29,7 @@ class GatedCrossAttentionBlock(nn.Module):
   ff_mult: int = 4
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  gate_init: float = 0.0  # Flamingo: 0, so the block starts as the identity
 
   @nn.compact
   def __call__(self, x, media, media_mask):
@@ -44,7 +45,10 @@ class GatedCrossAttentionBlock(nn.Module):
     has_media = jnp.any(media_mask, axis=-1, keepdims=True)
     gate = lambda name: jnp.tanh(
       self.param(
-        name, nn.with_logical_partitioning(nn.initializers.zeros, ()), (), self.param_dtype
+        name,
+        nn.with_logical_partitioning(nn.initializers.constant(self.gate_init), ()),
+        (),
+        self.param_dtype,
       )
     ).astype(self.dtype)
     h = Attention(

@@ -126,6 +126,8 @@ def encode_example(prompt: str, series, target: str, tokenizer, *, seq_len: int,
 class OpenTSLMTask(Task):
   """Trains an OpenTSLM model (Flamingo or SoftPrompt) on series + text -> rationale + answer."""
 
+  ablation_keys = ("series", "series_mask")  # the placeholders' positions belong to the text
+
   def __init__(self, config):
     super().__init__(config)
     d = config.data
@@ -219,8 +221,15 @@ class OpenTSLMTask(Task):
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
 
-  def generate(self, model, params, prompts, series, max_new_tokens: int) -> list[str]:
-    """Greedy completions of (prompt, list of series) pairs."""
+  def generate(
+    self, model, params, prompts, series, max_new_tokens: int, ablate: bool = False
+  ) -> list[str]:
+    """Greedy completions of (prompt, list of series) pairs; with `ablate`, each prompt is given
+    the series of the previous pair (`Task.ablate`)."""
+    if ablate and len(prompts) < 2:
+      raise ValueError(
+        f"ablate: expected at least 2 prompts to roll series across, got {len(prompts)}"
+      )
     enc = [
       encode_prompt(p, s, self.tokenizer, **self._encode_kw()) for p, s in zip(prompts, series)
     ]
@@ -229,6 +238,7 @@ class OpenTSLMTask(Task):
       k: np.stack([e[i] for e in enc])
       for i, k in ((1, "series"), (2, "series_mask"), (3, "series_pos"))
     }
+    inputs = self.ablate(inputs) if ablate else inputs
     out, n = generate(
       opentslm.SeriesConditioned(model),
       {"model": params, "inputs": inputs},
@@ -242,8 +252,9 @@ class OpenTSLMTask(Task):
     out, n = np.asarray(out), np.asarray(n)
     return [self.tokenizer.decode(row[:k].tolist()) for row, k in zip(out, n)]
 
-  def predict(self, model, params) -> list[dict]:
-    """Greedy generations on `data.test_size` held-out (a builder's test split) examples: one record each."""
+  def predict(self, model, params, ablate: bool = False) -> list[dict]:
+    """Greedy generations on `data.test_size` held-out (a builder's test split) examples: one record
+    each; with `ablate`, each generation batch's series rolled by one example (`generate`)."""
     d = self.config.data
     size, example = self.examples("test", d.eval_seed)
     examples = [example(i) for i in range(min(size, d.test_size))]
@@ -252,7 +263,7 @@ class OpenTSLMTask(Task):
     for i in range(0, len(formatted), d.eval_gen_batch):
       chunk = formatted[i : i + d.eval_gen_batch]
       texts += self.generate(
-        model, params, [f[0] for f in chunk], [f[1] for f in chunk], d.max_new_tokens
+        model, params, [f[0] for f in chunk], [f[1] for f in chunk], d.max_new_tokens, ablate
       )
     meta = [template_and_label(ex) for ex in examples]
     return [
@@ -273,7 +284,8 @@ class OpenTSLMTask(Task):
     return template_metrics(records, label_sets(self.generator, records)) if records else {}
 
   def evaluate(self, model, params, ablate: bool = False):
-    """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several)."""
+    """Held-out generation: accuracy and macro-F1 of the parsed answers (per template if several);
+    with `ablate`, of the generations from other examples' series."""
     if not self.config.data.test_size:
       return {}
-    return self.summarize(self.predict(model, params))
+    return self.summarize(self.predict(model, params, ablate))

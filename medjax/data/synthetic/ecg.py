@@ -3,7 +3,10 @@
 Five findings: normal sinus rhythm, sinus tachycardia (120-160 bpm), sinus bradycardia (35-48 bpm),
 atrial fibrillation (irregular RR, no P waves, fibrillatory baseline) and ST elevation (a raised
 segment after each QRS). Each beat is a sum of Gaussians (P, Q, R, S, T) with lead-specific gains,
-plus baseline wander and noise. As in ECG-QA, every example asks one of several question
+plus baseline wander and noise. Each lead is then recorded with a random electrode offset and a
+random gain (automatic gain control) drawn independently of the finding: a lead is `offset + gain *
+shape`, with `shape` its z-normalised waveform, so the leads' means and stds, written into the
+prompt (as in OpenTSLM), carry no label information. As in ECG-QA, every example asks one of several question
 templates; each template has its own answer set, and metrics are reported per template. Series are
 z-normalised with their mean and std written into the prompt (as in OpenTSLM).
 """
@@ -59,6 +62,8 @@ LEAD_GAINS = {
 }
 # wave -> (offset from R in s, width in s)
 WAVES = ((-0.16, 0.025), (-0.03, 0.012), (0.0, 0.018), (0.03, 0.012), (0.28, 0.05))
+OFFSET = 0.3  # electrode offset in mV, uniform in +-OFFSET
+GAIN = (0.15, 0.3)  # range of a lead's std in mV (log-uniform), whatever the finding
 PRE_PROMPT = "ECG, 50 Hz, 4 s, 3 leads.\n"
 
 
@@ -79,26 +84,26 @@ def make_example(rng: np.random.Generator) -> dict:
   template = tuple(TEMPLATES)[int(rng.integers(len(TEMPLATES)))]
   _, _, p_waves, st = RHYTHMS[finding]
   t = np.arange(LENGTH) / FS
-  beats = _beats(rng, finding)
+  since = t[:, None] - _beats(rng, finding)[None]  # [sample, beat]: time since each R peak
   st_amp = rng.uniform(0.25, 0.4) if st else 0.0
   series = []
   for lead in LEADS:
     gains = np.array(LEAD_GAINS[lead]) * rng.uniform(0.8, 1.2)
     x = np.zeros(LENGTH)
-    for r in beats:
-      for i, (off, width) in enumerate(WAVES):
-        if i or p_waves:
-          x += gains[i] * np.exp(-0.5 * ((t - r - off) / width) ** 2)
-      seg = (t > r + 0.05) & (t < r + 0.28)  # the ST segment, raised as a smooth plateau
-      x += (
-        st_amp * gains[5] / 0.3 * seg * np.sin(np.pi * np.clip((t - r - 0.05) / 0.23, 0, 1)) ** 0.5
-      )
+    for i, (off, width) in enumerate(WAVES):
+      if i or p_waves:
+        x += gains[i] * np.exp(-0.5 * ((since - off) / width) ** 2).sum(1)
+    seg = (since > 0.05) & (since < 0.28)  # the ST segments, raised as smooth plateaus
+    plateau = np.sin(np.pi * np.clip((since - 0.05) / 0.23, 0, 1)) ** 0.5
+    x += st_amp * gains[5] / 0.3 * (seg * plateau).sum(1)
     if not p_waves:  # fibrillatory baseline
       x += 0.12 * np.sin(2 * np.pi * rng.uniform(5, 7) * t + rng.uniform(0, 2 * np.pi))
     x += 0.1 * np.sin(
       2 * np.pi * rng.uniform(0.1, 0.3) * t + rng.uniform(0, 2 * np.pi)
     )  # baseline wander
-    series.append(x + rng.normal(0, rng.uniform(0.01, 0.03), LENGTH))
+    x += rng.normal(0, rng.uniform(0.01, 0.03), LENGTH)
+    gain = np.exp(rng.uniform(*np.log(GAIN)))
+    series.append(rng.uniform(-OFFSET, OFFSET) + gain * (x - x.mean()) / x.std())
   label = TEMPLATES[template][2](finding)
   return {
     "series": np.stack(series).astype(np.float32),

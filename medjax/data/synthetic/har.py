@@ -1,10 +1,12 @@
 """Synthetic HAR-CoT: 3-axis accelerometer windows (128 samples at 50 Hz) of 8 activities.
 
-Each activity has its own pattern of oscillating axes (a periodic component on some axes, noise
-only on the others), its own frequency and its own gravity offset. Every series is z-normalised;
-its mean and std are written into the prompt (as in OpenTSLM), so the offset survives only as text
-while the shape survives in the series. The target is a one-line templated rationale (which axes
-oscillate, and how fast) followed by "Answer: <label>".
+Each activity moves the device at its own speed (slow, medium or fast oscillation) along 1, 2 or 3
+axes (none when lying); the other axes carry noise only. The device's orientation is random, so
+which axes move, each axis's gravity offset and each axis's gain are drawn independently of the
+activity: a raw axis is `offset + gain * shape`, with `shape` a z-normalised waveform. Each axis's
+mean and std, written into the prompt (as in OpenTSLM), so carry no label information; the activity
+is only in the series the model reads (how fast and how many axes oscillate). The target is a
+one-line templated rationale (how fast, on how many axes) followed by "Answer: <label>".
 """
 
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 TS = "<ts>"  # placeholder of one series in the prompt text
 AXES = ("x", "y", "z")
 LENGTH = 128
+GRAVITY = 9.8
+GAIN = (0.1, 3.0)  # range of an axis's std (log-uniform), whatever the activity
 LABELS = (
   "lying",
   "sitting",
@@ -22,17 +26,18 @@ LABELS = (
   "walking down",
   "running",
 )
-# label -> (oscillating axes, cycles per window, gravity offset per axis)
+# label -> (number of oscillating axes, speed); speed -> cycles per window
 PATTERNS = {
-  "lying": ((), 0, (9.8, 0.0, 0.0)),
-  "sitting": (("z",), 2, (0.0, 3.0, 9.3)),
-  "standing": (("y",), 3, (0.0, 9.8, 0.0)),
-  "biking": (("x",), 5, (2.0, 9.0, 3.0)),
-  "walking": (("x", "y"), 8, (0.5, 9.7, 1.0)),
-  "walking up": (("y", "z"), 7, (0.5, 9.5, 2.0)),
-  "walking down": (("x", "z"), 9, (0.5, 9.6, -1.5)),
-  "running": (("x", "y", "z"), 14, (1.0, 9.5, 1.0)),
+  "lying": (0, None),
+  "sitting": (1, "slow"),
+  "standing": (2, "slow"),
+  "biking": (1, "medium"),
+  "walking": (2, "medium"),
+  "walking up": (3, "medium"),
+  "walking down": (2, "fast"),
+  "running": (3, "fast"),
 }
+CYCLES = {"slow": 2, "medium": 6, "fast": 12}
 PRE_PROMPT = "Accelerometer, 50 Hz, 3 axes.\n"
 POST_PROMPT = "Activity?"
 
@@ -40,15 +45,19 @@ POST_PROMPT = "Activity?"
 def make_example(rng: np.random.Generator) -> dict:
   """{"series": float32 [3, 128] raw accelerometer, "label": str}."""
   label = LABELS[int(rng.integers(len(LABELS)))]
-  axes, cycles, gravity = PATTERNS[label]
+  count, speed = PATTERNS[label]
+  moving = rng.permutation(3)[:count]  # which axes move depends on the device's orientation
   t = np.arange(LENGTH) / LENGTH
+  up = rng.normal(size=3)
+  gravity = GRAVITY * up / np.linalg.norm(up)  # a random device orientation
   series = []
-  for axis, g in zip(AXES, gravity):
-    x = g + rng.normal(0.0, rng.uniform(0.05, 0.2), LENGTH)
-    if axis in axes:
-      f = cycles * rng.uniform(0.9, 1.1)
-      x += rng.uniform(1.0, 3.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
-    series.append(x)
+  for axis, g in enumerate(gravity):
+    x = rng.normal(0.0, rng.uniform(0.1, 0.3), LENGTH)
+    if axis in moving:
+      f = CYCLES[speed] * rng.uniform(0.9, 1.1)
+      x += np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    gain = np.exp(rng.uniform(*np.log(GAIN)))
+    series.append(g + gain * (x - x.mean()) / x.std())
   return {"series": np.stack(series).astype(np.float32), "label": label}
 
 
@@ -64,11 +73,10 @@ def normalize(series: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def rationale(label: str) -> str:
-  axes, cycles, _ = PATTERNS[label]
-  if not axes:
+  count, speed = PATTERNS[label]
+  if not count:
     return "No axis oscillates."
-  speed = "slow" if cycles < 4 else "medium" if cycles < 10 else "fast"
-  return f"{speed.capitalize()} oscillation on {'+'.join(axes)}."
+  return f"{speed.capitalize()} oscillation on {count} {'axis' if count == 1 else 'axes'}."
 
 
 def format_example(ex: dict) -> tuple[str, list[np.ndarray], str]:
