@@ -1,6 +1,5 @@
 """`config.init.<slot>`: a fresh train state's subtree from a Hugging Face checkpoint, sharded."""
 
-
 import flax
 import jax
 import numpy as np
