@@ -53,6 +53,9 @@ def make_config(model_variant: str, arg=None):
     max_patches=1024,
   )
   c.model.lm = lm
+  # the frozen base LM from public weights, e.g. hf:DIR of Llama-3.2-1B; LoRA adapters start fresh
+  c.init.lm = ""
+  c.init.allow_missing = ("lm/*lora_*",)
   if model_variant == "flamingo":
     c.model.update(
       resampler_layers=6,

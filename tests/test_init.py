@@ -128,3 +128,32 @@ def test_lora_adapters_are_new_only_where_allowed(hf_dir, lm_config):
   )
   assert report.new and all("lora_" in k for k in report.new)
   _logits_match(model, params, hf_model)  # LoRA's B starts at zero: the base model's logits
+
+
+@pytest.mark.parametrize("variant", ["flamingo", "softprompt"])
+def test_opentslm_base_lm_from_the_checkpoint_equals_transformers_on_text(hf_dir, variant):
+  """OpenTSLM's `lm` slot: with closed gates (Flamingo) or no series (SoftPrompt), text logits are
+  the checkpoint's Llama logits."""
+  path, hf_model = hf_dir
+  overrides = [f"init.lm=hf:{path}", "data.seq_len=24"]
+  if variant == "flamingo":
+    overrides.append("model.xattn_gate_init=0.0")  # the paper's closed gates
+  config = config_lib.config_from_file(f"configs/opentslm_{variant}.py:tiny", overrides)
+  mesh, rules, task, model = loop.setup(config)
+  with jax.set_mesh(mesh), flax.linen.logical_axis_rules(rules):
+    state, *_ = loop.build_step(config, mesh, rules, task, model)
+  params, (report,) = init_lib.load(state.params, task.init_slots(), config.init)
+  assert report.loaded == len(jax.tree.leaves(params["lm"])) and not report.unused
+  batch = task.dummy_batch(2)
+  tokens = np.random.default_rng(0).integers(0, 259, (2, 24))  # text only: no series placeholder
+  logits, _ = model.apply(
+    {"params": params},
+    tokens,
+    series=batch["series"],
+    series_mask=batch["series_mask"],
+    series_pos=batch["series_pos"],
+    input_mask=np.ones_like(tokens),
+  )
+  with torch.no_grad():
+    want = hf_model(torch.tensor(tokens)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(logits), want, atol=1e-4, rtol=1e-4)

@@ -147,6 +147,9 @@ class OpenTSLMTask(Task):
       patch=cfg.patch if cfg.variant == "softprompt" else None,
     )
 
+  def init_slots(self):
+    return {"lm": (("lm",), self.cfg.lm)}
+
   def build_model(self):
     if self.cfg.lm.vocab_size < self.tokenizer.vocab_size:
       raise ValueError(
