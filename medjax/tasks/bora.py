@@ -72,6 +72,10 @@ def generate(
 class BoraTask(Task):
   """Loss: the diffusion loss (IDDPM MSE + VB, or rectified-flow MSE) of STDiT on (video, caption)."""
 
+  # The caption is the input a text-to-video model must follow: the ablation control generates each
+  # clip from another clip's caption and scores it against its own.
+  ablation_keys = ("y", "y_mask")
+
   def __init__(self, config):
     super().__init__(config)
     d = config.data
@@ -246,10 +250,16 @@ class BoraTask(Task):
       self._samplers[key] = jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
     return self._samplers[key]
 
-  def faithfulness(self, model, params, cfg_scale: float, n: int, seed: int = 0) -> dict:
+  def faithfulness(
+    self, model, params, cfg_scale: float, n: int, seed: int = 0, ablate: bool = False
+  ) -> dict:
     """Generates n videos for held-out captions -> {direction_accuracy, count_accuracy, fvd} (FVD against
-    the real videos of the same captions, on the classifier's penultimate features)."""
+    the real videos of the same captions, on the classifier's penultimate features). `ablate`: each
+    video is generated from the caption rolled in by `self.ablate` and scored against its own."""
     y, y_mask, labels, real = self.prompts(n)
+    if ablate:
+      rolled = self.ablate({"y": y, "y_mask": y_mask})
+      y, y_mask = rolled["y"], rolled["y_mask"]
     videos = jax.device_get(
       self.sampler(model, cfg_scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(seed))
     )
@@ -259,6 +269,8 @@ class BoraTask(Task):
     return out
 
   def evaluate(self, model, params, ablate: bool = False):
+    """Faithfulness with guidance (`_cfg`) and without (`_nocfg`), beside the classifier's accuracy on
+    real clips and chance; with `ablate`, of guided samples for rolled captions only."""
     n = self.config.data.test_size
     if not n or self.config.data.name != "synthetic_cells":
       return {}
@@ -268,6 +280,10 @@ class BoraTask(Task):
       "chance_direction": 1.0 / len(cells.DIRECTIONS),
       "chance_count": 1.0 / self.config.data.max_count,
     }
-    for name, scale in (("cfg", self.config.diffusion.cfg_scale), ("nocfg", 1.0)):
-      out.update({f"{k}_{name}": v for k, v in self.faithfulness(model, params, scale, n).items()})
+    scales = {"cfg": self.config.diffusion.cfg_scale, "nocfg": 1.0}
+    for name, scale in scales.items():
+      if ablate and name != "cfg":
+        continue
+      r = self.faithfulness(model, params, scale, n, ablate=ablate)
+      out.update({f"{k}_{name}": v for k, v in r.items()})
     return out
