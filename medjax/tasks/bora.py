@@ -47,8 +47,9 @@ def generate(
   clip_denoised: bool = False,
 ):
   """Samples videos [B, *shape] for captions y [B, L(, D)] with classifier-free guidance `cfg_scale`
-  (1.0: the conditional model alone). `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow;
-  `clip_denoised` clips each step's data estimate to [-1, 1] (for data in that range, e.g. pixels)."""
+  (the Python float 1.0: the conditional model alone; a traced scale always runs both branches).
+  `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow; `clip_denoised` clips each step's data
+  estimate to [-1, 1] (for data in that range, e.g. pixels)."""
   b = y.shape[0]
   if b == 0:
     raise ValueError(f"y: expected at least one caption, got an empty batch of shape {y.shape}")
@@ -58,7 +59,7 @@ def generate(
     return model.apply({"params": params}, x, t, c["y"], c["y_mask"], drop_caption=c["drop"])
 
   cond = {"y": y, "y_mask": y_mask, "drop": jnp.zeros((b,), bool)}
-  if cfg_scale == 1.0:
+  if isinstance(cfg_scale, (int, float)) and cfg_scale == 1.0:
     model_fn = lambda x, t: apply(x, t, cond)
   else:
     guided = diffusion_lib.cfg_model_fn(apply, cfg_scale, guided_channels=channels)
@@ -234,21 +235,22 @@ class BoraTask(Task):
 
   def sampler(self, model, cfg_scale: float):
     """A jitted (params, y, y_mask, rng) -> videos (latents / data.latent_scale) using the sampling chain
-    (one per model and scale, so repeated evaluations reuse its compilation)."""
-    key = (id(model), float(cfg_scale))
-    if key not in self._samplers:
+    with guidance `cfg_scale`. The scale is an argument of one compiled function per model, so every
+    scale and repeated evaluations reuse its compilation."""
+    if id(model) not in self._samplers:
       diff = diffusion_lib.make_diffusion(self.config.diffusion, sampling=True)
       fn = functools.partial(
         generate,
         model,
         diff=diff,
         shape=self.video_shape,
-        cfg_scale=cfg_scale,
         method=self.config.diffusion.sampler,
         clip_denoised=self.config.diffusion.get("clip_denoised", False),
       )
-      self._samplers[key] = jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
-    return self._samplers[key]
+      self._samplers[id(model)] = jax.jit(
+        lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale
+      )
+    return functools.partial(self._samplers[id(model)], cfg_scale=jnp.float32(cfg_scale))
 
   def faithfulness(
     self, model, params, cfg_scale: float, n: int, seed: int = 0, ablate: bool = False
