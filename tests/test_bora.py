@@ -274,6 +274,8 @@ def test_guided_generation_extrapolates_from_the_null_caption_branch():
 
   c = _config().unlock()
   c.diffusion.update(type="rflow", sampler="euler", sample_steps=1)
+  c.data.update(frames=4, size=8)  # the identity holds at any size: a small model runs it faster
+  c.model.depth = 1
   task = get_task(c)
   model = task.build_model()
   batch = task.dummy_batch(2)
