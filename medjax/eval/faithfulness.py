@@ -78,16 +78,14 @@ class FaithfulnessClassifier:
         optax.softmax_cross_entropy_with_integer_labels(logits[k], y[k]).mean() for k in TARGETS
       )
 
-    @jax.jit
-    def step(p, s):
-      g = jax.grad(loss)(p)
-      u, s = tx.update(g, s, p)
-      return optax.apply_updates(p, u), s
+    def step(carry, _):
+      p, s = carry
+      u, s = tx.update(jax.grad(loss)(p), s, p)
+      return (optax.apply_updates(p, u), s), None
 
-    s = tx.init(params)
-    for _ in range(steps):
-      params, s = step(params, s)
-    self.params = params
+    # One jitted call runs every full-batch step.
+    fit = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps)[0][0])
+    self.params = fit(params)
     pred = self._predict_features(feats[num_train:])
     self.heldout_accuracy = {k: float(np.mean(pred[k] == labels[k][num_train:])) for k in TARGETS}
 

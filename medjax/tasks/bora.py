@@ -47,8 +47,9 @@ def generate(
   clip_denoised: bool = False,
 ):
   """Samples videos [B, *shape] for captions y [B, L(, D)] with classifier-free guidance `cfg_scale`
-  (1.0: the conditional model alone). `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow;
-  `clip_denoised` clips each step's data estimate to [-1, 1] (for data in that range, e.g. pixels)."""
+  (the Python float 1.0: the conditional model alone; a traced scale always runs both branches).
+  `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow; `clip_denoised` clips each step's data
+  estimate to [-1, 1] (for data in that range, e.g. pixels)."""
   b = y.shape[0]
   if b == 0:
     raise ValueError(f"y: expected at least one caption, got an empty batch of shape {y.shape}")
@@ -58,7 +59,7 @@ def generate(
     return model.apply({"params": params}, x, t, c["y"], c["y_mask"], drop_caption=c["drop"])
 
   cond = {"y": y, "y_mask": y_mask, "drop": jnp.zeros((b,), bool)}
-  if cfg_scale == 1.0:
+  if isinstance(cfg_scale, (int, float)) and cfg_scale == 1.0:
     model_fn = lambda x, t: apply(x, t, cond)
   else:
     guided = diffusion_lib.cfg_model_fn(apply, cfg_scale, guided_channels=channels)
@@ -71,6 +72,10 @@ def generate(
 # ------------------------------------------------------------------------------ the task
 class BoraTask(Task):
   """Loss: the diffusion loss (IDDPM MSE + VB, or rectified-flow MSE) of STDiT on (video, caption)."""
+
+  # The caption is the input a text-to-video model must follow: the ablation control generates each
+  # clip from another clip's caption and scores it against its own.
+  ablation_keys = ("y", "y_mask")
 
   def __init__(self, config):
     super().__init__(config)
@@ -230,26 +235,33 @@ class BoraTask(Task):
 
   def sampler(self, model, cfg_scale: float):
     """A jitted (params, y, y_mask, rng) -> videos (latents / data.latent_scale) using the sampling chain
-    (one per model and scale, so repeated evaluations reuse its compilation)."""
-    key = (id(model), float(cfg_scale))
-    if key not in self._samplers:
+    with guidance `cfg_scale`. The scale is an argument of one compiled function per model, so every
+    scale and repeated evaluations reuse its compilation."""
+    if id(model) not in self._samplers:
       diff = diffusion_lib.make_diffusion(self.config.diffusion, sampling=True)
       fn = functools.partial(
         generate,
         model,
         diff=diff,
         shape=self.video_shape,
-        cfg_scale=cfg_scale,
         method=self.config.diffusion.sampler,
         clip_denoised=self.config.diffusion.get("clip_denoised", False),
       )
-      self._samplers[key] = jax.jit(lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale)
-    return self._samplers[key]
+      self._samplers[id(model)] = jax.jit(
+        lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale
+      )
+    return functools.partial(self._samplers[id(model)], cfg_scale=jnp.float32(cfg_scale))
 
-  def faithfulness(self, model, params, cfg_scale: float, n: int, seed: int = 0) -> dict:
+  def faithfulness(
+    self, model, params, cfg_scale: float, n: int, seed: int = 0, ablate: bool = False
+  ) -> dict:
     """Generates n videos for held-out captions -> {direction_accuracy, count_accuracy, fvd} (FVD against
-    the real videos of the same captions, on the classifier's penultimate features)."""
+    the real videos of the same captions, on the classifier's penultimate features). `ablate`: each
+    video is generated from the caption rolled in by `self.ablate` and scored against its own."""
     y, y_mask, labels, real = self.prompts(n)
+    if ablate:
+      rolled = self.ablate({"y": y, "y_mask": y_mask})
+      y, y_mask = rolled["y"], rolled["y_mask"]
     videos = jax.device_get(
       self.sampler(model, cfg_scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(seed))
     )
@@ -259,6 +271,8 @@ class BoraTask(Task):
     return out
 
   def evaluate(self, model, params, ablate: bool = False):
+    """Faithfulness with guidance (`_cfg`) and without (`_nocfg`), beside the classifier's accuracy on
+    real clips and chance; with `ablate`, of guided samples for rolled captions only."""
     n = self.config.data.test_size
     if not n or self.config.data.name != "synthetic_cells":
       return {}
@@ -268,6 +282,10 @@ class BoraTask(Task):
       "chance_direction": 1.0 / len(cells.DIRECTIONS),
       "chance_count": 1.0 / self.config.data.max_count,
     }
-    for name, scale in (("cfg", self.config.diffusion.cfg_scale), ("nocfg", 1.0)):
-      out.update({f"{k}_{name}": v for k, v in self.faithfulness(model, params, scale, n).items()})
+    scales = {"cfg": self.config.diffusion.cfg_scale, "nocfg": 1.0}
+    for name, scale in scales.items():
+      if ablate and name != "cfg":
+        continue
+      r = self.faithfulness(model, params, scale, n, ablate=ablate)
+      out.update({f"{k}_{name}": v for k, v in r.items()})
     return out
