@@ -44,9 +44,6 @@ class TextEncoderConfig:
   mlp_dim: int = 128
   max_len: int = 16
   pos_scale: float = 1.0  # scale of the sin-cos position table added to word embeddings
-  # False: each token attends only to itself, so the pooled feature is a mean of per-token features
-  # and phrases compose additively (a bag of frozen word features; the tiny variant's choice).
-  contextual: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +88,10 @@ class TextEncoder(nn.Module):
       embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
     )(tokens)
     x = x + cfg.pos_scale * jnp.asarray(sincos_2d(1, cfg.max_len, cfg.width))[None, :t]
-    eye = jnp.eye(t, dtype=bool)[None, None]
-    mask = valid[:, None, None, :] & valid[:, None, :, None] if cfg.contextual else eye
-    mask = mask | eye  # pad queries attend to themselves (no empty rows)
+    mask = valid[:, None, None, :] & valid[:, None, :, None]
+    mask = (
+      mask | jnp.eye(t, dtype=bool)[None, None]
+    )  # pad queries attend to themselves (no empty rows)
     x = Encoder(cfg.depth, cfg.heads, cfg.mlp_dim, name="encoder")(x, mask)
     w = valid.astype(x.dtype)[..., None]
     pooled = jnp.sum(x * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0)
