@@ -102,7 +102,7 @@ def _config(variant="tiny", **loss):
   return c
 
 
-LOCALISE_STEPS, LOCALISE_MARGIN = 200, 0.1
+LOCALISE_STEPS, LOCALISE_MARGIN = 200, 0.12
 ZERO_SHOT_STEPS = 800
 
 
