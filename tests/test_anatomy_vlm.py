@@ -102,6 +102,10 @@ def _config(variant="tiny", **loss):
   return c
 
 
+LOCALISE_STEPS, LOCALISE_MARGIN = 200, 0.12
+ZERO_SHOT_STEPS = 800
+
+
 def _task(**loss):
   from medjax.tasks import get_task
 
@@ -174,38 +178,63 @@ def test_auc_balanced_accuracy_and_f1_match_their_definitions():
   np.testing.assert_allclose(f1_score(y, p), tp / (tp + 0.5 * (np.sum(p & ~y) + np.sum(~p & y))))
 
 
-@pytest.mark.slow
-def test_tiny_training_localises_regions(tmp_path):
-  """Through the one training loop: held-out box mean IoU of the matched queries well above 0.5."""
+def _train(tmp_path, steps: int, test_size: int, **loss):
+  """train() through the one loop, scored once at the end with its input-ablation control (each
+  test phantom read in place of another's image: eval_ablated/*); -> (metrics, task)."""
+  from medjax.tasks import get_task
   from medjax.train.loop import train
 
-  c = _config()
-  c.train.update(steps=150, batch_size=32, eval_every=150, log_every=50, checkpoint_every=0)
-  c.data.test_size = 128
-  res = train(c, str(tmp_path))
-  assert res["eval/box_miou"] > 0.65, res
-  assert res["train/box_miou"] > 0.6, res
+  c = _config(**loss)
+  c.train.update(
+    steps=steps, eval_every=steps, log_every=steps, checkpoint_every=0, eval_ablation=True
+  )
+  c.data.test_size = test_size
+  return train(c, str(tmp_path)), get_task(c)
+
+
+def _mean_box_miou(task, n_train: int = 512) -> float:
+  """Image-blind baseline: each region's mean training box, scored on the test phantoms."""
+  src = task.source("train")
+  mean = np.mean([src[i]["boxes"] for i in range(n_train)], 0)
+  true = np.stack([e["boxes"] for e in task.test_examples()])
+  pred = np.broadcast_to(mean, true.shape)
+  return float(np.mean(boxes.iou(boxes.cxcywh_to_xyxy(pred), boxes.cxcywh_to_xyxy(true))))
+
+
+@pytest.mark.slow
+def test_tiny_training_localises_regions(tmp_path):
+  """Detection alone: held-out box mean IoU of the matched queries well above the image-blind mean
+  box, which the same model falls below when it reads another phantom's image."""
+  res, task = _train(tmp_path, LOCALISE_STEPS, 128, weights=(1.0, 0.0, 0.0))
+  base = _mean_box_miou(task)
+  assert 0.5 < base < 0.7, base  # the phantoms' anatomy varies: a constant box is far from exact
+  assert res["eval/box_miou"] > base + LOCALISE_MARGIN, (res["eval/box_miou"], base)
+  assert res["eval_ablated/box_miou"] < base, (res["eval_ablated/box_miou"], base)
 
 
 @pytest.mark.slow
 def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
-  """The global-only row of the ablation (its cheapest): a finding never drawn in a training image ("mass",
-  a large round dense spot) is recognised from its knowledge description, whose attribute words seen findings
-  use in other combinations (2000-step figures of every row: docs/results.md)."""
-  from medjax.eval.classification import roc_auc
-  from medjax.train.loop import train, trained_params
-
-  c = _config(weights=(0.0, 0.0, 1.0))
-  c.train.update(steps=800, eval_every=0, log_every=200, checkpoint_every=0)  # scored below
-  c.data.test_size = 0
-  train(c, str(tmp_path))
-  params, model, task, *_ = trained_params(c, str(tmp_path))
-  exs = anatomy.make_examples(256, seed=5, findings=anatomy.FINDING_NAMES)
-  probs = task.interpret(model, params, np.stack([e["image"] for e in exs]))["image_probs"]
-  labels = np.stack([e["labels"] for e in exs])
-  auc = {f: roc_auc(labels[:, j], probs[:, j]) for j, f in enumerate(anatomy.FINDING_NAMES)}
-  assert np.mean([auc[f] for f in anatomy.SEEN]) > 0.7, auc
-  assert auc["mass"] > 0.65, auc
+  """The global-only row of the ablation (its cheapest): findings never drawn in a training image
+  (mass: a large round dense spot; bleb: a small round lucent spot) are recognised from their
+  knowledge descriptions, whose attribute words seen findings use in other combinations. Controls:
+  the other held-out finding's description (mass <-> bleb; the image evidence of "a spot is there"
+  alone scores it), and each image read in place of another's (2000-step figures of every row:
+  docs/results.md)."""
+  res, _ = _train(tmp_path, ZERO_SHOT_STEPS, 256, weights=(0.0, 0.0, 1.0))
+  e = lambda k: res[f"eval/{k}"]
+  ablated = lambda k: res[f"eval_ablated/{k}"]
+  for group in ("seen", "heldout"):
+    assert e(f"auc_{group}") > e(f"auc_wrong_{group}") + 0.15, res
+    assert abs(ablated(f"auc_{group}") - 0.5) < 0.08, res
+  assert e("auc_seen") > 0.75 and e("auc_heldout") > 0.65, res
+  assert abs(e("auc_wrong_heldout") - 0.5) < 0.1, res
+  # Anatomy-wise (image x region pairs where the finding can occur). This row trains no region head
+  # (its region embedding is an untrained projection of trained image features), so this shows the
+  # pairs are ranked from the image and the description, not that regions are told apart; the
+  # fine-aligned model's figure (2000 steps) is in docs/results.md.
+  assert e("auc_anatomy_heldout") > 0.6, res
+  assert e("auc_anatomy_heldout") > e("auc_anatomy_wrong_heldout") + 0.15, res
+  assert abs(ablated("auc_anatomy_heldout") - 0.5) < 0.08, res
 
 
 def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():

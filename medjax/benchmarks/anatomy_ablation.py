@@ -25,9 +25,11 @@ ROWS = {
 }  # which of (w_anat, w_fine, w_global) stay on
 COLUMNS = (
   ("auc_heldout", "zero-shot AUC, global"),
+  ("auc_wrong_heldout", "wrong description (mass <-> bleb), global"),
   ("auc_region_heldout", "zero-shot AUC, regions"),
   ("auc_fused_heldout", "zero-shot AUC, fused"),
   ("auc_anatomy_heldout", "zero-shot AUC, anatomy-wise"),
+  ("auc_anatomy_wrong_heldout", "wrong description, anatomy-wise"),
   ("auc_seen", "seen AUC, global"),
   ("box_miou", "box mIoU"),
 )
@@ -53,7 +55,7 @@ def format_table(results: dict) -> str:
   for row, runs in results.items():
     cells = []
     for key, _ in COLUMNS:
-      v = np.array([r[f"eval/{key}"] for r in runs], np.float64)
+      v = np.array([r.get(f"eval/{key}", np.nan) for r in runs], np.float64)
       cells.append(f"{v.mean():.3f}" + (f" ± {v.std():.3f}" if len(v) > 1 else ""))
     lines.append(f"| {row} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

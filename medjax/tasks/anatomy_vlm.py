@@ -32,6 +32,8 @@ SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 class AnatomyVLMTask(Task):
   """Trains AnatomyVLM on the embedded phantom task; evaluates boxes and zero-shot findings."""
 
+  ablation_keys = ("image",)
+
   def __init__(self, config):
     super().__init__(config)
     d, lc = config.data, config.loss
@@ -291,27 +293,35 @@ class AnatomyVLMTask(Task):
       "image_fused_scores": out["image_logits"] + image_region,
     }
 
-  def evaluate(self, model, params, ablate: bool = False) -> dict:
-    """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings."""
-    n = self.config.data.test_size
-    if not n:
-      return {}
+  def test_examples(self) -> list:
+    """The `data.test_size` phantoms `evaluate` scores (seen and held-out findings)."""
     rng = np.random.default_rng([SPLIT_SEEDS["test"], self.config.seed])
-    exs = [
+    return [
       anatomy.make_example(
         rng, regions=self.regions, findings=self.findings, size=self.model_cfg.vit.image_size
       )
-      for _ in range(n)
+      for _ in range(self.config.data.test_size)
     ]
+
+  def evaluate(self, model, params, ablate: bool = False) -> dict:
+    """Box mean IoU, and AUC / balanced accuracy / F1 of seen and held-out (zero-shot) findings;
+    with `ablate`, each image is read in place of another's (`Task.ablate`)."""
+    if not self.config.data.test_size:
+      return {}
+    exs = self.test_examples()
     c = self.model_cfg.vit.channels
     images = np.stack([np.repeat(e["image"], c, -1) if c != 1 else e["image"] for e in exs])
+    if ablate:
+      images = self.ablate({"image": images})["image"]
     res = self.interpret(model, params, images)
     return evaluation_metrics(res, exs, self.findings, self.seen, self.region_allowed)
 
 
 def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> dict:
   """Metrics from `interpret` outputs against generator examples (see AnatomyVLMTask.evaluate). Anatomy-wise
-  AUC ranks (image, region) pairs, over the regions where the finding can occur (`allowed` [R,F]; all if None)."""
+  AUC ranks (image, region) pairs, over the regions where the finding can occur (`allowed` [R,F]; all if None).
+  The wrong-description controls auc_wrong (global head) and auc_anatomy_wrong (regions) score each
+  finding with the next finding's description in its group (held-out: mass <-> bleb)."""
   true_boxes = np.asarray(box_lib.cxcywh_to_xyxy(np.stack([e["boxes"] for e in exs])))
   out = {"box_miou": float(np.mean(np.asarray(box_lib.iou(res["boxes"], true_boxes))))}
   labels = np.stack([e["labels"] for e in exs]).astype(bool)
@@ -321,19 +331,22 @@ def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> di
     "heldout": [f for f in findings if f not in seen],
   }
   for group, names in groups.items():
-    rows = {"auc": [], "auc_region": [], "auc_fused": [], "auc_anatomy": [], "bmac": [], "f1": []}
-    for f in names:
-      j = findings.index(f)
+    keys = ("auc", "auc_wrong", "auc_region", "auc_fused", "auc_anatomy", "auc_anatomy_wrong")
+    rows = {k: [] for k in keys + ("bmac", "f1")}
+    for n, f in enumerate(names):
+      j, wrong = findings.index(f), findings.index(names[(n + 1) % len(names)])
       if labels[:, j].all() or not labels[:, j].any():
         continue
       pred = res["image_probs"][:, j] > 0.5
       rows["auc"].append(roc_auc(labels[:, j], res["image_probs"][:, j]))
+      rows["auc_wrong"].append(roc_auc(labels[:, j], res["image_probs"][:, wrong]))
       rows["auc_region"].append(roc_auc(labels[:, j], res["image_region_scores"][:, j]))
       rows["auc_fused"].append(roc_auc(labels[:, j], res["image_fused_scores"][:, j]))
       where = slice(None) if allowed is None else np.asarray(allowed)[:, j]
-      rows["auc_anatomy"].append(
-        roc_auc(region_labels[:, where, j].ravel(), res["region_scores"][:, where, j].ravel())
-      )
+      for key, k in (("auc_anatomy", j), ("auc_anatomy_wrong", wrong)):
+        rows[key].append(
+          roc_auc(region_labels[:, where, j].ravel(), res["region_scores"][:, where, k].ravel())
+        )
       rows["bmac"].append(balanced_accuracy(labels[:, j], pred))
       rows["f1"].append(f1_score(labels[:, j], pred))
     out.update(
