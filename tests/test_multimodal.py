@@ -20,8 +20,8 @@ IMG, VOL = 259, 260
 VQA_MARGIN, SUBSET_MARGIN = {"tiny": 0.17, "tiny3d": 0.14}, {"tiny": 0.1, "tiny3d": 0.05}
 # The input-ablation control must fall at least VQA_GAP below the model's accuracy: for tiny the
 # radiograph rolled across the batch, which must also fall to about the majority baseline (at most
-# ABLATED_SLACK above it); for tiny3d only the CT volume rolled, the scout image kept (so the scout's
-# share remains: measured 0.656 -> 0.559 after 600 steps, majority 0.465, on 256 examples).
+# ABLATED_SLACK above it); for tiny3d only the CT volume rolled, the scout image kept (so the
+# scout's share remains: measured 0.656 -> 0.559 after 600 steps, majority 0.465, 256 examples).
 ABLATED_SLACK, VQA_GAP = 0.05, {"tiny": 0.1, "tiny3d": 0.05}
 # SigLIP recall@1 must beat chance@1 (the share of candidates with the same report) by this margin,
 # and fall to about chance with the images rolled.
@@ -243,7 +243,8 @@ def _train(tmp_path, variant, **overrides):
 @pytest.mark.parametrize("variant", ["tiny", "tiny3d"])
 def test_vqa_learned_through_training_loop(tmp_path, variant):
   """Beats the majority answer per question; falls with its media rolled across the batch (tiny:
-  to about that baseline; tiny3d: only the CT volume rolled, so the volume tower carries information)."""
+  to about that baseline; tiny3d: only the CT volume rolled: the volume tower carries information).
+  """
   # Evaluates once, after the last step; generation is tested in test_text_metrics and the colab.
   overrides = {"train.eval_every": 10_000, "data.test_size": 0, "train.eval_ablation": True}
   if variant == "tiny3d":

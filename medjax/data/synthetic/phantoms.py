@@ -5,10 +5,10 @@ an opacity in one of four lung zones (side x upper/lower), cardiomegaly (a wide 
 effusion on one side (the lung base filled in). 3D CT [8, 32, 32, 1]: the same anatomy extruded
 along the slices plus a spine; findings: a nodule in one of six places (side x upper/middle/lower
 slices) and an effusion in the posterior dependent slices of one side. Each example asks one
-question, closed (yes/no) or open (one word), and has a templated report. A 3D example comes with a
-scout image (the volume's mean projection), which shows every finding but the nodule's slice level:
-only the volume answers the VOLUME_QUESTIONS (an example's `volume_only` flag). Sides are written from
-the image's point of view ("left" = image left), so no laterality convention needs to be learned.
+question, closed (yes/no) or open (one word), and has a templated report. A 3D example comes with
+a scout image (the volume's mean projection), which shows every finding but the nodule's slice
+level: only the volume answers the VOLUME_QUESTIONS (an example's `volume_only` flag). Sides are
+written from the image's point of view ("left" = image left), so no laterality convention needs to be learned.
 
 Everything is a pure function of (seed, index): a split is a lazy, random-access sequence.
 """
