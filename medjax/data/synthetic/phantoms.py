@@ -8,7 +8,8 @@ slices) and an effusion in the posterior dependent slices of one side. Each exam
 question, closed (yes/no) or open (one word), and has a templated report. A 3D example comes with
 a scout image (the volume's mean projection), which shows every finding but the nodule's slice
 level: only the volume answers the VOLUME_QUESTIONS (an example's `volume_only` flag). Sides are
-written from the image's point of view ("left" = image left), so no laterality convention needs to be learned.
+written from the image's point of view ("left" = image left), so no laterality convention needs to
+be learned.
 
 Everything is a pure function of (seed, index): a split is a lazy, random-access sequence.
 """
