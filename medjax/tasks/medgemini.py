@@ -283,7 +283,7 @@ class MedGeminiVQATask(Task):
     val = self.source("validation")
     n = len(val) // t.eval_batch_size * t.eval_batch_size  # the eval drops a last partial batch
     n = min(n, t.eval_batches * t.eval_batch_size) if t.eval_batches > 0 else n
-    examples = [val[i] for i in range(n)]
+    examples = [val[i] for i in range(n or len(val))]  # n = 0: called outside the loop
     majority = lambda ex: counts[ex["prompt"]] and counts[ex["prompt"]].most_common(1)[0][0]
     hits = np.array([majority(ex) == ex["target"] for ex in examples])
     chance = [1.0 / max(len(counts[ex["prompt"]]), 1) for ex in examples]
