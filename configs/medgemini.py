@@ -44,7 +44,7 @@ def get_config(arg=None):
       modality="3d" if variant == "tiny3d" else "2d",
       mode="report" if variant == "tiny_report" else "vqa",
       tokenizer="byte",
-      seq_len=48,
+      seq_len=40,  # the longest phantom question + answer: 38 tokens (2D), 40 (3D)
       train_size=50_000,
       eval_size=512,
       seed=0,
@@ -52,6 +52,7 @@ def get_config(arg=None):
       manual_dir="",
       builder_config="",
       test_size=64,
+      ablation_keys=(),  # media rolled by train.eval_ablation; () = all of the model's media
     )
   )  # public builders' (medjax.data.builders.MEDIA)
   c.train.update(
@@ -89,7 +90,6 @@ def get_config(arg=None):
   media, max_items = ("image",), dict(image=1, volume=1)
   if variant == "tiny3d":
     media = ("image", "volume")
-    c.data.seq_len = 64
   if variant == "tiny_report":
     c.data.seq_len = 80
   if variant == "paper":

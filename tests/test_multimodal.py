@@ -14,12 +14,18 @@ from medjax.models.vit import vit_config
 from medjax.objectives.contrastive import retrieval_recall, sigmoid_loss
 
 IMG, VOL = 259, 260
-# Held-out answer accuracy bars for the configs' short runs. Measured (2 CPU cores, 512 validation
-# examples): tiny 0.795 after 600 steps (majority baseline 0.533); tiny3d 0.715 after 600 steps
-# (majority baseline 0.480).
-VQA_BAR = {"tiny": 0.70, "tiny3d": 0.62}
-# SigLIP recall@1 measured 0.35 (i2t) / 0.48 (t2i) after 300 steps; chance@1 0.078.
-SIGLIP_BAR = 0.2
+# Held-out answer accuracy must beat the majority answer per question (computed on the same 512
+# validation examples) by these margins, the closed and the open questions their own majority by
+# SUBSET_MARGIN.
+VQA_MARGIN, SUBSET_MARGIN = {"tiny": 0.17, "tiny3d": 0.14}, {"tiny": 0.1, "tiny3d": 0.05}
+# The input-ablation control (all media rolled across the batch) must fall to about the majority
+# baseline (at most ABLATED_SLACK above it) and at least VQA_GAP below the model's accuracy.
+# (Rolling only tiny3d's volume, data.ablation_keys=("volume",), is not asserted: within 600 steps
+# the model may read every finding off the scout image; one run measured 0.705 with and without.)
+ABLATED_SLACK, VQA_GAP = 0.05, 0.1
+# SigLIP recall@1 must beat chance@1 (the share of candidates with the same report) by this margin,
+# and fall to about chance with the images rolled.
+SIGLIP_MARGIN = 0.15
 
 
 def _model():
@@ -50,21 +56,22 @@ def _inputs(seed=0):
 def setup():
   model, cfg = _model()
   tokens, media, mask = _inputs()
-  params = model.init(jax.random.PRNGKey(0), tokens, media, mask)["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, media, mask)["params"]
   return model, cfg, params
 
 
 def test_placeholders_are_replaced_by_projected_media_in_order(setup):
   model, cfg, params = setup
   tokens, media, mask = _inputs()
-  logits, aux = model.apply(
-    {"params": params}, tokens, media, mask, input_mask=tokens > 0, return_aux=True
-  )
-  enc = {
-    n: model.apply({"params": params}, n, jnp.asarray(media[n]), method=MultimodalLM.encode_media)
-    for n in media
-  }
-  emb = model.apply({"params": params}, jnp.asarray(tokens), method=lambda m, t: m.lm.embed(t))
+  # Jitted: op-by-op (eager) execution compiles every primitive separately, far slower on CPU.
+  logits, aux = jax.jit(
+    lambda t: model.apply({"params": params}, t, media, mask, input_mask=t > 0, return_aux=True)
+  )(tokens)
+
+  def pieces(m, t, items):
+    return {n: m.encode_media(n, items[n]) for n in items}, m.lm.embed(t)
+
+  enc, emb = jax.jit(lambda t: model.apply({"params": params}, t, media, method=pieces))(tokens)
   # Row 0 by hand: bos, image 0, 50, volume 0, 51, image 1, 52..55.
   seq = [
     emb[0, :1],
@@ -76,7 +83,9 @@ def test_placeholders_are_replaced_by_projected_media_in_order(setup):
     emb[0, 6:],
   ]
   x = jnp.concatenate(seq)[None]
-  ref, _ = model.apply({"params": params}, x, method=lambda m, e: m.lm(embeds=e))
+  ref, _ = jax.jit(
+    lambda e: model.apply({"params": params}, e, method=lambda m, e: m.lm(embeds=e))
+  )(x)
   n = x.shape[1]
   assert n == 10 - 3 + 2 * 16 + 32  # 16 tokens per image (4x4 grid), 32 per volume (2x4x4)
   np.testing.assert_allclose(aux["logits"][0, :n], ref[0], atol=1e-4)
@@ -103,8 +112,10 @@ def test_prefix_lm_mask(setup):
   tokens, media, mask = _inputs()
   prefix = np.zeros_like(tokens)
   prefix[:, :7] = 1  # media + prompt; answer tokens start at text position 7
-  run = lambda t, p: model.apply(
-    {"params": params}, t, media, mask, input_mask=t > 0, prefix_mask=p, return_aux=True
+  run = jax.jit(
+    lambda t, p: model.apply(
+      {"params": params}, t, media, mask, input_mask=t > 0, prefix_mask=p, return_aux=True
+    )
   )
   base, aux = run(tokens, prefix)
   # Changing an answer token never changes logits at earlier text positions.
@@ -199,7 +210,7 @@ def test_task_encoding_checks_placeholders():
   with pytest.raises(
     ValueError, match=r"media\['volume'\]: example 0 has 0 placeholder\(s\).*but 1 valid"
   ):
-    task.encode(dict(ex, prompt=ex["prompt"].replace("<volume>", "volume")))
+    task.encode(dict(ex, prompt=ex["prompt"].replace("<volume>", "")))
 
 
 @pytest.mark.slow
@@ -231,19 +242,26 @@ def _train(tmp_path, variant, **overrides):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["tiny", "tiny3d"])
 def test_vqa_learned_through_training_loop(tmp_path, variant):
+  """Beats the majority answer per question; falls to about it with the media rolled across the
+  batch (the input-ablation control)."""
   # Evaluates once, after the last step; generation is tested in test_text_metrics and the colab.
-  m = _train(tmp_path, variant, **{"train.eval_every": 10_000, "data.test_size": 0})
-  base = m["eval/majority_baseline"]
-  assert base < 0.65
-  assert m["eval/answer_accuracy"] > VQA_BAR[variant], m
-  assert (
-    m["eval/closed_accuracy"] > VQA_BAR[variant] - 0.1
-    and m["eval/open_accuracy"] > VQA_BAR[variant] - 0.1
-  ), m
+  overrides = {"train.eval_every": 10_000, "data.test_size": 0, "train.eval_ablation": True}
+  m = _train(tmp_path, variant, **overrides)
+  base, margin = m["eval/majority_baseline"], VQA_MARGIN[variant]
+  assert m["eval/chance_baseline"] < base < 0.6, m
+  acc, ablated = m["eval/answer_accuracy"], m["eval_ablated/answer_accuracy"]
+  assert acc > base + margin, m
+  for kind in ("closed", "open"):
+    sub = SUBSET_MARGIN[variant]
+    assert m[f"eval/{kind}_accuracy"] > m[f"eval/majority_baseline_{kind}"] + sub, m
+  assert ablated < base + ABLATED_SLACK and acc - ablated > VQA_GAP, m
 
 
 @pytest.mark.slow
 def test_siglip_retrieval_far_above_chance(tmp_path):
-  m = _train(tmp_path, "tiny_siglip", **{"train.eval_every": 10_000})
-  assert m["eval/chance@1"] < 0.1
-  assert m["eval/i2t_recall@1"] > SIGLIP_BAR and m["eval/t2i_recall@1"] > SIGLIP_BAR, m
+  m = _train(tmp_path, "tiny_siglip", **{"train.eval_every": 10_000, "train.eval_ablation": True})
+  chance = m["eval/chance@1"]
+  assert chance < 0.1, m
+  for k in ("i2t_recall@1", "t2i_recall@1"):
+    assert m[f"eval/{k}"] > chance + SIGLIP_MARGIN, m
+    assert m[f"eval_ablated/{k}"] < chance + ABLATED_SLACK, m

@@ -3,11 +3,16 @@
 "medgemini_vqa": MultimodalLM (ViT encoders + projector + DecoderLM, prefix-LM) fine-tuned end to
 end; loss on answer tokens (+ EOS). Eval: teacher-forced exact match of the whole answer, which is
 exactly greedy-decoding accuracy (greedy reproduces the answer iff every answer token, EOS
-included, is the argmax given the answer so far), split into closed (yes/no) and open questions;
-the host-side `evaluate` adds the majority-answer-per-question baseline and scores greedy generations
-of `data.test_size` validation examples (default 64; 0 skips): VQA accuracy of the generated
-text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 and ROUGE-L of reports.
-"siglip": TwoTower image / report-text contrastive pretraining; eval: retrieval recall@K.
+included, is the argmax given the answer so far), split into closed (yes/no) and open questions
+(and, with a volume, into the questions only the volume answers and the rest); the host-side
+`evaluate` adds the baselines on the same examples (the majority answer per question, from the
+train split, and chance: a uniform guess among each question's answers) and scores greedy
+generations of `data.test_size` validation examples (default 64; 0 skips): VQA accuracy of the
+generated text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 and ROUGE-L
+of reports. The input-ablation control (`train.eval_ablation`) rolls `data.ablation_keys` (default:
+all media) across the batch.
+"siglip": TwoTower image / report-text contrastive pretraining; eval: retrieval recall@K (ablation:
+the images rolled).
 `data.name` "phantoms" or a public dataset's TFDS builder (medjax.data.builders.MEDIA, prepared from
 `data.manual_dir` into `data.data_dir`; records through media_io.task_example).
 """
@@ -90,6 +95,13 @@ class MedGeminiVQATask(Task):
     self.tokenizer = PlaceholderTokenizer(
       load_tokenizer(d.tokenizer), {m.name: m.token_id for m in self.mm_cfg.media}
     )
+    names = tuple(m.name for m in self.mm_cfg.media)
+    self.ablation_keys = tuple(d.ablation_keys) or names
+    if not set(self.ablation_keys) <= set(names):
+      raise ValueError(
+        f"data.ablation_keys: expected media of the model {list(names)}, got {d.ablation_keys}"
+      )
+    self._baselines = None
 
   def build_model(self):
     if self.mm_cfg.lm.vocab_size < self.tokenizer.vocab_size:
@@ -115,6 +127,7 @@ class MedGeminiVQATask(Task):
     first = int(np.argmax(out["loss_mask"] > 0))
     out["prefix_mask"] = (np.arange(seq_len) <= first).astype(np.int32)
     out["qtype"] = np.int32(ex["qtype"])
+    out["volume_only"] = np.int32(ex.get("volume_only", False))
     for m in self.mm_cfg.media:
       items = ex["media"].get(m.name, [])
       if len(items) > m.max_items:
@@ -138,7 +151,11 @@ class MedGeminiVQATask(Task):
     out = {
       k: np.zeros((b, t), np.int32) for k in ("tokens", "targets", "input_mask", "prefix_mask")
     }
-    out.update(loss_mask=np.zeros((b, t), np.float32), qtype=np.zeros((b,), np.int32))
+    out.update(
+      loss_mask=np.zeros((b, t), np.float32),
+      qtype=np.zeros((b,), np.int32),
+      volume_only=np.zeros((b,), np.int32),
+    )
     for m in self.mm_cfg.media:
       out[m.name] = np.zeros((b, m.max_items) + m.vit.input_shape, np.float32)
       out[f"{m.name}_mask"] = np.zeros((b, m.max_items), np.int32)
@@ -177,19 +194,32 @@ class MedGeminiVQATask(Task):
       "token_accuracy": (acc * n, n),
       "answer_accuracy": (exact.sum(), exact.size),
     }
-    for name, kind in (("closed", phantoms.CLOSED), ("open", phantoms.OPEN)):
-      sel = (batch["qtype"] == kind).astype(jnp.float32)
+    for name, sel in self._subsets(batch).items():
+      sel = sel.astype(jnp.float32)
       out[f"{name}_accuracy"] = ((exact * sel).sum(), sel.sum())
+    return out
+
+  def _subsets(self, batch) -> dict:
+    """{name: [B] bool}: closed / open questions; with a volume, volume(-only) / image questions."""
+    out = {"closed": batch["qtype"] == phantoms.CLOSED, "open": batch["qtype"] == phantoms.OPEN}
+    if any(m.name == "volume" for m in self.mm_cfg.media):
+      out.update(
+        volume_question=batch["volume_only"] == 1, image_question=batch["volume_only"] == 0
+      )
     return out
 
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
 
-  def generate(self, model, params, examples, max_new_tokens: int | None = None) -> list[str]:
-    """Greedy answers (or reports) to phantom examples, decoded up to EOS."""
+  def generate(
+    self, model, params, examples, max_new_tokens: int | None = None, ablate: bool = False
+  ) -> list[str]:
+    """Greedy answers (or reports) to phantom examples, decoded up to EOS; with `ablate`, each
+    example is given its predecessor's media (`Task.ablate`)."""
     batch = [self.encode(ex) for ex in examples]
     lengths = np.array([int(b["prefix_mask"].sum()) for b in batch], np.int32)  # bos + prompt
     arrays = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
+    arrays = self.ablate(arrays) if ablate else arrays
     arrays["tokens"] = np.where(
       np.arange(arrays["tokens"].shape[1]) < lengths[:, None],
       arrays["tokens"],
@@ -218,13 +248,13 @@ class MedGeminiVQATask(Task):
       )
     return texts
 
-  def _generation_metrics(self, model, params):
+  def _generation_metrics(self, model, params, ablate):
     n = min(int(self.config.data.test_size), self.config.data.eval_size)
     if n <= 0:
       return {}
     val = self.source("validation")
     examples = [val[i] for i in range(min(n, len(val)))]
-    preds = self.generate(model, params, examples)
+    preds = self.generate(model, params, examples, ablate=ablate)
     targets = [ex["target"] for ex in examples]
     if self.config.data.mode == "report":
       return report_metrics(preds, targets)
@@ -232,25 +262,42 @@ class MedGeminiVQATask(Task):
     return {f"generated_{k}": v for k, v in m.items()}
 
   def evaluate(self, model, params, ablate: bool = False):
-    """Generation metrics and, for VQA, the majority-answer-per-question baseline (from the train split)."""
-    out = self._generation_metrics(model, params)
-    if self.config.data.mode != "vqa":
+    """Generation metrics and, for VQA, the baselines (not under `ablate`: they read no input)."""
+    out = self._generation_metrics(model, params, ablate)
+    if self.config.data.mode != "vqa" or ablate:
       return out
+    if self._baselines is None:
+      self._baselines = self._vqa_baselines()
+    return {**out, **self._baselines}
+
+  def _vqa_baselines(self) -> dict:
+    """Majority answer per question (from <= 2000 train examples) and chance (a uniform guess among
+    a question's train answers) on the validation examples the eval step scores, overall and per
+    subset: `majority_baseline`, `majority_baseline_<subset>`, `chance_baseline`."""
+    c, t = self.config.data, self.config.train
     counts = collections.defaultdict(collections.Counter)
-    train = self.source("train", min(self.config.data.train_size, 2000))
+    train = self.source("train", min(c.train_size, 2000))
     for i in range(len(train)):
       ex = train[i]
       counts[ex["prompt"]][ex["target"]] += 1
     val = self.source("validation")
-    hits = [
-      counts[ex["prompt"]].most_common(1)[0][0] == ex["target"] if counts[ex["prompt"]] else False
-      for ex in (val[i] for i in range(len(val)))
-    ]
-    return {**out, "majority_baseline": float(np.mean(hits))}
+    n = len(val) // t.eval_batch_size * t.eval_batch_size  # the eval drops a last partial batch
+    n = min(n, t.eval_batches * t.eval_batch_size) if t.eval_batches > 0 else n
+    examples = [val[i] for i in range(n or len(val))]  # n = 0: called outside the loop
+    majority = lambda ex: counts[ex["prompt"]] and counts[ex["prompt"]].most_common(1)[0][0]
+    hits = np.array([majority(ex) == ex["target"] for ex in examples])
+    chance = [1.0 / max(len(counts[ex["prompt"]]), 1) for ex in examples]
+    fields = {k: np.array([ex.get(k, 0) for ex in examples]) for k in ("qtype", "volume_only")}
+    out = {"majority_baseline": float(hits.mean()), "chance_baseline": float(np.mean(chance))}
+    for name, sel in self._subsets(fields).items():
+      out[f"majority_baseline_{name}"] = float(hits[sel].mean()) if sel.any() else 0.0
+    return out
 
 
 class SigLIPTask(Task):
   """Contrastive image (or volume) / report pretraining with the sigmoid (or softmax) loss."""
+
+  ablation_keys = ("images",)
 
   def __init__(self, config):
     super().__init__(config)

@@ -5,8 +5,11 @@ an opacity in one of four lung zones (side x upper/lower), cardiomegaly (a wide 
 effusion on one side (the lung base filled in). 3D CT [8, 32, 32, 1]: the same anatomy extruded
 along the slices plus a spine; findings: a nodule in one of six places (side x upper/middle/lower
 slices) and an effusion in the posterior dependent slices of one side. Each example asks one
-question, closed (yes/no) or open (one word), and has a templated report. Sides are written from
-the image's point of view ("left" = image left), so no laterality convention needs to be learned.
+question, closed (yes/no) or open (one word), and has a templated report. A 3D example comes with
+a scout image (the volume's mean projection), which shows every finding but the nodule's slice
+level: only the volume answers the VOLUME_QUESTIONS (an example's `volume_only` flag). Sides are
+written from the image's point of view ("left" = image left), so no laterality convention needs to
+be learned.
 
 Everything is a pure function of (seed, index): a split is a lazy, random-access sequence.
 """
@@ -17,6 +20,7 @@ SIDES = ("left", "right")
 ZONES_2D = ("upper", "lower")
 LEVELS_3D = ("upper", "middle", "lower")
 CLOSED, OPEN = 0, 1
+VOLUME_QUESTIONS = ("at which level is the nodule?",)  # 3D questions the scout does not answer
 IMAGE_SIZE = 32
 FRAMES = 8
 
@@ -153,7 +157,8 @@ def questions_3d(f: dict) -> list:
 def make_example(rng: np.random.Generator, modality: str = "2d", mode: str = "vqa") -> dict:
   """One example. modality "2d": {image}; "3d": {scout image, volume}. mode "vqa" | "report".
 
-  Returns dict(prompt (with "<image>" / "<volume>" placeholders), target, qtype, media, report, findings).
+  Returns dict(prompt (with "<image>" / "<volume>" placeholders), target, qtype, volume_only,
+  media, report, findings).
   """
   if modality == "2d":
     f = make_radiograph(rng)
@@ -162,7 +167,7 @@ def make_example(rng: np.random.Generator, modality: str = "2d", mode: str = "vq
   elif modality == "3d":
     f = make_ct(rng)
     media = {"image": [f.pop("scout")], "volume": [f.pop("volume")]}
-    qs, report, prefix = questions_3d(f), report_3d(f), "scout <image> ct <volume>"
+    qs, report, prefix = questions_3d(f), report_3d(f), "<image> <volume>"
   else:
     raise ValueError(f"modality: expected '2d' or '3d', got {modality!r}")
   if mode == "report":
@@ -170,6 +175,7 @@ def make_example(rng: np.random.Generator, modality: str = "2d", mode: str = "vq
       "prompt": f"{prefix} report:",
       "target": report,
       "qtype": OPEN,
+      "volume_only": False,
       "media": media,
       "report": report,
       "findings": f,
@@ -181,6 +187,7 @@ def make_example(rng: np.random.Generator, modality: str = "2d", mode: str = "vq
     "prompt": f"{prefix} {q}",
     "target": a,
     "qtype": kind,
+    "volume_only": modality == "3d" and q in VOLUME_QUESTIONS,
     "media": media,
     "report": report,
     "findings": f,
