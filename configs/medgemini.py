@@ -82,6 +82,8 @@ def get_config(arg=None):
     return config_lib.finalize(c)
 
   c.task = "medgemini_vqa"
+  # public weights: hf:DIR of a Gemma-3 / Llama decoder, and of a SigLIP vision tower for the image
+  c.init.update(lm="", image="", volume="")
   image = _vit("tiny", pool="none", patch_size=8)  # 32 px / patch 8 -> 4x4 = 16 tokens
   volume = _vit(
     "tiny3d", pool="none", patch_size=8, token_pool_time=2

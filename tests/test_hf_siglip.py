@@ -229,3 +229,34 @@ def test_init_slot_loads_a_headed_checkpoint_into_a_tower_without_pooling(checkp
       {"image": (("image",), dataclasses.replace(cfg, depth=3))},
       {"image": f"hf:{path}"},
     )
+
+
+def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
+  """configs/medgemini.py:tiny with `init.image=hf:DIR`: the image tower of the fresh sharded state
+  gives transformers' SigLIP tokens; the volume slot refuses a 2D checkpoint by name."""
+  import flax.linen as nn
+
+  from medjax import config_lib
+  from medjax.checkpoints import init as init_lib
+  from medjax.train import loop
+
+  hf = dict(VISION, hidden_size=64, intermediate_size=128, image_size=32, patch_size=8)
+  model = _randomize(
+    transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**dict(hf, num_channels=1)))
+  )
+  model.save_pretrained(str(tmp_path))
+  config = config_lib.config_from_file("configs/medgemini.py:tiny3d", [f"init.image=hf:{tmp_path}"])
+  mesh, rules, task, mm = loop.setup(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state, *_ = loop.build_step(config, mesh, rules, task, mm)
+  params, (report,) = init_lib.load(state.params, task.init_slots(), config.init)
+  assert report.loaded == len(jax.tree.leaves(params["enc_image"])) and not report.unused
+  images = np.random.RandomState(0).randn(2, 32, 32, 1).astype(np.float32)
+  with torch.no_grad():
+    ref = model(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)))
+  out = ViT(task.mm_cfg.media[0].vit).apply({"params": params["enc_image"]}, jnp.asarray(images))
+  np.testing.assert_allclose(
+    np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0
+  )
+  with pytest.raises(ValueError, match="init.volume: a SigLIP checkpoint holds a 2D tower"):
+    init_lib.load(state.params, task.init_slots(), {"volume": f"hf:{tmp_path}"})

@@ -103,6 +103,10 @@ class MedGeminiVQATask(Task):
       )
     self._baselines = None
 
+  def init_slots(self):
+    slots = {m.name: ((f"enc_{m.name}",), m.vit) for m in self.mm_cfg.media}
+    return {"lm": (("lm",), self.mm_cfg.lm), **slots}
+
   def build_model(self):
     if self.mm_cfg.lm.vocab_size < self.tokenizer.vocab_size:
       raise ValueError(
