@@ -60,7 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
   )
   # Public weights for named param subtrees: `init.<slot>=<format>:<path>` (medjax.checkpoints.init);
   # each family's config declares its slots. Patterns allow params the source lacks / tensors unused.
-  c.init = ml_collections.ConfigDict(dict(allow_missing=(), allow_unused=()))
+  # `inflate`: how a 2D checkpoint fills a 3D tower's tubelet kernel, "central" frame or "mean".
+  c.init = ml_collections.ConfigDict(dict(allow_missing=(), allow_unused=(), inflate="central"))
   c.parallel = ml_collections.ConfigDict(
     dict(
       mesh=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1)),
@@ -241,7 +242,11 @@ def validate(config, workdir: str | None = None, num_devices: int | None = None)
 
 
 INIT_FORMATS = ("hf",)
-INIT_OPTIONS = ("allow_missing", "allow_unused")  # the init section's keys that are not slots
+INIT_OPTIONS = (
+  "allow_missing",
+  "allow_unused",
+  "inflate",
+)  # the init section's keys that are not slots
 
 
 def init_sources(init_section) -> dict[str, tuple[str, str]]:

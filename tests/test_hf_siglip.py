@@ -233,7 +233,7 @@ def test_init_slot_loads_a_headed_checkpoint_into_a_tower_without_pooling(checkp
 
 def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
   """configs/medgemini.py:tiny with `init.image=hf:DIR`: the image tower of the fresh sharded state
-  gives transformers' SigLIP tokens; the volume slot refuses a 2D checkpoint by name."""
+  gives transformers' SigLIP tokens, and the volume slot the same tower inflated to 3D."""
   import flax.linen as nn
 
   from medjax import config_lib
@@ -259,5 +259,17 @@ def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
   np.testing.assert_allclose(
     np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0
   )
-  with pytest.raises(ValueError, match="init.volume: a SigLIP checkpoint holds a 2D tower"):
-    init_lib.load(state.params, task.init_slots(), {"volume": f"hf:{tmp_path}"})
+  # The volume slot: the same 2D tower inflated; a volume of identical slices gives, per time
+  # group, the 2D tokens of that slice (zero time embedding, central-frame tubelet kernel).
+  params, (report,) = init_lib.load(
+    state.params, task.init_slots(), {"volume": f"hf:{tmp_path}", "inflate": "central"}
+  )
+  assert report.loaded == len(jax.tree.leaves(params["enc_volume"])) and not report.new
+  vol_cfg = task.mm_cfg.media[1].vit
+  volume = np.repeat(images[:, None], vol_cfg.frames, axis=1)
+  out = ViT(vol_cfg).apply({"params": params["enc_volume"]}, jnp.asarray(volume))["tokens"]
+  out = np.asarray(out).reshape(2, -1, *ref.last_hidden_state.shape[1:])
+  for t in range(out.shape[1]):
+    np.testing.assert_allclose(out[:, t], ref.last_hidden_state.numpy(), atol=1e-4, rtol=0)
+  with pytest.raises(ValueError, match="init.inflate: expected 'central' or 'mean'"):
+    init_lib.load(state.params, task.init_slots(), {"volume": f"hf:{tmp_path}", "inflate": "x"})

@@ -5,7 +5,8 @@
 
   hf:DIR   a Hugging Face directory (config.json + safetensors): Llama-3.x / Gemma-3 decoders,
            SigLIP vision towers (SiglipVisionModel or SiglipModel). A SigLIP pooling head that the
-           model's tower does not use (pool="none") is reported as unused by design.
+           model's tower does not use (pool="none") is reported as unused by design; a 3D tower
+           (volumes, video) is the 2D one inflated (`init.inflate`: "central" frame or "mean").
 
 The source is read on the host (safetensors, lazily per tensor), checked against the target
 subtree leaf by leaf (shape; dtype cast to the target's), and each leaf is placed with the target's
@@ -28,7 +29,7 @@ import numpy as np
 from medjax import config_lib
 from medjax.checkpoints import hf_llm, hf_siglip
 from medjax.models.llm import LMConfig
-from medjax.models.vit import ViTConfig
+from medjax.models.vit import ViTConfig, inflate_2d_to_3d
 
 # LMConfig fields that define the weights' meaning: a checkpoint that differs in one is another model.
 _LM_ARCH = (
@@ -91,14 +92,19 @@ def _read_hf_lm(slot: str, path: str, cfg: LMConfig):
   return flax.traverse_util.flatten_dict(params, sep="/"), ()
 
 
-def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig):
+def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig, inflate: str):
   _check_type(slot, path, "SigLIP vision tower", ("siglip", "siglip_vision_model"))
-  if cfg.patch_embed != "2d":
-    raise ValueError(f"init.{slot}: a SigLIP checkpoint holds a 2D tower; the config's is 3D")
   theirs = hf_siglip.load_siglip_vision_config(path)
   _same_architecture(slot, path, theirs, cfg, _VIT_ARCH)
-  read_as = dataclasses.replace(cfg, pool=theirs.pool)  # the file's head, if any, is read too
+  # The file's head, if any, is read too; a 3D tower reads the 2D one and inflates it.
+  read_as = dataclasses.replace(cfg, pool=theirs.pool, patch_embed="2d")
   params = hf_siglip.load_siglip_vision_params(path, read_as, dtype=cfg.param_dtype)
+  if cfg.is_3d:
+    if inflate not in ("central", "mean"):
+      raise ValueError(f"init.inflate: expected 'central' or 'mean', got {inflate!r}")
+    params = jax.tree.map(
+      np.asarray, inflate_2d_to_3d(params, cfg.tubelet, frames=cfg.frames, method=inflate)
+    )
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   by_design = ()
   if theirs.pool != cfg.pool:  # e.g. a tower used without pooling: the head is unused by design
@@ -106,12 +112,15 @@ def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig):
   return flat, by_design
 
 
-def read(slot: str, fmt: str, path: str, module_cfg):
-  """-> ({'/'-joined path: host numpy array} in the module's layout, tensors unused by design)."""
+def read(slot: str, fmt: str, path: str, module_cfg, inflate: str = "central"):
+  """-> ({'/'-joined path: host numpy array} in the module's layout, tensors unused by design).
+
+  `inflate` ("central" or "mean", `medjax.models.vit.inflate_2d_to_3d`): how a 2D checkpoint fills
+  a 3D tower's tubelet kernel (its time embedding starts at zero)."""
   if fmt == "hf" and isinstance(module_cfg, LMConfig):
     return _read_hf_lm(slot, path, module_cfg)
   if fmt == "hf" and isinstance(module_cfg, ViTConfig):
-    return _read_hf_siglip(slot, path, module_cfg)
+    return _read_hf_siglip(slot, path, module_cfg, inflate)
   raise ValueError(
     f"init.{slot}: format {fmt!r} cannot initialise a {type(module_cfg).__name__} subtree"
   )
@@ -157,7 +166,7 @@ def load(params, slots: dict, init_section) -> tuple[dict, list[SlotReport]]:
       )
     where, module_cfg = slots[slot]
     target = flax.traverse_util.flatten_dict(_subtree(params, where, slot), sep="/")
-    source, by_design = read(slot, fmt, path, module_cfg)
+    source, by_design = read(slot, fmt, path, module_cfg, init_section.get("inflate", "central"))
     prefix = "/".join(where) + "/" if where else ""
     new = sorted(k for k in target if k not in source)
     unused = sorted(k for k in source if k not in target)
