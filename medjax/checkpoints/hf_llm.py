@@ -332,7 +332,7 @@ def load_hf_model(path: str, **overrides):
   """-> (DecoderLM, params, tokenizer) from a HF checkpoint directory; the tokenizer is an
   HFTokenizer when `path` holds tokenizer.json, else None. `overrides` replace LMConfig fields."""
   cfg = load_hf_config(path, **overrides)
-  params = load_hf_params(path, cfg)
+  params = jax.device_put(load_hf_params(path, cfg))  # on the default device, for inference
   tokenizer = (
     HFTokenizer.from_dir(path) if os.path.exists(os.path.join(path, "tokenizer.json")) else None
   )

@@ -274,6 +274,6 @@ def load_siglip_model(path: str, dtype: str = "float32"):
   `dtype` is the compute dtype of every tower (params stay float32)."""
   vision = load_siglip_vision_config(path, dtype=dtype)
   if _hf_config(path)["model_type"] == "siglip_vision_model":
-    return ViT(vision), load_siglip_vision_params(path, vision)
+    return ViT(vision), jax.device_put(load_siglip_vision_params(path, vision))
   text, embed_dim = load_siglip_text_config(path, dtype=dtype)
   return TwoTower(vision, text, embed_dim), load_siglip_params(path, vision, text, embed_dim)
