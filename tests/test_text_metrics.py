@@ -116,7 +116,10 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
 
   task = _medgemini_task("tiny", test_size=4, eval_size=4, train_size=64)
   model = task.build_model()
-  params = nn.meta.unbox(task.init_params(model, jax.random.PRNGKey(3), task.dummy_batch(2)))
+  dummy = task.dummy_batch(2)
+  params = nn.meta.unbox(
+    jax.jit(lambda r: task.init_params(model, r, dummy))(jax.random.PRNGKey(3))
+  )
   val = task.source("validation")
   batch = [task.encode(val[i]) for i in range(4)]
   arrays = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
@@ -134,11 +137,9 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   assert (end == lengths + 5).all() and (
     tokens[:, : lengths.min()] == arrays["tokens"][:, : lengths.min()]
   ).all()
-  logits = model.apply(
-    {"params": params},
-    **dict(
-      inputs, tokens=tokens, input_mask=pos < end[:, None], prefix_mask=pos < lengths[:, None]
-    ),
+  logits = jax.jit(lambda p, kw: model.apply({"params": p}, **kw))(
+    params,
+    dict(inputs, tokens=tokens, input_mask=pos < end[:, None], prefix_mask=pos < lengths[:, None]),
   )
   pred = np.argmax(np.asarray(logits)[..., :vocab], -1)
   for row in range(4):
