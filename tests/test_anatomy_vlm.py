@@ -138,7 +138,7 @@ def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
   task = _task(stage_steps=(5, 5), matching="fixed", weights=(1.0, 1.0, 1.0))
   model = task.build_model()
   batch = next(iter(task.train_data(batch_size=4, seed=0, shard_index=0, shard_count=1)))
-  params = strip_boxes(task.init_params(model, jax.random.PRNGKey(0), batch))
+  params = jax.jit(lambda r: strip_boxes(task.init_params(model, r, batch)))(jax.random.PRNGKey(0))
   grad_fn = jax.jit(
     jax.value_and_grad(lambda p, b, s: task.loss(model, p, b, None, s), has_aux=True)
   )
