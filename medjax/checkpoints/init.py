@@ -192,7 +192,7 @@ def load(params, slots: dict, init_section) -> tuple[dict, list[SlotReport]]:
           f"init.{slot}: tensor {prefix + k}: expected shape {tuple(leaf.shape)}, got "
           f"{tuple(value.shape)} in {fmt}:{path}"
         )
-      updates[prefix + k] = (np.asarray(value).astype(leaf.dtype), leaf.sharding)
+      updates[prefix + k] = (np.asarray(value).astype(leaf.dtype, copy=False), leaf.sharding)
       report.loaded += 1
       report.loaded_bytes += leaf.size * leaf.dtype.itemsize
     reports.append(report)
