@@ -8,7 +8,7 @@ Needs `pip install -e ".[tpu-aot]"`; prints the markdown table (one compile per 
 import json
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
 flags.DEFINE_string(
   "rows", "", "Comma-separated row names (medjax.benchmarks.aot_table.ROWS); all if empty."
@@ -27,7 +27,7 @@ def main(argv):
   reports = []
   for row in rows:
     reports.append(aot_table.analyze(row))
-    print(aot_table.markdown_row(row, reports[-1]), flush=True)
+    logging.info("%s", aot_table.markdown_row(row, reports[-1]))  # progress; rows take minutes
   print(aot_table.table(rows, reports))
   if FLAGS.json_out:
     with open(FLAGS.json_out, "w") as f:

@@ -242,11 +242,8 @@ def validate(config, workdir: str | None = None, num_devices: int | None = None)
 
 
 INIT_FORMATS = ("hf",)
-INIT_OPTIONS = (
-  "allow_missing",
-  "allow_unused",
-  "inflate",
-)  # the init section's keys that are not slots
+# The init section's keys that are not slots.
+INIT_OPTIONS = ("allow_missing", "allow_unused", "inflate")
 
 
 def init_sources(init_section) -> dict[str, tuple[str, str]]:

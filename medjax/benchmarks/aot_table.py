@@ -56,14 +56,14 @@ ROWS = (
     "configs/opentslm_flamingo.py:paper",
     "Llama-3.2-1B frozen + perceiver + gated cross-attention, batch 4 x 1024",
     "v5p-8",
-    ("data.tokenizer=byte", "parallel.mesh.data=1", "parallel.mesh.fsdp=-1"),
+    _LM,
   ),
   Row(
     "opentslm_softprompt",
     "configs/opentslm_softprompt.py:paper",
     "Llama-3.2-1B frozen + soft prompts, batch 4 x 1024",
     "v5p-8",
-    ("data.tokenizer=byte", "parallel.mesh.data=1", "parallel.mesh.fsdp=-1"),
+    _LM,
   ),
 )
 BY_NAME = {r.name: r for r in ROWS}

@@ -19,7 +19,6 @@ untouched. `load` returns the new params and a report table (loaded / newly init
 
 import dataclasses
 import fnmatch
-import json
 import os
 
 import flax.traverse_util
@@ -63,8 +62,7 @@ def _hf_model_type(path: str) -> str:
   config = os.path.join(path, "config.json")
   if not os.path.isfile(config):
     raise ValueError(f"hf:{path}: expected a Hugging Face directory with config.json, found none")
-  with open(config) as f:
-    return json.load(f).get("model_type", "")
+  return hf_llm._read_json(config).get("model_type", "")
 
 
 def _same_architecture(slot, path, theirs, ours, fields):
