@@ -8,12 +8,31 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from orbax.checkpoint._src.metadata import array_metadata_store
+
+# Replica-parallel saving splits each replicated array across its replicas, one eager slice (and
+# one small compilation) per array and device; below this slice size it costs more than it saves,
+# so a small array is written whole by one replica (the tiny VQA state, 181 arrays on 8 devices: 5.0 s -> 0.4 s a save).
+MIN_REPLICA_SLICE_BYTES = 1 << 20
+
+
+def _register_array_handler():
+  """orbax's default jax.Array handler, with replica-parallel saving for large slices only."""
+  ocp.type_handlers.register_type_handler(
+    jax.Array,
+    ocp.type_handlers.ArrayHandler(
+      min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES,
+      array_metadata_store=array_metadata_store.Store(),
+    ),
+    override=True,
+  )
 
 
 class Checkpointer:
   """Keep-last-N, atomic (orbax writes to a temporary directory and renames), optionally async."""
 
   def __init__(self, directory, *, keep: int = 3, use_async: bool = True):
+    _register_array_handler()
     self.directory = epath.Path(os.path.abspath(directory))  # orbax needs absolute paths
     options = ocp.CheckpointManagerOptions(
       max_to_keep=keep,
