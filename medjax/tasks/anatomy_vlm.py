@@ -164,12 +164,14 @@ class AnatomyVLMTask(Task):
     )
 
   def _terms(self, model, params, batch):
-    """All loss terms and metrics (unweighted); with loss.weights[1] == 0 the phrases are not encoded and the
-    fine term and its accuracy are reported as 0."""
+    """All loss terms and metrics (unweighted). A term whose loss.weights entry is 0 costs nothing it
+    need not: with weights[1] == 0 the phrases are not encoded and the fine term and its accuracy
+    are 0; with weights[0] == 0 the queries are not matched (the box metrics then score the queries
+    in region order)."""
     lc = self.config.loss
     b, m = batch["boxes"].shape[:2]
     k, t = batch["neg_tokens"].shape[2:]
-    fine_on = lc.weights[1] != 0
+    anat_on, fine_on = lc.weights[0] != 0, lc.weights[1] != 0
     phrases = (
       [batch["phrase_tokens"].reshape(-1, t), batch["neg_tokens"].reshape(-1, t)] if fine_on else []
     )
@@ -181,7 +183,7 @@ class AnatomyVLMTask(Task):
     )
     label_emb = txt[-len(self.label_tokens) :]
     valid = batch["box_valid"]
-    if lc.matching == "hungarian":
+    if lc.matching == "hungarian" and anat_on:
       cost = box_lib.match_cost(
         img["boxes"],
         batch["boxes"],
@@ -233,8 +235,10 @@ class AnatomyVLMTask(Task):
 
   def loss(self, model, params, batch, rng, step):
     terms, metrics = self._terms(model, params, batch)
-    w = self._stage_weights(step)
-    total = w[0] * terms["anat"] + w[1] * terms["fine"] + w[2] * terms["global"]
+    w = dict(zip(("anat", "fine", "global"), self._stage_weights(step)))
+    # A term with a zero weight is left out rather than multiplied by 0, so it gets no backward pass.
+    on = [k for k, v in zip(w, self.config.loss.weights) if v != 0]
+    total = sum((w[k] * terms[k] for k in on), jnp.float32(0.0))
     return total, {**{f"loss_{k}": v for k, v in terms.items()}, **metrics}
 
   def eval_metrics(self, model, params, batch):
