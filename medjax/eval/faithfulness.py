@@ -69,7 +69,8 @@ class FaithfulnessClassifier:
     self._net = _Net(width)
     x = jnp.asarray(self._norm(feats[:num_train]))
     y = {k: jnp.asarray(v[:num_train]) for k, v in labels.items()}
-    params = self._net.init(jax.random.PRNGKey(seed), x[:1])["params"]
+    params = jax.jit(self._net.init)(jax.random.PRNGKey(seed), x[:1])["params"]
+    self._apply = jax.jit(lambda p, x: self._net.apply({"params": p}, x))
     tx = optax.adamw(3e-3, weight_decay=1e-4)
 
     def loss(p):
@@ -93,7 +94,7 @@ class FaithfulnessClassifier:
     return (feats - self._mean) / self._std
 
   def _predict_features(self, feats):
-    _, logits = self._net.apply({"params": self.params}, jnp.asarray(self._norm(feats)))
+    _, logits = self._apply(self.params, jnp.asarray(self._norm(feats)))
     return {k: np.asarray(jnp.argmax(v, -1)) for k, v in logits.items()}
 
   def predict(self, videos) -> dict:
@@ -102,5 +103,5 @@ class FaithfulnessClassifier:
 
   def embed(self, videos) -> np.ndarray:
     """The penultimate layer [N, width]: the default FVD feature extractor."""
-    h, _ = self._net.apply({"params": self.params}, jnp.asarray(self._norm(video_features(videos))))
+    h, _ = self._apply(self.params, jnp.asarray(self._norm(video_features(videos))))
     return np.asarray(h)
