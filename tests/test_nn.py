@@ -78,7 +78,8 @@ def test_kv_cache_decoding_equals_full_forward(preset, scan):
   cfg = lm_config(preset, scan_layers=scan, sliding_window=4 if preset == "tiny-gemma" else None)
   model = DecoderLM(cfg)
   toks = jax.random.randint(jax.random.key(1), (2, 12), 0, 250)
-  variables = jax.jit(model.init)(jax.random.key(0), toks)
+  # An "rbg" key: XLA:CPU compiles its draws several times faster than threefry's.
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), toks)
   apply = jax.jit(model.apply)
   full, _ = apply(variables, toks)
   cache = model.init_cache(2, 16)
@@ -102,7 +103,7 @@ def test_samples_sharing_a_prompt_cache_decode_like_the_full_forward(preset, sca
   toks = np.random.RandomState(0).randint(3, 200, (2, 32))
   lens = np.array([32, 9])
   toks[1, 9:] = 0
-  params = model.init(jax.random.PRNGKey(0), jnp.asarray(toks))["params"]
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.asarray(toks))["params"]
   out, n = generate(
     model,
     params,
@@ -114,11 +115,10 @@ def test_samples_sharing_a_prompt_cache_decode_like_the_full_forward(preset, sca
   )
   out = np.asarray(out)
   assert np.asarray(n).tolist() == [12] * 4
+  forward = jax.jit(model.apply)
   for row in range(4):
     prompt = toks[row // 2, : lens[row // 2]]
-    logits, _ = model.apply(
-      {"params": params}, jnp.asarray(np.concatenate([prompt, out[row]])[None])
-    )
+    logits, _ = forward({"params": params}, jnp.asarray(np.concatenate([prompt, out[row]])[None]))
     assert np.asarray(jnp.argmax(logits[0, len(prompt) - 1 : -1], -1)).tolist() == out[row].tolist()
 
 
@@ -147,24 +147,26 @@ def test_one_attention_covers_t5_and_biased_cross_attention():
   t5 = Attention(3, head_dim=4, query_scale=1.0)
   bias = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
   key_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)[:, None, None, :]
-  p = nn.unbox(t5.init(jax.random.key(0), x, mask=key_mask, bias=bias))["params"]
+  key = jax.random.key(0, impl="rbg")  # XLA:CPU compiles rbg draws faster than threefry's
+  p = nn.unbox(jax.jit(t5.init)(key, x, mask=key_mask, bias=bias))["params"]
   assert set(p) == {"q", "k", "v", "o"} and "bias" not in p["q"]
-  got = t5.apply({"params": p}, x, mask=key_mask, bias=bias)
+  got = jax.jit(t5.apply)({"params": p}, x, mask=key_mask, bias=bias)
   want = _reference_attention(jax.tree.map(np.asarray, p), x, x, key_mask, bias, 1.0)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
   # Cross-attention with biases (ViT / DiT layout), queries and keys of different widths.
   xattn = Attention(2, head_dim=5, use_bias=True, kernel_init="xavier")
   kv_mask = np.array([[1] * 7, [1] * 4 + [0] * 3], bool)[:, None, None, :]
-  p = nn.unbox(xattn.init(jax.random.key(1), x, ctx, kv_mask))["params"]
+  p = nn.unbox(jax.jit(xattn.init)(jax.random.fold_in(key, 1), x, ctx, kv_mask))["params"]
   p = jax.tree.map(lambda a: a + 0.1, p)  # non-zero biases
-  got = xattn.apply({"params": p}, x, ctx, kv_mask)
+  xattn_apply = jax.jit(xattn.apply)
+  got = xattn_apply({"params": p}, x, ctx, kv_mask)
   want = _reference_attention(jax.tree.map(np.asarray, p), x, ctx, kv_mask, 0.0, 5**-0.5)
   np.testing.assert_allclose(got, want, atol=1e-5)
   assert got.shape == x.shape and p["q"]["kernel"].shape == (12, 2, 5)
   ctx2 = ctx.copy()
   ctx2[1, 4:] = 100.0  # masked keys/values never reach the output
-  np.testing.assert_array_equal(xattn.apply({"params": p}, x, ctx2, kv_mask), got)
+  np.testing.assert_array_equal(xattn_apply({"params": p}, x, ctx2, kv_mask), got)
 
   with pytest.raises(ValueError, match="inv_freq.*self-attention"):
     xattn.apply({"params": p}, x, ctx, positions=jnp.zeros((2, 5), int), inv_freq=np.ones(2))

@@ -167,7 +167,8 @@ def test_training_mix_of_cot_refinement_and_direct_examples():
 def test_lm_generator_counts_forward_tokens():
   tok = ByteTokenizer()
   model = DecoderLM(lm_config("tiny"))
-  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]
+  key = jax.random.key(0, impl="rbg")  # XLA:CPU compiles rbg draws faster than threefry's
+  params = jax.jit(model.init)(key, np.zeros((1, 8), np.int32))["params"]
   gen = S.LMGenerator(model, params, tok, max_new_tokens=6, max_rows=4)
   prompts = ["HR 70", "SBP 120 SpO2 99", "T 37.0"]
   texts, spent = gen(prompts, num_samples=3, temperature=1.0, seed=1)
@@ -300,7 +301,8 @@ def test_er_cost_benchmark_times_every_method_on_fixed_length_answers():
   from medjax.benchmarks import er_cost
 
   model = DecoderLM(lm_config("tiny"))
-  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]
+  key = jax.random.key(0, impl="rbg")  # XLA:CPU compiles rbg draws faster than threefry's
+  params = jax.jit(model.init)(key, np.zeros((1, 8), np.int32))["params"]
   gen = S.LMGenerator(model, params, ByteTokenizer(), max_new_tokens=4, fixed_length=True)
   r = er_cost.measure(
     gen, S.TriageFormat(), EXAMPLES[:1], num_samples=2, num_refinements=3, repeats=1

@@ -15,6 +15,16 @@ def _init(cfg, x):
   return ViT(cfg).init(jax.random.PRNGKey(0), x)["params"]
 
 
+def _abstract_init(cfg, x):
+  """The params' shapes (boxed as init returns them), traced without running: for shape tests."""
+  return jax.eval_shape(lambda: ViT(cfg).init(jax.random.PRNGKey(0), x))["params"]
+
+
+def _abstract_apply(cfg, params, x):
+  """The output's shapes; raises the same input errors as a real apply."""
+  return jax.eval_shape(lambda p: ViT(cfg).apply({"params": p}, x), params)
+
+
 @pytest.mark.parametrize("pool", ["map", "gap"])
 @pytest.mark.parametrize("method", ["central", "mean"])
 def test_inflated_3d_equals_2d_on_identical_slices(pool, method):
@@ -38,9 +48,9 @@ def test_inflated_3d_equals_2d_on_identical_slices(pool, method):
 def test_inflated_params_match_fresh_3d_structure():
   cfg = vit_config("tiny")
   x = jnp.zeros((1, 32, 32, 1))
-  p3 = inflate_2d_to_3d(_init(cfg, x), 2, frames=8)
+  p3 = jax.eval_shape(lambda p: inflate_2d_to_3d(p, 2, frames=8), _abstract_init(cfg, x))
   cfg3 = vit_config("tiny3d")
-  fresh = nn.meta.unbox(_init(cfg3, jnp.zeros((1, 8, 32, 32, 1))))
+  fresh = nn.meta.unbox(_abstract_init(cfg3, jnp.zeros((1, 8, 32, 32, 1))))
   assert jax.tree.map(jnp.shape, p3) == jax.tree.map(jnp.shape, fresh)
 
 
@@ -50,7 +60,7 @@ def test_inflated_params_match_fresh_3d_structure():
 def test_shapes_pools_and_any_channel_count(pool, has_pooled):
   cfg = vit_config("tiny", pool=pool, channels=5, token_pool=2)
   x = jnp.ones((3, 32, 32, 5))
-  out = ViT(cfg).apply({"params": _init(cfg, x)}, x)
+  out = _abstract_apply(cfg, _abstract_init(cfg, x), x)
   assert out["tokens"].shape == (3, cfg.num_tokens, 64) == (3, 16, 64)
   assert (out["pooled"] is not None) == has_pooled
   if has_pooled:
@@ -59,8 +69,8 @@ def test_shapes_pools_and_any_channel_count(pool, has_pooled):
 
 def test_3d_tubelets_and_token_pool():
   cfg = vit_config("tiny3d", token_pool=2, token_pool_time=2, posemb="sincos")
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 32, 32, 1))
-  out = ViT(cfg).apply({"params": _init(cfg, x)}, x)
+  x = jnp.zeros((2, 8, 32, 32, 1))
+  out = _abstract_apply(cfg, _abstract_init(cfg, x), x)
   assert cfg.grid == (4, 8, 8)
   assert out["tokens"].shape == (2, 2 * 4 * 4, 64)
 
@@ -77,15 +87,15 @@ def test_paper_presets_token_counts_and_size():
 
 def test_params_carry_logical_axes():
   cfg = vit_config("tiny", pool="cls")
-  params = _init(cfg, jnp.zeros((1, 32, 32, 1)))
+  params = _abstract_init(cfg, jnp.zeros((1, 32, 32, 1)))
   leaves = jax.tree.leaves(params, is_leaf=lambda v: isinstance(v, nn.LogicallyPartitioned))
   assert all(isinstance(v, nn.LogicallyPartitioned) for v in leaves)
 
 
 def test_sincos_accepts_other_sizes():
   cfg = vit_config("tiny", posemb="sincos", pool="gap")
-  p = _init(cfg, jnp.zeros((1, 32, 32, 1)))
-  out = ViT(cfg).apply({"params": p}, jnp.zeros((1, 48, 16, 1)))
+  p = _abstract_init(cfg, jnp.zeros((1, 32, 32, 1)))
+  out = _abstract_apply(cfg, p, jnp.zeros((1, 48, 16, 1)))
   assert out["tokens"].shape == (1, 12 * 4, 64)
 
 
@@ -100,18 +110,18 @@ def test_sincos_accepts_other_sizes():
 )
 def test_bad_inputs_raise(shape, match):
   cfg = vit_config("tiny")
-  p = _init(cfg, jnp.zeros((1, 32, 32, 1)))
+  p = _abstract_init(cfg, jnp.zeros((1, 32, 32, 1)))
   with pytest.raises(ValueError, match=match):
-    ViT(cfg).apply({"params": p}, jnp.zeros(shape))
+    _abstract_apply(cfg, p, jnp.zeros(shape))
 
 
 def test_bad_3d_input_and_config():
   cfg = vit_config("tiny3d")
-  p = _init(cfg, jnp.zeros((1, 8, 32, 32, 1)))
+  p = _abstract_init(cfg, jnp.zeros((1, 8, 32, 32, 1)))
   with pytest.raises(ValueError, match=r"images: expected rank 5 \[batch, frames"):
-    ViT(cfg).apply({"params": p}, jnp.zeros((1, 32, 32, 1)))
+    _abstract_apply(cfg, p, jnp.zeros((1, 32, 32, 1)))
   with pytest.raises(ValueError, match=r"images: expected spatial size \(8, 32, 32\)"):
-    ViT(cfg).apply({"params": p}, jnp.zeros((1, 4, 32, 32, 1)))
+    _abstract_apply(cfg, p, jnp.zeros((1, 4, 32, 32, 1)))
   with pytest.raises(ValueError, match="image_size: expected a multiple of patch_size"):
     vit_config("tiny", image_size=30)
   with pytest.raises(ValueError, match="pool: expected one of"):
