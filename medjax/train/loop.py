@@ -328,7 +328,7 @@ def trained_params(config, workdir: str):
   """Loads the newest checkpoint's params (EMA if present) for evaluation, with their model and task."""
   mesh, rules, task, model = setup(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, _, _, _ = build_step(config, mesh, rules, task, model)
+    state, _, _, _ = build_step(config, mesh, rules, task, model, abstract_only=True)
   ckpt = Checkpointer(
     os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints, use_async=False
   )
