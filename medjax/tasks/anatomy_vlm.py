@@ -114,12 +114,14 @@ class AnatomyVLMTask(Task):
   def encode(self, ex) -> dict:
     """A generator / dataset example -> the arrays of one batch row."""
     k, c = self.config.data.num_negatives, self.model_cfg.vit.channels
-    m = len(self.regions)
+    m, t = len(self.regions), self.model_cfg.text.max_len
     neg = [[n for n in row][:k] for row in ex["negatives"]]
     neg_valid = np.array([[j < len(row) for j in range(k)] for row in neg], np.float32)
     flat = [p for row in neg for p in row]
-    neg_tokens = np.zeros((m, k, self.model_cfg.text.max_len), np.int32)
-    if flat:
+    neg_tokens = np.zeros((m, k, t), np.int32)
+    # Without fine alignment (loss.weights[1] == 0) no phrase is read: left as padding.
+    fine_on = self.config.loss.weights[1] != 0
+    if flat and fine_on:
       neg_tokens[neg_valid.astype(bool)] = self._tokenize(flat, "negatives")
     image = np.asarray(ex["image"], np.float32)
     return {
@@ -128,7 +130,7 @@ class AnatomyVLMTask(Task):
       "box_valid": np.ones(m, np.float32),
       "labels": ex["labels"],
       "region_labels": ex["region_labels"],
-      "phrase_tokens": self._tokenize(ex["phrases"]),
+      "phrase_tokens": self._tokenize(ex["phrases"]) if fine_on else np.zeros((m, t), np.int32),
       "neg_tokens": neg_tokens,
       "neg_valid": neg_valid,
     }
