@@ -228,13 +228,9 @@ def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
     assert abs(ablated(f"auc_{group}") - 0.5) < 0.08, res
   assert e("auc_seen") > 0.75 and e("auc_heldout") > 0.65, res
   assert abs(e("auc_wrong_heldout") - 0.5) < 0.1, res
-  # Anatomy-wise (image x region pairs where the finding can occur). This row trains no region head
-  # (its region embedding is an untrained projection of trained image features), so this shows the
-  # pairs are ranked from the image and the description, not that regions are told apart; the
-  # fine-aligned model's figure (2000 steps) is in docs/results.md.
-  assert e("auc_anatomy_heldout") > 0.6, res
-  assert e("auc_anatomy_heldout") > e("auc_anatomy_wrong_heldout") + 0.15, res
-  assert abs(ablated("auc_anatomy_heldout") - 0.5) < 0.08, res
+  # Anatomy-wise scores are not asserted here: this row trains no region head, so its region ranking
+  # is an untrained projection of the image features (seed 0: 0.679 vs 0.366 for the wrong
+  # description; seed 1 on one device: 0.233 vs 0.430). The fine-aligned model's anatomy-wise figure is in docs/results.md.
 
 
 def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
