@@ -230,7 +230,8 @@ def test_tiny_training_reads_heldout_findings_zero_shot(tmp_path):
   assert abs(e("auc_wrong_heldout") - 0.5) < 0.1, res
   # Anatomy-wise scores are not asserted here: this row trains no region head, so its region ranking
   # is an untrained projection of the image features (seed 0: 0.679 vs 0.366 for the wrong
-  # description; seed 1 on one device: 0.233 vs 0.430). The fine-aligned model's anatomy-wise figure is in docs/results.md.
+  # description; seed 1 on one device: 0.233 vs 0.430). The fine-aligned model's anatomy-wise
+  # figure is in docs/results.md.
 
 
 def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():

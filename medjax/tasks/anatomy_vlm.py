@@ -27,6 +27,7 @@ from medjax.tasks.base import Task
 
 DATASETS = ("synthetic_anatomy",)
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
+TERMS = ("anat", "fine", "global")  # the order of loss.weights
 
 
 class AnatomyVLMTask(Task):
@@ -45,6 +46,8 @@ class AnatomyVLMTask(Task):
       raise ValueError(
         f"loss.weights / loss.stage_steps: expected 3 / 2 values, got {lc.weights} / {lc.stage_steps}"
       )
+    # Which loss terms are configured on: a term with weight 0 is never computed for its gradient.
+    self.terms_on = {k: w != 0 for k, w in zip(TERMS, lc.weights)}
     self.model_cfg = config_lib.dataclass_from(AnatomyVLMConfig, config.model)
     self.regions = anatomy.check_regions(d.regions)
     if self.model_cfg.num_regions != len(self.regions):
@@ -119,8 +122,7 @@ class AnatomyVLMTask(Task):
     neg_valid = np.array([[j < len(row) for j in range(k)] for row in neg], np.float32)
     flat = [p for row in neg for p in row]
     neg_tokens = np.zeros((m, k, t), np.int32)
-    # Without fine alignment (loss.weights[1] == 0) no phrase is read: left as padding.
-    fine_on = self.config.loss.weights[1] != 0
+    fine_on = self.terms_on["fine"]  # without fine alignment no phrase is read: left as padding
     if flat and fine_on:
       neg_tokens[neg_valid.astype(bool)] = self._tokenize(flat, "negatives")
     image = np.asarray(ex["image"], np.float32)
@@ -166,14 +168,13 @@ class AnatomyVLMTask(Task):
     )
 
   def _terms(self, model, params, batch):
-    """All loss terms and metrics (unweighted). A term whose loss.weights entry is 0 costs nothing it
-    need not: with weights[1] == 0 the phrases are not encoded and the fine term and its accuracy
-    are 0; with weights[0] == 0 the queries are not matched (the box metrics then score the queries
-    in region order)."""
+    """All loss terms and metrics (unweighted). A term that is off (weight 0) costs nothing it need
+    not: without fine alignment the phrases are not encoded and the fine term and its accuracy are
+    0; without detection the queries are not matched (box metrics score them in region order)."""
     lc = self.config.loss
     b, m = batch["boxes"].shape[:2]
     k, t = batch["neg_tokens"].shape[2:]
-    anat_on, fine_on = lc.weights[0] != 0, lc.weights[1] != 0
+    anat_on, fine_on = self.terms_on["anat"], self.terms_on["fine"]
     phrases = (
       [batch["phrase_tokens"].reshape(-1, t), batch["neg_tokens"].reshape(-1, t)] if fine_on else []
     )
@@ -237,10 +238,9 @@ class AnatomyVLMTask(Task):
 
   def loss(self, model, params, batch, rng, step):
     terms, metrics = self._terms(model, params, batch)
-    w = dict(zip(("anat", "fine", "global"), self._stage_weights(step)))
-    # A term with a zero weight is left out rather than multiplied by 0, so it gets no backward pass.
-    on = [k for k, v in zip(w, self.config.loss.weights) if v != 0]
-    total = sum((w[k] * terms[k] for k in on), jnp.float32(0.0))
+    w = dict(zip(TERMS, self._stage_weights(step)))
+    # A term that is off is left out rather than multiplied by 0, so it gets no backward pass.
+    total = sum((w[k] * terms[k] for k in TERMS if self.terms_on[k]), jnp.float32(0.0))
     return total, {**{f"loss_{k}": v for k, v in terms.items()}, **metrics}
 
   def eval_metrics(self, model, params, batch):
