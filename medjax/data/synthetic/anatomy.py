@@ -196,7 +196,7 @@ def _anatomy(rng, enlarged_heart: bool) -> dict:
     hw, hh = hw * 1.45, hh * 1.2
   hx, hy = cx + s * 0.04, cy + s * 0.17
   out["cardiac silhouette"] = (hx - hw, hy - hh, hx + hw, hy + hh)
-  return {k: tuple(float(np.clip(v, 0.0, 1.0)) for v in b) for k, b in out.items()}
+  return {k: tuple(min(max(float(v), 0.0), 1.0) for v in b) for k, b in out.items()}
 
 
 def _ellipse(xx, yy, box):
