@@ -66,6 +66,7 @@ def get_config(arg=None):
   c.data.num_negatives = 2
   c.data.train_size = 20_000
   c.data.eval_size = 256
+  c.data.eval_loss = True  # False: no validation-loss pass (evaluate still scores test phantoms)
   c.data.test_size = 512  # zero-shot evaluation images (seen + held-out findings)
   # w_global 3: in joint training the global head otherwise stays near its base rate for ~600 steps while
   # detection and fine alignment take the shared encoder (one seed, 800 steps, w_global 1 -> 3: seen-finding

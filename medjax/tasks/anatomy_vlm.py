@@ -55,7 +55,7 @@ class AnatomyVLMTask(Task):
         f"model.num_regions: expected {len(self.regions)} (data.regions), got "
         f"{self.model_cfg.num_regions}"
       )
-    self.tokenizer = (
+    self.tokenizer = _MemoTokenizer(
       anatomy.word_tokenizer() if d.tokenizer == "words" else load_tokenizer(d.tokenizer)
     )
     if self.tokenizer.pad_id != 0:
@@ -138,8 +138,11 @@ class AnatomyVLMTask(Task):
     }
 
   def source(self, split):
-    """Generated examples (seen findings only): record i of a split is drawn from (split, seed, i)."""
+    """Generated examples (seen findings only): record i of a split is drawn from (split, seed, i).
+    No validation split with `data.eval_loss` False."""
     d = self.config.data
+    if split == "validation" and not d.get("eval_loss", True):
+      return None
     return pipeline.IndexSource(
       d.train_size if split == "train" else d.eval_size,
       functools.partial(self._generate, split=split),
@@ -359,6 +362,24 @@ def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> di
       {f"{k}_{group}": float(np.nanmean(v)) if v else float("nan") for k, v in rows.items()}
     )
   return out
+
+
+class _MemoTokenizer:
+  """A tokenizer whose `encode` remembers its answers: the generator's phrases repeat."""
+
+  def __init__(self, tokenizer, max_entries: int = 200_000):
+    self._tok, self._memo, self._max = tokenizer, {}, max_entries
+
+  def __getattr__(self, name):
+    return getattr(self._tok, name)
+
+  def encode(self, text: str) -> list[int]:
+    ids = self._memo.get(text)
+    if ids is None:
+      ids = self._tok.encode(text)
+      if len(self._memo) < self._max:
+        self._memo[text] = ids
+    return list(ids)
 
 
 def _query_per_region(cost):
