@@ -237,8 +237,8 @@ def test_colab_trains_generates_and_shows_a_clip(run_colab):
     "bora",
     'STEPS, WORKDIR, PROMPT, NUM, CFG_SCALE, EVAL_VIDEOS = 2, None, "1 cell moving up slow", 2, 4.0, 2\n'
     "OVERRIDES = {'data.frames': 4, 'data.size': 8, 'data.speeds': (0.5, 1.0), "
-    "'model.patch_size': (1, 4, 4), 'diffusion.sample_steps': 2, 'train.batch_size': 8, "
-    "'parallel.num_devices': 1}",
+    "'model.patch_size': (1, 4, 4), 'model.depth': 1, 'diffusion.sample_steps': 2, "
+    "'train.batch_size': 8, 'parallel.num_devices': 1}",
   )
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) == 3  # real clips, guided and unguided samples
@@ -279,20 +279,24 @@ def test_guided_generation_extrapolates_from_the_null_caption_branch():
   task = get_task(c)
   model = task.build_model()
   batch = task.dummy_batch(2)
-  params = nn.unbox(task.init_params(model, jax.random.PRNGKey(0), batch))
-  leaves, tree = jax.tree.flatten(
-    params
-  )  # perturb the zero-initialised projections so captions matter
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(
-    tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  # One jitted init (eager ops compile one by one); rbg draws compile faster than threefry's.
+  params = jax.jit(lambda k: nn.unbox(task.init_params(model, k, batch)))(
+    jax.random.key(0, impl="rbg")
+  )
+  # Perturb the zero-initialised projections so captions matter (host draws: nothing to compile).
+  noise_rng = np.random.default_rng(1)
+  params = jax.tree.map(
+    lambda p: np.asarray(p) + np.float32(0.1) * noise_rng.standard_normal(p.shape, np.float32),
+    params,
   )
   y, y_mask = task.encode_captions(["1 cell moving up slow", "3 cells moving left fast"])
   rng = jax.random.PRNGKey(2)
   noise = jax.random.normal(jax.random.split(rng)[0], (2,) + task.video_shape)
   t = jnp.full((2,), float(c.diffusion.num_timesteps))
-  f = lambda drop: model.apply(
-    {"params": params}, noise, t, y, y_mask, drop_caption=jnp.full((2,), drop)
+  f = jax.jit(
+    lambda drop: model.apply(
+      {"params": params}, noise, t, y, y_mask, drop_caption=jnp.full((2,), drop)
+    )
   )
   cond, uncond = f(False), f(True)
   assert float(jnp.max(jnp.abs(cond - uncond))) > 1e-3

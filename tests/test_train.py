@@ -31,6 +31,9 @@ def test_tiny_lm_learns_the_triage_task(lm_config, tmp_path):
     train__batch_size=32,
     train__eval_every=200,
     train__log_every=50,
+    # the held-out loss and the checkpoint are not checked: one eval batch, no checkpoint
+    train__eval_batches=1,
+    train__checkpoint_every=0,
     data__test_size=64,
   )
   result = loop.train(cfg, str(tmp_path))
