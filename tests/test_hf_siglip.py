@@ -260,7 +260,8 @@ def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
     np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0
   )
   # The volume slot: the same 2D tower inflated; a volume of identical slices gives, per time
-  # group, the 2D tokens of that slice (zero time embedding, central-frame tubelet kernel).
+  # group, the 2D tokens of that slice (zero time embedding, central-frame tubelet kernel), pooled
+  # over the config's token_pool x token_pool windows.
   params, (report,) = init_lib.load(
     state.params, task.init_slots(), {"volume": f"hf:{tmp_path}", "inflate": "central"}
   )
@@ -268,8 +269,10 @@ def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
   vol_cfg = task.mm_cfg.media[1].vit
   volume = np.repeat(images[:, None], vol_cfg.frames, axis=1)
   out = ViT(vol_cfg).apply({"params": params["enc_volume"]}, jnp.asarray(volume))["tokens"]
-  out = np.asarray(out).reshape(2, -1, *ref.last_hidden_state.shape[1:])
+  (h, w), k = vol_cfg.grid[1:], vol_cfg.token_pool
+  want = ref.last_hidden_state.numpy().reshape(2, h // k, k, w // k, k, -1).mean((2, 4))
+  out = np.asarray(out).reshape(2, -1, *want.shape[1:])
   for t in range(out.shape[1]):
-    np.testing.assert_allclose(out[:, t], ref.last_hidden_state.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out[:, t], want, atol=1e-4, rtol=0)
   with pytest.raises(ValueError, match="init.inflate: expected 'central' or 'mean'"):
     init_lib.load(state.params, task.init_slots(), {"volume": f"hf:{tmp_path}", "inflate": "x"})
