@@ -11,6 +11,7 @@ import dataclasses
 from medjax import config_lib
 from medjax.data.synthetic import anatomy
 from medjax.models.anatomy_vlm import AnatomyVLMConfig, TextEncoderConfig
+from medjax.models.bert import BertConfig
 from medjax.models.vit import vit_config
 
 VARIANTS = ("tiny", "paper")
@@ -46,9 +47,9 @@ def get_config(arg=None):
     regions = anatomy.CHEST_IMAGENOME_REGIONS
     model = AnatomyVLMConfig(
       vit=vit_config("b16", channels=1, dtype="bfloat16", remat=True),
-      text=TextEncoderConfig(
-        vocab_size=30_522, width=768, depth=12, heads=12, mlp_dim=3072, max_len=64
-      ),
+      # BERT-base (CXR-BERT / BiomedBERT size), frozen: --config.init.text=hf:DIR loads a checkpoint
+      # (its vocab_size must match: BiomedBERT 28_895 / 30_522 uncased, CXR-BERT 30_522).
+      text=BertConfig(max_len=64),
       num_queries=len(regions),
       num_regions=len(regions),
       decoder_depth=6,
@@ -87,9 +88,11 @@ def get_config(arg=None):
   c.optim.update(
     lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01, freeze=("^text_encoder/",)
   )
+  c.init.update(text="")  # paper: hf:DIR of a BERT-family medical text encoder (frozen)
   if variant == "paper":
-    # Chest ImaGenome images and a medical text encoder's tokenizer directory (e.g. CXR-BERT, pad id 0) go in
-    # data.name / data.tokenizer; with the defaults the model builds and compiles at the published size.
+    # Chest ImaGenome images go in data.name, the text encoder's checkpoint and tokenizer directory
+    # (e.g. CXR-BERT: [CLS] / [SEP] wrap each phrase, pad id 0) in init.text and data.tokenizer;
+    # with the defaults the model builds and compiles at the published size.
     c.loss.stage_steps = (10_000, 10_000)
     c.train.update(steps=60_000, batch_size=256)
     c.optim.update(lr=1e-4, weight_decay=0.05)

@@ -12,7 +12,6 @@ import ml_collections
 import pytest
 
 from medjax import config_lib
-from medjax.models.anatomy_vlm import AnatomyVLMConfig
 from medjax.models.llm import LMConfig
 from medjax.models.opentslm import TSLMConfig
 from medjax.models.vit import ViTConfig
@@ -48,13 +47,13 @@ def test_every_config_variant_loads_validates_and_builds_its_model_config(path, 
   c = config_lib.config_from_file(f"{path}:{variant}")
   config_lib.validate(c, num_devices=1)
   assert c.is_locked
-  from medjax.tasks import bora, lm, medgemini, opentslm
+  from medjax.tasks import anatomy_vlm, bora, lm, medgemini, opentslm
 
   build = {
     "lm": lambda m: lm.lm_config_from(m),
     "opentslm": lambda m: opentslm.tslm_config_from(m),
     "bora": lambda m: bora.stdit_config_from(m, c.diffusion),
-    "anatomy_vlm": lambda m: config_lib.dataclass_from(AnatomyVLMConfig, m),
+    "anatomy_vlm": lambda m: anatomy_vlm.anatomy_vlm_config_from(m),
     "medgemini_vqa": lambda m: medgemini.multimodal_config_from(m),
     "siglip": lambda m: config_lib.dataclass_from(ViTConfig, m.vision, "model.vision"),
   }[c.task]

@@ -203,8 +203,9 @@ def _abstract(module, *inputs) -> dict:
   return flax.traverse_util.flatten_dict(strip_boxes(jax.eval_shape(init)))
 
 
-def _read(tensors: _Tensors, names: list, expected: dict, dtype, scope: str) -> dict:
-  """Reads `names` into a flat param dict; every param of `expected` and every tensor under `scope` is used."""
+def _read(tensors: _Tensors, names: list, expected: dict, dtype, scope: str, skip=()) -> dict:
+  """Reads `names` into a flat param dict; every param of `expected` and every tensor under `scope`
+  (but those starting with a `skip` prefix) is used."""
   flat, used = {}, set()
   for key, name, layout in names:
     if key not in expected:
@@ -214,7 +215,10 @@ def _read(tensors: _Tensors, names: list, expected: dict, dtype, scope: str) -> 
   unused = sorted(
     n
     for n in tensors.files
-    if n.startswith(scope) and n not in used and not n.endswith(_IGNORED_TENSORS)
+    if n.startswith(scope)
+    and n not in used
+    and not n.endswith(_IGNORED_TENSORS)
+    and not n.startswith(tuple(skip))
   )
   if unused:
     raise ValueError(

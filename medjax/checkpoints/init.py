@@ -6,7 +6,9 @@
   hf:DIR   a Hugging Face directory (config.json + safetensors): Llama-3.x / Gemma-3 decoders,
            SigLIP vision towers (SiglipVisionModel or SiglipModel). A SigLIP pooling head that the
            model's tower does not use (pool="none") is reported as unused by design; a 3D tower
-           (volumes, video) is the 2D one inflated (`init.inflate`: "central" frame or "mean").
+           (volumes, video) is the 2D one inflated (`init.inflate`: "central" frame or "mean");
+           BERT-family text encoders (BertModel / BertForMaskedLM: BiomedBERT, CXR-BERT), whose
+           pooler and masked-LM heads are unused by design.
 
 The source is read on the host (safetensors, lazily per tensor), checked against the target
 subtree leaf by leaf (shape; dtype cast to the target's), and each leaf is placed with the target's
@@ -26,7 +28,8 @@ import jax
 import numpy as np
 
 from medjax import config_lib
-from medjax.checkpoints import hf_llm, hf_siglip
+from medjax.checkpoints import hf_bert, hf_llm, hf_siglip
+from medjax.models.bert import BertConfig
 from medjax.models.llm import LMConfig
 from medjax.models.vit import ViTConfig, inflate_2d_to_3d
 
@@ -56,6 +59,17 @@ _LM_ARCH = (
   "scale_embeddings",
 )
 _VIT_ARCH = ("image_size", "patch_size", "channels", "width", "depth", "heads", "mlp_dim", "act")
+# max_len is not among them: a shorter table keeps the checkpoint's first positions.
+_BERT_ARCH = (
+  "vocab_size",
+  "width",
+  "depth",
+  "heads",
+  "mlp_dim",
+  "type_vocab_size",
+  "act",
+  "norm_eps",
+)
 
 
 def _hf_model_type(path: str) -> str:
@@ -110,6 +124,15 @@ def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig, inflate: str):
   return flat, by_design
 
 
+def _read_hf_bert(slot: str, path: str, cfg: BertConfig):
+  _check_type(slot, path, "BERT-family text encoder", ("bert",))
+  _same_architecture(slot, path, hf_bert.load_bert_config(path), cfg, _BERT_ARCH)
+  params, heads = hf_bert.load_bert_params(path, cfg, dtype=cfg.param_dtype)
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  # The heads are reported (as unused by design), never placed: only their names are needed.
+  return {**flat, **dict.fromkeys(heads)}, heads
+
+
 def read(slot: str, fmt: str, path: str, module_cfg, inflate: str = "central"):
   """-> ({'/'-joined path: host numpy array} in the module's layout, tensors unused by design).
 
@@ -119,6 +142,8 @@ def read(slot: str, fmt: str, path: str, module_cfg, inflate: str = "central"):
     return _read_hf_lm(slot, path, module_cfg)
   if fmt == "hf" and isinstance(module_cfg, ViTConfig):
     return _read_hf_siglip(slot, path, module_cfg, inflate)
+  if fmt == "hf" and isinstance(module_cfg, BertConfig):
+    return _read_hf_bert(slot, path, module_cfg)
   raise ValueError(
     f"init.{slot}: format {fmt!r} cannot initialise a {type(module_cfg).__name__} subtree"
   )

@@ -34,8 +34,8 @@ class ByteTokenizer:
     return out.decode("utf-8", errors="replace")
 
 
-_BOS_NAMES = ("<|begin_of_text|>", "<bos>", "<s>")
-_EOS_NAMES = ("<|end_of_text|>", "<|eot_id|>", "<eos>", "</s>", "<|endoftext|>")
+_BOS_NAMES = ("<|begin_of_text|>", "<bos>", "<s>", "[CLS]")  # [CLS] / [SEP]: BERT
+_EOS_NAMES = ("<|end_of_text|>", "<|eot_id|>", "<eos>", "</s>", "<|endoftext|>", "[SEP]")
 _PAD_NAMES = ("<pad>", "<|finetune_right_pad_id|>", "[PAD]", "<|pad|>")
 
 

@@ -8,9 +8,10 @@ goes through a frozen transformer encoder (mean over valid tokens, gradient stop
 parameters in the optimizer with the pattern `FROZEN_TEXT`) and a trained linear projection into the
 same unit-norm space.
 
-The text encoder is a real transformer (word embeddings + sin-cos positions + bidirectional encoder
-blocks, mean-pooled) whose weights are frozen, as in the paper. At paper size it is meant to carry
-pretrained medical-BERT weights; the tiny variant keeps its deterministic random initialisation:
+The text encoder is a real transformer whose weights are frozen, as in the paper: at paper size a
+BERT-family encoder (`text.kind="bert"`, `medjax.models.bert`) loaded from a medical BERT checkpoint
+(`--config.init.text=hf:DIR`); in the tiny variant word embeddings + sin-cos positions +
+bidirectional encoder blocks, mean-pooled, with its deterministic random initialisation:
 a frozen random transformer still maps phrases sharing words to nearby features, which is what lets
 descriptions of held-out findings ("a large round dense spot") land near what the seen findings'
 descriptions taught the trained projection.
@@ -23,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medjax.models.bert import Bert, BertConfig
 from medjax.models.vit import ViT, ViTConfig
 from medjax.nn.dtypes import DTYPES
 from medjax.nn.mlp import dense
@@ -37,6 +39,7 @@ FROZEN_TEXT = "^text_encoder/"
 class TextEncoderConfig:
   """A bidirectional transformer over word-piece tokens (pad id 0), mean-pooled."""
 
+  kind: str = "sincos"  # the section's tag (BertConfig: "bert")
   vocab_size: int = 128
   width: int = 64
   depth: int = 1
@@ -45,11 +48,18 @@ class TextEncoderConfig:
   max_len: int = 16
   pos_scale: float = 1.0  # scale of the sin-cos position table added to word embeddings
 
+  def __post_init__(self):
+    if self.kind != "sincos":
+      raise ValueError(f"kind: expected 'sincos', got {self.kind!r}")
+
+
+TEXT_ENCODERS = {"sincos": TextEncoderConfig, "bert": BertConfig}
+
 
 @dataclasses.dataclass(frozen=True)
 class AnatomyVLMConfig:
   vit: ViTConfig = ViTConfig(image_size=64, patch_size=8)
-  text: TextEncoderConfig = TextEncoderConfig()
+  text: Any = TextEncoderConfig()  # a TEXT_ENCODERS config (its `kind` names it)
   num_queries: int = 11  # M anatomy queries (= regions)
   num_regions: int = 11  # region classes (identity logits, for Hungarian matching)
   decoder_depth: int = 2
@@ -157,7 +167,8 @@ class AnatomyVLM(nn.Module):
     self.image_proj = dense(
       cfg.embed_dim, ("embed", None), "image_proj", dtype, pdtype, use_bias=True
     )
-    self.text_encoder = TextEncoder(cfg.text)
+    bert = isinstance(cfg.text, BertConfig)
+    self.text_encoder = Bert(cfg.text) if bert else TextEncoder(cfg.text)
     self.text_proj = dense(
       cfg.embed_dim, ("embed", None), "text_proj", dtype, pdtype, use_bias=True
     )
@@ -192,7 +203,8 @@ class AnatomyVLM(nn.Module):
 
   def encode_text(self, tokens):
     """tokens [..., T] -> [..., E] unit norm; the encoder is frozen (no gradient flows into it)."""
-    feats = jax.lax.stop_gradient(self.text_encoder(tokens))
+    feats = self.text_encoder(tokens)
+    feats = jax.lax.stop_gradient(feats["pooled"] if isinstance(feats, dict) else feats)
     return _normalize(self.text_proj(feats).astype(jnp.float32))
 
   def logit_params(self) -> dict:

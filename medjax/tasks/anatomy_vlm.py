@@ -14,13 +14,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
+from absl import logging
 
 from medjax import config_lib
 from medjax.data import pipeline
 from medjax.data.synthetic import anatomy
 from medjax.data.tokenizers import load_tokenizer
 from medjax.eval.classification import balanced_accuracy, f1_score, roc_auc
-from medjax.models.anatomy_vlm import AnatomyVLM, AnatomyVLMConfig
+from medjax.models.anatomy_vlm import TEXT_ENCODERS, AnatomyVLM, AnatomyVLMConfig
+from medjax.models.bert import BertConfig
 from medjax.objectives import boxes as box_lib
 from medjax.objectives.contrastive import info_nce, sigmoid_bce
 from medjax.tasks.base import Task
@@ -48,16 +50,26 @@ class AnatomyVLMTask(Task):
       )
     # Which loss terms are configured on: a term with weight 0 is never computed for its gradient.
     self.terms_on = {k: w != 0 for k, w in zip(TERMS, lc.weights)}
-    self.model_cfg = config_lib.dataclass_from(AnatomyVLMConfig, config.model)
+    self.model_cfg = anatomy_vlm_config_from(config.model)
     self.regions = anatomy.check_regions(d.regions)
     if self.model_cfg.num_regions != len(self.regions):
       raise ValueError(
         f"model.num_regions: expected {len(self.regions)} (data.regions), got "
         f"{self.model_cfg.num_regions}"
       )
-    self.tokenizer = _MemoTokenizer(
-      anatomy.word_tokenizer() if d.tokenizer == "words" else load_tokenizer(d.tokenizer)
-    )
+    tokenizer = anatomy.word_tokenizer() if d.tokenizer == "words" else load_tokenizer(d.tokenizer)
+    bracket = ()
+    if isinstance(self.model_cfg.text, BertConfig):  # BERT reads [CLS] phrase [SEP]
+      bracket = (getattr(tokenizer, "bos_id", None), getattr(tokenizer, "eos_id", None))
+      if None in bracket:
+        if config.get("init", {}).get("text"):
+          raise ValueError(
+            f"data.tokenizer: a pretrained BERT text encoder (init.text) needs the [CLS] and [SEP] "
+            f"ids of its tokenizer, got {bracket} from {d.tokenizer!r}"
+          )
+        logging.warning("data.tokenizer %r has no [CLS] / [SEP]: phrases go unwrapped", d.tokenizer)
+        bracket = ()
+    self.tokenizer = _MemoTokenizer(tokenizer, bracket)
     if self.tokenizer.pad_id != 0:
       raise ValueError(
         f"data.tokenizer: the text encoder expects pad id 0, got {self.tokenizer.pad_id}"
@@ -94,6 +106,9 @@ class AnatomyVLMTask(Task):
   # ---- model and data ------------------------------------------------------------------------------
   def build_model(self):
     return AnatomyVLM(self.model_cfg)
+
+  def init_slots(self):
+    return {"text": (("text_encoder",), self.model_cfg.text)}
 
   def dummy_batch(self, batch_size):
     m, t, k = len(self.regions), self.model_cfg.text.max_len, self.config.data.num_negatives
@@ -364,11 +379,24 @@ def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> di
   return out
 
 
-class _MemoTokenizer:
-  """A tokenizer whose `encode` remembers its answers: the generator's phrases repeat."""
+def anatomy_vlm_config_from(section) -> AnatomyVLMConfig:
+  """The model section -> AnatomyVLMConfig; `text.kind` picks the text encoder's config class."""
+  text = section["text"]
+  text = text.to_dict() if hasattr(text, "to_dict") else dict(text)
+  kind = text.get("kind", "sincos")
+  if kind not in TEXT_ENCODERS:
+    raise ValueError(f"model.text.kind: expected one of {sorted(TEXT_ENCODERS)}, got {kind!r}")
+  text = config_lib.dataclass_from(TEXT_ENCODERS[kind], text, "model.text")
+  return config_lib.dataclass_from(AnatomyVLMConfig, section, text=text)
 
-  def __init__(self, tokenizer, max_entries: int = 200_000):
+
+class _MemoTokenizer:
+  """A tokenizer whose `encode` remembers its answers (the generator's phrases repeat), and wraps
+  each phrase in `bracket` ids (e.g. BERT's [CLS] and [SEP]) when given."""
+
+  def __init__(self, tokenizer, bracket=(), max_entries: int = 200_000):
     self._tok, self._memo, self._max = tokenizer, {}, max_entries
+    self._head, self._tail = ([bracket[0]], [bracket[1]]) if bracket else ([], [])
 
   def __getattr__(self, name):
     return getattr(self._tok, name)
@@ -376,7 +404,7 @@ class _MemoTokenizer:
   def encode(self, text: str) -> list[int]:
     ids = self._memo.get(text)
     if ids is None:
-      ids = self._tok.encode(text)
+      ids = self._head + self._tok.encode(text) + self._tail
       if len(self._memo) < self._max:
         self._memo[text] = ids
     return list(ids)
