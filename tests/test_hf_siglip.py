@@ -71,7 +71,13 @@ def checkpoints(tmp_path_factory):
 
 
 def _images(n=2, seed=0):
-  return np.random.RandomState(seed).randn(n, 16, 16, 3).astype(np.float32)
+  """Pixels in [0, 1], as medjax pipelines give them."""
+  return np.random.RandomState(seed).rand(n, 16, 16, 3).astype(np.float32)
+
+
+def _pixel_values(images):
+  """SigLIP's processor: [0, 1] -> (x - 0.5) / 0.5, channels first."""
+  return torch.tensor((2.0 * images - 1.0).transpose(0, 3, 1, 2))
 
 
 @pytest.mark.parametrize("name", ["vision", "full"])
@@ -82,7 +88,7 @@ def test_vision_tower_matches_transformers(checkpoints, name):
   images = _images()
   tower = model if name == "vision" else model.vision_model
   with torch.no_grad():
-    ref = tower(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)))
+    ref = tower(pixel_values=_pixel_values(images))
   out = ViT(cfg).apply({"params": params}, jnp.asarray(images))
   assert np.abs(ref.pooler_output.numpy()).max() > 0.5  # features are not trivially small
   np.testing.assert_allclose(
@@ -101,9 +107,7 @@ def test_two_tower_logits_match_transformers(checkpoints):
     0, TEXT["vocab_size"], (3, TEXT["max_position_embeddings"])
   )
   with torch.no_grad():
-    ref = model(
-      input_ids=torch.tensor(tokens), pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))
-    )
+    ref = model(input_ids=torch.tensor(tokens), pixel_values=_pixel_values(images))
   out = module.apply({"params": params}, jnp.asarray(images), jnp.asarray(tokens))
   logits = np.exp(float(out["t_prime"])) * np.asarray(out["zimg"]) @ np.asarray(
     out["ztxt"]
@@ -128,6 +132,7 @@ def test_configs_map_fields(checkpoints):
     vision.pool,
     vision.act,
   ) == (32, 2, 4, 48, 4, 16, 3, "map", "gelu_tanh")
+  assert vision.input_range == (-1.0, 1.0)  # SigLIP's processor: mean 0.5, std 0.5
   text, embed_dim = load_siglip_text_config(path)
   assert (
     text.vocab_size,
@@ -139,6 +144,16 @@ def test_configs_map_fields(checkpoints):
     text.pool,
     embed_dim,
   ) == (50, 10, 32, 2, 2, 40, "last", 32)
+
+
+def test_pixel_range_follows_the_preprocessor_config(tmp_path):
+  path = _write_config(tmp_path, SO400M_224)
+  proc = tmp_path / "preprocessor_config.json"
+  proc.write_text(json.dumps({"image_mean": [0.25] * 3, "image_std": [0.25] * 3}))
+  assert load_siglip_vision_config(path).input_range == (-1.0, 3.0)
+  proc.write_text(json.dumps({"image_mean": [0.485, 0.456, 0.406], "image_std": [0.2] * 3}))
+  with pytest.raises(ValueError, match=r"expected one image_mean and image_std for every channel"):
+    load_siglip_vision_config(path)
 
 
 def _write_config(tmp_path, hf):
@@ -218,7 +233,7 @@ def test_init_slot_loads_a_headed_checkpoint_into_a_tower_without_pooling(checkp
   assert report.unused and all(k.startswith("head/") for k in report.unused) and not report.new
   images = _images()
   with torch.no_grad():
-    ref = model.vision_model(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)))
+    ref = model.vision_model(pixel_values=_pixel_values(images))
   out = tower.apply({"params": params["image"]}, jnp.asarray(images))
   np.testing.assert_allclose(
     np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0
@@ -232,9 +247,12 @@ def test_init_slot_loads_a_headed_checkpoint_into_a_tower_without_pooling(checkp
 
 
 def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
-  """configs/medgemini.py:tiny with `init.image=hf:DIR`: the image tower of the fresh sharded state
-  gives transformers' SigLIP tokens, and the volume slot the same tower inflated to 3D."""
+  """configs/medgemini.py:tiny with `init.image=hf:DIR` and SigLIP's pixel range: the image tower of
+  the fresh sharded state gives transformers' SigLIP tokens on an image file read through the data
+  pipeline (its processor's rescale and normalisation included), and the volume slot the same tower
+  inflated to 3D."""
   import flax.linen as nn
+  from PIL import Image
 
   from medjax import config_lib
   from medjax.checkpoints import init as init_lib
@@ -246,15 +264,30 @@ def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
   )
   model.save_pretrained(str(tmp_path))
   config = config_lib.config_from_file("configs/medgemini.py:tiny3d", [f"init.image=hf:{tmp_path}"])
+  config.model.image.input_range = config.model.volume.input_range = (-1.0, 1.0)
   mesh, rules, task, mm = loop.setup(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, *_ = loop.build_step(config, mesh, rules, task, mm)
   params, (report,) = init_lib.load(state.params, task.init_slots(), config.init)
   assert report.loaded == len(jax.tree.leaves(params["enc_image"]))
   assert report.unused and all(k.startswith("head/") for k in report.unused)  # unused by design
-  images = np.random.RandomState(0).randn(2, 32, 32, 1).astype(np.float32)
+  from medjax.data import media_io
+
+  pixels = np.random.RandomState(0).randint(0, 256, (2, 32, 32), np.uint8)
+  images = []
+  for i, p in enumerate(pixels):
+    Image.fromarray(p, "L").save(tmp_path / f"{i}.png")
+    record = {
+      "image": media_io.load_image(tmp_path / f"{i}.png", 32, 1),
+      "question": "q",
+      "answer": "a",
+    }
+    images.append(media_io.task_example(record, {"image": (32, 32, 1)})["media"]["image"][0])
+  images = np.stack(images)
+  processor = transformers.SiglipImageProcessor(do_resize=False)
+  hf_pixels = processor(list(pixels[..., None]), return_tensors="pt")["pixel_values"][:, :1]
   with torch.no_grad():
-    ref = model(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)))
+    ref = model(pixel_values=hf_pixels)
   out = ViT(task.mm_cfg.media[0].vit).apply({"params": params["enc_image"]}, jnp.asarray(images))
   np.testing.assert_allclose(
     np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0

@@ -80,8 +80,23 @@ def load_siglip_vision_config(path: str, **overrides) -> ViTConfig:
     posemb="learn",
     act=_ACTIVATIONS[hf["hidden_act"]],
     norm_eps=hf["layer_norm_eps"],
+    input_range=_input_range(path),
   )
   return dataclasses.replace(cfg, **overrides)
+
+
+def _input_range(path: str) -> tuple:
+  """The pixel range the weights expect: [0, 1] normalised by preprocessor_config.json's mean / std
+  (one value for every channel), SigLIP's (-1, 1) without that file."""
+  file = os.path.join(path, "preprocessor_config.json")
+  proc = _read_json(file) if os.path.exists(file) else {}
+  mean, std = proc.get("image_mean", [0.5]), proc.get("image_std", [0.5])
+  if len(set(mean)) != 1 or len(set(std)) != 1:
+    raise ValueError(
+      f"preprocessor_config.json: expected one image_mean and image_std for every channel, got "
+      f"{mean} / {std} ({path})"
+    )
+  return ((0.0 - mean[0]) / std[0], (1.0 - mean[0]) / std[0])
 
 
 def load_siglip_text_config(path: str, **overrides) -> tuple[TextConfig, int]:

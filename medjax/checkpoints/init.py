@@ -26,6 +26,7 @@ import os
 import flax.traverse_util
 import jax
 import numpy as np
+from absl import logging
 
 from medjax import config_lib
 from medjax.checkpoints import hf_bert, hf_llm, hf_siglip
@@ -108,6 +109,14 @@ def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig, inflate: str):
   _check_type(slot, path, "SigLIP vision tower", ("siglip", "siglip_vision_model"))
   theirs = hf_siglip.load_siglip_vision_config(path)
   _same_architecture(slot, path, theirs, cfg, _VIT_ARCH)
+  if not np.allclose(theirs.input_range, cfg.input_range):
+    logging.warning(
+      "init.%s: %s expects pixels in %s; the tower maps its inputs to %s (input_range)",
+      slot,
+      path,
+      theirs.input_range,
+      cfg.input_range,
+    )
   # The file's head, if any, is read too; a 3D tower reads the 2D one and inflates it.
   read_as = dataclasses.replace(cfg, pool=theirs.pool, patch_embed="2d")
   params = hf_siglip.load_siglip_vision_params(path, read_as, dtype=cfg.param_dtype)

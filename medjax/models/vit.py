@@ -44,6 +44,9 @@ class ViTConfig:
   token_pool_time: int = 1  # 3D: ... and along frames
   act: str = "gelu_tanh"
   norm_eps: float = 1e-6
+  # medjax pipelines give pixels in [0, 1]; the tower maps them linearly onto the range its weights
+  # were trained on (SigLIP: (-1, 1), i.e. its processor's mean 0.5 / std 0.5) before patching.
+  input_range: tuple = (0.0, 1.0)
   remat: bool = False
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -67,6 +70,9 @@ class ViTConfig:
       raise ValueError(
         f"frames: expected a multiple of tubelet ({self.tubelet}), got {self.frames}"
       )
+    object.__setattr__(self, "input_range", tuple(float(v) for v in self.input_range))
+    if len(self.input_range) != 2 or not self.input_range[0] < self.input_range[1]:
+      raise ValueError(f"input_range: expected (low, high) with low < high, got {self.input_range}")
     grid = self.grid
     pool = self.pool_window
     if any(g % p for g, p in zip(grid, pool)):
@@ -114,6 +120,7 @@ PRESETS = {
     heads=16,
     mlp_dim=4304,
     pool="map",
+    input_range=(-1.0, 1.0),
   ),
   # ViT-B/16 (Dosovitskiy et al.): class token, exact GELU.
   "b16": ViTConfig(
@@ -174,6 +181,9 @@ class ViT(nn.Module):
     cfg = self.cfg
     dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
     self._check(images)
+    lo, hi = cfg.input_range
+    if (lo, hi) != (0.0, 1.0):
+      images = images * (hi - lo) + lo
     x = PatchEmbed(cfg.width, cfg.patch, dtype, pdtype, name="patch_embed")(images.astype(dtype))
     b, grid = x.shape[0], x.shape[1:-1]
     hw = grid[-2:]
