@@ -15,6 +15,8 @@ transformers = pytest.importorskip(
   "transformers", reason="parity tests need the reference transformers models"
 )
 
+from torch_reference import randomize  # noqa: E402
+
 from medjax.checkpoints import load_bert_config, load_bert_params  # noqa: E402
 from medjax.models.bert import Bert  # noqa: E402
 
@@ -29,15 +31,6 @@ BERT = dict(
 )
 
 
-def _randomize(model):
-  """HF initialises norms to identity and biases to zero; random values make every mapping observable."""
-  gen = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.2 * torch.randn(p.shape, generator=gen))
-  return model.eval()
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
   """name -> (directory, torch BertModel): a BertModel (with its pooler) and a BertForMaskedLM."""
@@ -46,7 +39,7 @@ def checkpoints(tmp_path_factory):
   config = transformers.BertConfig(**BERT)
   out = {}
   for name, cls in (("model", transformers.BertModel), ("mlm", transformers.BertForMaskedLM)):
-    model = _randomize(cls(config))
+    model = randomize(cls(config))
     model.save_pretrained(str(root / name))
     out[name] = (str(root / name), model if name == "model" else model.bert)
   return out

@@ -17,6 +17,8 @@ transformers = pytest.importorskip(
   "transformers", reason="parity tests need the reference transformers models"
 )
 
+from torch_reference import randomize  # noqa: E402
+
 from medjax.checkpoints import load_hf_config, load_hf_model, load_hf_params  # noqa: E402
 from medjax.inference import generate, generate_text, pad_prompts  # noqa: E402
 from medjax.models.llm import DecoderLM, lm_config  # noqa: E402
@@ -24,16 +26,6 @@ from medjax.models.llm import DecoderLM, lm_config  # noqa: E402
 VOCAB = 128
 NEW_TOKENS = 12
 torch.set_num_threads(1)  # tiny models: more threads only contend with JAX on a small machine
-
-
-def _randomize_norms(model):
-  """HF initialises norms to identity; random scales make the (1 + w) vs w mapping observable."""
-  gen = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for p in model.parameters():
-      if p.ndim == 1:
-        p.add_(0.2 * torch.randn(p.shape, generator=gen))
-  return model.eval()
 
 
 def _save_tokenizer(path):
@@ -71,7 +63,7 @@ def _llama():
     eos_token_id=1,
     bos_token_id=2,
   )
-  return _randomize_norms(transformers.LlamaForCausalLM(cfg))
+  return randomize(transformers.LlamaForCausalLM(cfg), only_1d=True)
 
 
 def _gemma():
@@ -93,7 +85,7 @@ def _gemma():
     max_position_embeddings=64,
     initializer_range=0.2,
   )
-  return _randomize_norms(transformers.Gemma3ForCausalLM(cfg))
+  return randomize(transformers.Gemma3ForCausalLM(cfg), only_1d=True)
 
 
 @pytest.fixture(scope="module")

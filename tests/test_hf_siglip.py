@@ -16,6 +16,8 @@ transformers = pytest.importorskip(
   "transformers", reason="parity tests need the reference transformers models"
 )
 
+from torch_reference import randomize  # noqa: E402
+
 from medjax.checkpoints import (  # noqa: E402
   load_siglip_model,
   load_siglip_params,
@@ -45,22 +47,13 @@ TEXT = dict(
 )
 
 
-def _randomize(model):
-  """HF initialises norms to identity and biases to zero; random values make every mapping observable."""
-  gen = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.2 * torch.randn(p.shape, generator=gen))
-  return model.eval()
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
   """name -> (directory, torch model): a SiglipVisionModel and a SiglipModel."""
   root = tmp_path_factory.mktemp("siglip")
   torch.manual_seed(0)
-  vision = _randomize(transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**VISION)))
-  full = _randomize(
+  vision = randomize(transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**VISION)))
+  full = randomize(
     transformers.SiglipModel(transformers.SiglipConfig(text_config=TEXT, vision_config=VISION))
   )
   out = {}
@@ -259,7 +252,7 @@ def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
   from medjax.train import loop
 
   hf = dict(VISION, hidden_size=64, intermediate_size=128, image_size=32, patch_size=8)
-  model = _randomize(
+  model = randomize(
     transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**dict(hf, num_channels=1)))
   )
   model.save_pretrained(str(tmp_path))

@@ -15,21 +15,13 @@ torch = pytest.importorskip(
   "torch", reason="parity tests run the reference diffusers/transformers models on torch"
 )
 
+from torch_reference import randomize  # noqa: E402
+
 from medjax import config_lib
 from medjax.checkpoints.diffusers_vae import load_vae, load_vae_config  # noqa: E402
 from medjax.models.vae import decode_video, encode_video  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: more threads only contend with JAX on a small machine
-
-
-def _randomize_1d(model, seed=1):
-  """Norm scales/biases start at identity; random values make a wrong mapping observable."""
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for p in model.parameters():
-      if p.ndim == 1:
-        p.add_(0.2 * torch.randn(p.shape, generator=gen))
-  return model.eval()
 
 
 # ------------------------------------------------------------------------------------------- VAE
@@ -51,7 +43,7 @@ def vae_dir(tmp_path_factory):
     norm_num_groups=4,
     sample_size=16,
   )
-  model = _randomize_1d(model)
+  model = randomize(model, only_1d=True)
   path = str(tmp_path_factory.mktemp("vae"))
   model.save_pretrained(path)
   return path, model
@@ -176,7 +168,7 @@ def t5_dirs(tmp_path_factory):
     eos_token_id=1,
     decoder_start_token_id=0,
   )
-  full = _randomize_1d(transformers.T5ForConditionalGeneration(cfg))
+  full = randomize(transformers.T5ForConditionalGeneration(cfg), only_1d=True)
   encoder = transformers.T5EncoderModel(cfg)
   encoder.load_state_dict(full.state_dict(), strict=False)
   out = {}
