@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from medjax.models.bert import Bert, BertConfig
 from medjax.models.vit import ViT, ViTConfig
 from medjax.nn.dtypes import DTYPES
+from medjax.nn.embed import token_embedding
 from medjax.nn.mlp import dense
 from medjax.nn.norms import layer_norm
 from medjax.nn.patch import sincos_2d
@@ -91,12 +92,7 @@ class TextEncoder(nn.Module):
     lead, t = tokens.shape[:-1], tokens.shape[-1]
     tokens = tokens.reshape(-1, t)
     valid = tokens != 0
-    x = nn.Embed(
-      cfg.vocab_size,
-      cfg.width,
-      name="embed",
-      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
-    )(tokens)
+    x = token_embedding(cfg.vocab_size, cfg.width, 1.0)(tokens)
     x = x + cfg.pos_scale * jnp.asarray(sincos_2d(1, cfg.max_len, cfg.width))[None, :t]
     mask = valid[:, None, None, :] & valid[:, None, :, None]
     mask = (

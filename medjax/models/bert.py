@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from medjax.nn.dtypes import DTYPES
+from medjax.nn.embed import token_embedding
 from medjax.nn.norms import layer_norm
 from medjax.nn.transformer import vit_attention, vit_mlp
 
@@ -87,14 +88,7 @@ class Bert(nn.Module):
       (rows, cfg.width),
       pd,
     )
-    x = nn.Embed(
-      cfg.vocab_size,
-      cfg.width,
-      dtype=d,
-      param_dtype=pd,
-      name="embed",
-      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
-    )(tokens)
+    x = token_embedding(cfg.vocab_size, cfg.width, 0.02, dtype=d, param_dtype=pd)(tokens)
     x = x + table("pos_embedding", cfg.max_len)[:t].astype(d)
     x = x + table("type_embedding", cfg.type_vocab_size)[0].astype(d)
     x = layer_norm("embed_norm", cfg.norm_eps, d, pd)(x)

@@ -18,6 +18,7 @@ from medjax.nn import (
   attention_mask,
   rope_frequencies,
 )
+from medjax.nn.embed import token_embedding
 from medjax.nn.lora import TARGETS as LORA_TARGETS
 from medjax.nn.lora import LoRAConfig
 
@@ -307,15 +308,12 @@ class DecoderLM(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.embedder = nn.Embed(
+    self.embedder = token_embedding(
       cfg.vocab_size,
       cfg.embed_dim,
+      cfg.embed_dim**-0.5,
       dtype=DTYPES[cfg.dtype],
       param_dtype=DTYPES[cfg.param_dtype],
-      name="embed",
-      embedding_init=nn.with_logical_partitioning(
-        nn.initializers.normal(cfg.embed_dim**-0.5), ("vocab", "embed")
-      ),
     )
     if cfg.scan_layers:
       self.layers = nn.scan(

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from medjax.models.vit import ViT, ViTConfig
 from medjax.nn.dtypes import DTYPES
+from medjax.nn.embed import token_embedding
 from medjax.nn.mlp import dense
 from medjax.nn.transformer import Encoder, MAPHead
 from medjax.objectives.contrastive import SIGLIP_BIAS_INIT, SIGLIP_T_PRIME_INIT
@@ -43,14 +44,7 @@ class TextEncoder(nn.Module):
     if tokens.ndim != 2 or tokens.shape[1] > cfg.max_len:
       raise ValueError(f"tokens: expected [batch, length <= {cfg.max_len}], got {tokens.shape}")
     valid = jnp.ones(tokens.shape, bool) if input_mask is None else input_mask.astype(bool)
-    x = nn.Embed(
-      cfg.vocab_size,
-      cfg.width,
-      dtype=d,
-      param_dtype=pd,
-      name="embed",
-      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
-    )(tokens)
+    x = token_embedding(cfg.vocab_size, cfg.width, 0.02, dtype=d, param_dtype=pd)(tokens)
     pos = self.param(
       "pos_embedding",
       nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
