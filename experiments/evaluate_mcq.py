@@ -14,7 +14,9 @@ from absl import app, flags
 from medjax.inference import mcq
 from medjax.train.restore import load_model
 
-flags.DEFINE_string("checkpoint", None, "medjax training workdir or Hugging Face model directory.")
+flags.DEFINE_string(
+  "checkpoint", None, "medjax training workdir or Hugging Face model directory (DIR or hf:DIR)."
+)
 flags.DEFINE_string("config", None, "Config file:variant for a medjax workdir (default: saved).")
 flags.DEFINE_enum("dataset", "synthetic_triage", mcq.DATASETS, "Dataset to evaluate.")
 flags.DEFINE_string("dataset_config", None, "TFDS builder config, e.g. us_4_options for MedQA.")

@@ -209,6 +209,26 @@ def test_load_hf_model_generates_text_like_transformers(checkpoints):
   assert text  # a non-empty continuation
 
 
+def test_inference_scripts_take_the_training_init_syntax(checkpoints):
+  """`--checkpoint=hf:DIR` (evaluate_mcq, sample) loads what a bare DIR loads."""
+  from medjax.train.restore import load_model
+
+  path, _ = checkpoints["llama"]
+  _, bare, tok, _ = load_model(path)
+  _, prefixed, tok2, config = load_model(f"hf:{path}")
+  assert config is None and (tok2.pad_id, tok2.eos_id, tok2.bos_id) == (
+    tok.pad_id,
+    tok.eos_id,
+    tok.bos_id,
+  )
+  for a, b in zip(jax.tree.leaves(bare), jax.tree.leaves(prefixed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(
+    ValueError, match=r"--checkpoint: hf:.*missing: expected a Hugging Face directory"
+  ):
+    load_model(f"hf:{path}/missing")
+
+
 def test_bfloat16_checkpoint_loads_exactly(checkpoints, tmp_path):
   _, model = checkpoints["gemma"]
   copy.deepcopy(model).to(torch.bfloat16).save_pretrained(str(tmp_path))
