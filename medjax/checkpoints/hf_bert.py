@@ -7,14 +7,13 @@ the encoder does not use (`pooler.*`, a masked-LM `cls.*`) are returned as unuse
 """
 
 import dataclasses
-import os
 
 import flax.traverse_util
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.checkpoints.hf_llm import _ACTIVATIONS, _read_json, _require, _Tensors
-from medjax.checkpoints.hf_siglip import _abstract, _linear, _norm, _read
+from medjax.checkpoints.hf_llm import _ACTIVATIONS, _require, _Tensors
+from medjax.checkpoints.hf_siglip import _abstract, _hf_config, _linear, _norm, _read
 from medjax.models.bert import Bert, BertConfig
 
 _DEFAULTS = dict(
@@ -34,11 +33,7 @@ UNUSED_HEADS = ("pooler.", "cls.")  # the [CLS] pooler and masked-LM head: not p
 
 def load_bert_config(path: str, **overrides) -> BertConfig:
   """config.json of a BERT-family checkpoint -> BertConfig (`overrides` replace fields)."""
-  file = os.path.join(path, "config.json")
-  if not os.path.exists(file):
-    raise ValueError(f"path: expected a checkpoint directory containing config.json, got {path!r}")
-  hf = {**_DEFAULTS, **{k: v for k, v in _read_json(file).items() if v is not None}}
-  _require(hf, "model_type", ("bert",))
+  hf = {**_DEFAULTS, **{k: v for k, v in _hf_config(path, ("bert",)).items() if v is not None}}
   _require(hf, "position_embedding_type", ("absolute",))
   _require(hf, "hidden_act", ("gelu",))
   cfg = BertConfig(

@@ -48,12 +48,13 @@ _MODEL_TYPES = ("siglip", "siglip_vision_model")
 _IGNORED_TENSORS = ("position_ids",)
 
 
-def _hf_config(path: str) -> dict:
+def _hf_config(path: str, model_types=_MODEL_TYPES) -> dict:
+  """`path`/config.json, whose model_type must be one of `model_types`."""
   file = os.path.join(path, "config.json")
   if not os.path.exists(file):
     raise ValueError(f"path: expected a checkpoint directory containing config.json, got {path!r}")
   hf = _read_json(file)
-  _require(hf, "model_type", _MODEL_TYPES)
+  _require(hf, "model_type", model_types)
   return hf
 
 

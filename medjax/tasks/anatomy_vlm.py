@@ -60,15 +60,16 @@ class AnatomyVLMTask(Task):
     tokenizer = anatomy.word_tokenizer() if d.tokenizer == "words" else load_tokenizer(d.tokenizer)
     bracket = ()
     if isinstance(self.model_cfg.text, BertConfig):  # BERT reads [CLS] phrase [SEP]
-      bracket = (getattr(tokenizer, "bos_id", None), getattr(tokenizer, "eos_id", None))
-      if None in bracket:
-        if config.get("init", {}).get("text"):
-          raise ValueError(
-            f"data.tokenizer: a pretrained BERT text encoder (init.text) needs the [CLS] and [SEP] "
-            f"ids of its tokenizer, got {bracket} from {d.tokenizer!r}"
-          )
+      ids = (getattr(tokenizer, "bos_id", None), getattr(tokenizer, "eos_id", None))
+      if None not in ids:
+        bracket = ids
+      elif "text" in config_lib.init_sources(config.get("init", {})):
+        raise ValueError(
+          f"data.tokenizer: a pretrained BERT text encoder (init.text) needs the [CLS] and [SEP] "
+          f"ids of its tokenizer, got {ids} from {d.tokenizer!r}"
+        )
+      else:
         logging.warning("data.tokenizer %r has no [CLS] / [SEP]: phrases go unwrapped", d.tokenizer)
-        bracket = ()
     self.tokenizer = _MemoTokenizer(tokenizer, bracket)
     if self.tokenizer.pad_id != 0:
       raise ValueError(

@@ -5,7 +5,7 @@ import os
 import ml_collections
 import orbax.checkpoint as ocp
 
-from medjax.config_lib import INIT_FORMATS, config_from_file
+from medjax.config_lib import config_from_file
 from medjax.train.loop import trained_params
 
 
@@ -26,8 +26,8 @@ def load_model(checkpoint: str, config_spec: str | None = None):
   """-> (model, params, tokenizer, config or None) from a medjax workdir (its saved config unless
   `config_spec` names one) or a Hugging Face directory (config.json + safetensors + tokenizer.json),
   given bare or, as training's `init.<slot>` takes it, as `hf:DIR`."""
-  fmt, sep, rest = checkpoint.partition(":")
-  if sep and fmt in INIT_FORMATS:
+  if checkpoint.startswith("hf:"):
+    rest = checkpoint[len("hf:") :]
     if not os.path.exists(os.path.join(rest, "config.json")):
       raise ValueError(
         f"--checkpoint: {checkpoint}: expected a Hugging Face directory with config.json"
