@@ -35,6 +35,8 @@ setuptools.setup(
     "video": ["av>=14.0"],
     # Ahead-of-time compilation for TPU slices on a machine without TPUs.
     "tpu-aot": ["libtpu==0.0.42.*"],
+    # Running on TPU VMs (experiments/launch_tpu.py installs this on every worker).
+    "tpu": ["jax[tpu]>=0.10.0"],
     "test": [
       "pytest>=8.0",
       "pytest-xdist>=3.6",

@@ -3,12 +3,11 @@
 libtpu (PyPI) describes a slice, e.g. `v5p:4x4x4`, as compile-only devices; the config's mesh is laid
 over them, the train state is built abstractly (shapes + shardings, nothing allocated) and
 `jit(step).lower(...).compile()` yields the per-chip memory and FLOPs of the partitioned program.
-Slice names follow Cloud TPU: v4-N / v5p-N count TensorCores (2 per chip), v5e-N / v6e-N count chips.
+Slices are named as Cloud TPU names them (`medjax.parallel.topology`).
 It sits above the loop (it compiles the loop's own step); libtpu is loaded only when a slice is
 described, so importing this module never initialises it.
 """
 
-import dataclasses
 import math
 import os
 import re
@@ -17,77 +16,12 @@ import flax.linen as nn
 import jax
 
 from medjax.parallel.mesh import MESH_AXES, resolve_mesh_shape
+from medjax.parallel.topology import Topology, parse_topology
 from medjax.tasks.base import Task
 from medjax.train import loop
 from medjax.train import metrics as metrics_lib
 
 GiB = 2**30
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-  hbm_gib: float
-  dims: int  # 3-D torus (v4, v5p) or 2-D (v5e, v6e)
-  cores_per_chip: int  # TensorCores counted in the slice name
-  chip_config: str  # libtpu chip config: megacore chips are one JAX device
-
-
-CHIPS = {
-  "v4": Chip(32, 3, 2, "megacore"),
-  "v5p": Chip(95, 3, 2, "megacore"),
-  "v5e": Chip(16, 2, 1, "default"),
-  "v6e": Chip(32, 2, 1, "default"),
-}
-_ACCELERATOR_TYPE = {"v4": "v4", "v5p": "v5p", "v5e": "v5litepod", "v6e": "v6e"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Topology:
-  """A TPU slice: generation, its name (e.g. v5p-128), chips and their physical bounds."""
-
-  generation: str
-  name: str
-  chips: int
-  bounds: tuple[int, ...]
-
-  @property
-  def chip(self) -> Chip:
-    return CHIPS[self.generation]
-
-  @property
-  def peak_flops(self) -> float:
-    return metrics_lib.PEAK_FLOPS[self.generation]
-
-  @property
-  def libtpu_name(self) -> str:
-    return f"{self.generation}:{'x'.join(map(str, self.bounds))}"
-
-
-def _bounds(chips: int, dims: int) -> tuple[int, ...]:
-  """Most cubic power-of-two torus for `chips` (64 -> 4x4x4, 4 -> 2x2x1; 2-D: 8 -> 2x4, 256 -> 16x16)."""
-  sizes = [1] * dims
-  for i in range(int(math.log2(chips))):
-    sizes[(dims - 1 - i) % dims] *= 2
-  return tuple(sorted(sizes, key=lambda s: (s == 1, s)))  # unit axes last: 2x2x1, not 1x2x2
-
-
-def parse_topology(name: str) -> Topology:
-  """'v5p-128' -> Topology(v5p, 64 chips, 4x4x4); accepts v4-, v5p-, v5e- (or v5litepod-) and v6e- names."""
-  m = re.fullmatch(r"(v4|v5p|v5e|v5litepod|v6e)-(\d+)", name.strip().lower())
-  if not m:
-    raise ValueError(
-      f"topology: expected <generation>-<count> with generation in {sorted(CHIPS)} "
-      f"(e.g. v5p-128, v5e-256), got {name!r}"
-    )
-  gen = "v5e" if m.group(1) == "v5litepod" else m.group(1)
-  count, chip = int(m.group(2)), CHIPS[gen]
-  chips = count // chip.cores_per_chip
-  if count % chip.cores_per_chip or chips < 1 or chips & (chips - 1):
-    raise ValueError(
-      f"topology: {name!r} must count a power of two of chips ({chip.cores_per_chip} "
-      f"TensorCore(s) per {gen} chip), got {count}"
-    )
-  return Topology(gen, name, chips, _bounds(chips, chip.dims))
 
 
 def topology_devices(topology: Topology) -> list:
@@ -96,9 +30,7 @@ def topology_devices(topology: Topology) -> list:
 
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile-only: no chip to guard
-  os.environ["TPU_ACCELERATOR_TYPE"] = (
-    f"{_ACCELERATOR_TYPE[topology.generation]}-{topology.chips * topology.chip.cores_per_chip}"
-  )
+  os.environ["TPU_ACCELERATOR_TYPE"] = topology.accelerator_type
   try:
     desc = topologies.get_topology_desc(
       topology.libtpu_name, "tpu", chip_config_name=topology.chip.chip_config
@@ -155,7 +87,8 @@ def analyze(config, topology_name: str) -> dict:
   batch = task.dummy_batch(b)
   tokens = Task.count_tokens(task, batch)  # all positions, padding too
   analytic = task.flops_per_step(model, batch, params)
-  step_s = (analytic / topo.chips if analytic else cost["flops"]) / topo.peak_flops
+  peak = metrics_lib.PEAK_FLOPS[topo.generation]
+  step_s = (analytic / topo.chips if analytic else cost["flops"]) / peak
   hbm = topo.chip.hbm_gib * GiB
   used = cost["argument_bytes"] + cost["temp_bytes"] + cost["output_bytes"] - cost["alias_bytes"]
   return {
@@ -176,7 +109,7 @@ def analyze(config, topology_name: str) -> dict:
     "fits": used <= hbm,
     "xla_tflops_per_chip": cost["flops"] / 1e12,
     "model_tflops_total": analytic / 1e12 if analytic else None,
-    "peak_tflops_per_chip": topo.peak_flops / 1e12,
+    "peak_tflops_per_chip": peak / 1e12,
     "min_step_s": step_s,
     "max_tokens_per_s": tokens / step_s if step_s else float("inf"),
   }
