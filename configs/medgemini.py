@@ -8,6 +8,10 @@ Public datasets: --config.data.name=vqa_rad (slake, mimic_cxr, volumes_3d) --con
 [--config.data.data_dir=TFDS_DIR --config.data.builder_config=NAME (default: the config matching the model's
 input; volumes_3d: m3d_cap, m3d_vqa or ct_rate)]; real questions and reports need a longer data.seq_len, and
 data.mode=report scores reports (BLEU, ROUGE-L).
+Volumes and videos: tubelet-embedded by a 3D tower (default; `init.inflate` says how a 2D SigLIP
+checkpoint fills it), or, Gemini-style, as frames in context: --config.model.volume.patch_embed=frames
+(each slice / frame through the 2D tower, which loads a 2D checkpoint as it is, its tokens marked
+with the frame index).
 """
 
 import dataclasses

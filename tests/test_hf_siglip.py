@@ -302,3 +302,21 @@ def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
     np.testing.assert_allclose(out[:, t], want, atol=1e-4, rtol=0)
   with pytest.raises(ValueError, match="init.inflate: expected 'central' or 'mean'"):
     init_lib.load(state.params, task.init_slots(), {"volume": f"hf:{tmp_path}", "inflate": "x"})
+  # Frames in context (`patch_embed="frames"`): the 2D tower as it is, each slice's tokens plus the
+  # slice index's sin-cos embedding; here slice t is image t % 2.
+  from medjax.nn.patch import sincos_1d
+
+  frames_cfg = dataclasses.replace(vol_cfg, patch_embed="frames", frames=4)
+  volume = np.stack([images[t % 2] for t in range(4)])[None]
+  fresh = nn.meta.unbox(ViT(frames_cfg).init(jax.random.PRNGKey(0), volume)["params"])
+  params, (report,) = init_lib.load(
+    {"enc_volume": fresh}, {"volume": (("enc_volume",), frames_cfg)}, {"volume": f"hf:{tmp_path}"}
+  )
+  assert report.loaded == len(jax.tree.leaves(fresh)) and not report.new
+  out = ViT(frames_cfg).apply({"params": params["enc_volume"]}, jnp.asarray(volume))["tokens"]
+  out = np.asarray(out).reshape(4, -1, want.shape[-1])
+  index = sincos_1d(4, want.shape[-1])
+  for t in range(4):
+    np.testing.assert_allclose(
+      out[t], want[t % 2].reshape(-1, want.shape[-1]) + index[t], atol=1e-4
+    )

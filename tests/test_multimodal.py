@@ -214,6 +214,27 @@ def test_task_encoding_checks_placeholders():
     task.encode(dict(ex, prompt=ex["prompt"].replace("<volume>", "")))
 
 
+def test_volume_as_frames_in_context():
+  """`model.volume.patch_embed=frames`: the volume's slices go through a 2D tower, 8 slices x 4
+  pooled tokens in the decoder's context, and the loss trains it."""
+  import flax.linen as nn
+
+  from medjax.tasks import get_task
+
+  task = get_task(_config("tiny3d", **{"model.volume.patch_embed": "frames"}))
+  vol = task.mm_cfg.media[1].vit
+  assert (vol.input_shape, vol.num_tokens) == ((8, 32, 32, 1), 8 * 4)
+  model = task.build_model()
+  src = task.source("validation", 2)
+  encoded = [task.encode(src[i]) for i in range(2)]
+  batch = {k: jnp.stack([e[k] for e in encoded]) for k in encoded[0]}
+  params = nn.meta.unbox(task.init_params(model, jax.random.PRNGKey(0), batch))
+  assert params["enc_volume"]["patch_embed"]["kernel"].ndim == 4  # a 2D tower's parameters
+  grads = jax.grad(lambda p: task.loss(model, p, batch, None, 0)[0])(params)
+  norm = jnp.linalg.norm(grads["enc_volume"]["patch_embed"]["kernel"])
+  assert np.isfinite(norm) and norm > 0
+
+
 @pytest.mark.slow
 def test_paper_variant_builds():
   """SigLIP So400m/14 towers + Gemma-3-1B decoder: abstract init and loss trace (no memory used)."""

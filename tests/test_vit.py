@@ -142,3 +142,30 @@ def test_patch_embed_equals_strided_conv(patch):
     jax.lax.conv_general_dilated(x, p["kernel"], patch, "VALID", dimension_numbers=dims) + p["bias"]
   )
   np.testing.assert_allclose(m.apply({"params": p}, x), ref, atol=1e-5)
+
+
+def test_frames_mode_is_the_2d_tower_per_frame_with_frame_indices():
+  """A video as frames in context: each frame's tokens are the 2D tower's (same parameters), in
+  frame order, plus the frame index's sin-cos embedding; reordering frames reorders their tokens
+  but the index embedding stays with the position."""
+  from medjax.nn.patch import sincos_1d
+
+  cfg2d = vit_config("tiny", pool="gap", token_pool=2)
+  cfg = dataclasses.replace(cfg2d, patch_embed="frames", frames=3)
+  assert cfg.input_shape == (3, 32, 32, 1) and cfg.num_tokens == 3 * 16
+  video = jax.random.uniform(jax.random.PRNGKey(1), (2, 3, 32, 32, 1))
+  params = _init(cfg, video)
+  assert jax.tree.structure(params) == jax.tree.structure(_init(cfg2d, video[:, 0]))
+  out = ViT(cfg).apply({"params": params}, video)
+  assert out["tokens"].shape == (2, 48, cfg.width)
+  per_frame = [ViT(cfg2d).apply({"params": params}, video[:, f]) for f in range(3)]
+  index = sincos_1d(3, cfg.width)
+  want = jnp.concatenate([o["tokens"] + index[f] for f, o in enumerate(per_frame)], axis=1)
+  np.testing.assert_allclose(out["tokens"], want, atol=1e-5)
+  np.testing.assert_allclose(
+    out["pooled"], jnp.mean(jnp.stack([o["pooled"] for o in per_frame]), 0), atol=1e-5
+  )
+  with pytest.raises(ValueError, match=r"images: expected 3 frames, got 2"):
+    _abstract_apply(cfg, params, video[:, :2])
+  with pytest.raises(ValueError, match=r"patch_embed: expected one of"):
+    vit_config("tiny", patch_embed="tubes")

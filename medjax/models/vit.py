@@ -1,9 +1,12 @@
-"""Vision Transformer for 2D images and (tubelet-embedded) 3D volumes / videos.
+"""Vision Transformer for 2D images and 3D volumes / videos.
 
 ViT(cfg)(images [B,H,W,C] or volumes [B,D,H,W,C]) -> {"tokens": [B,N,width], "pooled": [B,width]}.
 Pre-LN blocks, GELU MLP, learned or sin-cos position embeddings, MAP / GAP / CLS pooling (SigLIP,
-ViT, PaliGemma style) and optional average pooling of the output token grid. `inflate_2d_to_3d`
-turns a 2D checkpoint into a 3D one (ViViT tubelet inflation).
+ViT, PaliGemma style) and optional average pooling of the output token grid. A volume or video is
+either tubelet-embedded (`patch_embed="3d"`; `inflate_2d_to_3d` turns a 2D checkpoint into such a
+tower, ViViT-style) or a sequence of frames (`patch_embed="frames"`, Gemini-style): each frame goes
+through the 2D tower (the same parameters as a 2D ViT, so a 2D checkpoint loads as it is) and its
+tokens, in frame order, carry a sin-cos embedding of the frame index.
 """
 
 import dataclasses
@@ -14,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax.nn.dtypes import DTYPES
-from medjax.nn.patch import PatchEmbed, sincos_2d
+from medjax.nn.patch import PatchEmbed, sincos_1d, sincos_2d
 from medjax.nn.transformer import Encoder, MAPHead
 
 POOLS = ("map", "gap", "cls", "none")
@@ -37,8 +40,8 @@ class ViTConfig:
   mlp_dim: int = 128
   pool: str = "map"  # map | gap | cls | none
   posemb: str = "learn"  # learn | sincos (spatial); 3D adds a learned, zero-initialised time table
-  patch_embed: str = "2d"  # 2d | 3d
-  frames: int = 8  # 3D: slices / frames per volume
+  patch_embed: str = "2d"  # 2d | 3d (tubelets) | frames (each frame by the 2D tower)
+  frames: int = 8  # 3D / frames: slices / frames per volume
   tubelet: int = 2  # 3D: depth of a tubelet (patch size along frames)
   token_pool: int = 1  # average-pool the output token grid by this factor in H and W
   token_pool_time: int = 1  # 3D: ... and along frames
@@ -55,7 +58,7 @@ class ViTConfig:
     for name, allowed in (
       ("pool", POOLS),
       ("posemb", ("learn", "sincos")),
-      ("patch_embed", ("2d", "3d")),
+      ("patch_embed", ("2d", "3d", "frames")),
       ("dtype", tuple(DTYPES)),
       ("param_dtype", tuple(DTYPES)),
     ):
@@ -82,7 +85,13 @@ class ViTConfig:
 
   @property
   def is_3d(self) -> bool:
+    """Tubelet-embedded: the parameters are a 3D tower's."""
     return self.patch_embed == "3d"
+
+  @property
+  def takes_frames(self) -> bool:
+    """Inputs have a frames axis: [B, frames, H, W, C]."""
+    return self.patch_embed != "2d"
 
   @property
   def patch(self) -> tuple:
@@ -91,11 +100,13 @@ class ViTConfig:
   @property
   def input_shape(self) -> tuple:
     """Per-example input shape, e.g. (H, W, C) or (frames, H, W, C)."""
-    return ((self.frames,) if self.is_3d else ()) + _pair(self.image_size) + (self.channels,)
+    return ((self.frames,) if self.takes_frames else ()) + _pair(self.image_size) + (self.channels,)
 
   @property
   def grid(self) -> tuple:
-    return tuple(s // p for s, p in zip(self.input_shape[:-1], self.patch))
+    """The patch grid of one example (of one frame for `patch_embed="frames"`)."""
+    spatial = self.input_shape[:-1][1:] if self.patch_embed == "frames" else self.input_shape[:-1]
+    return tuple(s // p for s, p in zip(spatial, self.patch))
 
   @property
   def pool_window(self) -> tuple:
@@ -103,8 +114,9 @@ class ViTConfig:
 
   @property
   def num_tokens(self) -> int:
-    """Output tokens per example (after token pooling)."""
-    return int(np.prod(self.grid) // np.prod(self.pool_window))
+    """Output tokens per example (after token pooling; all frames for `patch_embed="frames"`)."""
+    per = int(np.prod(self.grid) // np.prod(self.pool_window))
+    return per * self.frames if self.patch_embed == "frames" else per
 
 
 PRESETS = {
@@ -156,7 +168,7 @@ class ViT(nn.Module):
     want = cfg.input_shape
     names = (
       "[batch, frames, height, width, channels]"
-      if cfg.is_3d
+      if cfg.takes_frames
       else "[batch, height, width, channels]"
     )
     if x.ndim != len(want) + 1:
@@ -165,15 +177,16 @@ class ViT(nn.Module):
       raise ValueError(
         f"images: expected {cfg.channels} channels (last axis), got {x.shape[-1]} (shape {x.shape})"
       )
-    spatial = x.shape[1:-1]
+    spatial = x.shape[1:-1][-len(cfg.patch) :]
     if any(s % p for s, p in zip(spatial, cfg.patch)):
       raise ValueError(f"images: spatial size {spatial} is not divisible by the patch {cfg.patch}")
-    if cfg.posemb == "learn" and spatial != want[:-1]:
+    if cfg.posemb == "learn" and spatial != want[:-1][-len(cfg.patch) :]:
       raise ValueError(
-        f"images: expected spatial size {want[:-1]} (learned position embeddings), got {spatial}"
+        f"images: expected spatial size {want[:-1]} (learned position embeddings), got "
+        f"{x.shape[1:-1]}"
       )
-    if cfg.is_3d and spatial[0] != cfg.frames:
-      raise ValueError(f"images: expected {cfg.frames} frames, got {spatial[0]}")
+    if cfg.takes_frames and x.shape[1] != cfg.frames:
+      raise ValueError(f"images: expected {cfg.frames} frames, got {x.shape[1]}")
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -181,6 +194,10 @@ class ViT(nn.Module):
     cfg = self.cfg
     dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
     self._check(images)
+    frames = cfg.frames if cfg.patch_embed == "frames" else 0
+    if frames:  # every frame through the 2D tower
+      b0 = images.shape[0]
+      images = images.reshape((b0 * frames,) + images.shape[2:])
     lo, hi = cfg.input_range
     if (lo, hi) != (0.0, 1.0):
       images = images * (hi - lo) + lo
@@ -238,6 +255,10 @@ class ViT(nn.Module):
       window = cfg.pool_window
       x = nn.avg_pool(x.reshape((b,) + tuple(grid) + (cfg.width,)), window, strides=window)
       x = x.reshape(b, -1, cfg.width)
+    if frames:  # frame order, each frame's tokens marked with its index
+      index = jnp.asarray(sincos_1d(frames, cfg.width), x.dtype)
+      x = (x.reshape(b0, frames, -1, cfg.width) + index[None, :, None]).reshape(b0, -1, cfg.width)
+      pooled = None if pooled is None else pooled.reshape(b0, frames, -1).mean(1)
     return {"tokens": x, "pooled": pooled}
 
 

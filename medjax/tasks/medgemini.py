@@ -313,7 +313,7 @@ class SigLIPTask(Task):
     self.tokenizer = load_tokenizer(d.tokenizer)
     self.vision = config_lib.dataclass_from(ViTConfig, config.model.vision, "model.vision")
     self.text = config_lib.dataclass_from(TextConfig, config.model.text, "model.text")
-    self.media = "volume" if self.vision.is_3d else "image"
+    self.media = "volume" if self.vision.takes_frames else "image"
 
   def build_model(self):
     return TwoTower(self.vision, self.text, self.config.model.embed_dim)
