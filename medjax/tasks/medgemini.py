@@ -290,7 +290,8 @@ class MedGeminiVQATask(Task):
     examples = [val[i] for i in range(n or len(val))]  # n = 0: called outside the loop
     majority = lambda ex: counts[ex["prompt"]] and counts[ex["prompt"]].most_common(1)[0][0]
     hits = np.array([majority(ex) == ex["target"] for ex in examples])
-    chance = [1.0 / max(len(counts[ex["prompt"]]), 1) for ex in examples]
+    # a question never seen in training has no answer to guess from: chance 0, not 1
+    chance = [1.0 / len(counts[ex["prompt"]]) if counts[ex["prompt"]] else 0.0 for ex in examples]
     fields = {k: np.array([ex.get(k, 0) for ex in examples]) for k in ("qtype", "volume_only")}
     out = {"majority_baseline": float(hits.mean()), "chance_baseline": float(np.mean(chance))}
     for name, sel in self._subsets(fields).items():
