@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors import safe_open
 
+from medjax.checkpoints.host import LazyTensor, materialize
 from medjax.data.tokenizers import HFTokenizer
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.parallel.sharding import strip_boxes
@@ -215,15 +216,23 @@ class _Tensors:
       )
     self._open = {}
 
-  def get(self, name: str) -> np.ndarray:
+  def _file(self, name: str):
     if name not in self.files:
       raise ValueError(f"checkpoint: expected a tensor named {name!r}, not found")
     file = self.files[name]
     if file not in self._open:
       # The numpy backend has no bfloat16; the flax one does. Keep the arrays on the host.
       self._open[file] = safe_open(file, "flax")
+    return self._open[file]
+
+  def shape(self, name: str) -> tuple:
+    """From the file's header: nothing is read."""
+    return tuple(self._file(name).get_slice(name).get_shape())
+
+  def get(self, name: str) -> np.ndarray:
+    f = self._file(name)
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
-      return np.asarray(self._open[file].get_tensor(name))
+      return np.asarray(f.get_tensor(name))
 
 
 def _layer_names(cfg: LMConfig) -> dict:
@@ -254,13 +263,17 @@ def _layer_names(cfg: LMConfig) -> dict:
   return names
 
 
+def _check_shape(got: tuple, name: str, n_in: int | None, shape: tuple):
+  want = tuple(shape) if n_in is None else (int(np.prod(shape[n_in:])), int(np.prod(shape[:n_in])))
+  if tuple(got) != want:
+    raise ValueError(
+      f"checkpoint tensor {name!r}: expected shape {want} for the config, got {tuple(got)}"
+    )
+
+
 def _convert(w: np.ndarray, name: str, n_in: int | None, shape: tuple, dtype) -> np.ndarray:
   """An HF tensor -> the medjax layout `shape` (see `_layer_names` for `n_in`)."""
-  want = tuple(shape) if n_in is None else (int(np.prod(shape[n_in:])), int(np.prod(shape[:n_in])))
-  if tuple(w.shape) != want:
-    raise ValueError(
-      f"checkpoint tensor {name!r}: expected shape {want} for the config, got {tuple(w.shape)}"
-    )
+  _check_shape(w.shape, name, n_in, shape)
   w = w if n_in is None else w.T
   return np.ascontiguousarray(w.reshape(shape)).astype(dtype)
 
@@ -270,9 +283,12 @@ def _abstract_params(cfg: LMConfig) -> dict:
   return flax.traverse_util.flatten_dict(strip_boxes(jax.eval_shape(init)))
 
 
-def load_hf_params(path: str, cfg: LMConfig, dtype=None) -> dict:
+def load_hf_params(path: str, cfg: LMConfig, dtype=None, lazy: bool = False) -> dict:
   """Reads the safetensors weights in `path` into the param tree of `DecoderLM(cfg)` (layers stacked
-  under layers/layer when cfg.scan_layers). `dtype` defaults to cfg.param_dtype."""
+  under layers/layer when cfg.scan_layers). `dtype` defaults to cfg.param_dtype.
+
+  `lazy`: every name and shape is checked from the files' headers, and the leaves are
+  `LazyTensor`s that read (and stack) their tensors only when materialised."""
   dtype = np.dtype(jnp.dtype(dtype or cfg.param_dtype))
   expected = _abstract_params(cfg)
   tensors = _Tensors(path)
@@ -283,7 +299,15 @@ def load_hf_params(path: str, cfg: LMConfig, dtype=None) -> dict:
       raise ValueError(f"checkpoint tensor {name!r}: DecoderLM has no param {'/'.join(key)}")
     used.add(name)
     shape = expected[key].shape[1:] if layer_axis else expected[key].shape
+    if lazy:
+      _check_shape(tensors.shape(name), name, n_in, shape)
+      return LazyTensor(tuple(shape), lambda: _convert(tensors.get(name), name, n_in, shape, dtype))
     return _convert(tensors.get(name), name, n_in, shape, dtype)
+
+  def stack(parts):
+    if not lazy:
+      return np.stack(parts)
+    return LazyTensor((len(parts),) + parts[0].shape, lambda: np.stack([p.read() for p in parts]))
 
   flat = {
     ("embed", "embedding"): read(("embed", "embedding"), "model.embed_tokens.weight", None),
@@ -294,7 +318,7 @@ def load_hf_params(path: str, cfg: LMConfig, dtype=None) -> dict:
   for sub, (suffix, n_in) in _layer_names(cfg).items():
     if cfg.scan_layers:
       key = ("layers", "layer") + sub
-      flat[key] = np.stack(
+      flat[key] = stack(
         [
           read(key, f"model.layers.{i}.{suffix}", n_in, layer_axis=True)
           for i in range(cfg.num_layers)
@@ -315,7 +339,7 @@ def load_hf_params(path: str, cfg: LMConfig, dtype=None) -> dict:
       flat[("embed", "embedding")].shape,
       dtype,
     )
-    if np.array_equal(head, flat[("embed", "embedding")]):
+    if np.array_equal(head, materialize(flat[("embed", "embedding")])):
       used.add("lm_head.weight")
   unused = sorted(n for n in set(tensors.files) - used if not n.endswith(_IGNORED_TENSORS))
   if unused:

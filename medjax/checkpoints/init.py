@@ -30,6 +30,7 @@ from absl import logging
 
 from medjax import config_lib
 from medjax.checkpoints import hf_bert, hf_llm, hf_siglip
+from medjax.checkpoints.host import materialize
 from medjax.models.bert import BertConfig
 from medjax.models.llm import LMConfig
 from medjax.models.vit import ViTConfig, inflate_2d_to_3d
@@ -101,7 +102,9 @@ def _read_hf_lm(slot: str, path: str, cfg: LMConfig):
   _check_type(slot, path, "decoder LM (Llama-3.x / Gemma-3)", ("llama", "gemma3", "gemma3_text"))
   _same_architecture(slot, path, hf_llm.load_hf_config(path), cfg, _LM_ARCH)
   # LoRA adapters are not in the checkpoint: read the base weights, report the adapters as new.
-  params = hf_llm.load_hf_params(path, dataclasses.replace(cfg, lora_rank=0), dtype=cfg.param_dtype)
+  params = hf_llm.load_hf_params(
+    path, dataclasses.replace(cfg, lora_rank=0), dtype=cfg.param_dtype, lazy=True
+  )
   return flax.traverse_util.flatten_dict(params, sep="/"), ()
 
 
@@ -181,11 +184,14 @@ def _matches(name: str, patterns) -> bool:
   return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def load(params, slots: dict, init_section) -> tuple[dict, list[SlotReport]]:
+def load(params, slots: dict, init_section, donate: bool = False) -> tuple[dict, list[SlotReport]]:
   """`params` (the sharded train-state params) with the configured slots loaded from their sources.
 
   `slots` is the task's {slot: (path, module config)}. Raises, naming the slot and tensor, on an
-  unknown slot, a shape mismatch, or a missing / unused tensor the config does not allow.
+  unknown slot, a shape mismatch, or a missing / unused tensor the config does not allow. Sources
+  that read lazily (`LazyTensor`) are checked from their headers and read one tensor at a time
+  while placing. `donate`: each replaced leaf of `params` is deleted once its new value is placed,
+  so a device holds one copy of the model plus one leaf (the caller must not use `params` after).
   """
   allow_missing = tuple(init_section.get("allow_missing", ()) or ())
   allow_unused = tuple(init_section.get("allow_unused", ()) or ())
@@ -224,13 +230,17 @@ def load(params, slots: dict, init_section) -> tuple[dict, list[SlotReport]]:
           f"init.{slot}: tensor {prefix + k}: expected shape {tuple(leaf.shape)}, got "
           f"{tuple(value.shape)} in {fmt}:{path}"
         )
-      updates[prefix + k] = (np.asarray(value).astype(leaf.dtype, copy=False), leaf.sharding)
+      updates[prefix + k] = (value, leaf)
       report.loaded += 1
       report.loaded_bytes += leaf.size * leaf.dtype.itemsize
     reports.append(report)
   # Everything read and checked: place each leaf shard by shard on its devices.
-  for k, (value, sharding) in updates.items():
-    flat[k] = jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx])
+  for k, (value, leaf) in updates.items():
+    host = materialize(value).astype(leaf.dtype, copy=False)
+    flat[k] = jax.make_array_from_callback(host.shape, leaf.sharding, lambda idx, v=host: v[idx])
+    del host
+    if donate and isinstance(leaf, jax.Array):
+      leaf.delete()
   return flax.traverse_util.unflatten_dict(flat, sep="/"), reports
 
 

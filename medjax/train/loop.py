@@ -219,7 +219,7 @@ def train(config, workdir: str) -> dict:
     )
     logging.info("Initialised %d param arrays from %s", n, t.init_from)
   if restored is None and config_lib.init_sources(config.get("init", {})):
-    params, reports = init_lib.load(state.params, task.init_slots(), config.init)
+    params, reports = init_lib.load(state.params, task.init_slots(), config.init, donate=True)
     state = state.replace(
       params=params, ema_params=params if state.ema_params is not None else None
     )
