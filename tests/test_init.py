@@ -157,3 +157,23 @@ def test_opentslm_base_lm_from_the_checkpoint_equals_transformers_on_text(hf_dir
   with torch.no_grad():
     want = hf_model(torch.tensor(tokens)).logits.numpy()
   np.testing.assert_allclose(np.asarray(logits), want, atol=1e-4, rtol=1e-4)
+
+
+def test_lazy_read_and_donated_state(hf_dir, lm_config):
+  """The loop's load: lazily read leaves equal the eager reader's, and with `donate` each replaced
+  leaf of the fresh state is deleted (a device holds one copy of the model)."""
+  from medjax.checkpoints import hf_llm
+  from medjax.checkpoints.host import LazyTensor
+
+  path, hf_model = hf_dir
+  config, task, model, state = _fresh_state(lm_config)
+  cfg = task.init_slots()["lm"][1]
+  lazy = flax.traverse_util.flatten_dict(hf_llm.load_hf_params(path, cfg, lazy=True))
+  eager = flax.traverse_util.flatten_dict(hf_llm.load_hf_params(path, cfg))
+  assert all(isinstance(v, LazyTensor) for v in lazy.values()) and lazy.keys() == eager.keys()
+  for k, v in lazy.items():
+    np.testing.assert_array_equal(v.read(), eager[k])
+  old = jax.tree.leaves(state.params)
+  params, _ = init_lib.load(state.params, task.init_slots(), {"lm": f"hf:{path}"}, donate=True)
+  assert all(a.is_deleted() for a in old)
+  _logits_match(model, params, hf_model)
