@@ -286,10 +286,15 @@ def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_colab_draws_boxes_and_region_heat(run_colab):
-  """colabs/anatomy_vlm.ipynb end to end, with its parameters cell shrunk."""
+  """colabs/anatomy_vlm.ipynb end to end, with its parameters cell shrunk: the phantom model's
+  zero-shot reading, then boxes on a real-format Chest ImaGenome image."""
   text, outputs = run_colab("anatomy_vlm", 'STEPS, NUM_TEST, FINDING = 2, 16, "bleb"')
   assert "eval/auc_heldout" in text and "'a small round lucent spot'" in text and "<- true" in text
   assert sum(
     line.strip().startswith(r) for line in text.splitlines() for r in anatomy.REGIONS
   ) == len(anatomy.REGIONS)
-  assert any("image/png" in o.get("data", {}) for o in outputs)
+  assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # phantom; Chest ImaGenome
+  # The builder's report on its real-format fixtures, and the dropped regions of the quirky record.
+  assert "train: images 3, images_avoided 1, images_without_scene_graph 1" in text
+  assert "boxes_zero_area 1, boxes_negative 1, boxes_outside_image 1" in text
+  assert "'mediastinum'" in text.split("regions without a usable box:")[1].splitlines()[0]
