@@ -156,6 +156,11 @@ def test_bad_scene_graphs_and_splits_raise_clear_errors(tmp_path):
     mod.parse_findings(
       {"attributes": [{**entry, "phrases": ["x"], "attributes": [["opacity"]]}]}, "g.json"
     )
+  graph = {"patient_id": 10000032, "study_id": 50414267, "image_id": "missing"}
+  with pytest.raises(
+    ValueError, match=r"g.json: expected its image files/p10/p10000032/s50414267/missing.jpg"
+  ):
+    mod.read_image(mod.epath.Path(MANUAL), graph, "g.json")
   (tmp_path / "train.csv").write_text("image,path\na,b\n")
   with pytest.raises(ValueError, match=r"train.csv: expected a dicom_id column, got columns"):
     mod.read_split(mod.epath.Path(tmp_path / "train.csv"))

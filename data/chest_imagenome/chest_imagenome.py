@@ -51,6 +51,20 @@ def image_path(root: epath.Path, graph: dict) -> epath.Path:
   return root / "files" / f"p{pid[:2]}" / f"p{pid}" / f"s{sid}" / f"{graph['image_id']}.jpg"
 
 
+def read_image(root: epath.Path, graph: dict, where: str) -> np.ndarray:
+  """The scene graph's MIMIC-CXR-JPG image as grayscale uint8 [H, W]."""
+  from PIL import Image
+
+  path = image_path(root, graph)
+  if not path.exists():
+    raise ValueError(
+      f"{where}: expected its image {path.relative_to(root)} in manual_dir (MIMIC-CXR-JPG files/), "
+      "found none"
+    )
+  with path.open("rb") as f:
+    return np.asarray(Image.open(f).convert("L"))
+
+
 def _field(d: dict, key: str, where: str):
   if key not in d:
     raise ValueError(f"{where}: expected field {key!r}, got fields {sorted(d)}")
@@ -240,8 +254,6 @@ class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
     return out
 
   def _generate_examples(self, root, csv_path, avoid, split):
-    from PIL import Image
-
     counts = collections.Counter()
     for dicom_id in read_split(csv_path):
       if dicom_id in avoid:
@@ -252,8 +264,7 @@ class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
         counts["images_without_scene_graph"] += 1
         continue
       graph = json.loads(path.read_text())
-      with image_path(root, graph).open("rb") as f:
-        image = np.asarray(Image.open(f).convert("L"))
+      image = read_image(root, graph, path.name)
       boxes, valid, box_counts = parse_boxes(graph, image.shape[1], image.shape[0], path.name)
       counts.update(box_counts)
       phrases, attributes = parse_findings(graph, path.name)
