@@ -270,6 +270,21 @@ def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
     "f1_heldout",
   ):
     assert m[k] == pytest.approx(1.0, abs=1e-4), (k, m[k])
+  for f in anatomy.FINDING_NAMES:  # per finding: image level (global head, regions), per region
+    assert m[f"pos/{f}"] == labels[:, anatomy.FINDING_NAMES.index(f)].sum() > 0, f
+    for k in ("auc", "auc_region", "auc_anatomy"):
+      assert m[f"{k}/{f}"] == pytest.approx(1.0, abs=1e-4), (k, f, m[f"{k}/{f}"])
+  # Regions without a box (box_valid 0, e.g. dropped from a silver scene graph) are not scored:
+  # a wrong box there leaves the oracle's mean IoU at 1, where scoring it would lower it.
+  masked = [{**e, "box_valid": np.r_[0.0, np.ones(len(e["boxes"]) - 1)]} for e in exs]
+  wrong = true_xyxy.copy()
+  wrong[:, 0] = [0.0, 0.0, 0.01, 0.01]
+  assert evaluation_metrics(
+    {**oracle, "boxes": wrong}, masked, anatomy.FINDING_NAMES, anatomy.SEEN
+  )["box_miou"] == pytest.approx(1.0, abs=1e-5)
+  assert evaluation_metrics({**oracle, "boxes": wrong}, exs, anatomy.FINDING_NAMES, anatomy.SEEN)[
+    "box_miou"
+  ] < 1 - 0.5 / len(anatomy.REGIONS)
   rng = np.random.default_rng(0)
   noise = {k: rng.random(v.shape) for k, v in oracle.items() if k != "boxes"}
   m = evaluation_metrics(
@@ -279,6 +294,8 @@ def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
     abs(m["auc_seen"] - 0.5) < 0.1 and abs(m["auc_heldout"] - 0.5) < 0.15 and m["box_miou"] < 0.5
   )
   assert abs(m["auc_fused_heldout"] - 0.5) < 0.15
+  per_finding = [m[f"auc/{f}"] for f in anatomy.FINDING_NAMES]
+  assert abs(np.mean(per_finding) - 0.5) < 0.1, per_finding
 
 
 # ---------------------------------------------------------------------------------------------
