@@ -70,7 +70,7 @@ def get_config(arg=None):
   )
   c.data.train_findings = anatomy.SEEN
   c.data.num_negatives = 2
-  c.data.train_size = 20_000
+  c.data.train_size = 20_000  # phantoms; chest_imagenome reads its whole splits
   c.data.eval_size = 256
   c.data.eval_loss = True  # False: no validation-loss pass (evaluate still scores test phantoms)
   c.data.test_size = 512  # zero-shot evaluation images (seen + held-out findings)
