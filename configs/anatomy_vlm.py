@@ -1,8 +1,9 @@
 """Anatomy-VLM: anatomy queries (boxes, region embeddings) + knowledge-enriched region/image alignment.
 
 python experiments/train.py --config=configs/anatomy_vlm.py:tiny --workdir=/tmp/avlm
-Variants: tiny (64 px phantoms, 11 regions, CPU minutes) and paper (ViT-B/16 at 224 px, 29 Chest
-ImaGenome regions; builds and compiles, bring data and weights to train it).
+Variants: tiny (64 px phantoms, 11 regions, CPU minutes) and paper (ViT-B/16 at 224 px on Chest
+ImaGenome: 29 regions, --config.data.manual_dir=RAW with silver_dataset/ and MIMIC-CXR-JPG files/,
+prepared into --config.data.data_dir; a medical BERT in init.text and data.tokenizer).
 Ablation rows (global only; + detection; + fine alignment): experiments/anatomy_ablation.py.
 """
 
@@ -58,14 +59,18 @@ def get_config(arg=None):
       embed_dim=512,
     )
   c.model = dataclasses.asdict(model)
-  c.data.name = "synthetic_anatomy"
+  c.data.name = "synthetic_anatomy"  # or chest_imagenome (data/chest_imagenome)
+  c.data.data_dir = ""  # TFDS data_dir of chest_imagenome; default ~/tensorflow_datasets
+  c.data.manual_dir = ""  # the raw Chest ImaGenome + MIMIC-CXR-JPG files
+  c.data.builder_config = ""  # "": the builder config of the model's image size
   c.data.regions = regions
+  c.data.findings = anatomy.FINDING_NAMES  # labels of the global head and the zero-shot evaluation
   c.data.tokenizer = (
     "words"  # the phantom task's word vocabulary, or a Hugging Face tokenizer directory
   )
   c.data.train_findings = anatomy.SEEN
   c.data.num_negatives = 2
-  c.data.train_size = 20_000
+  c.data.train_size = 20_000  # phantoms; chest_imagenome reads its whole splits
   c.data.eval_size = 256
   c.data.eval_loss = True  # False: no validation-loss pass (evaluate still scores test phantoms)
   c.data.test_size = 512  # zero-shot evaluation images (seen + held-out findings)
@@ -90,9 +95,14 @@ def get_config(arg=None):
   )
   c.init.update(text="")  # paper: hf:DIR of a BERT-family medical text encoder (frozen)
   if variant == "paper":
-    # Chest ImaGenome images go in data.name, the text encoder's checkpoint and tokenizer directory
-    # (e.g. CXR-BERT: [CLS] / [SEP] wrap each phrase, pad id 0) in init.text and data.tokenizer;
-    # with the defaults the model builds and compiles at the published size.
+    # Chest ImaGenome in data.manual_dir / data.data_dir, the text encoder's checkpoint and tokenizer
+    # directory (e.g. CXR-BERT: [CLS] / [SEP] wrap each phrase, pad id 0) in init.text and
+    # data.tokenizer.
+    c.data.name = "chest_imagenome"
+    c.data.findings = anatomy.CHEST_IMAGENOME_FINDINGS
+    # The global head trains on 15 labels; the last 5 are scored zero-shot only (medjax's split).
+    c.data.train_findings = anatomy.CHEST_IMAGENOME_FINDINGS[:15]
+    c.data.test_size = 2048
     c.loss.stage_steps = (10_000, 10_000)
     c.train.update(steps=60_000, batch_size=256)
     c.optim.update(lr=1e-4, weight_decay=0.05)

@@ -8,23 +8,35 @@ Anatomy-VLM paper uses (normalised cxcywh, `box_valid` where the graph has that 
 names, e.g. the cardiophrenic angles, are skipped), the region phrases and the region attributes.
 """
 
+import collections
 import csv
 import dataclasses
 import json
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 
 from medjax.data.synthetic.anatomy import CHEST_IMAGENOME_REGIONS
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """From PhysioNet (credentialed access): put Chest ImaGenome's `silver_dataset/`
-(scene_graph/*.json and splits/{train,valid,test}.csv with a dicom_id column) and MIMIC-CXR-JPG's `files/`
-(files/p10/p10000032/s50414267/<dicom_id>.jpg) side by side in manual_dir."""
+(scene_graph/*.json; splits/{train,valid,test}.csv and splits/images_to_avoid.csv, each with a dicom_id
+column) and MIMIC-CXR-JPG's `files/` (files/p10/p10000032/s50414267/<dicom_id>.jpg) side by side in
+manual_dir."""
 
 SPLITS = {"train": "train", "validation": "valid", "test": "test"}
-BOX_SLACK = (
-  0.02  # boxes may overhang the image by this fraction of its size (then clipped); more is an error
+AVOID = "images_to_avoid.csv"  # the gold-standard images, kept out of every silver split
+# What preparation skips or mends, counted per split in `info.metadata["report"][split]`.
+REPORT_KEYS = (
+  "images",  # written
+  "images_avoided",  # listed in images_to_avoid.csv
+  "images_without_scene_graph",  # listed in the split, no {dicom_id}_SceneGraph.json
+  "boxes",  # region boxes kept (of the 29 regions)
+  "boxes_clipped",  # kept after clipping to the image
+  "boxes_zero_area",  # x1 == x2 or y1 == y2: dropped
+  "boxes_negative",  # x2 < x1 or y2 < y1: dropped
+  "boxes_outside_image",  # nothing left after clipping: dropped
 )
 
 
@@ -39,38 +51,69 @@ def image_path(root: epath.Path, graph: dict) -> epath.Path:
   return root / "files" / f"p{pid[:2]}" / f"p{pid}" / f"s{sid}" / f"{graph['image_id']}.jpg"
 
 
+def read_image(root: epath.Path, graph: dict, where: str) -> np.ndarray:
+  """The scene graph's MIMIC-CXR-JPG image as grayscale uint8 [H, W]."""
+  from PIL import Image
+
+  path = image_path(root, graph)
+  if not path.exists():
+    raise ValueError(
+      f"{where}: expected its image {path.relative_to(root)} in manual_dir (MIMIC-CXR-JPG files/), "
+      "found none"
+    )
+  with path.open("rb") as f:
+    return np.asarray(Image.open(f).convert("L"))
+
+
 def _field(d: dict, key: str, where: str):
   if key not in d:
     raise ValueError(f"{where}: expected field {key!r}, got fields {sorted(d)}")
   return d[key]
 
 
-def parse_boxes(graph: dict, width: int, height: int, where: str) -> tuple[np.ndarray, np.ndarray]:
-  """Region boxes -> (xyxy in pixels [29, 4] float32, valid [29] bool), regions in CHEST_IMAGENOME_REGIONS order."""
+def parse_boxes(
+  graph: dict, width: int, height: int, where: str
+) -> tuple[np.ndarray, np.ndarray, collections.Counter]:
+  """Region boxes -> (xyxy in pixels [29, 4] float32, valid [29] bool, counts of REPORT_KEYS "boxes*"),
+  regions in CHEST_IMAGENOME_REGIONS order.
+
+  The silver graphs hold boxes that overhang the image or lie outside it, and zero-area or inverted
+  ones: a box is clipped to the image; one that is empty before or after clipping is dropped
+  (its region left invalid) and counted.
+  """
   boxes, valid = (
     np.zeros((len(CHEST_IMAGENOME_REGIONS), 4), np.float32),
     np.zeros(len(CHEST_IMAGENOME_REGIONS), bool),
   )
+  counts = collections.Counter()
+  size = np.array([width, height] * 2, np.float32)
   for obj in _field(graph, "objects", where):
     name = _field(obj, "bbox_name", f"{where} objects")
     if name not in CHEST_IMAGENOME_REGIONS:
       continue
-    b = np.array(
-      [_field(obj, f"original_{k}", f"{where} object {name!r}") for k in ("x1", "y1", "x2", "y2")],
-      np.float32,
-    )
-    lo, hi = (
-      -BOX_SLACK * np.array([width, height] * 2),
-      (1 + BOX_SLACK) * np.array([width, height] * 2),
-    )
-    if np.any(b < lo) or np.any(b > hi) or b[2] <= b[0] or b[3] <= b[1]:
+    coords = [
+      _field(obj, f"original_{k}", f"{where} object {name!r}") for k in ("x1", "y1", "x2", "y2")
+    ]
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in coords):
       raise ValueError(
-        f"{where} object {name!r}: expected a non-empty box inside the {width}x{height} image, got "
-        f"original_x1/y1/x2/y2 = {b.tolist()}"
+        f"{where} object {name!r}: expected finite numbers original_x1/y1/x2/y2, got {coords}"
       )
+    b = np.array(coords, np.float32)
+    if b[2] == b[0] or b[3] == b[1]:
+      counts["boxes_zero_area"] += 1
+      continue
+    if b[2] < b[0] or b[3] < b[1]:
+      counts["boxes_negative"] += 1
+      continue
+    clipped = np.clip(b, 0, size)
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+      counts["boxes_outside_image"] += 1
+      continue
+    counts["boxes_clipped"] += int(np.any(clipped != b))
+    counts["boxes"] += 1
     i = CHEST_IMAGENOME_REGIONS.index(name)
-    boxes[i], valid[i] = np.clip(b, 0, [width, height] * 2), True
-  return boxes, valid
+    boxes[i], valid[i] = clipped, True
+  return boxes, valid, counts
 
 
 def parse_findings(graph: dict, where: str) -> tuple[list, list]:
@@ -125,6 +168,7 @@ def square_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.n
 
 
 def read_split(csv_path: epath.Path) -> list[str]:
+  """The dicom_id column of a split CSV (the release's: an unnamed index column first)."""
   with csv_path.open() as f:
     reader = csv.DictReader(f)
     if "dicom_id" not in (reader.fieldnames or ()):
@@ -134,11 +178,27 @@ def read_split(csv_path: epath.Path) -> list[str]:
     return [r["dicom_id"] for r in reader]
 
 
-class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
-  """Chest radiographs with 29 anatomical region boxes, region phrases and region attributes."""
+def log_report(report: dict) -> None:
+  """Logs what preparation kept, skipped and mended, per split (`info.metadata["report"]`)."""
+  for split, counts in report.items():
+    logging.info(
+      "chest_imagenome %s: %s", split, ", ".join(f"{k} {counts.get(k, 0)}" for k in REPORT_KEYS)
+    )
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release (silver scene graphs)."}
+
+class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
+  """Chest radiographs with 29 anatomical region boxes, region phrases and region attributes.
+
+  Preparation counts, per split, the images it skips (avoid-list, no scene graph) and the boxes it
+  clips or drops (REPORT_KEYS) into `info.metadata["report"]`, and logs them.
+  """
+
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.0.0": "Initial release (silver scene graphs).",
+    "1.1.0": "Skips avoid-listed images and images without a scene graph, clips boxes to the image, "
+    "drops empty ones; counts all of it in metadata['report'].",
+  }
   BUILDER_CONFIGS = [
     ChestImaGenomeConfig(name="224", description="224x224 (Anatomy-VLM)"),
     ChestImaGenomeConfig(name="tiny", image_size=32, description="32x32 (tests)"),
@@ -152,6 +212,7 @@ class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
       builder=self,
       description=__doc__,
       homepage="https://physionet.org/content/chest-imagenome/",
+      metadata=tfds.core.MetadataDict(),
       features=tfds.features.FeaturesDict(
         {
           "image": tfds.features.Tensor(
@@ -177,8 +238,12 @@ class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     root = epath.Path(dl_manager.manual_dir)
     splits = root / "silver_dataset" / "splits"
+    avoid = set(read_split(splits / AVOID)) if (splits / AVOID).exists() else set()
+    if not avoid:
+      logging.warning("chest_imagenome: no %s in %s: no image is avoided", AVOID, splits)
+    self.info.metadata["report"] = {}
     out = {
-      k: self._generate_examples(root, splits / f"{v}.csv")
+      k: self._generate_examples(root, splits / f"{v}.csv", avoid, k)
       for k, v in SPLITS.items()
       if (splits / f"{v}.csv").exists()
     }
@@ -188,17 +253,23 @@ class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
       )
     return out
 
-  def _generate_examples(self, root, csv_path):
-    from PIL import Image
-
+  def _generate_examples(self, root, csv_path, avoid, split):
+    counts = collections.Counter()
     for dicom_id in read_split(csv_path):
+      if dicom_id in avoid:
+        counts["images_avoided"] += 1
+        continue
       path = root / "silver_dataset" / "scene_graph" / f"{dicom_id}_SceneGraph.json"
+      if not path.exists():
+        counts["images_without_scene_graph"] += 1
+        continue
       graph = json.loads(path.read_text())
-      with image_path(root, graph).open("rb") as f:
-        image = np.asarray(Image.open(f).convert("L"))
-      boxes, valid = parse_boxes(graph, image.shape[1], image.shape[0], path.name)
+      image = read_image(root, graph, path.name)
+      boxes, valid, box_counts = parse_boxes(graph, image.shape[1], image.shape[0], path.name)
+      counts.update(box_counts)
       phrases, attributes = parse_findings(graph, path.name)
       image, boxes = square_resize(image, boxes, self.builder_config.image_size)
+      counts["images"] += 1
       yield (
         dicom_id,
         {
@@ -211,3 +282,6 @@ class ChestImaGenome(tfds.core.GeneratorBasedBuilder):
           "attributes": attributes,
         },
       )
+    # Runs once the split is written, before the dataset info (with its metadata) is saved.
+    self.info.metadata["report"][split] = {k: counts.get(k, 0) for k in REPORT_KEYS}
+    log_report({split: self.info.metadata["report"][split]})

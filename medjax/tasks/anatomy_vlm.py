@@ -6,9 +6,16 @@ its phrase; negatives: the other regions' phrases in the batch and per-region ha
 Stages by step: detection only for `loss.stage_steps[0]` steps, then + global for
 `loss.stage_steps[1]`, then all losses. Queries meet regions by Hungarian matching or fixed
 query i -> region i (`loss.matching`).
+
+Data (`data.name`): the embedded phantoms (`synthetic_anatomy`, the demo) or the Chest ImaGenome
+builder (`chest_imagenome`: 29 regions, the silver scene graphs' boxes, region phrases and
+finding attributes; `data.findings` names the dataset's finding labels that the global head and the
+zero-shot evaluation use, `data.train_findings` those the global head trains on).
 """
 
 import functools
+import re
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +24,7 @@ import scipy.special
 from absl import logging
 
 from medjax import config_lib
-from medjax.data import pipeline
+from medjax.data import builders, pipeline
 from medjax.data.synthetic import anatomy
 from medjax.data.tokenizers import load_tokenizer
 from medjax.eval.classification import balanced_accuracy, f1_score, roc_auc
@@ -27,7 +34,7 @@ from medjax.objectives import boxes as box_lib
 from medjax.objectives.contrastive import info_nce, sigmoid_bce
 from medjax.tasks.base import Task
 
-DATASETS = ("synthetic_anatomy",)
+DATASETS = ("synthetic_anatomy", "chest_imagenome")
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 TERMS = ("anat", "fine", "global")  # the order of loss.weights
 
@@ -80,25 +87,42 @@ class AnatomyVLMTask(Task):
         f"model.text.vocab_size: expected >= {self.tokenizer.vocab_size} (the tokenizer's), got "
         f"{self.model_cfg.text.vocab_size}"
       )
-    self.findings = anatomy.FINDING_NAMES
+    self.findings = tuple(d.findings)
+    self.real = d.name != "synthetic_anatomy"
+    if not self.real and self.findings != anatomy.FINDING_NAMES:
+      raise ValueError(
+        f"data.findings: the phantoms draw {anatomy.FINDING_NAMES}, got {self.findings}"
+      )
+    if self.real and self.regions != anatomy.CHEST_IMAGENOME_REGIONS:
+      raise ValueError(
+        f"data.regions: {d.name} has the 29 regions {anatomy.CHEST_IMAGENOME_REGIONS}, got "
+        f"{self.regions}"
+      )
+    if not self.findings or len(set(self.findings)) != len(self.findings):
+      raise ValueError(f"data.findings: expected distinct finding names, got {self.findings}")
     self.seen = tuple(d.train_findings)
+    unknown = [f for f in self.seen if f not in self.findings]
+    if unknown:
+      raise ValueError(
+        f"data.train_findings: expected names from data.findings {self.findings}, got {unknown}"
+      )
     self.label_mask = np.array([f in self.seen for f in self.findings], np.float32)
-    self.label_tokens = self._tokenize([anatomy.FINDINGS[f].description for f in self.findings])
+    # Prompts: a phantom finding by its knowledge description, a dataset finding by its name.
+    text = {f: anatomy.FINDINGS[f].description if not self.real else f for f in self.findings}
+    self.label_tokens = self._tokenize([text[f] for f in self.findings])
     prompts = anatomy.prompts(self.regions)
     self.region_prompt_tokens = (
       self._tokenize(  # [R, F + 1, T]: each finding in region r, then "r is clear"
         [
-          [
-            prompts["region"].get((f, r), f"{anatomy.FINDINGS[f].description} in the {r}")
-            for f in self.findings
-          ]
+          [prompts["region"].get((f, r), f"{text[f]} in the {r}") for f in self.findings]
           + [prompts["normal"][r]]
           for r in self.regions
         ]
       )
     )
+    # Where a finding can occur: the phantom's rule; on real data every region.
     self.region_allowed = np.array(
-      [[r in anatomy.FINDINGS[f].regions for f in self.findings] for r in self.regions]
+      [[self.real or r in anatomy.FINDINGS[f].regions for f in self.findings] for r in self.regions]
     )
 
   def _tokenize(self, phrases, name="phrases"):
@@ -120,6 +144,7 @@ class AnatomyVLMTask(Task):
       "image": z(s, s, c),
       "boxes": z(m, 4) + 0.5,
       "box_valid": z(m),
+      "phrase_valid": z(m),
       "labels": z(f),
       "region_labels": z(m, f),
       "phrase_tokens": z(m, t, dt=np.int32),
@@ -134,6 +159,7 @@ class AnatomyVLMTask(Task):
     """A generator / dataset example -> the arrays of one batch row."""
     k, c = self.config.data.num_negatives, self.model_cfg.vit.channels
     m, t = len(self.regions), self.model_cfg.text.max_len
+    ex = _with_masks(ex, m)
     neg = [[n for n in row][:k] for row in ex["negatives"]]
     neg_valid = np.array([[j < len(row) for j in range(k)] for row in neg], np.float32)
     flat = [p for row in neg for p in row]
@@ -144,8 +170,9 @@ class AnatomyVLMTask(Task):
     image = np.asarray(ex["image"], np.float32)
     return {
       "image": np.repeat(image, c, -1) if image.shape[-1] != c else image,
-      "boxes": anatomy.check_boxes(ex["boxes"]),
-      "box_valid": np.ones(m, np.float32),
+      "boxes": ex["boxes"],
+      "box_valid": ex["box_valid"],
+      "phrase_valid": ex["phrase_valid"],
       "labels": ex["labels"],
       "region_labels": ex["region_labels"],
       "phrase_tokens": self._tokenize(ex["phrases"]) if fine_on else np.zeros((m, t), np.int32),
@@ -154,14 +181,42 @@ class AnatomyVLMTask(Task):
     }
 
   def source(self, split):
-    """Generated examples (seen findings only): record i of a split is drawn from (split, seed, i).
-    No validation split with `data.eval_loss` False."""
+    """Phantoms: generated examples (seen findings only), record i of a split drawn from (split,
+    seed, i). Chest ImaGenome: the builder's records as examples (`imagenome_example`). No
+    validation split with `data.eval_loss` False."""
     d = self.config.data
     if split == "validation" and not d.get("eval_loss", True):
       return None
+    if self.real:
+      return builders.Mapped(self._builder_split(split), self._real_example)
     return pipeline.IndexSource(
       d.train_size if split == "train" else d.eval_size,
       functools.partial(self._generate, split=split),
+    )
+
+  def builder_config(self) -> str:
+    """`data.builder_config`, or the builder config whose image size is the model's."""
+    d, size = self.config.data, self.model_cfg.vit.image_size
+    if d.builder_config:
+      return d.builder_config
+    configs = builders.builder_class(d.name).BUILDER_CONFIGS
+    names = [c.name for c in configs if c.image_size == size]
+    if len(names) != 1:
+      raise ValueError(
+        f"data.builder_config: expected one {d.name} config of image size {size} "
+        f"(model.vit.image_size), got {names} of {[(c.name, c.image_size) for c in configs]}"
+      )
+    return names[0]
+
+  def _builder_split(self, split):
+    d = self.config.data
+    return builders.load_builder(
+      d.name, split, data_dir=d.data_dir, manual_dir=d.manual_dir, config=self.builder_config()
+    )
+
+  def _real_example(self, record):
+    return imagenome_example(
+      record, self.findings, self.config.data.num_negatives, self.config.seed
     )
 
   def _generate(self, index, *, split):
@@ -205,6 +260,7 @@ class AnatomyVLMTask(Task):
     )
     label_emb = txt[-len(self.label_tokens) :]
     valid = batch["box_valid"]
+    phrase_valid = valid * batch["phrase_valid"]  # regions with a box and a phrase
     if lc.matching == "hungarian" and anat_on:
       cost = box_lib.match_cost(
         img["boxes"],
@@ -241,7 +297,7 @@ class AnatomyVLMTask(Task):
         txt[: b * m],
         txt[b * m : b * m * (1 + k)].reshape(b * m, k, -1),
         batch["phrase_tokens"].reshape(b * m, t),
-        valid.reshape(-1),
+        phrase_valid.reshape(-1),
         batch["neg_valid"].reshape(b * m, k),
         lp["fine_scale"],
       )
@@ -319,7 +375,15 @@ class AnatomyVLMTask(Task):
     }
 
   def test_examples(self) -> list:
-    """The `data.test_size` phantoms `evaluate` scores (seen and held-out findings)."""
+    """The `data.test_size` examples `evaluate` scores: phantoms of seen and held-out findings, or
+    the first of the builder's test split (its validation split where it has no test split)."""
+    if self.real:
+      try:
+        src = self._builder_split("test")
+      except ValueError:
+        src = self._builder_split("validation")
+      n = min(len(src), self.config.data.test_size)
+      return [self._real_example(src[i]) for i in range(n)]
     rng = np.random.default_rng([SPLIT_SEEDS["test"], self.config.seed])
     return [
       anatomy.make_example(
@@ -342,13 +406,25 @@ class AnatomyVLMTask(Task):
     return evaluation_metrics(res, exs, self.findings, self.seen, self.region_allowed)
 
 
+def metric_name(finding: str) -> str:
+  """A finding name as a metric-key part: "mass/nodule (not otherwise specified)" ->
+  "mass_nodule_not_otherwise_specified"."""
+  return re.sub(r"[^0-9a-z]+", "_", finding.lower()).strip("_")
+
+
 def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> dict:
-  """Metrics from `interpret` outputs against generator examples (see AnatomyVLMTask.evaluate). Anatomy-wise
-  AUC ranks (image, region) pairs, over the regions where the finding can occur (`allowed` [R,F]; all if None).
+  """Metrics from `interpret` outputs against examples (see AnatomyVLMTask.evaluate). Box mean IoU
+  over the regions with a box (`box_valid`; all for phantoms). Anatomy-wise AUC ranks (image,
+  region) pairs, over the regions where the finding can occur (`allowed` [R,F]; all if None).
   The wrong-description controls auc_wrong (global head) and auc_anatomy_wrong (regions) score each
-  finding with the next finding's description in its group (held-out: mass <-> bleb)."""
+  finding with the next finding's description in its group (held-out: mass <-> bleb). Per finding
+  with both classes among the images: auc/<finding> (global head), auc_region/<finding> (image score
+  from the regions) and auc_anatomy/<finding> (per region), and pos/<finding> its positive images."""
+  exs = [_with_masks(e, len(e["boxes"])) for e in exs]
   true_boxes = np.asarray(box_lib.cxcywh_to_xyxy(np.stack([e["boxes"] for e in exs])))
-  out = {"box_miou": float(np.mean(np.asarray(box_lib.iou(res["boxes"], true_boxes))))}
+  box_valid = np.stack([e["box_valid"] for e in exs]).astype(bool)
+  ious = np.asarray(box_lib.iou(res["boxes"], true_boxes))
+  out = {"box_miou": float(ious[box_valid].mean()) if box_valid.any() else float("nan")}
   labels = np.stack([e["labels"] for e in exs]).astype(bool)
   region_labels = np.stack([e["region_labels"] for e in exs]).astype(bool)
   groups = {
@@ -374,6 +450,10 @@ def evaluation_metrics(res: dict, exs: list, findings, seen, allowed=None) -> di
         )
       rows["bmac"].append(balanced_accuracy(labels[:, j], pred))
       rows["f1"].append(f1_score(labels[:, j], pred))
+      name = metric_name(f)
+      out[f"pos/{name}"] = float(labels[:, j].sum())
+      out[f"auc/{name}"], out[f"auc_region/{name}"] = rows["auc"][-1], rows["auc_region"][-1]
+      out[f"auc_anatomy/{name}"] = rows["auc_anatomy"][-1]
     out.update(
       {f"{k}_{group}": float(np.nanmean(v)) if v else float("nan") for k, v in rows.items()}
     )
@@ -439,3 +519,59 @@ def _interpret_fn(model):
     }
 
   return jax.jit(fn)
+
+
+def _with_masks(ex: dict, m: int) -> dict:
+  """Phantom examples have every region's box and phrase: all-ones masks where they are absent."""
+  ones = np.ones(m, np.float32)
+  return {"box_valid": ones, "phrase_valid": ones, **ex}
+
+
+def imagenome_example(record: dict, findings, num_negatives: int, seed: int) -> dict:
+  """A Chest ImaGenome builder record -> an example in the phantoms' schema (`make_example`), plus
+  box_valid / phrase_valid [29] masks.
+
+  labels [F] / region_labels [29, F]: `findings` (attribute names) affirmed ("yes") in the image /
+  the region. The positive phrase of a region is one of its report phrases, chosen per image from
+  `seed`; its hard negatives are "<finding> in the <region>" for the findings the report denies
+  there and, where it affirms one, "the <region> is clear". Invalid boxes are set to a centred
+  placeholder (masked out of every loss and metric).
+  """
+  dec = lambda v: bytes(v).decode() if isinstance(v, (bytes, np.bytes_)) else str(v)
+  regions, f_index = anatomy.CHEST_IMAGENOME_REGIONS, {f: j for j, f in enumerate(findings)}
+  m = len(regions)
+  box_valid = np.asarray(record["box_valid"], bool)
+  boxes = np.where(box_valid[:, None], np.asarray(record["boxes"], np.float32), 0.5)
+  anatomy.check_boxes(boxes[box_valid], "boxes")
+  region_labels = np.zeros((m, len(findings)), np.float32)
+  denied = [[] for _ in range(m)]
+  a = record["attributes"]
+  for r, name, positive in zip(np.asarray(a["region"]), a["name"], np.asarray(a["positive"])):
+    j = f_index.get(dec(name))
+    if j is None:
+      continue
+    if positive:
+      region_labels[r, j] = 1
+    elif findings[j] not in denied[r]:
+      denied[r].append(findings[j])
+  texts = [[] for _ in range(m)]
+  for r, t in zip(np.asarray(record["phrases"]["region"]), record["phrases"]["text"]):
+    texts[r].append(dec(t))
+  rng = np.random.default_rng([seed, zlib.crc32(dec(record["image_id"]).encode())])
+  phrases = [t[int(rng.integers(len(t)))] if t else r for t, r in zip(texts, regions)]
+  negatives = []
+  for r, region in enumerate(regions):
+    negs = [f"{f} in the {region}" for f in denied[r]]
+    if region_labels[r].any():
+      negs.insert(0, f"the {region} is clear")
+    negatives.append(negs[:num_negatives])
+  return {
+    "image": np.asarray(record["image"], np.float32) / 255.0,
+    "boxes": boxes,
+    "box_valid": box_valid.astype(np.float32),
+    "labels": region_labels.max(0),
+    "region_labels": region_labels,
+    "phrases": phrases,
+    "phrase_valid": np.array([bool(t) for t in texts], np.float32),
+    "negatives": negatives,
+  }

@@ -63,6 +63,31 @@ CHEST_IMAGENOME_REGIONS = (
   "carina",
   "abdomen",
 )
+# Finding labels of the Chest ImaGenome silver scene graphs (attribute names, "category|yes/no|name")
+# that the Chest ImaGenome task scores zero-shot: 20 common anatomical findings and diseases. The
+# paper's 20 zero-shot classes are not listed in it; these are medjax's pick.
+CHEST_IMAGENOME_FINDINGS = (
+  "lung opacity",
+  "pleural effusion",
+  "atelectasis",
+  "enlarged cardiac silhouette",
+  "pulmonary edema/hazy opacity",
+  "pneumothorax",
+  "consolidation",
+  "fluid overload/heart failure",
+  "pneumonia",
+  "vascular congestion",
+  "linear/patchy atelectasis",
+  "lobar/segmental collapse",
+  "elevated hemidiaphragm",
+  "costophrenic angle blunting",
+  "hyperaeration",
+  "mass/nodule (not otherwise specified)",
+  "copd/emphysema",
+  "enlarged hilum",
+  "interstitial lung disease",
+  "spinal degenerative changes",
+)
 
 
 @dataclasses.dataclass(frozen=True)
