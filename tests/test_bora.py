@@ -124,41 +124,52 @@ def test_paper_config_builds_and_traces():
     task.train_data(batch_size=1, seed=0, shard_index=0, shard_count=1)
 
 
-def test_bora_csv_builder_reads_opensora_csv_and_videos(tmp_path):
+def test_bora_csv_builder_reads_bora_rows_and_keeps_whole_clips(tmp_path, caplog):
+  """train.csv has Bora's header-less `path, caption` rows, validation.csv Open-Sora's header; clips of
+  at least num_frames (4) frames are kept whole (the 5-frame one that the old 7-frame span dropped
+  too), the 3-frame one is dropped and counted."""
   pytest.importorskip("av")
   pytest.importorskip("PIL")
+  import logging
+
   import tensorflow_datasets as tfds
+  from etils import epath
 
   mod = config_lib.load_module("data/bora_csv/bora_csv.py")
   builder = mod.BoraCsv(data_dir=str(tmp_path), config="tiny")
   manual = os.path.join(ROOT, "data", "bora_csv", "dummy_data")
-  builder.download_and_prepare(
-    file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual)
-  )
+  with caplog.at_level(logging.INFO):
+    builder.download_and_prepare(
+      file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual)
+    )
+  assert "train.csv: kept 3 clips; dropped 1 shorter than 4 frames" in caplog.text
+  assert "echo_short.mp4 (3 frames)" in caplog.text
   src = builder.as_data_source()
-  train = [src["train"][i] for i in range(len(src["train"]))]
-  # mri_short.mp4 has 5 frames < (4 - 1) * 2 + 1 = 7 and is skipped.
-  assert sorted(
-    r["path"].decode() if isinstance(r["path"], bytes) else r["path"] for r in train
-  ) == ["endoscopy_0.mp4", "ultrasound_1.mp4"]
-  endo = next(
-    r
-    for r in train
-    if b"endoscopy" in (r["path"] if isinstance(r["path"], bytes) else r["path"].encode())
-  )
-  video = np.asarray(endo["video"])
-  assert video.shape == (4, 32, 32, 3) and video.dtype == np.uint8
+  train = {_text(r["path"]): r for r in (src["train"][i] for i in range(len(src["train"])))}
+  assert {k: np.shape(r["video"]) for k, r in train.items()} == {
+    "endoscopy_0.mp4": (12, 32, 32, 3),
+    "ultrasound_1.mp4": (10, 32, 32, 3),
+    "mri_short.mp4": (5, 32, 32, 3),
+  }
+  assert _text(train["ultrasound_1.mp4"]["text"]) == (
+    "A cardiac ultrasound, the left ventricle contracts."
+  )  # quoted caption after ", " (Bora's rows)
+  video = np.asarray(train["endoscopy_0.mp4"]["video"])
   red = video[..., 0].astype(float)
-  cols = [np.argmax(red[t].sum(0)) for t in range(4)]
-  assert (
-    cols == sorted(cols) and cols[-1] > cols[0]
-  )  # the red spot drifts right, frames in order, no flip
-  assert len(src["validation"]) == 1
-  with pytest.raises(ValueError, match="path,text"):
-    (tmp_path / "bad.csv").write_text("file,caption\na.mp4,x\n")
-    from etils import epath
+  cols = [np.argmax(red[t].sum(0)) for t in range(len(video))]
+  assert cols == sorted(cols) and cols[-1] > cols[0]  # the red spot drifts right, no flip
+  assert len(src["validation"]) == 1  # the header-ed file
+  bad = epath.Path(tmp_path / "bad.csv")
+  bad.write_text("path,caption\na.mp4,x\n")
+  with pytest.raises(ValueError, match=r"header needs columns path,text; missing \['text'\]"):
+    mod.read_rows(bad)
+  bad.write_text("a.mp4, one caption\nb.mp4\n")
+  with pytest.raises(ValueError, match=r"bad.csv:2: expected a row `path, caption`, got 1 field"):
+    mod.read_rows(bad)
 
-    mod.read_rows(epath.Path(tmp_path / "bad.csv"))
+
+def _text(v):
+  return v.decode() if isinstance(v, bytes) else str(v)
 
 
 # The tiny config shrunk to learn in the suite's budget: 4 frames of 8x8 with one token per 4x4
