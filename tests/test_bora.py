@@ -110,6 +110,10 @@ def test_config_rejects_unknown_and_bad_values():
 @pytest.mark.slow
 def test_paper_config_builds_and_traces():
   c = _config("paper")
+  # v1.0 / Bora's 256 px values: space_scale 0.5 on a 16-patch base, 3 guided channels, a fixed
+  # null caption (no gradient, frozen in the optimizer).
+  assert (c.model.space_scale, c.model.space_base_size, c.diffusion.guided_channels) == (0.5, 16, 3)
+  assert c.model.null_caption == "buffer" and "null_embedding" in c.optim.freeze[0]
   task = get_task(c)
   model = task.build_model()
   batch = task.dummy_batch(1)
@@ -280,13 +284,14 @@ def test_bad_input_errors_name_the_problem():
 
 def test_guided_generation_extrapolates_from_the_null_caption_branch():
   """One Euler step of the task's rectified-flow sampler with guidance s equals noise + dt * (u + s (c - u)),
-  with c, u the model's outputs for the caption and for the learned null caption."""
+  with c, u the model's outputs for the caption and for the learned null caption; with v1.0's
+  guided_channels=3 of 4 latent channels, the 4th channel keeps the conditional prediction c."""
   from medjax.tasks.bora import generate
 
   c = _config().unlock()
   c.diffusion.update(type="rflow", sampler="euler", sample_steps=1)
-  c.data.update(frames=4, size=8)  # the identity holds at any size: a small model runs it faster
-  c.model.depth = 1
+  c.data.update(frames=4, size=8, channels=4)  # the identity holds at any size: small runs faster
+  c.model.update(depth=1, in_channels=4)
   task = get_task(c)
   model = task.build_model()
   batch = task.dummy_batch(2)
@@ -311,18 +316,72 @@ def test_guided_generation_extrapolates_from_the_null_caption_branch():
   )
   cond, uncond = f(False), f(True)
   assert float(jnp.max(jnp.abs(cond - uncond))) > 1e-3
-  for scale in (1.0, 4.0):
+  guided = lambda s: uncond + s * (cond - uncond)
+  assert float(jnp.max(jnp.abs(guided(4.0) - cond)[..., 3])) > 1e-3  # channel 3 tells them apart
+  kw = dict(shape=task.video_shape, method="euler")
+  for scale, channels in ((1.0, 0), (4.0, 0), (4.0, 3)):
     got = generate(
-      model,
-      params,
-      task.diffusion,
-      y,
-      y_mask,
-      rng,
-      shape=task.video_shape,
-      cfg_scale=scale,
-      method="euler",
+      model, params, task.diffusion, y, y_mask, rng, cfg_scale=scale, guided_channels=channels, **kw
     )
-    np.testing.assert_allclose(
-      got, noise - (uncond + scale * (cond - uncond)), rtol=1e-4, atol=1e-4
+    want = (
+      guided(scale)
+      if channels == 0
+      else jnp.concatenate([guided(scale)[..., :3], cond[..., 3:]], -1)
     )
+    np.testing.assert_allclose(got, noise - want, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="diffusion.guided_channels: expected 0 .all. to 4.*got 5"):
+    generate(model, params, task.diffusion, y, y_mask, rng, cfg_scale=4.0, guided_channels=5, **kw)
+
+
+def test_temporal_crop_follows_open_sora_and_varies_across_listings():
+  """Open-Sora's TemporalRandomCrop: a window of frames x interval frames starting uniformly in
+  [0, T - window - 1], sampled at floored linspace positions; a clip of exactly `frames` frames is
+  used whole. The old centre clip was the same every epoch; the task's source draws a new crop each
+  time a clip is listed, reproducibly from its seed."""
+  from medjax.data.media_io import temporal_crop
+  from medjax.tasks.bora import TemporalCropSource
+
+  rng = np.random.default_rng(0)
+  np.testing.assert_array_equal(temporal_crop(40, 40, 3, rng), np.arange(40))  # Bora's shortest
+  crops = np.stack([temporal_crop(200, 40, 3, rng) for _ in range(3000)])
+  begins = crops[:, 0]
+  assert begins.min() == 0 and begins.max() == 200 - 120 - 1  # every start of v1.0's range
+  want = [np.linspace(b, b + 119, 40, dtype=int) for b in begins]  # v1.0's np.linspace(..., int)
+  np.testing.assert_array_equal(crops, np.stack(want))
+  short = temporal_crop(50, 40, 3, rng)  # shorter than the window: all 50 frames, stretched
+  assert short[0] == 0 and short[-1] == 49 and len(short) == 40
+  with pytest.raises(ValueError, match="total: expected a clip of at least 40 frames, got 39"):
+    temporal_crop(39, 40, 3, rng)
+
+  clips = [{"x": np.arange(30)[:, None] + 100 * i, "y": i, "y_mask": 1} for i in range(2)]
+  src = TemporalCropSource(clips, [30, 20], num_frames=4, interval=2, seed=[0, 0], repeats=50)
+  assert len(src) == 100
+  firsts = {int(src[i]["x"][0, 0]) for i in range(0, 100, 2)}  # clip 0's 50 listings
+  assert len(firsts) > 5 and max(firsts) <= 30 - 8 - 1
+  assert all(src[i]["x"][-1, 0] < 100 + 20 for i in range(1, 100, 2))  # clip 1: its 20 real frames
+  np.testing.assert_array_equal(src[7]["x"], src[7]["x"])
+  other = TemporalCropSource(clips, [30, 20], num_frames=4, interval=2, seed=[1, 0], repeats=50)
+  assert any(not np.array_equal(src[i]["x"], other[i]["x"]) for i in range(10))
+
+
+def test_captions_are_cleaned_as_open_sora_before_t5():
+  """Lower-cased, URLs / HTML / handles / file names / long ids / shop phrases / stray punctuation
+  removed, dashes and quotes normalised; a clean caption passes unchanged."""
+  from medjax.data.captions import clean_caption, preprocess_caption
+
+  cases = {
+    "A Cardiac Ultrasound, the left ventricle contracts.": (
+      "a cardiac ultrasound, the left ventricle contracts."
+    ),
+    "Endoscopy <b>of the colon</b> see https://example.com/a &amp; @user": "endoscopy of the colon see",
+    "“Real‑time MRI” — vocal tract, clip_0001.mp4": '"real-time mri" - vocal tract',
+    "cells_moving_to_the_left_fast": "cells moving to the left fast",
+    "Frame 800x600 #12 id 1234567 (free shipping)": "frame id",
+    '"Fluorescent cells migrating upwards."': "fluorescent cells migrating upwards.",
+  }
+  for raw, want in cases.items():
+    assert preprocess_caption(raw) == want, (raw, preprocess_caption(raw))
+    assert raw != want  # every case is changed by cleaning
+  assert preprocess_caption(cases[next(iter(cases))]) == cases[next(iter(cases))]
+  with pytest.raises(ValueError, match="caption: expected a string, got int"):
+    clean_caption(3)

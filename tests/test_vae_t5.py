@@ -247,6 +247,13 @@ def test_t5_caption_encoder_tokenizes_like_transformers(t5_dirs):
   np.testing.assert_allclose(emb16, ref_emb, atol=0.03 * np.abs(ref_emb).max(), rtol=0)
   with pytest.raises(ValueError, match="captions: expected a non-empty list"):
     enc([])
+  # Captions are cleaned as Open-Sora's before T5 (lower-cased, tags dropped); clean=False keeps them.
+  from medjax.checkpoints.hf_t5 import T5TextEncoder
+
+  raw = ["W5 <b>W9</b>  W17"]
+  np.testing.assert_array_equal(enc.tokenize(raw)[0], ids[:1])
+  kept = T5TextEncoder(enc.model, enc.params, enc.tokenizer, 6, clean=False).tokenize(raw)[0]
+  assert (kept[0, :3] == 2).all()  # unknown words
 
 
 def test_t5_config_errors_name_the_field(t5_dirs, tmp_path):
