@@ -2,8 +2,10 @@
 
 python experiments/train.py --config=configs/bora.py:tiny --workdir=/tmp/bora
 Variants: tiny (CPU, pixels as latents, 3000 steps, ~12 CPU minutes) and paper (STDiT-XL/2 with IDDPM on
-4x40x32x32 SD-VAE latents with 120 T5-XXL tokens of width 4096: builds and compiles; training needs
-precomputed latents).
+4x40x32x32 SD-VAE latents with 120 T5-XXL tokens of width 4096, v1.0's space_scale, null-caption
+buffer and 3 guided channels). The paper path: experiments/cache_latents.py (Bora CSV -> latents of
+whole clips + T5 embeddings), train.py --config.data.cache_dir=CACHE (random temporal crops), then
+experiments/sample.py --text_encoder=T5 --vae=VAE (IDDPM, 100 steps, guidance 7 -> MP4 and GIF).
 
 The tiny variant departs from v1.0 in two measured ways: rectified flow (20 Euler steps) instead of IDDPM,
 and temporal_pos="sincos_stream" (the frame's sin-cos embedding added to every token, as in Latte)
