@@ -257,6 +257,8 @@ def test_colab_trains_generates_and_shows_a_clip(run_colab):
   )
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) == 3  # real clips, guided and unguided samples
+  assert "samples/sample_0.mp4" in text  # the first guided clip, written as an MP4 and shown
+  assert any("<video" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)
   assert "'step': 2.0" in text and "guidance 4.0: classifier reads" in text and "| 4 |" in text
 
 
