@@ -477,6 +477,7 @@ def _script(name, *args):
   return out.stdout
 
 
+@pytest.mark.slow
 def test_bora_paper_path_from_csv_to_mp4(vae_dir, t5_dirs, bora_cache, tmp_path):
   """Fixture videos + CSV -> latent cache -> experiments/train.py on the paper config (STDiT with
   IDDPM, learned variance, v1.0 positions, null buffer, 3 guided channels; tiny width) ->

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
 from medjax.checkpoints.diffusers_vae import load_vae
 from medjax.checkpoints.hf_t5 import load_t5_encoder
@@ -113,6 +114,7 @@ def cache_latents(
       dtype=dtype,
       meta={**meta, "split": split, "min_frames": int(lengths.min())},
     )
-    np.save(os.path.join(path, LENGTHS), lengths)
+    with epath.Path(path, LENGTHS).open("wb") as f:
+      np.save(f, lengths)
     logging.info("%s: %s", split, out_meta[split])
   return out_meta

@@ -12,6 +12,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from medjax import config_lib
 from medjax import diffusion as diffusion_lib
@@ -239,8 +240,12 @@ class BoraTask(Task):
       )
     from medjax.checkpoints.cache_latents import LENGTHS
 
-    file = os.path.join(path, LENGTHS)
-    lengths = np.load(file) if os.path.exists(file) else np.full(len(src), x_shape[0], np.int32)
+    file = epath.Path(path) / LENGTHS
+    if file.exists():
+      with file.open("rb") as f:
+        lengths = np.load(f)
+    else:  # a cache of fixed-length clips
+      lengths = np.full(len(src), x_shape[0], np.int32)
     if lengths.min() < d.frames:
       raise ValueError(
         f"data.frames: expected cached clips of at least {d.frames} frames, the cache at {path!r} "
