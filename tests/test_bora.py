@@ -167,6 +167,8 @@ def test_bora_csv_builder_reads_bora_rows_and_keeps_whole_clips(tmp_path, caplog
   bad.write_text("path,caption\na.mp4,x\n")
   with pytest.raises(ValueError, match=r"header needs columns path,text; missing \['text'\]"):
     mod.read_rows(bad)
+  bad.write_text("a.mp4, Real-time MRI, vocal tract\n")  # an unquoted caption keeps its commas
+  assert mod.read_rows(bad)[0]["text"] == "Real-time MRI, vocal tract"
   bad.write_text("a.mp4, one caption\nb.mp4\n")
   with pytest.raises(ValueError, match=r"bad.csv:2: expected a row `path, caption`, got 1 field"):
     mod.read_rows(bad)

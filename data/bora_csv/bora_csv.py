@@ -38,6 +38,8 @@ def _row(cells: list[str], csv_path, line: int, cols=(0, 1)) -> dict:
       f"{csv_path}:{line}: expected a row `path, caption`, got {len(cells)} field(s): {cells!r}"
     )
   path, text = cells[cols[0]].strip(), cells[cols[1]].strip()
+  if cols == (0, 1) and len(cells) > 2:  # a header-less row with an unquoted caption holding commas
+    text = ", ".join(c.strip() for c in cells[1:])
   if not path:
     raise ValueError(f"{csv_path}:{line}: path: expected a video file, got an empty field")
   p = epath.Path(path)
