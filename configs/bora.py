@@ -2,8 +2,10 @@
 
 python experiments/train.py --config=configs/bora.py:tiny --workdir=/tmp/bora
 Variants: tiny (CPU, pixels as latents, 3000 steps, ~12 CPU minutes) and paper (STDiT-XL/2 with IDDPM on
-4x40x32x32 SD-VAE latents with 120 T5-XXL tokens of width 4096: builds and compiles; training needs
-precomputed latents).
+4x40x32x32 SD-VAE latents with 120 T5-XXL tokens of width 4096, v1.0's space_scale, null-caption
+buffer and 3 guided channels). The paper path: experiments/cache_latents.py (Bora CSV -> latents of
+whole clips + T5 embeddings), train.py --config.data.cache_dir=CACHE (random temporal crops), then
+experiments/sample.py --text_encoder=T5 --vae=VAE (IDDPM, 100 steps, guidance 7 -> MP4 and GIF).
 
 The tiny variant departs from v1.0 in two measured ways: rectified flow (20 Euler steps) instead of IDDPM,
 and temporal_pos="sincos_stream" (the frame's sin-cos embedding added to every token, as in Latte)
@@ -36,7 +38,9 @@ def get_config(arg=None):
     cfg_scale=7.0,
     timestep_sampling="logit_normal",
     clip_denoised=False,
-  )  # True: clip each sampling step's data estimate to [-1, 1] (pixels)
+    guided_channels=0,
+  )  # clip_denoised: clip each sampling step's data estimate to [-1, 1] (pixels); guided_channels:
+  # latent channels guided (0: all), the others keep the conditional prediction
   # latent_scale multiplies the data before diffusion (SD-VAE latents: 0.18215); lowering it for pixels
   # lowers the SNR at every step, so global content (direction, count) is decided over more of the chain.
   c.data = dict(
@@ -57,6 +61,11 @@ def get_config(arg=None):
   c.data.cache_dir = (
     ""  # a latent cache root (experiments/cache_latents.py): train on cached latents + embeddings
   )
+  # Cached clips longer than data.frames are cut at training time by a seeded random temporal crop
+  # of frames * frame_interval frames (Open-Sora's TemporalRandomCrop); captions are cleaned as
+  # Open-Sora's before T5 when clean_captions (sampling; the cache records its own setting).
+  c.data.frame_interval = 3
+  c.data.clean_captions = True
   if variant == "tiny":
     c.model.update(
       in_channels=1,
@@ -84,7 +93,11 @@ def get_config(arg=None):
     )
     c.optim.update(lr=2e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.0)
   else:
-    c.model.update(dtype="bfloat16", remat=True, caption_dropout=0.1)
+    # Bora's 256 px configs: space_scale 0.5 on v1.0's base grid of 16 patches.
+    c.model.update(
+      dtype="bfloat16", remat=True, caption_dropout=0.1, space_scale=0.5, space_base_size=16
+    )
+    c.diffusion.guided_channels = 3  # v1.0's IDDPM guides eps channels 0-2 of 4
     c.data.update(
       name="bora_csv",
       latent="vae",
@@ -105,6 +118,7 @@ def get_config(arg=None):
       checkpoint_every=500,
     )
     c.optim.update(lr=1e-5, warmup_steps=0.0, schedule="constant", weight_decay=0.0, grad_clip=1.0)
+    c.optim.freeze = ("y_embedder/null_embedding",)  # v1.0's null caption is a fixed buffer
     c.parallel.rules = "fsdp_tp_sp"
     c.parallel.mesh.update(data=1, fsdp=-1)
   return config_lib.finalize(c)

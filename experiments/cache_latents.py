@@ -12,7 +12,7 @@ from medjax.checkpoints.cache_latents import cache_latents
 flags.DEFINE_string("manual_dir", None, "Folder holding train.csv (and validation.csv, test.csv).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir for the prepared clips (default ~/...).")
 flags.DEFINE_string(
-  "builder_config", "bora", "bora_csv config: bora (40 frames), opensora_v1, tiny."
+  "builder_config", "bora", "bora_csv config: bora (clips >= 40 frames), opensora_v1, tiny."
 )
 flags.DEFINE_string("vae", None, "diffusers AutoencoderKL directory (config.json + safetensors).")
 flags.DEFINE_string("text_encoder", None, "HF T5 directory (config.json, safetensors, tokenizer).")
@@ -23,6 +23,8 @@ flags.DEFINE_integer("frames_per_call", 0, "VAE frames per call (0: all; lower i
 flags.DEFINE_bool("sample_posterior", True, "Cache a posterior sample (Open-Sora), not the mean.")
 flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
 flags.DEFINE_string("dtype", "float32", "Storage dtype of the cache (float32 or float16).")
+flags.DEFINE_bool("clean_captions", True, "Clean and lower-case captions as Open-Sora before T5.")
+flags.DEFINE_integer("max_frames", 0, "Cache at most this many frames of each clip (0: all).")
 flags.mark_flags_as_required(["manual_dir", "vae", "text_encoder", "out"])
 FLAGS = flags.FLAGS
 
@@ -31,6 +33,7 @@ def main(argv):
   del argv
   names = ("out", "manual_dir", "vae", "text_encoder", "builder_config", "data_dir")
   names += ("max_text_len", "batch_size", "frames_per_call", "sample_posterior", "seed", "dtype")
+  names += ("clean_captions", "max_frames")
   meta = cache_latents(**{n: getattr(FLAGS, n) for n in names})
   for split, m in meta.items():
     print(f"{split}: {m['count']} clips, latents {m['x_shape']}, text {m['y_shape']}")

@@ -110,6 +110,10 @@ def test_config_rejects_unknown_and_bad_values():
 @pytest.mark.slow
 def test_paper_config_builds_and_traces():
   c = _config("paper")
+  # v1.0 / Bora's 256 px values: space_scale 0.5 on a 16-patch base, 3 guided channels, a fixed
+  # null caption (no gradient, frozen in the optimizer).
+  assert (c.model.space_scale, c.model.space_base_size, c.diffusion.guided_channels) == (0.5, 16, 3)
+  assert c.model.null_caption == "buffer" and "null_embedding" in c.optim.freeze[0]
   task = get_task(c)
   model = task.build_model()
   batch = task.dummy_batch(1)
@@ -124,41 +128,54 @@ def test_paper_config_builds_and_traces():
     task.train_data(batch_size=1, seed=0, shard_index=0, shard_count=1)
 
 
-def test_bora_csv_builder_reads_opensora_csv_and_videos(tmp_path):
+def test_bora_csv_builder_reads_bora_rows_and_keeps_whole_clips(tmp_path, caplog):
+  """train.csv has Bora's header-less `path, caption` rows, validation.csv Open-Sora's header; clips of
+  at least num_frames (4) frames are kept whole (the 5-frame one that the old 7-frame span dropped
+  too), the 3-frame one is dropped and counted."""
   pytest.importorskip("av")
   pytest.importorskip("PIL")
+  import logging
+
   import tensorflow_datasets as tfds
+  from etils import epath
 
   mod = config_lib.load_module("data/bora_csv/bora_csv.py")
   builder = mod.BoraCsv(data_dir=str(tmp_path), config="tiny")
   manual = os.path.join(ROOT, "data", "bora_csv", "dummy_data")
-  builder.download_and_prepare(
-    file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual)
-  )
+  with caplog.at_level(logging.INFO):
+    builder.download_and_prepare(
+      file_format="array_record", download_config=tfds.download.DownloadConfig(manual_dir=manual)
+    )
+  assert "train.csv: kept 3 clips; dropped 1 shorter than 4 frames" in caplog.text
+  assert "echo_short.mp4 (3 frames)" in caplog.text
   src = builder.as_data_source()
-  train = [src["train"][i] for i in range(len(src["train"]))]
-  # mri_short.mp4 has 5 frames < (4 - 1) * 2 + 1 = 7 and is skipped.
-  assert sorted(
-    r["path"].decode() if isinstance(r["path"], bytes) else r["path"] for r in train
-  ) == ["endoscopy_0.mp4", "ultrasound_1.mp4"]
-  endo = next(
-    r
-    for r in train
-    if b"endoscopy" in (r["path"] if isinstance(r["path"], bytes) else r["path"].encode())
-  )
-  video = np.asarray(endo["video"])
-  assert video.shape == (4, 32, 32, 3) and video.dtype == np.uint8
+  train = {_text(r["path"]): r for r in (src["train"][i] for i in range(len(src["train"])))}
+  assert {k: np.shape(r["video"]) for k, r in train.items()} == {
+    "endoscopy_0.mp4": (12, 32, 32, 3),
+    "ultrasound_1.mp4": (10, 32, 32, 3),
+    "mri_short.mp4": (5, 32, 32, 3),
+  }
+  assert _text(train["ultrasound_1.mp4"]["text"]) == (
+    "A cardiac ultrasound, the left ventricle contracts."
+  )  # quoted caption after ", " (Bora's rows)
+  video = np.asarray(train["endoscopy_0.mp4"]["video"])
   red = video[..., 0].astype(float)
-  cols = [np.argmax(red[t].sum(0)) for t in range(4)]
-  assert (
-    cols == sorted(cols) and cols[-1] > cols[0]
-  )  # the red spot drifts right, frames in order, no flip
-  assert len(src["validation"]) == 1
-  with pytest.raises(ValueError, match="path,text"):
-    (tmp_path / "bad.csv").write_text("file,caption\na.mp4,x\n")
-    from etils import epath
+  cols = [np.argmax(red[t].sum(0)) for t in range(len(video))]
+  assert cols == sorted(cols) and cols[-1] > cols[0]  # the red spot drifts right, no flip
+  assert len(src["validation"]) == 1  # the header-ed file
+  bad = epath.Path(tmp_path / "bad.csv")
+  bad.write_text("path,caption\na.mp4,x\n")
+  with pytest.raises(ValueError, match=r"header needs columns path,text; missing \['text'\]"):
+    mod.read_rows(bad)
+  bad.write_text("a.mp4, Real-time MRI, vocal tract\n")  # an unquoted caption keeps its commas
+  assert mod.read_rows(bad)[0]["text"] == "Real-time MRI, vocal tract"
+  bad.write_text("a.mp4, one caption\nb.mp4\n")
+  with pytest.raises(ValueError, match=r"bad.csv:2: expected a row `path, caption`, got 1 field"):
+    mod.read_rows(bad)
 
-    mod.read_rows(epath.Path(tmp_path / "bad.csv"))
+
+def _text(v):
+  return v.decode() if isinstance(v, bytes) else str(v)
 
 
 # The tiny config shrunk to learn in the suite's budget: 4 frames of 8x8 with one token per 4x4
@@ -242,6 +259,8 @@ def test_colab_trains_generates_and_shows_a_clip(run_colab):
   )
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) == 3  # real clips, guided and unguided samples
+  assert "samples/sample_0.mp4" in text  # the first guided clip, written as an MP4 and shown
+  assert any("<video" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)
   assert "'step': 2.0" in text and "guidance 4.0: classifier reads" in text and "| 4 |" in text
 
 
@@ -269,13 +288,14 @@ def test_bad_input_errors_name_the_problem():
 
 def test_guided_generation_extrapolates_from_the_null_caption_branch():
   """One Euler step of the task's rectified-flow sampler with guidance s equals noise + dt * (u + s (c - u)),
-  with c, u the model's outputs for the caption and for the learned null caption."""
+  with c, u the model's outputs for the caption and for the learned null caption; with v1.0's
+  guided_channels=3 of 4 latent channels, the 4th channel keeps the conditional prediction c."""
   from medjax.tasks.bora import generate
 
   c = _config().unlock()
   c.diffusion.update(type="rflow", sampler="euler", sample_steps=1)
-  c.data.update(frames=4, size=8)  # the identity holds at any size: a small model runs it faster
-  c.model.depth = 1
+  c.data.update(frames=4, size=8, channels=4)  # the identity holds at any size: small runs faster
+  c.model.update(depth=1, in_channels=4)
   task = get_task(c)
   model = task.build_model()
   batch = task.dummy_batch(2)
@@ -300,18 +320,72 @@ def test_guided_generation_extrapolates_from_the_null_caption_branch():
   )
   cond, uncond = f(False), f(True)
   assert float(jnp.max(jnp.abs(cond - uncond))) > 1e-3
-  for scale in (1.0, 4.0):
+  guided = lambda s: uncond + s * (cond - uncond)
+  assert float(jnp.max(jnp.abs(guided(4.0) - cond)[..., 3])) > 1e-3  # channel 3 tells them apart
+  kw = dict(shape=task.video_shape, method="euler")
+  for scale, channels in ((1.0, 0), (4.0, 0), (4.0, 3)):
     got = generate(
-      model,
-      params,
-      task.diffusion,
-      y,
-      y_mask,
-      rng,
-      shape=task.video_shape,
-      cfg_scale=scale,
-      method="euler",
+      model, params, task.diffusion, y, y_mask, rng, cfg_scale=scale, guided_channels=channels, **kw
     )
-    np.testing.assert_allclose(
-      got, noise - (uncond + scale * (cond - uncond)), rtol=1e-4, atol=1e-4
+    want = (
+      guided(scale)
+      if channels == 0
+      else jnp.concatenate([guided(scale)[..., :3], cond[..., 3:]], -1)
     )
+    np.testing.assert_allclose(got, noise - want, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="diffusion.guided_channels: expected 0 .all. to 4.*got 5"):
+    generate(model, params, task.diffusion, y, y_mask, rng, cfg_scale=4.0, guided_channels=5, **kw)
+
+
+def test_temporal_crop_follows_open_sora_and_varies_across_listings():
+  """Open-Sora's TemporalRandomCrop: a window of frames x interval frames starting uniformly in
+  [0, T - window - 1], sampled at floored linspace positions; a clip of exactly `frames` frames is
+  used whole. The old centre clip was the same every epoch; the task's source draws a new crop each
+  time a clip is listed, reproducibly from its seed."""
+  from medjax.data.media_io import temporal_crop
+  from medjax.tasks.bora import TemporalCropSource
+
+  rng = np.random.default_rng(0)
+  np.testing.assert_array_equal(temporal_crop(40, 40, 3, rng), np.arange(40))  # Bora's shortest
+  crops = np.stack([temporal_crop(200, 40, 3, rng) for _ in range(3000)])
+  begins = crops[:, 0]
+  assert begins.min() == 0 and begins.max() == 200 - 120 - 1  # every start of v1.0's range
+  want = [np.linspace(b, b + 119, 40, dtype=int) for b in begins]  # v1.0's np.linspace(..., int)
+  np.testing.assert_array_equal(crops, np.stack(want))
+  short = temporal_crop(50, 40, 3, rng)  # shorter than the window: all 50 frames, stretched
+  assert short[0] == 0 and short[-1] == 49 and len(short) == 40
+  with pytest.raises(ValueError, match="total: expected a clip of at least 40 frames, got 39"):
+    temporal_crop(39, 40, 3, rng)
+
+  clips = [{"x": np.arange(30)[:, None] + 100 * i, "y": i, "y_mask": 1} for i in range(2)]
+  src = TemporalCropSource(clips, [30, 20], num_frames=4, interval=2, seed=[0, 0], repeats=50)
+  assert len(src) == 100
+  firsts = {int(src[i]["x"][0, 0]) for i in range(0, 100, 2)}  # clip 0's 50 listings
+  assert len(firsts) > 5 and max(firsts) <= 30 - 8 - 1
+  assert all(src[i]["x"][-1, 0] < 100 + 20 for i in range(1, 100, 2))  # clip 1: its 20 real frames
+  np.testing.assert_array_equal(src[7]["x"], src[7]["x"])
+  other = TemporalCropSource(clips, [30, 20], num_frames=4, interval=2, seed=[1, 0], repeats=50)
+  assert any(not np.array_equal(src[i]["x"], other[i]["x"]) for i in range(10))
+
+
+def test_captions_are_cleaned_as_open_sora_before_t5():
+  """Lower-cased, URLs / HTML / handles / file names / long ids / shop phrases / stray punctuation
+  removed, dashes and quotes normalised; a clean caption passes unchanged."""
+  from medjax.data.captions import clean_caption, preprocess_caption
+
+  cases = {
+    "A Cardiac Ultrasound, the left ventricle contracts.": (
+      "a cardiac ultrasound, the left ventricle contracts."
+    ),
+    "Endoscopy <b>of the colon</b> see https://example.com/a &amp; @user": "endoscopy of the colon see",
+    "“Real‑time MRI” — vocal tract, clip_0001.mp4": '"real-time mri" - vocal tract',
+    "cells_moving_to_the_left_fast": "cells moving to the left fast",
+    "Frame 800x600 #12 id 1234567 (free shipping)": "frame id",
+    '"Fluorescent cells migrating upwards."': "fluorescent cells migrating upwards.",
+  }
+  for raw, want in cases.items():
+    assert preprocess_caption(raw) == want, (raw, preprocess_caption(raw))
+    assert raw != want  # every case is changed by cleaning
+  assert preprocess_caption(cases[next(iter(cases))]) == cases[next(iter(cases))]
+  with pytest.raises(ValueError, match="caption: expected a string, got int"):
+    clean_caption(3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medjax import parallel
-from medjax.models.stdit import STDiT, stdit_config
+from medjax.models.stdit import CaptionEmbedder, STDiT, stdit_config
 from medjax.parallel.sharding import param_shardings
 
 B, T, H, W = 2, 4, 8, 8
@@ -142,3 +142,70 @@ def test_sequence_sharded_forward_matches_unsharded(seq):
     "all-to-all" in text or "all-gather" in text or "collective-permute" in text
   )  # really distributed
   np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def one_block():
+  """(cfg, perturbed params) of a one-block tiny STDiT, initialised in one jitted call."""
+  cfg = stdit_config("tiny", depth=1)
+  init = jax.jit(lambda k: nn.unbox(STDiT(cfg).init(k, *_inputs(cfg)))["params"])
+  params = init(jax.random.key(0, impl="rbg"))
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(
+    lambda p: np.asarray(p) + np.float32(0.05) * rng.standard_normal(p.shape, np.float32), params
+  )
+  return cfg, params
+
+
+def test_space_scale_places_patches_as_v1(one_block):
+  """v1.0's spatial positions are i * (base / grid) / space_scale: at scale 0.5 (Bora, 256 px) a
+  4x4 grid gets the embedding an unscaled 8x8 grid has at its even positions, as does a 4x4 grid
+  on a base of 8; scale 1 on the grid itself is the unscaled embedding."""
+  from medjax.models.stdit import sincos_2d
+
+  d = 16
+  finer = sincos_2d(d, 8, 8).reshape(8, 8, d)[::2, ::2].reshape(16, d)
+  np.testing.assert_allclose(sincos_2d(d, 4, 4, scale=0.5), finer, atol=1e-12)
+  np.testing.assert_allclose(sincos_2d(d, 4, 4, base_size=8), finer, atol=1e-12)
+  assert np.abs(sincos_2d(d, 4, 4) - finer).max() > 0.1
+  np.testing.assert_array_equal(sincos_2d(d, 4, 4, 1.0, 4), sincos_2d(d, 4, 4))
+  # The model reads it: the same params give other outputs at space_scale 0.5 (one block suffices).
+  cfg, params = one_block
+  x, t, y, mask = _inputs(cfg)
+  models = [STDiT(stdit_config("tiny", depth=1, space_scale=s)) for s in (1.0, 0.5)]
+  out, out_half = jax.jit(lambda p: [m.apply({"params": p}, x, t, y, mask) for m in models])(params)
+  assert float(jnp.max(jnp.abs(out - out_half))) > 1e-3
+  with pytest.raises(ValueError, match="space_scale.*got 0.0"):
+    STDiT(stdit_config("tiny", space_scale=0.0)).apply({"params": params}, x, t, y, mask)
+
+
+def test_null_caption_buffer_keeps_the_caption_mask_and_gets_no_gradient(one_block):
+  """v1.0 ("buffer"): a dropped caption is the fixed null embedding seen through the caption's own
+  padding mask, and training never moves it; the "learned" option (the old behaviour) shows all
+  null tokens and trains them."""
+  cfg, params = one_block
+  x, t, y, mask = _inputs(cfg)  # row 0: tokens 4, 5 are padding
+  drop = jnp.array([True, False])
+  both = jnp.concatenate([mask, jnp.ones_like(mask)])  # row 0 with its mask, then fully visible
+  xx, tt, yy, dd = (jnp.concatenate([a, a]) for a in (x, t, y, drop))
+  got = {}
+  for mode in ("buffer", "learned"):
+    c = stdit_config("tiny", depth=1, null_caption=mode)
+    model, embed = STDiT(c), CaptionEmbedder(c)
+    out = jax.jit(
+      lambda p: model.apply({"params": p}, xx, tt, yy, both, drop_caption=dd)  # noqa: B023
+    )(params)
+    # The caption embedder alone carries the null caption's gradient (cheaper than the model's).
+    grad = jax.jit(
+      jax.grad(
+        lambda p: jnp.sum(embed.apply({"params": p}, y, jnp.array([True, True])) ** 2)  # noqa: B023
+      )
+    )(params["y_embedder"])
+    got[mode] = (
+      float(jnp.max(jnp.abs(out[0] - out[2]))),
+      float(jnp.max(jnp.abs(grad["null_embedding"]))),
+    )
+  assert got["buffer"][0] > 1e-4 and got["buffer"][1] == 0.0, got
+  assert got["learned"][0] == 0.0 and got["learned"][1] > 1e-6, got
+  with pytest.raises(ValueError, match="null_caption: expected one of"):
+    STDiT(stdit_config("tiny", null_caption="zeros")).apply({"params": params}, x, t, y, mask)

@@ -247,6 +247,13 @@ def test_t5_caption_encoder_tokenizes_like_transformers(t5_dirs):
   np.testing.assert_allclose(emb16, ref_emb, atol=0.03 * np.abs(ref_emb).max(), rtol=0)
   with pytest.raises(ValueError, match="captions: expected a non-empty list"):
     enc([])
+  # Captions are cleaned as Open-Sora's before T5 (lower-cased, tags dropped); clean=False keeps them.
+  from medjax.checkpoints.hf_t5 import T5TextEncoder
+
+  raw = ["W5 <b>W9</b>  W17"]
+  np.testing.assert_array_equal(enc.tokenize(raw)[0], ids[:1])
+  kept = T5TextEncoder(enc.model, enc.params, enc.tokenizer, 6, clean=False).tokenize(raw)[0]
+  assert (kept[0, :3] == 2).all()  # unknown words
 
 
 def test_t5_config_errors_name_the_field(t5_dirs, tmp_path):
@@ -354,15 +361,15 @@ def _cached_config(cache_dir):
   return c
 
 
-def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
+@pytest.fixture(scope="module")
+def bora_cache(vae_dir, t5_dirs, tmp_path_factory):
+  """The dummy Bora CSVs (tiny builder: clips of >= 4 frames at 32x32) cached as VAE latents and T5
+  embeddings -> (cache root, TFDS data_dir, meta)."""
   pytest.importorskip("av")
   from medjax.checkpoints import cache_latents as cli
-  from medjax.checkpoints.diffusers_vae import load_vae
-  from medjax.checkpoints.hf_t5 import load_t5_encoder
-  from medjax.data import latent_cache
-  from medjax.tasks import get_task
 
-  cache, data_dir = str(tmp_path / "cache"), str(tmp_path / "tfds")
+  root = tmp_path_factory.mktemp("bora_cache")
+  cache, data_dir = str(root / "cache"), str(root / "tfds")
   meta = cli.cache_latents(
     out=cache,
     manual_dir=os.path.join(ROOT, "data", "bora_csv", "dummy_data"),
@@ -374,23 +381,41 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
     batch_size=2,
     sample_posterior=False,
   )
+  return cache, data_dir, meta
+
+
+def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, bora_cache):
+  from medjax.checkpoints import cache_latents as cli
+  from medjax.checkpoints.diffusers_vae import load_vae
+  from medjax.checkpoints.hf_t5 import load_t5_encoder
+  from medjax.data import latent_cache
+  from medjax.tasks import get_task
+
+  cache, data_dir, meta = bora_cache
+  # Whole clips, padded to the split's longest (12 and 9 frames); their lengths beside the cache.
   assert {s: (m["count"], m["x_shape"], m["y_shape"]) for s, m in meta.items()} == {
-    "train": (2, [4, 8, 8, 4], [16, 32]),
-    "validation": (1, [4, 8, 8, 4], [16, 32]),
+    "train": (3, [12, 8, 8, 4], [16, 32]),
+    "validation": (1, [9, 8, 8, 4], [16, 32]),
   }
-  assert meta["train"]["scaling_factor"] == 0.18215
-  # The cache holds the VAE posterior means and T5 embeddings of the clips the TFDS builder decoded.
+  assert meta["train"]["scaling_factor"] == 0.18215 and meta["train"]["clean_captions"]
+  # The cache holds the VAE posterior means of every frame of the clips the TFDS builder decoded,
+  # and the T5 embeddings of their cleaned captions.
   clips = cli.load_builder("tiny", data_dir).as_data_source()["train"]
+  lengths = np.load(os.path.join(cache, "train", cli.LENGTHS))
+  assert sorted(lengths.tolist()) == [5, 10, 12]
   rec, cached = clips[1], latent_cache.CacheSource(os.path.join(cache, "train"))[1]
+  n = len(rec["video"])
+  assert lengths[1] == n
   vae, params = load_vae(vae_dir[0])
   z = jax.jit(functools.partial(encode_video, vae))(
     params, latent_cache.to_pixels(rec["video"])[None]
   )
-  np.testing.assert_allclose(cached["x"], np.asarray(z[0]), atol=1e-5)
+  np.testing.assert_allclose(cached["x"][:n], np.asarray(z[0]), atol=1e-5)
   emb, mask = load_t5_encoder(t5_dirs["encoder"][0], max_len=16)([rec["text"].decode()])
   np.testing.assert_allclose(cached["y"], emb[0], atol=1e-5)
   np.testing.assert_array_equal(cached["y_mask"], mask[0])
-  # data.cache_dir switches the Bora task to the cache: its batches train STDiT (loss falls on a fixed draw).
+  # data.cache_dir switches the Bora task to the cache: its batches (4-frame random crops) train
+  # STDiT (loss falls on a fixed draw).
   task = get_task(_cached_config(cache))
   batch = next(iter(task.train_data(batch_size=8, seed=0, shard_index=0, shard_count=1)))
   assert batch["x"].shape == (8, 4, 8, 8, 4) and batch["y"].shape == (8, 16, 32)
@@ -416,12 +441,98 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, tmp_path):
     task.eval_data(batch_size=8, shard_index=0, shard_count=1)
   # A cache that does not fit the config is rejected, naming the config fields.
   c = _cached_config(cache)
-  c.data.frames = 5
-  with pytest.raises(
-    ValueError, match=r"data.frames/size/channels: .*\(4, 8, 8, 4\).*\(5, 8, 8, 4\)"
-  ):
+  c.data.frames = 6
+  with pytest.raises(ValueError, match=r"data.frames: expected cached clips of at least 6 .* 5 to"):
+    get_task(c).train_data(batch_size=8, seed=0, shard_index=0, shard_count=1)
+  c = _cached_config(cache)
+  c.data.size = 4
+  with pytest.raises(ValueError, match=r"data.size/channels: .*\(8, 8, 4\).*\(4, 4, 4\)"):
     get_task(c).train_data(batch_size=8, seed=0, shard_index=0, shard_count=1)
   with pytest.raises(ValueError, match="already exists"):
     latent_cache.write_split(
       os.path.join(cache, "train"), [rec], encode_videos=None, encode_captions=None
     )
+
+
+def _script(name, *args):
+  import subprocess
+  import sys
+
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=ROOT,
+    JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+  )
+  out = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "experiments", name), *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  return out.stdout
+
+
+@pytest.mark.slow
+def test_bora_paper_path_from_csv_to_mp4(vae_dir, t5_dirs, bora_cache, tmp_path):
+  """Fixture videos + CSV -> latent cache -> experiments/train.py on the paper config (STDiT with
+  IDDPM, learned variance, v1.0 positions, null buffer, 3 guided channels; tiny width) ->
+  experiments/sample.py (T5 -> 100 respaced IDDPM steps, guidance 7 -> VAE decode) -> one MP4 and
+  GIF per caption that read back with the config's frames at the VAE's resolution."""
+  from PIL import Image
+
+  from medjax.data import media_io
+
+  cache, _, _ = bora_cache
+  workdir, out = str(tmp_path / "run"), str(tmp_path / "samples")
+  overrides = {
+    "model.hidden": 32,
+    "model.depth": 1,
+    "model.num_heads": 2,
+    "model.caption_channels": 32,
+    "model.max_text_len": 16,
+    "model.dtype": "float32",
+    "model.remat": False,
+    "data.frames": 4,
+    "data.size": 8,
+    "data.max_text_len": 16,
+    "data.frame_interval": 2,
+    "data.cache_dir": cache,
+    "train.steps": 2,
+    "train.batch_size": 2,
+    "train.log_every": 1,
+    "train.async_checkpoints": False,
+    "parallel.num_devices": 1,
+  }
+  config = ["--config", os.path.join(ROOT, "configs", "bora.py") + ":paper"]
+  config += [f"--config.{k}={v}" for k, v in overrides.items()]
+  _script("train.py", *config, f"--workdir={workdir}")
+  captions = ["An endoscopic view of the colon.", "A cardiac ultrasound, the left ventricle."]
+  printed = _script(
+    "sample.py",
+    *config,
+    f"--workdir={workdir}",
+    f"--text_encoder={t5_dirs['encoder'][0]}",
+    f"--vae={vae_dir[0]}",
+    f"--out={out}",
+    *[f"--prompt={c}" for c in captions],
+  )
+  assert "step 2, cfg 7.0, 2 videos of shape (4, 32, 32, 3)" in printed, printed
+  for i, caption in enumerate(captions):
+    assert caption in printed
+    video = media_io.read_video(os.path.join(out, f"{i:03d}.mp4"))
+    assert video.shape == (4, 32, 32, 3)  # data.frames, latents 8x8 x the VAE's 4x
+    with Image.open(os.path.join(out, f"{i:03d}.gif")) as gif:
+      frames = []
+      for k in range(gif.n_frames):
+        gif.seek(k)
+        frames.append(np.asarray(gif.convert("RGB"), np.float32))
+    # The MP4 holds the GIF's frames in order: closer to them than to the same frames reversed.
+    err = np.abs(video - np.stack(frames)).mean()
+    assert err < 0.5 * np.abs(video - np.stack(frames[::-1])).mean(), err
+  grid = np.asarray(Image.open(os.path.join(out, "grid.png")))
+  assert grid.shape[0] > 2 * 32 and grid.shape[1] > 4 * 32

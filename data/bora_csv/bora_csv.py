@@ -1,10 +1,12 @@
 """Captioned medical video clips listed in Open-Sora / Bora CSV files (Sun et al. 2024, arXiv 2407.08944).
 
-Each `{split}.csv` in manual_dir has a header with at least `path` (a video file, absolute or relative to
-the CSV) and `text` (its caption); extra Open-Sora columns (num_frames, fps, height, width, ...) are
-ignored. Every video is decoded with PyAV, a clip of `num_frames` frames taken every `frame_interval`
-frames from the middle of the video, each frame resized (shorter side) and centre-cropped to
-`image_size`. No flips: laterality matters for MRI and ultrasound.
+Each `{split}.csv` in manual_dir lists `path, caption` rows as Bora's CSVs do (no header), or has a
+header naming at least `path` and `text` (Open-Sora; extra columns such as num_frames, fps, height
+are ignored). `path` is absolute or relative to the CSV. Every video is decoded with PyAV and each
+frame resized (shorter side) and centre-cropped to `image_size`; all its frames are kept, so that
+training takes a fresh random temporal crop of `num_frames` x frame interval frames each time
+(Open-Sora's TemporalRandomCrop; `medjax.data.media_io.temporal_crop`). Clips with fewer than
+`num_frames` frames are dropped and counted. No flips: laterality matters for MRI and ultrasound.
 """
 
 import csv
@@ -15,43 +17,53 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-MANUAL_DOWNLOAD_INSTRUCTIONS = """Put the Open-Sora style CSV files train.csv (and optionally validation.csv,
-test.csv) with columns path,text in manual_dir; `path` may be relative to the CSV's folder."""
+from medjax.data import media_io
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """Put the Bora / Open-Sora CSV files train.csv (and optionally validation.csv,
+test.csv) in manual_dir: header-less `path, caption` rows, or a header with path,text; `path` may be
+relative to the CSV's folder."""
 
 SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass
 class BoraCsvConfig(tfds.core.BuilderConfig):
-  num_frames: int = 40
-  frame_interval: int = 3
+  num_frames: int = 40  # the shortest clip kept (a training crop takes this many frames)
   image_size: int = 256
 
 
+def _row(cells: list[str], csv_path, line: int, cols=(0, 1)) -> dict:
+  if len(cells) <= max(cols):
+    raise ValueError(
+      f"{csv_path}:{line}: expected a row `path, caption`, got {len(cells)} field(s): {cells!r}"
+    )
+  path, text = cells[cols[0]].strip(), cells[cols[1]].strip()
+  if cols == (0, 1) and len(cells) > 2:  # a header-less row with an unquoted caption holding commas
+    text = ", ".join(c.strip() for c in cells[1:])
+  if not path:
+    raise ValueError(f"{csv_path}:{line}: path: expected a video file, got an empty field")
+  p = epath.Path(path)
+  return {"path": p if p.is_absolute() else csv_path.parent / p, "text": text}
+
+
 def read_rows(csv_path: epath.Path) -> list[dict]:
-  """CSV rows with `path` resolved against the CSV's folder; a missing column raises ValueError."""
+  """{path, text} of each row, `path` resolved against the CSV's folder. Bora's header-less
+  `path, caption` rows and Open-Sora's files with a header naming `path` and `text` are read; a
+  header that lacks either column raises ValueError."""
   with csv_path.open() as f:
-    reader = csv.DictReader(f)
-    missing = {"path", "text"} - set(reader.fieldnames or ())
+    rows = [(i + 1, r) for i, r in enumerate(csv.reader(f, skipinitialspace=True)) if any(r)]
+  if not rows:
+    return []
+  first = [c.strip().lower() for c in rows[0][1]]
+  if "path" in first or "text" in first:  # a header
+    missing = sorted({"path", "text"} - set(first))
     if missing:
       raise ValueError(
-        f"{csv_path}: expected columns path,text; missing {sorted(missing)} in {reader.fieldnames}"
+        f"{csv_path}: a header needs columns path,text; missing {missing} in {rows[0][1]}"
       )
-    rows = []
-    for r in reader:
-      p = epath.Path(r["path"])
-      rows.append(
-        {"path": p if p.is_absolute() else csv_path.parent / p, "text": r["text"].strip()}
-      )
-  return rows
-
-
-def decode_frames(path) -> np.ndarray:
-  """All frames of a video file as uint8 [T, H, W, 3]."""
-  import av
-
-  with av.open(str(path)) as container:
-    return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    cols = (first.index("path"), first.index("text"))
+    return [_row(r, csv_path, i, cols) for i, r in rows[1:]]
+  return [_row(r, csv_path, i) for i, r in rows]
 
 
 def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
@@ -71,29 +83,19 @@ def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
   return np.stack(out)
 
 
-def sample_clip(frames: np.ndarray, num_frames: int, interval: int) -> np.ndarray | None:
-  """`num_frames` frames `interval` apart from the middle of the video; None if it is too short."""
-  span = (num_frames - 1) * interval + 1
-  if len(frames) < span:
-    return None
-  start = (len(frames) - span) // 2
-  return frames[start : start + span : interval]
-
-
 class BoraCsv(tfds.core.GeneratorBasedBuilder):
-  """Video clips [num_frames, image_size, image_size, 3] uint8 with their captions."""
+  """Whole video clips [T >= num_frames, image_size, image_size, 3] uint8 with their captions."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+    "1.0.0": "Initial release.",
+    "2.0.0": "Header-less Bora rows; whole clips of at least num_frames frames (crop at training).",
+  }
   BUILDER_CONFIGS = [
-    BoraCsvConfig(name="bora", description="40 frames, interval 3, 256x256 (Bora)"),
-    BoraCsvConfig(name="opensora_v1", num_frames=16, description="16 frames, interval 3, 256x256"),
+    BoraCsvConfig(name="bora", description="clips of >= 40 frames at 256x256 (Bora)"),
+    BoraCsvConfig(name="opensora_v1", num_frames=16, description=">= 16 frames at 256x256"),
     BoraCsvConfig(
-      name="tiny",
-      num_frames=4,
-      frame_interval=2,
-      image_size=32,
-      description="4 frames, interval 2, 32x32 (tests)",
+      name="tiny", num_frames=4, image_size=32, description=">= 4 frames at 32x32 (tests)"
     ),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
@@ -101,7 +103,7 @@ class BoraCsv(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
-    shape = (cfg.num_frames, cfg.image_size, cfg.image_size, 3)
+    shape = (None, cfg.image_size, cfg.image_size, 3)
     return tfds.core.DatasetInfo(
       builder=self,
       description=__doc__,
@@ -128,22 +130,26 @@ class BoraCsv(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, csv_path):
     cfg = self.builder_config
+    kept, short = 0, []
     for i, row in enumerate(read_rows(csv_path)):
-      clip = sample_clip(decode_frames(row["path"]), cfg.num_frames, cfg.frame_interval)
-      if clip is None:
-        logging.warning(
-          "%s: skipping %s, shorter than %d frames x interval %d",
-          csv_path,
-          row["path"],
-          cfg.num_frames,
-          cfg.frame_interval,
-        )
+      frames = media_io.read_video(row["path"], field=f"{csv_path.name} row {i} path")
+      if len(frames) < cfg.num_frames:
+        short.append(f"{row['path'].name} ({len(frames)} frames)")
         continue
+      kept += 1
       yield (
         f"{csv_path.stem}-{i}",
         {
-          "video": resize_center_crop(clip, cfg.image_size),
+          "video": resize_center_crop(frames, cfg.image_size),
           "text": row["text"],
           "path": str(row["path"].name),
         },
       )
+    logging.info(
+      "%s: kept %d clips; dropped %d shorter than %d frames: %s",
+      csv_path.name,
+      kept,
+      len(short),
+      cfg.num_frames,
+      short,
+    )

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax.checkpoints.hf_llm import _ACTIVATIONS, _convert, _read_json, _require, _Tensors
+from medjax.data.captions import preprocess_caption
 from medjax.data.tokenizers import HFTokenizer
 from medjax.models.t5 import T5Config, T5Encoder
 from medjax.parallel.sharding import strip_boxes
@@ -111,12 +112,14 @@ def load_t5_params(path: str, cfg: T5Config, dtype=None) -> dict:
 
 class T5TextEncoder:
   """Captions -> (embeddings [N, max_len, d_model] float32, mask [N, max_len] int32), tokenized as Open-Sora's
-  T5 embedder: truncated to max_len - 1 tokens, then eos, right-padded with pad."""
+  T5 embedder: cleaned and lower-cased (`medjax.data.captions.preprocess_caption`) when `clean`,
+  truncated to max_len - 1 tokens, then eos, right-padded with pad."""
 
-  def __init__(self, model: T5Encoder, params, tokenizer, max_len: int):
+  def __init__(self, model: T5Encoder, params, tokenizer, max_len: int, clean: bool = True):
     if max_len < 2:
       raise ValueError(f"max_len: expected at least 2 (a token and eos), got {max_len}")
     self.model, self.params, self.tokenizer, self.max_len = model, params, tokenizer, max_len
+    self.clean = clean
     self._apply = jax.jit(lambda p, ids, mask: model.apply({"params": p}, ids, mask))
 
   @property
@@ -132,7 +135,7 @@ class T5TextEncoder:
       np.zeros((len(captions), n), np.int32),
     )
     for i, text in enumerate(captions):
-      row = tok.encode(text)[: n - 1] + [tok.eos_id]
+      row = tok.encode(preprocess_caption(text) if self.clean else text)[: n - 1] + [tok.eos_id]
       ids[i, : len(row)], mask[i, : len(row)] = row, 1
     return ids, mask
 
@@ -141,9 +144,12 @@ class T5TextEncoder:
     return np.asarray(self._apply(self.params, ids, mask), np.float32), mask
 
 
-def load_t5_encoder(path: str, max_len: int = 120, **overrides) -> T5TextEncoder:
-  """A `T5TextEncoder` from a HF T5 directory holding tokenizer.json (Open-Sora: 120 tokens)."""
+def load_t5_encoder(
+  path: str, max_len: int = 120, clean: bool = True, **overrides
+) -> T5TextEncoder:
+  """A `T5TextEncoder` from a HF T5 directory holding tokenizer.json (Open-Sora: 120 tokens,
+  captions cleaned)."""
   cfg = load_t5_config(path, **overrides)
   return T5TextEncoder(
-    T5Encoder(cfg), load_t5_params(path, cfg), HFTokenizer.from_dir(path), max_len
+    T5Encoder(cfg), load_t5_params(path, cfg), HFTokenizer.from_dir(path), max_len, clean
   )

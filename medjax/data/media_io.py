@@ -1,4 +1,5 @@
-"""Shared by the image / volume TFDS builders in data/: file loading, resizing, schemas, task examples.
+"""Shared by the image / volume / video TFDS builders in data/: file loading, resizing, schemas, task
+examples; video reading and writing (MP4, GIF) and Open-Sora's temporal crop.
 
 Images are stored uint8 [size, size, channels]: the whole image, its longer side resized to `size`
 (bicubic) and centred on a black square, never flipped (laterality matters). Volumes are stored
@@ -207,3 +208,79 @@ def task_example(record: dict, shapes: dict) -> dict:
     "media": media,
     "report": target,
   }
+
+
+# ------------------------------------------------------------------------------------------ video
+def read_video(path, field: str = "video") -> np.ndarray:
+  """All frames of a video file (any PyAV-readable container, local or gs://) as uint8 [T, H, W, 3]."""
+  import av
+
+  path = existing(epath.Path(path), field)
+  with path.open("rb") as f, av.open(f) as container:
+    frames = [fr.to_ndarray(format="rgb24") for fr in container.decode(video=0)]
+  if not frames:
+    raise ValueError(f"{field}: expected a video with at least one frame, got none in {path}")
+  return np.stack(frames)
+
+
+def _rgb_uint8(frames, field: str) -> np.ndarray:
+  """[T, H, W] or [T, H, W, 1 | 3] uint8 -> [T, H, W, 3] uint8."""
+  v = np.asarray(frames)
+  if v.dtype != np.uint8 or v.ndim not in (3, 4) or (v.ndim == 4 and v.shape[-1] not in (1, 3)):
+    raise ValueError(
+      f"{field}: expected uint8 frames [T, H, W] or [T, H, W, 1 | 3], got {v.dtype} {v.shape}"
+    )
+  v = v[..., None] if v.ndim == 3 else v
+  return np.repeat(v, 3, axis=-1) if v.shape[-1] == 1 else v
+
+
+def write_mp4(path, frames, fps: int = 8, crf: int = 18) -> str:
+  """uint8 frames [T, H, W(, C)] -> an H.264 MP4 (yuv420p, so H and W must be even) at `path`
+  (local or gs://, through etils.epath); returns the path."""
+  import io
+
+  import av
+
+  v = _rgb_uint8(frames, "frames")
+  t, h, w, _ = v.shape
+  if h % 2 or w % 2:
+    raise ValueError(f"frames: H.264 (yuv420p) needs an even height and width, got {h}x{w}")
+  buf = io.BytesIO()
+  with av.open(buf, "w", format="mp4") as container:
+    stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    for frame in v:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(buf.getvalue())
+  return str(path)
+
+
+def write_gif(path, frames, fps: int = 8) -> str:
+  """uint8 frames [T, H, W(, C)] -> a looping GIF at `path` (local or gs://); returns the path."""
+  import io
+
+  from PIL import Image
+
+  images = [Image.fromarray(f) for f in _rgb_uint8(frames, "frames")]
+  buf = io.BytesIO()
+  duration = max(1, round(1000 / fps))
+  images[0].save(buf, "GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(buf.getvalue())
+  return str(path)
+
+
+def temporal_crop(total: int, num_frames: int, interval: int, rng: np.random.Generator):
+  """Frame indices [num_frames] of Open-Sora's TemporalRandomCrop: a window of num_frames * interval
+  frames (or all, if shorter) starting uniformly in [0, max(0, total - window - 1)], sampled at
+  `num_frames` evenly spaced (floored) positions."""
+  if total < num_frames:
+    raise ValueError(f"total: expected a clip of at least {num_frames} frames, got {total}")
+  window = num_frames * interval
+  begin = int(rng.integers(0, max(0, total - window - 1) + 1))
+  end = min(begin + window, total)
+  return np.linspace(begin, end - 1, num_frames).astype(np.int64)

@@ -23,6 +23,7 @@ from medjax.nn.rope import rope_frequencies
 
 _TOKENS = ("act_batch", "act_length", "act_embed")
 TEMPORAL_POS = ("sincos", "sincos_stream", "rope", "none")
+NULL_CAPTION = ("buffer", "learned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +38,19 @@ class STDiTConfig:
   caption_channels: int = 4096  # text embedding width (T5-XXL: 4096)
   max_text_len: int = 120
   caption_dropout: float = 0.1  # training-time prob of replacing the caption by the null embedding
+  # "buffer" (v1.0): a fixed random null caption that gets no gradient and keeps the caption's
+  # padding mask; "learned": a trained null caption, visible in full.
+  null_caption: str = "buffer"
   text_vocab_size: int = 0  # > 0: captions are token ids embedded by a learned table
   temporal_attention: bool = True
   # "sincos": added to block 0's temporal-attention input (v1.0); "sincos_stream": added to the tokens with
   # the spatial embedding, so every block sees each token's frame (as Latte); "rope" (v1.1+) | "none".
   temporal_pos: str = "sincos"
+  # Sin-cos positions: spatial i * (space_base_size / grid) / space_scale (v1.0's PixArt embedding;
+  # space_base_size 0: the patch grid itself), temporal i / time_scale.
+  space_scale: float = 1.0
+  space_base_size: int = 0
+  time_scale: float = 1.0
   qk_norm: bool = False
   rope_theta: float = 10000.0
   remat: bool = False
@@ -64,8 +73,9 @@ PRESETS = {
     caption_channels=32,
     max_text_len=8,
     text_vocab_size=32,
+    null_caption="learned",
   ),
-  "STDiT-XL/2": STDiTConfig(),
+  "STDiT-XL/2": STDiTConfig(space_base_size=16),  # v1.0's PixArt base grid (256 px / 8 / 2)
 }
 
 
@@ -82,9 +92,13 @@ def sincos_1d(dim: int, pos) -> np.ndarray:
   return np.concatenate([np.sin(out), np.cos(out)], axis=1)
 
 
-def sincos_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
-  """[grid_h*grid_w, dim] (row-major): first half encodes the column, second half the row (MAE layout)."""
-  w, h = np.meshgrid(np.arange(grid_w, dtype=np.float64), np.arange(grid_h, dtype=np.float64))
+def sincos_2d(
+  dim: int, grid_h: int, grid_w: int, scale: float = 1.0, base_size: int = 0
+) -> np.ndarray:
+  """[grid_h*grid_w, dim] (row-major): first half encodes the column, second half the row (MAE
+  layout), at positions i * (base_size / grid) / scale (base_size 0: the grid itself)."""
+  pos = lambda g: np.arange(g, dtype=np.float64) * ((base_size or g) / g) / scale
+  w, h = np.meshgrid(pos(grid_w), pos(grid_h))
   return np.concatenate([sincos_1d(dim // 2, w), sincos_1d(dim // 2, h)], axis=1)
 
 
@@ -123,8 +137,9 @@ class PatchEmbed3D(nn.Module):
 
 
 class CaptionEmbedder(nn.Module):
-  """Text [B, L, Dtext] (or ids [B, L]) -> [B, L, D] via a GELU-tanh MLP; dropped captions use a learned
-  null embedding [L, Dtext] (classifier-free guidance)."""
+  """Text [B, L, Dtext] (or ids [B, L]) -> [B, L, D] via a GELU-tanh MLP; dropped captions use the null
+  embedding [L, Dtext] (classifier-free guidance), fixed (no gradient) when cfg.null_caption is
+  "buffer" as v1.0's `y_embedding` buffer."""
 
   cfg: STDiTConfig
 
@@ -148,6 +163,8 @@ class CaptionEmbedder(nn.Module):
       (cfg.max_text_len, cfg.caption_channels),
       pdt,
     )
+    if cfg.null_caption == "buffer":
+      null = jax.lax.stop_gradient(null)
     y = jnp.where(drop[:, None, None], null[None, : y.shape[1]].astype(y.dtype), y)
     init = nn.initializers.normal(0.02)
     y = dense(cfg.hidden, (None, "embed"), "fc1", dt, pdt, True, init)(y)
@@ -219,6 +236,15 @@ class STDiT(nn.Module):
 
   def _check(self, x, y, y_mask):
     cfg = self.cfg
+    if cfg.temporal_pos not in TEMPORAL_POS:
+      raise ValueError(f"temporal_pos: expected one of {TEMPORAL_POS}, got {cfg.temporal_pos!r}")
+    if cfg.null_caption not in NULL_CAPTION:
+      raise ValueError(f"null_caption: expected one of {NULL_CAPTION}, got {cfg.null_caption!r}")
+    if not (cfg.space_scale > 0 and cfg.time_scale > 0 and cfg.space_base_size >= 0):
+      raise ValueError(
+        f"space_scale, time_scale, space_base_size: expected > 0, > 0, >= 0, got "
+        f"{cfg.space_scale}, {cfg.time_scale}, {cfg.space_base_size}"
+      )
     if x.ndim != 5 or x.shape[-1] != cfg.in_channels:
       raise ValueError(f"x: expected [B, T, H, W, {cfg.in_channels}], got {x.shape}")
     if any(s % p for s, p in zip(x.shape[1:4], cfg.patch_size)):
@@ -248,10 +274,9 @@ class STDiT(nn.Module):
     d = cfg.hidden
 
     tokens = PatchEmbed3D(cfg.patch_size, d, dt, pdt, name="x_embedder")(x)  # [B, nt, S, D]
-    tokens = tokens + jnp.asarray(sincos_2d(d, nh, nw), dt)[None, None]
-    if cfg.temporal_pos not in TEMPORAL_POS:
-      raise ValueError(f"temporal_pos: expected one of {TEMPORAL_POS}, got {cfg.temporal_pos!r}")
-    frame_pos = jnp.asarray(sincos_1d(d, np.arange(nt)), dt)  # [nt, D]
+    spatial = sincos_2d(d, nh, nw, cfg.space_scale, cfg.space_base_size)
+    tokens = tokens + jnp.asarray(spatial, dt)[None, None]
+    frame_pos = jnp.asarray(sincos_1d(d, np.arange(nt) / cfg.time_scale), dt)  # [nt, D]
     if cfg.temporal_pos == "sincos_stream":
       tokens = tokens + frame_pos[None, :, None]
     tokens = nn.with_logical_constraint(tokens.reshape(b, nt * nh * nw, d), _TOKENS)
@@ -265,7 +290,8 @@ class STDiT(nn.Module):
     if train and cfg.caption_dropout > 0:
       drop |= jax.random.bernoulli(self.make_rng("dropout"), cfg.caption_dropout, (b,))
     y_valid = jnp.ones(y.shape[:2], bool) if y_mask is None else y_mask.astype(bool)
-    y_valid |= drop[:, None]  # the null caption is visible in full
+    if cfg.null_caption == "learned":
+      y_valid |= drop[:, None]  # the learned null caption is visible in full
     y_emb = CaptionEmbedder(cfg, name="y_embedder")(y, drop)
     q_pos = jnp.zeros((b, 1), jnp.int32)
     y_attn_mask = attention_mask(

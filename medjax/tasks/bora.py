@@ -12,10 +12,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from medjax import config_lib
 from medjax import diffusion as diffusion_lib
-from medjax.data import latent_cache
+from medjax.data import latent_cache, media_io
 from medjax.data.synthetic import cells
 from medjax.data.tokenizers import ByteTokenizer
 from medjax.eval.faithfulness import FaithfulnessClassifier
@@ -25,6 +26,34 @@ from medjax.models.stdit import STDiT, STDiTConfig
 from medjax.tasks.base import Task
 
 LATENTS = ("pixels", "vae")
+SPLITS = ("train", "validation", "test")
+# Each cached clip is listed this many times in the training source, each listing with its own crop,
+# so that the pipeline's shuffle draws a fresh crop whenever it meets the clip again.
+CROP_REPEATS = 1000
+
+
+class TemporalCropSource:
+  """Records {x [T, ...], y, y_mask} of `source` with x cut to `num_frames` frames by Open-Sora's
+  TemporalRandomCrop (`media_io.temporal_crop`) over the clip's `lengths[i]` real frames. Record i of
+  the len(source) * repeats listed is clip i % len(source), its crop drawn from (seed, i)."""
+
+  def __init__(self, source, lengths, num_frames: int, interval: int, seed, repeats: int = 1):
+    if len(lengths) != len(source):
+      raise ValueError(f"lengths: expected {len(source)} clip lengths, got {len(lengths)}")
+    self.source, self.lengths = source, np.asarray(lengths)
+    self.num_frames, self.interval, self.seed, self.repeats = num_frames, interval, seed, repeats
+
+  def __len__(self):
+    return len(self.source) * self.repeats
+
+  def __getitem__(self, i):
+    i = int(i)
+    clip = i % len(self.source)
+    rng = np.random.default_rng([*self.seed, i])
+    idx = media_io.temporal_crop(int(self.lengths[clip]), self.num_frames, self.interval, rng)
+    record = dict(self.source[clip])
+    record["x"] = np.asarray(record["x"])[idx]
+    return record
 
 
 def stdit_config_from(model_cfg, diffusion_cfg) -> STDiTConfig:
@@ -45,15 +74,23 @@ def generate(
   cfg_scale: float = 1.0,
   method: str = "ddpm",
   clip_denoised: bool = False,
+  guided_channels: int = 0,
 ):
   """Samples videos [B, *shape] for captions y [B, L(, D)] with classifier-free guidance `cfg_scale`
-  (the Python float 1.0: the conditional model alone; a traced scale always runs both branches).
+  (the Python float 1.0: the conditional model alone; a traced scale always runs both branches) on
+  the first `guided_channels` latent channels (0: all; v1.0 guides 3 of 4, the rest of the output is
+  the conditional prediction).
   `diff` is a (respaced) GaussianDiffusion or a RectifiedFlow; `clip_denoised` clips each step's data
   estimate to [-1, 1] (for data in that range, e.g. pixels)."""
   b = y.shape[0]
   if b == 0:
     raise ValueError(f"y: expected at least one caption, got an empty batch of shape {y.shape}")
   channels = shape[-1]
+  if not 0 <= guided_channels <= channels:
+    raise ValueError(
+      f"diffusion.guided_channels: expected 0 (all) to {channels} latent channels, got "
+      f"{guided_channels}"
+    )
 
   def apply(x, t, c):
     return model.apply({"params": params}, x, t, c["y"], c["y_mask"], drop_caption=c["drop"])
@@ -62,7 +99,9 @@ def generate(
   if isinstance(cfg_scale, (int, float)) and cfg_scale == 1.0:
     model_fn = lambda x, t: apply(x, t, cond)
   else:
-    guided = diffusion_lib.cfg_model_fn(apply, cfg_scale, guided_channels=channels)
+    guided = diffusion_lib.cfg_model_fn(
+      apply, cfg_scale, guided_channels=guided_channels or channels
+    )
     model_fn = lambda x, t: guided(x, t, cond, {**cond, "drop": jnp.ones((b,), bool)})
   k_noise, k_sample = jax.random.split(rng)
   noise = jax.random.normal(k_noise, (b,) + tuple(shape))
@@ -174,11 +213,7 @@ class BoraTask(Task):
           f"model.text_vocab_size: cached captions are embeddings, expected 0, got "
           f"{m.text_vocab_size}"
         )
-      expected = {
-        "x": (self.video_shape, "data.frames/size/channels"),
-        "y": ((d.max_text_len, m.caption_channels), "data.max_text_len/model.caption_channels"),
-      }
-      return latent_cache.CacheSource(path, expected)
+      return self._cropped_cache(path, split)
     if d.name != "synthetic_cells" or d.latent != "pixels":
       raise ValueError(
         f"data: only name='synthetic_cells' with latent='pixels' can be generated in-process, got "
@@ -189,6 +224,36 @@ class BoraTask(Task):
     # Four global eval batches of held-out videos.
     n = 4 * self.config.train.eval_batch_size
     return cells.CellsSource(n, 10_000 + self.config.seed, **self.data_kw)
+
+  def _cropped_cache(self, path, split):
+    """The cache split at `path`, each clip cut to data.frames latents by a seeded random temporal crop."""
+    d, m = self.config.data, self.config.model
+    src = latent_cache.CacheSource(
+      path,
+      {"y": ((d.max_text_len, m.caption_channels), "data.max_text_len/model.caption_channels")},
+    )
+    x_shape = tuple(src.meta["x_shape"])
+    if x_shape[1:] != self.video_shape[1:]:
+      raise ValueError(
+        f"data.size/channels: the cache at {path!r} holds latent frames of shape {x_shape[1:]}, "
+        f"the config expects {self.video_shape[1:]}"
+      )
+    from medjax.checkpoints.cache_latents import LENGTHS
+
+    file = epath.Path(path) / LENGTHS
+    if file.exists():
+      with file.open("rb") as f:
+        lengths = np.load(f)
+    else:  # a cache of fixed-length clips
+      lengths = np.full(len(src), x_shape[0], np.int32)
+    if lengths.min() < d.frames:
+      raise ValueError(
+        f"data.frames: expected cached clips of at least {d.frames} frames, the cache at {path!r} "
+        f"holds clips of {int(lengths.min())} to {int(lengths.max())}"
+      )
+    repeats = CROP_REPEATS if split == "train" else 1
+    seed = [self.config.seed, SPLITS.index(split) if split in SPLITS else len(SPLITS)]
+    return TemporalCropSource(src, lengths, d.frames, d.frame_interval, seed, repeats)
 
   def encode(self, record):
     if self.config.data.cache_dir:
@@ -246,6 +311,7 @@ class BoraTask(Task):
         shape=self.video_shape,
         method=self.config.diffusion.sampler,
         clip_denoised=self.config.diffusion.get("clip_denoised", False),
+        guided_channels=self.config.diffusion.get("guided_channels", 0),
       )
       self._samplers[id(model)] = jax.jit(
         lambda *a, **kw: fn(*a, **kw) / self.config.data.latent_scale
@@ -289,3 +355,40 @@ class BoraTask(Task):
       r = self.faithfulness(model, params, scale, n, ablate=ablate)
       out.update({f"{k}_{name}": v for k, v in r.items()})
     return out
+
+
+def sample_captions(
+  task: BoraTask,
+  model,
+  params,
+  captions,
+  *,
+  text_encoder: str,
+  vae: str,
+  cfg_scale: float,
+  seed: int = 0,
+  frames_per_call: int = 0,
+) -> np.ndarray:
+  """Open-Sora's sampling path: captions -> T5 (`text_encoder`, a HF T5 directory; cleaned as
+  data.clean_captions) -> STDiT with the configured sampler and guidance -> SD-VAE decode (`vae`, a
+  diffusers AutoencoderKL directory) -> videos [N, T, H, W, 3] in [-1, 1]."""
+  from medjax.checkpoints.diffusers_vae import load_vae
+  from medjax.checkpoints.hf_t5 import load_t5_encoder
+  from medjax.models.vae import decode_video
+
+  d, m = task.config.data, task.config.model
+  if d.latent != "vae" or m.text_vocab_size:
+    raise ValueError(
+      f"data.latent / model.text_vocab_size: T5 captions and VAE decoding need 'vae' and 0, got "
+      f"{d.latent!r} and {m.text_vocab_size}"
+    )
+  encoder = load_t5_encoder(text_encoder, max_len=d.max_text_len, clean=d.clean_captions)
+  if encoder.width != m.caption_channels:
+    raise ValueError(
+      f"model.caption_channels: {m.caption_channels} != the text encoder's width {encoder.width}"
+    )
+  y, y_mask = encoder(list(captions))
+  latents = task.sampler(model, cfg_scale)(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(seed))
+  vae_model, vae_params = load_vae(vae)
+  decode = jax.jit(functools.partial(decode_video, vae_model, batch_size=frames_per_call or None))
+  return np.clip(np.asarray(decode(vae_params, latents)), -1.0, 1.0)
