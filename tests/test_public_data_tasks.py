@@ -134,6 +134,7 @@ def test_paper_curriculum_stages_name_builders():
   assert all(builders.builder_class(n).__name__ for n in names)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "name, variant, extra",
   [
