@@ -93,7 +93,8 @@ def get_config(arg=None):
   c.optim.update(
     lr=3e-3, warmup_steps=0.05, schedule="cosine", weight_decay=0.01, freeze=("^text_encoder/",)
   )
-  c.init.update(text="")  # paper: hf:DIR of a BERT-family medical text encoder (frozen)
+  # paper: hf:DIR of a ViT image encoder (e.g. ViT-B/16) and of a BERT-family medical text encoder
+  c.init.update(image="", text="")
   if variant == "paper":
     # Chest ImaGenome in data.manual_dir / data.data_dir, the text encoder's checkpoint and tokenizer
     # directory (e.g. CXR-BERT: [CLS] / [SEP] wrap each phrase, pad id 0) in init.text and

@@ -4,6 +4,8 @@
 (`Task.init_slots`: slot -> (path in the param tree, the subtree's module config)). Formats:
 
   hf:DIR   a Hugging Face directory (config.json + safetensors): Llama-3.x / Gemma-3 decoders,
+           ViT image encoders (ViTModel / ViTForImageClassification: the pooler and classifier are
+           unused by design; a one-channel tower reads the RGB kernel summed over channels),
            SigLIP vision towers (SiglipVisionModel or SiglipModel). A SigLIP pooling head that the
            model's tower does not use (pool="none") is reported as unused by design; a 3D tower
            (volumes, video) is the 2D one inflated (`init.inflate`: "central" frame or "mean");
@@ -29,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from medjax import config_lib
-from medjax.checkpoints import hf_bert, hf_llm, hf_siglip
+from medjax.checkpoints import hf_bert, hf_llm, hf_siglip, hf_vit
 from medjax.checkpoints.host import materialize
 from medjax.models.bert import BertConfig
 from medjax.models.llm import LMConfig
@@ -136,6 +138,28 @@ def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig, inflate: str):
   return flat, by_design
 
 
+def _read_hf_vit(slot: str, path: str, cfg: ViTConfig):
+  theirs = hf_vit.load_vit_config(path)
+  grey = cfg.channels == 1 and theirs.channels == 3  # the RGB kernel summed over its channels
+  fields = tuple(f for f in _VIT_ARCH if not (grey and f == "channels"))
+  _same_architecture(slot, path, theirs, cfg, fields)
+  if not np.allclose(theirs.input_range, cfg.input_range):
+    logging.warning(
+      "init.%s: %s expects pixels in %s; the tower maps its inputs to %s (input_range)",
+      slot,
+      path,
+      theirs.input_range,
+      cfg.input_range,
+    )
+  if cfg.patch_embed != "2d" and cfg.patch_embed != "frames":
+    raise ValueError(
+      f"init.{slot}: a ViT checkpoint fills a 2D or frames tower, not {cfg.patch_embed!r}"
+    )
+  params, unused = hf_vit.load_vit_params(path, cfg, dtype=cfg.param_dtype)
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  return {**flat, **dict.fromkeys(unused)}, unused
+
+
 def _read_hf_bert(slot: str, path: str, cfg: BertConfig):
   _check_type(slot, path, "BERT-family text encoder", ("bert",))
   _same_architecture(slot, path, hf_bert.load_bert_config(path), cfg, _BERT_ARCH)
@@ -152,6 +176,8 @@ def read(slot: str, fmt: str, path: str, module_cfg, inflate: str = "central"):
   a 3D tower's tubelet kernel (its time embedding starts at zero)."""
   if fmt == "hf" and isinstance(module_cfg, LMConfig):
     return _read_hf_lm(slot, path, module_cfg)
+  if fmt == "hf" and isinstance(module_cfg, ViTConfig) and _hf_model_type(path) == "vit":
+    return _read_hf_vit(slot, path, module_cfg)
   if fmt == "hf" and isinstance(module_cfg, ViTConfig):
     return _read_hf_siglip(slot, path, module_cfg, inflate)
   if fmt == "hf" and isinstance(module_cfg, BertConfig):

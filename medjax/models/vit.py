@@ -134,7 +134,8 @@ PRESETS = {
     pool="map",
     input_range=(-1.0, 1.0),
   ),
-  # ViT-B/16 (Dosovitskiy et al.): class token, exact GELU.
+  # ViT-B/16 (Dosovitskiy et al.): class token, exact GELU; the public checkpoints' LayerNorm eps
+  # and pixel normalisation (mean 0.5, std 0.5: inputs in (-1, 1)).
   "b16": ViTConfig(
     image_size=224,
     patch_size=16,
@@ -145,6 +146,8 @@ PRESETS = {
     mlp_dim=3072,
     pool="cls",
     act="gelu",
+    norm_eps=1e-12,
+    input_range=(-1.0, 1.0),
   ),
 }
 

@@ -133,7 +133,10 @@ class AnatomyVLMTask(Task):
     return AnatomyVLM(self.model_cfg)
 
   def init_slots(self):
-    return {"text": (("text_encoder",), self.model_cfg.text)}
+    return {
+      "image": (("vision",), self.model_cfg.vit),
+      "text": (("text_encoder",), self.model_cfg.text),
+    }
 
   def dummy_batch(self, batch_size):
     m, t, k = len(self.regions), self.model_cfg.text.max_len, self.config.data.num_negatives
