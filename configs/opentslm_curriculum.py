@@ -66,7 +66,8 @@ def _paper_stages(model: str) -> dict:
         series_len=series_len,
         seq_len=1024 + series_tokens,
         test_size=0,
-      )
+      ),
+      train=dict(epochs=_base.PAPER_EPOCHS[name], early_stop_patience=5, keep_best=True),
     )
     if model == "softprompt" and i >= 2:
       stage["model"] = dict(lm=dict(lora_rank=16, lora_alpha=32.0))
