@@ -8,6 +8,10 @@ Variants `<model>_<size>`, model flamingo | softprompt:
   LoRA (r=16, alpha=32) from stage 3 as in the paper. Its stages read the public datasets' TFDS builders
   (data/<data.name>), each prepared from the raw files in its `curriculum.<stage>.data.manual_dir`
   (e.g. --config.curriculum.tsqa.data.manual_dir=RAW/tsqa) into `data.data_dir`.
+- fixture: the paper's five stages, optimiser groups, layout and per-epoch early stopping on the
+  builders' dummy_data (data/<builder>/dummy_data; set data.data_dir), one epoch each, the paper
+  architecture at tiny width on the frozen base LM of --config.init.lm=hf:DIR (model.lm must match
+  it) with --config.data.tokenizer=DIR; for CI (tests/test_opentslm_curriculum.py).
 `curriculum.stages` lists the stage names in order; `curriculum.<stage>` overrides the base config.
 """
 
@@ -24,7 +28,16 @@ _base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_base)
 
 MODELS = ("flamingo", "softprompt")
-SIZES = ("tiny", "paper")
+SIZES = ("tiny", "paper", "fixture")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+# fixture stage -> (series per example, samples per series, seq_len) fitting the dummy_data files
+FIXTURE_STAGES = {
+  "tsqa": (1, 128, 352),
+  "m4_captions": (1, 48, 352),
+  "har_cot": (3, 128, 576),
+  "sleep_cot": (1, 1500, 576),
+  "ecg_qa_cot": (12, 1000, 1232),
+}
 # stage -> (series per example, samples per series): HAR 3 axes x 128, Sleep 1 EEG x 1500 (30 s at 50 Hz),
 # ECG 12 leads x 1000 (10 s at 100 Hz); TSQA and M4 series up to the encoder's 4096 samples.
 PAPER_STAGES = {
@@ -75,6 +88,35 @@ def _paper_stages(model: str) -> dict:
   return stages
 
 
+def _fixture_stages(model: str) -> dict:
+  stages = _paper_stages(model)
+  for name, (num_series, series_len, seq_len) in FIXTURE_STAGES.items():
+    builder = BUILDERS.get(name, name)
+    stages[name]["data"].update(
+      num_series=num_series,
+      series_len=series_len,
+      seq_len=seq_len + (num_series * series_len // 4 if model == "softprompt" else 0),
+      manual_dir=os.path.join(DATA, builder, "dummy_data"),
+    )
+    stages[name]["train"].update(epochs=1)
+  return stages
+
+
+def _tiny_width(c, model: str):
+  """The paper architecture (depths, patching, cross-attention in every layer) at tiny width."""
+  c.model.update(enc_dim=16)
+  if model == "flamingo":
+    c.model.update(
+      num_latents=8, resampler_heads=2, resampler_head_dim=8, xattn_heads=2, xattn_head_dim=8
+    )
+  else:
+    c.model.update(encoder_heads=2, encoder_mlp=32)
+  c.model.lm.dtype = "float32"
+  c.data.update(max_new_tokens=4, eval_gen_batch=1)
+  c.train.update(batch_size=2, eval_batch_size=1, eval_batches=0, checkpoint_every=0, log_every=1)
+  c.parallel.mesh.update(data=-1, fsdp=1)
+
+
 def get_config(arg=None):
   arg = arg or "flamingo_tiny"
   model, _, size = arg.partition("_")
@@ -83,10 +125,13 @@ def get_config(arg=None):
       f"config variant: expected <model>_<size> with model in {MODELS} and size in {SIZES}, "
       f"got {arg!r}"
     )
-  c = _base.make_config(model, size)
-  stages = _tiny_stages(model) if size == "tiny" else _paper_stages(model)
+  c = _base.make_config(model, "paper" if size == "fixture" else size)
+  stages = {"tiny": _tiny_stages, "paper": _paper_stages, "fixture": _fixture_stages}[size](model)
+  test_size = {"tiny": 64, "paper": 500, "fixture": 1}[size]
   with c.unlocked():
+    if size == "fixture":
+      _tiny_width(c, model)
     c.curriculum = ml_collections.ConfigDict(
-      dict(stages=tuple(stages), test_size=64 if size == "tiny" else 500, **stages)
+      dict(stages=tuple(stages), test_size=test_size, **stages)
     )
   return c
