@@ -114,6 +114,7 @@ def _tiny_width(c, model: str):
   c.model.lm.dtype = "float32"
   c.data.update(max_new_tokens=4, eval_gen_batch=1)
   c.train.update(batch_size=2, eval_batch_size=1, eval_batches=0, checkpoint_every=0, log_every=1)
+  c.parallel.update(num_devices=1)  # 1-row validation splits: batches of 1
   c.parallel.mesh.update(data=-1, fsdp=1)
 
 

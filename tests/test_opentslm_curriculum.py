@@ -2,7 +2,6 @@
 architecture at tiny width on a tiny random Hugging Face Llama directory as the frozen base."""
 
 import dataclasses
-import json
 import os
 
 import flax
@@ -70,9 +69,9 @@ def fixture_config(variant: str, hf_dir: str, data_dir: str):
 
 @pytest.mark.slow
 def test_curriculum_on_fixtures_with_a_frozen_hf_base(tmp_path):
-  """All five stages train one epoch each, in order, each from the previous stage's best params,
-  and answer a held-out question; the base LM stays exactly the checkpoint's (frozen) while the
-  series path moves away from a fresh initialisation (the baseline)."""
+  """All five stages train one epoch each, in order, each from the previous stage's best params;
+  the base LM stays exactly the checkpoint's (frozen) while the cross-attention gates move off
+  their initial value (the baseline: the model as built)."""
   import jax
 
   from medjax.checkpoints import load_hf_params
@@ -81,6 +80,8 @@ def test_curriculum_on_fixtures_with_a_frozen_hf_base(tmp_path):
 
   hf_dir = str(tmp_path / "hf")
   c = fixture_config("flamingo", hf_dir, str(tmp_path / "tfds"))
+  with c.unlocked():
+    c.curriculum.test_size = 0  # no per-stage generation: compiling it costs more than the training
   out = curriculum.run(c, str(tmp_path / "run"))
   stages = list(c.curriculum.stages)
   assert [s["stage"] for s in out] == stages == list(PAPER_ORDER)
@@ -91,17 +92,13 @@ def test_curriculum_on_fixtures_with_a_frozen_hf_base(tmp_path):
     task = loop.setup(sc)[2]
     per_epoch = -(-len(task.source("train")) // sc.train.batch_size)  # one epoch, ceil(n / B)
     assert s["steps"] == per_epoch and s["best/step"] == per_epoch, (name, s)
-    with open(tmp_path / "run" / name / "predictions.jsonl") as f:
-      assert len([json.loads(line) for line in f]) == 1
   mesh, rules, task, model = loop.setup(c)
-  state = loop.build_step(c, mesh, rules, task, model)[0]
+  state = loop.build_step(c, mesh, rules, task, model, abstract_only=True)[0]
   best, _ = load_params(str(tmp_path / "run" / stages[-1] / "best"), state.params)
   flat = flax.traverse_util.flatten_dict(jax.device_get(best), sep="/")
-  fresh = flax.traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
   hf = flax.traverse_util.flatten_dict(jax.device_get(load_hf_params(hf_dir, task.cfg.lm)), sep="/")
   for k, v in hf.items():
     np.testing.assert_array_equal(flat[f"lm/{k}"], v, err_msg=k)  # frozen base
-  moved = [k for k in flat if not k.startswith("lm/") and not np.array_equal(flat[k], fresh[k])]
-  assert any(k.startswith("xattn_") for k in moved) and any(
-    k.startswith("resampler/") for k in moved
-  )
+  gates = [v for k, v in flat.items() if k.endswith("_gate")]  # each xattn block's two gates
+  assert len(gates) == 2 * task.cfg.lm.num_layers
+  assert all(float(g) != task.cfg.xattn_gate_init for g in gates)  # trained off their init
