@@ -3,7 +3,7 @@
 The public release (M4TimeSeriesCaptionDataset, github.com/StanfordBDHG/M4TimeSeriesCaptionDataset)
 holds, per frequency F in FREQUENCIES, m4_series_F.csv (columns id, series: a JSON list of floats)
 and m4_captions_F.csv (columns id, caption); series without a caption are left out. There are no
-official splits: the original's (timeseries_io.original_splits "hf_m4": 10% test, then 10%
+official splits: OpenTSLM's are drawn (timeseries_io.original_splits "hf_m4": 10% test, then 10%
 validation, over all frequencies in file order; not stratified).
 Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, plus `frequency`; the
 target is the caption (label is empty).

@@ -3,9 +3,8 @@ chain-of-thought rationale; OpenTSLM stage 4.
 
 The public release is one file sleep_cot.csv with columns time_series (a list holding one list of
 1500 floats), label (one of LABELS) and rationale (extra columns are ignored). There are no
-official splits: the original's (timeseries_io.original_splits "sklearn": 10% test, then 10%
-validation, stratified by label), as
-OpenTSLM does. Records use the common OpenTSLM schema of medjax/data/timeseries_io.py.
+official splits: OpenTSLM's are drawn (timeseries_io.original_splits "sklearn": 10% test, then 10%
+validation, stratified by label; the same rows as its loader). Records use the common OpenTSLM schema of medjax/data/timeseries_io.py.
 """
 
 import tensorflow_datasets as tfds

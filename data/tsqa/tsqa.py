@@ -3,9 +3,8 @@
 The public release (huggingface.co/datasets/ChengsenWang/TSQA) is one file TSQA.csv with columns
 Task (Trend, Volatility, Season, Outlier), Size (series length), Question (with the options
 "(a) ...", "(b) ...", "(c) ..."), Answer (e.g. "(b)"), Label and Series (a list of floats).
-There are no official splits: the original's are drawn (timeseries_io.original_splits "hf": 10%
-test, then 10% validation), as OpenTSLM
-does. Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, plus `task`; the
+There are no official splits: OpenTSLM's are drawn (timeseries_io.original_splits "hf": 10% test,
+then 10% validation; the same rows as its loader). Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, plus `task`; the
 target is "Answer: {Answer}".
 """
 
