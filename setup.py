@@ -49,6 +49,9 @@ setuptools.setup(
       "libtpu==0.0.42.*",
       "diffusers>=0.42,<0.43",
       "ruff==0.17.5",
+      # the original OpenTSLM loaders' split functions, to check that the builders draw the same rows
+      "scikit-learn==1.9.1",
+      "datasets==5.2.0",
     ],
   },
 )

@@ -28,6 +28,20 @@ SYNTHETIC = {
 }
 
 
+# The original's AdamW parameter groups (its curriculum trainer). Flamingo: lr 2e-4 for all, weight
+# decay 0.1 on the gated cross-attention blocks only. SoftPrompt: weight decay 0.01 on every trained
+# parameter (biases too: the catch-all group), encoder 2e-4, projector and LoRA adapters 1e-4.
+PAPER_OPTIM = {
+  "flamingo": dict(weight_decay=0.0, groups=((r"^xattn_\d+/", None, 0.1),)),
+  "softprompt": dict(
+    weight_decay=0.01,
+    groups=((r"^proj(_norm)?/", 1e-4, None), (r"lora_[ab]$", 1e-4, None), (r".", None, None)),
+  ),
+}
+# Epochs per curriculum stage in the original (early stopping after 5 epochs without improvement).
+PAPER_EPOCHS = {"tsqa": 30, "m4_captions": 20, "har_cot": 30, "sleep_cot": 60, "ecg_qa_cot": 60}
+
+
 def synthetic_data(name: str, model_variant: str) -> dict:
   """The `data` fields of an embedded synthetic dataset for `model_variant`."""
   d = dict(SYNTHETIC[name], name=name)
@@ -48,6 +62,8 @@ def make_config(model_variant: str, arg=None):
   c.model = dict(
     variant=model_variant,
     ts_token_id=259 if tiny else 128_002,
+    layout="paper",  # Flamingo: series marker, description, end-of-chunk; SoftPrompt: text, series
+    eoc_token_id=(260 if tiny else 128_003) if model_variant == "flamingo" else -1,
     patch=4,
     enc_dim=128,
     max_patches=1024,
@@ -111,7 +127,7 @@ def make_config(model_variant: str, arg=None):
     c.model.lm.dtype = "bfloat16"
     c.data.update(tokenizer="", seq_len=1024, eval_gen_batch=8, max_new_tokens=256)
     c.train.update(
-      steps=20_000,
+      steps=20_000,  # the original trains epochs: curriculum stages set train.epochs
       batch_size=4,
       eval_every=1000,
       eval_batch_size=8,
@@ -124,9 +140,9 @@ def make_config(model_variant: str, arg=None):
       warmup_steps=0.03,
       schedule="linear",
       end_lr_frac=0.0,
-      weight_decay=0.01,
       grad_clip=1.0,
       freeze=(frozen_base("lm/"),),
+      **PAPER_OPTIM[model_variant],
     )
     c.parallel.mesh.update(data=1, fsdp=-1)
   return config_lib.finalize(c)

@@ -37,11 +37,14 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=0.1,
       grad_clip=1.0,
       freeze=(),
+      # (regex, lr, weight_decay) per parameter group, first match wins; None keeps the base value
+      groups=(),
     )
   )
   c.train = ml_collections.ConfigDict(
     dict(
       steps=100,
+      epochs=0,  # > 0: train this many epochs (overrides steps), evaluating after each
       batch_size=32,
       grad_accum=1,
       ema_decay=0.0,
@@ -154,7 +157,13 @@ _MODEL_SIZES = {
 }
 _MODEL_SIZE_SUFFIXES = ("_dim", "_heads", "_layers", "_depth")
 _TRAIN_SIZES = ("steps", "batch_size", "grad_accum", "eval_batch_size", "log_every")
-_TRAIN_COUNTS = ("eval_every", "checkpoint_every", "keep_checkpoints", "early_stop_patience")
+_TRAIN_COUNTS = (
+  "eval_every",
+  "checkpoint_every",
+  "keep_checkpoints",
+  "early_stop_patience",
+  "epochs",
+)
 _DATA_SIZES = (
   "seq_len",
   "train_size",

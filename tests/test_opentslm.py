@@ -71,16 +71,19 @@ def _batch(variant, series_len=40, pad_to=None, seed=0):
   return b
 
 
-def _apply(model, params, b):
-  fn = lambda p, b: model.apply(
-    {"params": p},
+def _apply_body(model, params, b):
+  return model.apply(
+    {"params": params},
     b["tokens"],
     series=b["series"],
     series_mask=b["series_mask"],
     series_pos=b["series_pos"],
     input_mask=b["input_mask"],
   )[0]
-  return jax.jit(fn)(params, b)
+
+
+def _apply(model, params, b):
+  return jax.jit(lambda p, b: _apply_body(model, p, b))(params, b)
 
 
 def _init(model, b, open_gates=False):
@@ -209,6 +212,44 @@ def test_flamingo_tokens_attend_only_to_earlier_series():
   p2 = int(b["series_pos"][0, 2])
   np.testing.assert_allclose(out[0, :p2], out2[0, :p2], atol=1e-6)
   assert not np.allclose(out[0, p2:], out2[0, p2:], atol=1e-3)
+
+
+def test_flamingo_description_attends_to_its_series():
+  """The original's layout (`<ts>`, its description, end-of-chunk) lets a builder record's series
+  description read that series. The baseline, "text_first" (the order before this fix: the
+  description before its marker), fails the same check: the description cannot see the series."""
+  from medjax.data import timeseries_io as tsio
+
+  rng = np.random.default_rng(0)
+  rec = tsio.make_example(
+    "k", [rng.normal(size=32), rng.normal(size=32)], ["a", "b"], pre_prompt="Q\n", post_prompt="?"
+  )
+  prompt, series, _ = tsio.format_example(rec)
+  desc = TOK.encode(rec["series_text"][0])  # series 0's description
+  model = ot.build(_cfg("flamingo"))
+  apply = jax.jit(lambda p, b: _apply_body(model, p, b))
+  params, seen = None, {}
+  for layout in ("series_first", "text_first"):
+    kw = dict(KW, series_len=32, layout=layout, eoc_token_id=260)
+    ids, arr, mask, pos = task_lib.encode_prompt(prompt, series, TOK, **kw)
+    tokens = np.zeros(128, np.int32)
+    tokens[: len(ids)] = ids  # one padded length: both layouts share one compilation
+    b = {
+      "tokens": jnp.asarray(tokens[None]),
+      "series": jnp.asarray(arr[None]),
+      "series_mask": jnp.asarray(mask[None]),
+      "series_pos": jnp.asarray(pos[None]),
+      "input_mask": jnp.asarray((np.arange(128) < len(ids))[None].astype(np.int32)),
+    }
+    params = _init(model, b, open_gates=True) if params is None else params
+    out = np.asarray(apply(params, b))
+    out2 = np.asarray(apply(params, dict(b, series=b["series"].at[:, 0].multiply(-1.0))))
+    start = next(i for i in range(len(ids)) if ids[i : i + len(desc)] == desc)
+    span = slice(start, start + len(desc))
+    if layout == "series_first":
+      assert ids[pos[0]] == 259 and ids[span.stop] == 260  # marker, description, end-of-chunk
+    seen[layout] = not np.allclose(out[0, span], out2[0, span], atol=1e-3)
+  assert seen == {"series_first": True, "text_first": False}
 
 
 def test_softprompt_one_token_per_patch():
@@ -587,3 +628,46 @@ def test_har_cot_builder(tmp_path):
     mod.parse_series("[1.0, nan]", "f.csv:2: x_axis")
   with pytest.raises(ValueError, match="expected a list of numbers"):
     mod.parse_series("[1.0, x]", "f.csv:2: x_axis")
+
+
+def test_optim_groups_set_lr_and_weight_decay_per_parameter_path():
+  """The paper's groups against the one-group baseline: Flamingo decays only the cross-attention
+  blocks (0.1, biases too); SoftPrompt's projector and LoRA step at half the encoder's lr."""
+  import ml_collections
+  import optax
+
+  from medjax.train.optim import make_optimizer
+
+  flamingo = _config("opentslm_flamingo", "paper").optim
+  softprompt = _config("opentslm_softprompt", "paper").optim
+  params = {
+    "xattn_0": {"ff": {"kernel": jnp.ones((2, 2))}, "attn_gate": jnp.ones(())},
+    "encoder": {"patch": {"kernel": jnp.ones((2, 2))}},
+    "proj": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
+    "lm": {"q": {"kernel": jnp.ones((2, 2)), "lora_a": jnp.ones((2, 2))}},
+  }
+
+  def step(cfg, grads):
+    cfg = ml_collections.ConfigDict(dict(cfg.to_dict(), warmup_steps=0, schedule="constant"))
+    tx, _ = make_optimizer(cfg, params, 10)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return flax.traverse_util.flatten_dict(optax.apply_updates(params, updates), sep="/")
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  out = step(flamingo, zeros)  # zero gradients: only weight decay moves a parameter
+  lr = flamingo.lr
+  np.testing.assert_allclose(out["xattn_0/ff/kernel"], 1 - lr * 0.1, rtol=1e-6)
+  np.testing.assert_allclose(out["xattn_0/attn_gate"], 1 - lr * 0.1, rtol=1e-6)
+  np.testing.assert_allclose(out["encoder/patch/kernel"], 1.0)
+  base = step(ml_collections.ConfigDict(dict(flamingo.to_dict(), groups=())), zeros)
+  np.testing.assert_allclose(base["xattn_0/ff/kernel"], 1.0)  # one group: no decay anywhere
+  grads = jax.tree.map(jnp.ones_like, params)  # Adam's first step moves each trained param by lr
+  moved = {k: 1 - v for k, v in step(softprompt, grads).items()}
+  wd = softprompt.weight_decay
+  np.testing.assert_allclose(moved["encoder/patch/kernel"], 2e-4 * (1 + wd), rtol=1e-3)
+  np.testing.assert_allclose(moved["proj/kernel"], 1e-4 * (1 + wd), rtol=1e-3)
+  np.testing.assert_allclose(moved["proj/bias"], 1e-4 * (1 + wd), rtol=1e-3)  # biases decay too
+  np.testing.assert_allclose(moved["lm/q/lora_a"], 1e-4 * (1 + wd), rtol=1e-3)
+  np.testing.assert_allclose(moved["lm/q/kernel"], 0.0)  # the frozen base
+  with pytest.raises(ValueError, match=r"optim.groups\[0\]: lr: expected a number >= 0 or None"):
+    step(ml_collections.ConfigDict(dict(flamingo.to_dict(), groups=(("x", -1.0, None),))), zeros)

@@ -99,8 +99,6 @@ def test_tsqa(tmp_path):
   splits = _build(tsqa, "Tsqa", "tsqa", tmp_path)
   _check_splits(splits, {"train": 8, "validation": 1, "test": 1})
   raw = _raw_csv("tsqa", "dummy_data", "TSQA.csv")
-  for split, idx in tsio.split_indices(len(raw)).items():  # the drawn split is the documented one
-    assert sorted(_text(r["id"]) for r in splits[split]) == sorted(f"tsqa-{i}" for i in idx)
   for rec in splits["train"] + splits["test"]:
     row = raw[int(_text(rec["id"]).split("-")[1])]
     _check_common(rec, [np.array(json.loads(row["Series"]), np.float32)])
@@ -146,7 +144,7 @@ def test_m4_captions(tmp_path):
 
 def test_sleep_cot(tmp_path):
   splits = _build(sleep_cot, "SleepCot", "sleep_cot", tmp_path)
-  _check_splits(splits, {"train": 3, "validation": 1, "test": 1})
+  _check_splits(splits, {"train": 8, "validation": 2, "test": 2})
   raw = {r["rationale"]: r for r in _raw_csv("sleep_cot", "dummy_data", "sleep_cot.csv")}
   for rec in (r for v in splits.values() for r in v):
     row = raw[_text(rec["rationale"])]
@@ -274,7 +272,7 @@ def test_timeseries_io_helpers(tmp_path):
   ].tolist() == [4, 2]
   assert rec["series_mask"].tolist() == [[True] * 4, [True, True, False, False]]
   assert rec["series_std"][1] == tsio.MIN_STD  # a constant series: std floored, not 0
-  assert rec["prompt"] == "P\na, mean 1.5000, std 1.1180: <ts>\nb, mean 1.0000, std 0.0000: <ts>\nQ"
+  assert rec["prompt"] == "P\n<ts> a, mean 1.5000, std 1.1180\n<ts> b, mean 1.0000, std 0.0000\nQ"
   assert (
     rec["answer"] == "Because. Answer: walking" and tsio.target("x Answer: y", "y") == "x Answer: y"
   )
@@ -286,13 +284,78 @@ def test_timeseries_io_helpers(tmp_path):
   (tmp_path / "x.csv").write_text("a,b\n1,2\n")
   with pytest.raises(ValueError, match=r"x.csv: missing columns \['c'\]; got \['a', 'b'\]"):
     tsio.read_csv(tmp_path / "x.csv", ("a", "c"))
-  splits = tsio.split_indices(100, strata=[i % 4 for i in range(100)])
-  assert sorted(sum(splits.values(), [])) == list(range(100))
-  assert {k: len(v) for k, v in splits.items()} == {"test": 10, "validation": 10, "train": 80}
-  assert splits == tsio.split_indices(100, strata=[i % 4 for i in range(100)])  # deterministic
-  assert sorted(np.bincount([i % 4 for i in splits["test"]], minlength=4)) == [
-    2,
-    2,
-    3,
-    3,
-  ]  # stratified
+
+
+def _original_split_ids(name):
+  """{split: [ids]} of the fixture as the original OpenTSLM loaders split it, run with their own
+  libraries (Hugging Face `datasets`, scikit-learn on a pandas frame) on the fixture's rows."""
+  datasets = pytest.importorskip("datasets")
+  model_selection = pytest.importorskip("sklearn.model_selection")
+  pd = pytest.importorskip("pandas")
+  val_frac = tsio.VAL_FRAC / (1 - tsio.TEST_FRAC)
+  if name == "sleep_cot":
+    df = pd.DataFrame(_raw_csv("sleep_cot", "dummy_data", "sleep_cot.csv"))
+    df["id"] = [f"sleep_cot-{i}" for i in range(len(df))]
+    rest, test = model_selection.train_test_split(
+      df, test_size=0.1, random_state=42, stratify=df["label"]
+    )
+    train, val = model_selection.train_test_split(
+      rest, test_size=val_frac, random_state=43, stratify=rest["label"]
+    )
+    return {k: list(v["id"]) for k, v in (("train", train), ("validation", val), ("test", test))}
+  if name == "tsqa":
+    rows, seeds = (
+      [f"tsqa-{i}" for i in range(len(_raw_csv("tsqa", "dummy_data", "TSQA.csv")))],
+      (42, 42),
+    )
+  else:  # M4: frequencies in order, each series file's captioned ids in file order
+    rows, seeds = [], (42, 43)
+    for freq in m4_captions.FREQUENCIES:
+      base = os.path.join(DATA, "m4_captions", "dummy_data", m4_captions.SUBDIRS[0])
+      if os.path.exists(os.path.join(base, f"m4_series_{freq}.csv")):
+        captioned = {r["id"] for r in _raw_csv(base, f"m4_captions_{freq}.csv")}
+        rows += [r["id"] for r in _raw_csv(base, f"m4_series_{freq}.csv") if r["id"] in captioned]
+  table = datasets.table.InMemoryTable.from_pydict({"id": rows})
+  full = datasets.Dataset(table, fingerprint="fixture")  # a given fingerprint skips hashing
+  fp = dict(train_new_fingerprint="train", test_new_fingerprint="test")  # skips hashing the call
+  rest, test = full.train_test_split(test_size=0.1, seed=seeds[0], **fp).values()
+  train, val = rest.train_test_split(test_size=val_frac, seed=seeds[1], **fp).values()
+  return {"train": train["id"], "validation": val["id"], "test": test["id"]}
+
+
+@pytest.mark.parametrize(
+  "name,parse",
+  [
+    ("tsqa", lambda: tsqa.parse_rows(os.path.join(DATA, "tsqa", "dummy_data", "TSQA.csv"))),
+    (
+      "sleep_cot",
+      lambda: sleep_cot.parse_rows(os.path.join(DATA, "sleep_cot", "dummy_data", "sleep_cot.csv")),
+    ),
+    ("m4_captions", None),
+  ],
+)
+def test_splits_are_the_originals_rows(name, parse):
+  """The builders' drawn splits hold the rows (in the order) that the original loaders' own
+  `train_test_split` calls give on the same fixture; a one-seed change already moves rows."""
+  if parse is None:
+    base = os.path.join(DATA, "m4_captions", "dummy_data", m4_captions.SUBDIRS[0])
+    rows = sum(
+      (
+        m4_captions.parse_frequency(
+          os.path.join(base, f"m4_series_{f}.csv"), os.path.join(base, f"m4_captions_{f}.csv"), f
+        )
+        for f in m4_captions.FREQUENCIES
+        if os.path.exists(os.path.join(base, f"m4_series_{f}.csv"))
+      ),
+      [],
+    )
+    kind, field = "hf_m4", None
+  else:
+    rows = parse()
+    kind, field = ("sklearn", "label") if name == "sleep_cot" else ("hf", None)
+  ours = {k: [key for key, _ in v] for k, v in tsio.original_splits(rows, kind, field).items()}
+  assert ours == _original_split_ids(name)
+  other = {"hf": "hf_m4", "hf_m4": "hf", "sklearn": "sklearn"}[kind]
+  if kind != "sklearn":  # the baseline: the other seed pair gives other rows
+    moved = {k: [key for key, _ in v] for k, v in tsio.original_splits(rows, other).items()}
+    assert moved != ours

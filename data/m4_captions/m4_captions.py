@@ -3,7 +3,8 @@
 The public release (M4TimeSeriesCaptionDataset, github.com/StanfordBDHG/M4TimeSeriesCaptionDataset)
 holds, per frequency F in FREQUENCIES, m4_series_F.csv (columns id, series: a JSON list of floats)
 and m4_captions_F.csv (columns id, caption); series without a caption are left out. There are no
-official splits: 10% test and 10% validation are drawn with a fixed seed, stratified by frequency.
+official splits: OpenTSLM's are drawn (timeseries_io.original_splits "hf_m4": 10% test, then 10%
+validation, over all frequencies in file order; not stratified).
 Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, plus `frequency`; the
 target is the caption (label is empty).
 """
@@ -81,7 +82,7 @@ class M4Captions(tfds.core.GeneratorBasedBuilder):
       raise ValueError(f"manual_dir: no captioned m4_series_*.csv under {dl_manager.manual_dir}")
     return {
       split: self._generate_examples(part)
-      for split, part in tsio.split_rows(rows, "frequency").items()
+      for split, part in tsio.original_splits(rows, "hf_m4").items()
     }
 
   def _generate_examples(self, rows):

@@ -3,8 +3,8 @@ chain-of-thought rationale; OpenTSLM stage 4.
 
 The public release is one file sleep_cot.csv with columns time_series (a list holding one list of
 1500 floats), label (one of LABELS) and rationale (extra columns are ignored). There are no
-official splits: 10% test and 10% validation are drawn with a fixed seed, stratified by label, as
-OpenTSLM does. Records use the common OpenTSLM schema of medjax/data/timeseries_io.py.
+official splits: OpenTSLM's are drawn (timeseries_io.original_splits "sklearn": 10% test, then 10%
+validation, stratified by label; the same rows as its loader). Records use the common OpenTSLM schema of medjax/data/timeseries_io.py.
 """
 
 import tensorflow_datasets as tfds
@@ -77,7 +77,8 @@ class SleepCot(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     rows = parse_rows(tsio.require_file(dl_manager.manual_dir, FILE, ("sleep",)))
     return {
-      split: self._generate_examples(part) for split, part in tsio.split_rows(rows, "label").items()
+      split: self._generate_examples(part)
+      for split, part in tsio.original_splits(rows, "sklearn", "label").items()
     }
 
   def _generate_examples(self, rows):

@@ -3,8 +3,8 @@
 The public release (huggingface.co/datasets/ChengsenWang/TSQA) is one file TSQA.csv with columns
 Task (Trend, Volatility, Season, Outlier), Size (series length), Question (with the options
 "(a) ...", "(b) ...", "(c) ..."), Answer (e.g. "(b)"), Label and Series (a list of floats).
-There are no official splits: 10% test and 10% validation are drawn with a fixed seed, as OpenTSLM
-does. Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, plus `task`; the
+There are no official splits: OpenTSLM's are drawn (timeseries_io.original_splits "hf": 10% test,
+then 10% validation; the same rows as its loader). Records use the common OpenTSLM schema of medjax/data/timeseries_io.py, plus `task`; the
 target is "Answer: {Answer}".
 """
 
@@ -63,7 +63,10 @@ class Tsqa(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     rows = parse_rows(tsio.require_file(dl_manager.manual_dir, FILE, ("TSQA",)))
-    return {split: self._generate_examples(part) for split, part in tsio.split_rows(rows).items()}
+    return {
+      split: self._generate_examples(part)
+      for split, part in tsio.original_splits(rows, "hf").items()
+    }
 
   def _generate_examples(self, rows):
     yield from rows

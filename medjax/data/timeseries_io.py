@@ -9,14 +9,16 @@ Every builder emits the same record schema (`features()`), plus a few dataset-sp
   series_std      float32 [S]     floored at 1e-6); `normalized()` applies them
   series_text     [S] texts       one description per series, with its mean and std written in
   pre_prompt, post_prompt         texts around the series
-  prompt          pre_prompt + "{series_text}: <ts>\\n" per series + post_prompt
+  prompt          pre_prompt + "<ts> {series_text}\\n" per series + post_prompt (the placeholder
+                  first, its description to the end of the line: medjax.tasks.opentslm lays
+                  each line out per model variant)
   rationale       chain-of-thought text ("" when the dataset has none)
   label           the answer that evaluation compares ("" for captions)
   answer          the training target: rationale ending in "Answer: {label}", or the caption
   template_id     int32 (ECG-QA question template; -1 elsewhere)
 `format_example()` turns a record read back from a data source into (prompt, normalised series,
 target) for the host encoding of medjax.tasks.opentslm. Splits that a release does not ship are drawn
-here (`split_indices`) with a fixed seed.
+here as the original OpenTSLM loaders draw them (`original_splits`: same rows, same order).
 """
 
 import csv
@@ -114,7 +116,7 @@ def make_example(
     padded[i, : len(s)], mask[i, : len(s)] = s, True
   means, stds = np.array([stats(s) for s in series], np.float32).T
   texts = [f"{name}, mean {m:.4f}, std {sd:.4f}" for name, m, sd in zip(names, means, stds)]
-  prompt = pre_prompt + "".join(f"{t}: {TS}\n" for t in texts) + post_prompt
+  prompt = pre_prompt + "".join(f"{TS} {t}\n" for t in texts) + post_prompt
   return {
     "id": key,
     "series": padded,
@@ -202,32 +204,85 @@ def field(row: dict, name: str, where: str) -> str:
   return value
 
 
-def split_indices(
-  n: int, *, seed: int = 42, strata=None, test_frac: float = 0.1, val_frac: float = 0.1
-) -> dict[str, list[int]]:
-  """Deterministic train/validation/test indices of `n` rows (for releases shipped as one file).
+TEST_FRAC = VAL_FRAC = 0.1  # the original's fractions: test first, then validation from the rest
 
-  The rows are shuffled with `seed`, grouped by `strata` (e.g. labels: each split then keeps the
-  label mix) and dealt out systematically: of every 1/test_frac rows, one goes to test and
-  val_frac/test_frac to validation.
+
+def hf_split(n: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train, test) positions of Hugging Face `datasets.Dataset.train_test_split(test_size, seed=seed)`
+  on `n` rows: ceil(test_size * n) test rows, the first of a PCG64 permutation, in that order."""
+  n_test = math.ceil(test_size * n)
+  perm = np.random.default_rng(seed).permutation(n)
+  return perm[n_test:], perm[:n_test]
+
+
+def _approximate_mode(counts: np.ndarray, draws: int, rng) -> np.ndarray:
+  """scikit-learn's per-class sample counts: floors of the proportional share, the rest given to the
+  largest remainders (ties broken with `rng`)."""
+  continuous = counts / counts.sum() * draws
+  floored = np.floor(continuous)
+  need = int(draws - floored.sum())
+  if need > 0:
+    remainder = continuous - floored
+    for value in np.sort(np.unique(remainder))[::-1]:
+      (inds,) = np.where(remainder == value)
+      add = min(len(inds), need)
+      floored[rng.choice(inds, size=add, replace=False)] += 1
+      need -= add
+      if need == 0:
+        break
+  return floored.astype(int)
+
+
+def sklearn_stratified_split(labels, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train, test) positions of scikit-learn's `train_test_split(rows, test_size=test_size,
+  random_state=seed, stratify=labels)`, in its order."""
+  labels = np.asarray([str(v) for v in labels])
+  n = len(labels)
+  n_test = math.ceil(test_size * n)
+  n_train = n - n_test
+  classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+  if counts.min() < 2 or min(n_train, n_test) < len(classes):
+    raise ValueError(
+      f"labels: a stratified split of {n} rows needs >= 2 rows per class and >= {len(classes)} "
+      f"(classes) rows in each part, got class counts {dict(zip(classes.tolist(), counts.tolist()))}"
+    )
+  by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+  rng = np.random.RandomState(seed)
+  n_i = _approximate_mode(counts, n_train, rng)
+  t_i = _approximate_mode(counts - n_i, n_test, rng)
+  train, test = [], []
+  for i in range(len(classes)):
+    members = by_class[i].take(rng.permutation(counts[i]), mode="clip")
+    train.extend(members[: n_i[i]])
+    test.extend(members[n_i[i] : n_i[i] + t_i[i]])
+  return rng.permutation(train), rng.permutation(test)
+
+
+def original_splits(rows: list, kind: str, strata_field: str | None = None) -> dict[str, list]:
+  """{train, validation, test} of builder rows [(key, example)], the same rows (and order) as the
+  original OpenTSLM loaders draw from the release read in file order: 10% test, then 10% of all
+  rows (0.1 / 0.9 of the rest) as validation.
+
+  kind "hf": `datasets` train_test_split with seeds (42, 42) (TSQA); "hf_m4": seeds (42, 43)
+  (M4 captions); "sklearn": scikit-learn's, stratified by `example[strata_field]`, random_state
+  (42, 43) (Sleep-CoT).
   """
-  order = np.random.default_rng(seed).permutation(n)
-  if strata is not None:
-    keys = np.asarray([str(s) for s in strata], object)
-    order = order[np.argsort(keys[order], kind="stable")]
-  period = round(1 / test_frac)
-  n_val = round(val_frac * period)
-  phase = np.arange(n) % period
+  seeds = {"hf": (42, 42), "hf_m4": (42, 43), "sklearn": (42, 43)}
+  if kind not in seeds:
+    raise ValueError(f"kind: expected one of {sorted(seeds)}, got {kind!r}")
+  first, second = seeds[kind]
+  val_frac = VAL_FRAC / (1.0 - TEST_FRAC)
+  idx = np.arange(len(rows))
+  if kind == "sklearn":
+    strata = np.asarray([str(ex[strata_field]) for _, ex in rows])
+    rest, test = sklearn_stratified_split(strata, TEST_FRAC, first)
+    train, val = sklearn_stratified_split(strata[rest], val_frac, second)
+  else:
+    rest, test = hf_split(len(rows), TEST_FRAC, first)
+    train, val = hf_split(len(rest), val_frac, second)
+  rest = idx[rest]
   return {
-    "test": sorted(order[phase == 0].tolist()),
-    "validation": sorted(order[(phase >= 1) & (phase <= n_val)].tolist()),
-    "train": sorted(order[phase > n_val].tolist()),
-  }
-
-
-def split_rows(rows: list, strata_field: str | None = None) -> dict[str, list]:
-  """`split_indices` applied to builder rows [(key, example)], stratified by `example[strata_field]`."""
-  strata = None if strata_field is None else [ex[strata_field] for _, ex in rows]
-  return {
-    split: [rows[i] for i in idx] for split, idx in split_indices(len(rows), strata=strata).items()
+    "train": [rows[i] for i in rest[train]],
+    "validation": [rows[i] for i in rest[val]],
+    "test": [rows[i] for i in idx[test]],
   }

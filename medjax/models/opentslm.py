@@ -8,7 +8,7 @@ DecoderLM's layout, so a base checkpoint loads unchanged and `optim.freeze=("^lm
 - Flamingo: per-series patch encoder -> Perceiver resampler -> a gated cross-attention block
   before every `xattn_every`-th decoder layer. Each text token attends to the series whose
   placeholder is at or before it; padded samples and absent series are masked out.
-- SoftPrompt: patch encoder -> transformer encoder -> MLP projector; the host expands each
+- SoftPrompt: patch encoder -> post-LN transformer encoder (PyTorch's) -> MLP projector; the host expands each
   placeholder into one `<ts>` token per patch and the projected patches replace those embeddings.
 """
 
@@ -22,12 +22,16 @@ import jax.numpy as jnp
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.nn import DTYPES, Attention, attention_mask
 from medjax.nn.attention import Einsum
-from medjax.nn.gated_xattn import GatedCrossAttentionBlock, feed_forward
-from medjax.nn.mlp import dense
+from medjax.nn.gated_xattn import GatedCrossAttentionBlock
+from medjax.nn.mlp import MLP, dense
 from medjax.nn.norms import layer_norm
 from medjax.nn.perceiver import PerceiverResampler
 
 VARIANTS = ("flamingo", "softprompt")
+# How a series' placeholder and its description are ordered in the text (medjax.tasks.opentslm):
+# "paper" is the variant's original, series_first for Flamingo and text_first for SoftPrompt.
+LAYOUTS = ("series_first", "text_first")
+PAPER_LAYOUT = {"flamingo": "series_first", "softprompt": "text_first"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +41,10 @@ class TSLMConfig:
   lm: LMConfig = LMConfig()
   variant: str = "flamingo"
   ts_token_id: int = 259  # id of the `<ts>` placeholder token
+  layout: str = "paper"  # "paper", or one of LAYOUTS
+  eoc_token_id: int = (
+    -1
+  )  # closes each series' chunk (the original Flamingo's `<|endofchunk|>`); -1: none
   patch: int = 4
   enc_dim: int = 128
   max_patches: int = 1024
@@ -63,12 +71,23 @@ class TSLMConfig:
         "lm.scan_layers: expected False for the Flamingo variant (cross-attention runs "
         "between layers), got True"
       )
+    if self.layout != "paper" and self.layout not in LAYOUTS:
+      raise ValueError(f"layout: expected 'paper' or one of {LAYOUTS}, got {self.layout!r}")
+    if not -1 <= self.eoc_token_id < self.lm.vocab_size:
+      raise ValueError(
+        f"eoc_token_id: expected -1 (none) or in [0, {self.lm.vocab_size}), got {self.eoc_token_id}"
+      )
     if self.xattn_every < 1:
       raise ValueError(f"xattn_every: expected >= 1, got {self.xattn_every}")
     if not 0 <= self.ts_token_id < self.lm.vocab_size:
       raise ValueError(
         f"ts_token_id: expected in [0, {self.lm.vocab_size}), got {self.ts_token_id}"
       )
+
+  @property
+  def text_layout(self) -> str:
+    """The layout in force: "paper" resolved to the variant's original."""
+    return PAPER_LAYOUT[self.variant] if self.layout == "paper" else self.layout
 
   @property
   def max_samples(self) -> int:
@@ -122,7 +141,8 @@ class SeriesPatchEncoder(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-  """Pre-LN bidirectional transformer layer over patch tokens with a padding mask."""
+  """PyTorch's default `TransformerEncoderLayer` (post-LN, biases, exact GELU; the original's
+  SoftPrompt encoder): x = LN(x + attn(x)); x = LN(x + FF(x)), with a padding mask."""
 
   num_heads: int
   mlp_dim: int
@@ -132,16 +152,22 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, mask):
     d = x.shape[-1]
-    if d % self.num_heads or self.mlp_dim % d:
-      raise ValueError(
-        f"encoder: dim {d} must divide by heads ({self.num_heads}) and divide mlp_dim "
-        f"({self.mlp_dim})"
-      )
-    h = Attention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="attn")(
-      layer_norm("attn_norm", 1e-5, self.dtype, self.param_dtype)(x), mask=mask
-    )
-    x = x + h
-    return x + feed_forward(x, self.mlp_dim // d, self.dtype, self.param_dtype, "ff")
+    if d % self.num_heads:
+      raise ValueError(f"encoder: dim {d} must divide by encoder_heads ({self.num_heads})")
+    norm = lambda name, h: layer_norm(name, 1e-5, self.dtype, self.param_dtype)(h)
+    h = Attention(
+      self.num_heads, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype, name="attn"
+    )(x, mask=mask)
+    x = norm("attn_norm", x + h)
+    h = MLP(
+      self.mlp_dim,
+      "gelu",
+      use_bias=True,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="ff",
+    )(x)
+    return norm("ff_norm", x + h)
 
 
 def _check_inputs(tokens, series, series_mask):

@@ -65,12 +65,21 @@ def encode_prompt(
   series_len: int,
   max_samples: int,
   patch: int | None = None,
+  layout: str = "series_first",
+  eoc_token_id: int = -1,
 ):
   """-> (ids, series [num_series, series_len], series_mask, series_pos [num_series]).
 
-  Each `<ts>` placeholder becomes one ts token (Flamingo, patch=None) or one per `patch` samples of
-  its series (SoftPrompt); series_pos is the index of a series' first ts token in `ids` (-1: none).
+  The prompt holds one line per series, `<ts> description`: the placeholder, then the text that
+  describes that series up to the end of its line. `layout` orders each such line in the ids:
+  "series_first" keeps the ts token(s) before the description (Flamingo: the description then sees
+  its series) and closes it with `eoc_token_id` (>= 0; the original's `<|endofchunk|>`);
+  "text_first" puts the description before its ts token(s) (the original SoftPrompt). Each placeholder
+  becomes one ts token (Flamingo, patch=None) or one per `patch` samples of its series (SoftPrompt);
+  series_pos is the index of a series' first ts token in `ids` (-1: none).
   """
+  if layout not in opentslm.LAYOUTS:
+    raise ValueError(f"model.layout: expected one of {opentslm.LAYOUTS}, got {layout!r}")
   pieces = prompt.split(har.TS)
   if len(pieces) - 1 != len(series):
     raise ValueError(
@@ -94,8 +103,17 @@ def encode_prompt(
       raise ValueError(
         f"series[{i}]: expected finite values, got {int(np.sum(~np.isfinite(s)))} NaN/inf"
       )
-    arr[i, : len(s)], mask[i, : len(s)], pos[i] = s, 1, len(ids)
-    ids += [ts_token_id] * (1 if patch is None else -(-len(s) // patch)) + tokenizer.encode(piece)
+    arr[i, : len(s)], mask[i, : len(s)] = s, 1
+    description, newline, rest = piece.partition("\n")
+    ts = [ts_token_id] * (1 if patch is None else -(-len(s) // patch))
+    if layout == "series_first":
+      pos[i] = len(ids)
+      ids += ts + tokenizer.encode(description) + ([eoc_token_id] if eoc_token_id >= 0 else [])
+    else:
+      ids += tokenizer.encode(description.lstrip(" ") + " ")
+      pos[i] = len(ids)
+      ids += ts
+    ids += tokenizer.encode(newline + rest)
   return ids, arr, mask, pos
 
 
@@ -145,6 +163,8 @@ class OpenTSLMTask(Task):
       series_len=d.series_len,
       max_samples=cfg.max_samples,
       patch=cfg.patch if cfg.variant == "softprompt" else None,
+      layout=cfg.text_layout,
+      eoc_token_id=cfg.eoc_token_id,
     )
 
   def init_slots(self):

@@ -1,5 +1,6 @@
 """The one training loop: every model family runs through `train(config, workdir)`."""
 
+import copy
 import os
 import signal
 import time
@@ -160,6 +161,24 @@ def evaluate(config, task, model, params, mesh, rules, eval_fn, ablate: bool = F
   return out
 
 
+def epochs_to_steps(config, task):
+  """With `train.epochs` > 0, a copy of `config` that trains that many epochs of the task's training
+  split, ceil(examples / batch_size) steps each (the step count of a PyTorch DataLoader that keeps
+  the last partial batch; here batches are full and run on into the next, reshuffled epoch), and
+  evaluates after every epoch, so that keep_best and early_stop_patience act per epoch."""
+  epochs = config.train.get("epochs", 0)
+  if not epochs:
+    return config
+  n = len(task.source("train"))
+  per_epoch = -(-n // config.train.batch_size)
+  config = copy.deepcopy(config)
+  config.train.steps, config.train.eval_every = epochs * per_epoch, per_epoch
+  logging.info(
+    "%d epochs of %d examples: %d steps, eval every %d", epochs, n, config.train.steps, per_epoch
+  )
+  return config
+
+
 def train(config, workdir: str) -> dict:
   """Trains (or resumes) `config` in `workdir`; returns the last train and eval metrics.
 
@@ -169,11 +188,13 @@ def train(config, workdir: str) -> dict:
   """
   config_lib.validate(config, workdir, jax.device_count())
   t = config.train
-  if (t.keep_best or t.early_stop_patience) and not t.eval_every:
+  if (t.keep_best or t.early_stop_patience) and not (t.eval_every or t.get("epochs", 0)):
     raise ValueError(
       "train.eval_every: expected > 0 with train.keep_best or train.early_stop_patience, got 0"
     )
   mesh, rules, task, model = setup(config)
+  config = epochs_to_steps(config, task)
+  t = config.train
   if t.eval_ablation and not task.ablation_keys:
     raise ValueError(
       f"train.eval_ablation: the {config.task!r} task has no non-text input to ablate "
