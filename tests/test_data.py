@@ -38,6 +38,7 @@ def test_byte_tokenizer_round_trip():
   assert max(ids) < tok.vocab_size
   assert tok.decode(ids) == text
   assert tok.decode(tok.encode("ab") + [2] + tok.encode("cd")) == "ab"  # stops at eos
+  assert tok.decode(tok.encode("a") + [259, 260] + tok.encode("b")) == "ab"  # a model's own ids
   assert tok.decode([0, 1] + tok.encode("x") + [0]) == "x"
   assert tok.decode([0xC3 + 3]) == "\ufffd"  # truncated utf-8 is replaced, not raised
 

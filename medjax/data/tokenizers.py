@@ -23,13 +23,14 @@ class ByteTokenizer:
     return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
 
   def decode(self, ids: Sequence[int]) -> str:
-    """Bytes up to the first eos; pad/bos skipped; invalid UTF-8 replaced."""
+    """Bytes up to the first eos; pad/bos and ids past the bytes (a model's own special tokens,
+    e.g. media or series placeholders) skipped; invalid UTF-8 replaced."""
     out = bytearray()
     for i in ids:
       i = int(i)
       if i == self.eos_id:
         break
-      if i >= self.offset:
+      if self.offset <= i < self.vocab_size:
         out.append(i - self.offset)
     return out.decode("utf-8", errors="replace")
 
