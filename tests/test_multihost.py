@@ -62,8 +62,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _train(workdir, steps, num_processes):
-  """Runs experiments/train.py as `num_processes` processes sharing 8 CPU devices; waits for all."""
+def _launch(workdir, steps, num_processes):
+  """Starts experiments/train.py as `num_processes` processes sharing 8 CPU devices."""
   args = [
     sys.executable,
     os.path.join(ROOT, "experiments", "train.py"),
@@ -91,7 +91,7 @@ def _train(workdir, steps, num_processes):
       f"--config.parallel.coordinator=127.0.0.1:{_free_port()}",
       f"--config.parallel.num_processes={num_processes}",
     ]
-  procs = [
+  return [
     subprocess.Popen(
       args + ([f"--config.parallel.process_id={i}"] if num_processes > 1 else []),
       cwd=ROOT,
@@ -102,6 +102,10 @@ def _train(workdir, steps, num_processes):
     )
     for i in range(num_processes)
   ]
+
+
+def _wait(procs):
+  """Waits for every process of a run; fails with the log of one that failed. -> their outputs."""
   try:
     outs = [p.communicate(timeout=400)[0] for p in procs]
   finally:
@@ -110,6 +114,11 @@ def _train(workdir, steps, num_processes):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-4000:]
   return outs
+
+
+def _train(workdir, steps, num_processes):
+  """Runs experiments/train.py as `num_processes` processes sharing 8 CPU devices; waits for all."""
+  return _wait(_launch(workdir, steps, num_processes))
 
 
 @pytest.mark.slow
