@@ -95,48 +95,68 @@ def _metric_steps(workdir) -> list[int]:
     return []
 
 
+STEPS = 12  # a checkpoint every 4; killed once step 8 is logged, when step 4's is complete
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(bucket, triage_data_dir):
+  """The resume tests' tiny LM run (tests/test_train.py), done uninterrupted in the bucket and
+  reading its TFDS files from the bucket too: {flags, workdir, params (read by `_params`)}."""
+  assert paths.copy_tree(triage_data_dir, f"{bucket}/tfds")
+  flags = _resume_flags(f"{bucket}/tfds", STEPS)
+  _finish(_run(flags + [f"--workdir={bucket}/full"]))
+  return {"flags": flags, "workdir": f"{bucket}/full", "params": None}
+
+
+def _params(lm_config, workdir, run=None):
+  """The final params of `workdir`, or (read once) of the `uninterrupted` run `run`."""
+  if run is None:
+    return _final_params(lm_config(train__steps=STEPS), workdir)
+  if run["params"] is None:
+    run["params"] = _params(lm_config, run["workdir"])
+  return run["params"]
+
+
+def _killed_and_resumed(workdir, start):
+  """Starts a run with `start(workdir)`, SIGKILLs it once it logged step 8 (metrics.jsonl of a
+  bucket is uploaded with each checkpoint), restarts it; -> the restarted processes' outputs."""
+  _kill_when(start(workdir), lambda: max(_metric_steps(workdir), default=0) >= 8)
+  assert 8 <= max(_metric_steps(workdir)) < STEPS
+  outs = _wait(start(workdir))
+  assert all("Resumed from step" in out for out in outs)
+  return outs
+
+
 @pytest.mark.slow
-def test_sigkill_and_resume_in_a_bucket_is_bitwise_identical(bucket, lm_config, triage_data_dir):
-  assert paths.copy_tree(triage_data_dir, f"{bucket}/tfds")  # the TFDS files are read from it too
-  flags = _resume_flags(f"{bucket}/tfds")
-  full, killed = f"{bucket}/full", f"{bucket}/killed"
-  _finish(_run(flags + [f"--workdir={full}"]))
-  proc = _run(flags + [f"--workdir={killed}"])
-  # metrics.jsonl of a bucket is uploaded with each checkpoint (every 4 steps)
-  _kill_when([proc], lambda: max(_metric_steps(killed), default=0) >= 8)
-  assert 8 <= max(_metric_steps(killed)) < 24
-  out = _finish(_run(flags + [f"--workdir={killed}"]))
-  assert "Resumed from step" in out
-  cfg = lm_config(train__steps=24)
-  a, b = _final_params(cfg, full), _final_params(cfg, killed)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+def test_sigkill_and_resume_in_a_bucket_is_bitwise_identical(bucket, uninterrupted, lm_config):
+  flags, full = uninterrupted["flags"], uninterrupted["workdir"]
+  _killed_and_resumed(f"{bucket}/killed", lambda w: [_run(flags + [f"--workdir={w}"])])
+  want, got = _params(lm_config, None, uninterrupted), _params(lm_config, f"{bucket}/killed")
+  for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
     assert np.array_equal(x, y)
   # process 0 wrote the run's metrics and TensorBoard events into the bucket
   from etils import epath
 
-  assert sorted(set(_metric_steps(full))) == list(range(1, 25))
+  assert sorted(set(_metric_steps(full))) == list(range(1, STEPS + 1))
   assert any(p.name.startswith("events.") for p in epath.Path(full, "tensorboard").iterdir())
 
 
 @pytest.mark.slow
-def test_two_processes_sigkilled_and_resumed_in_one_bucket(bucket):
-  from medjax.data.synthetic import tfds_builder
+def test_two_processes_sigkilled_and_resumed_in_one_bucket(bucket, uninterrupted, lm_config):
+  from etils import epath
 
-  tfds_builder.get_builder()  # prepare the dataset once, before several processes read it
-  two, one = f"{bucket}/two", f"{bucket}/one"
-  procs = _launch(two, 16, 2)  # a checkpoint every 2 steps, each process its shards and iterator
-  _kill_when(procs, lambda: max(_metric_steps(two), default=0) >= 4)
-  assert max(_metric_steps(two)) < 16
-  outs = _wait(_launch(two, 16, 2))
-  assert all("Resumed from step" in out for out in outs)
-  _wait(_launch(one, 16, 1))
-  loss = lambda w: {m["step"]: m["train/loss"] for m in read_metrics(w)}
-  want, got = loss(one), loss(two)
-  assert sorted(got) == sorted(want) == list(range(1, 17))
-  np.testing.assert_allclose(
-    [got[s] for s in range(1, 17)], [want[s] for s in range(1, 17)], rtol=0, atol=1e-5
-  )
-  assert want[16] < want[1]
+  two = f"{bucket}/two"
+  _killed_and_resumed(two, lambda w: _launch(w, 2, uninterrupted["flags"]))
+  # each process wrote its own data-iterator state next to its array shards
+  data = epath.Path(two, "checkpoints", str(STEPS), "data")
+  assert sorted(p.name for p in data.iterdir() if p.name.startswith("process_")) == [
+    "process_0-of-2.json",
+    "process_1-of-2.json",
+  ]
+  want, got = _params(lm_config, None, uninterrupted), _params(lm_config, two)
+  # 2 x 4 devices reduce across processes in another order than 1 x 8: equal to rounding
+  for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(y, x, rtol=0, atol=1e-5)
 
 
 def test_a_workdir_that_cannot_be_written_fails_before_compiling(bucket, lm_config, monkeypatch):

@@ -62,13 +62,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, steps, num_processes):
-  """Starts experiments/train.py as `num_processes` processes sharing 8 CPU devices."""
-  args = [
-    sys.executable,
-    os.path.join(ROOT, "experiments", "train.py"),
+def _flags(steps):
+  """The multi-host test's tiny LM run of `steps` steps."""
+  return [
     "--config=configs/llm.py:tiny",
-    f"--workdir={workdir}",
     f"--config.train.steps={steps}",
     "--config.train.batch_size=16",
     "--config.train.eval_every=0",
@@ -79,6 +76,16 @@ def _launch(workdir, steps, num_processes):
     "--config.optim.schedule=constant",
     "--config.optim.warmup_steps=0",
   ]  # the same lr whatever `steps` is
+
+
+def _launch(workdir, num_processes, flags):
+  """Starts experiments/train.py with `flags` as `num_processes` processes sharing 8 CPU devices."""
+  args = [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "train.py"),
+    *flags,
+    f"--workdir={workdir}",
+  ]
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
@@ -118,7 +125,7 @@ def _wait(procs):
 
 def _train(workdir, steps, num_processes):
   """Runs experiments/train.py as `num_processes` processes sharing 8 CPU devices; waits for all."""
-  return _wait(_launch(workdir, steps, num_processes))
+  return _wait(_launch(workdir, num_processes, _flags(steps)))
 
 
 @pytest.mark.slow

@@ -97,12 +97,12 @@ def _final_params(cfg, workdir):
   return jax.tree.map(np.asarray, params)
 
 
-def _resume_flags(data_dir):
-  """The tiny LM run of the resume tests: 24 steps, a checkpoint every 4."""
+def _resume_flags(data_dir, steps=24):
+  """The tiny LM run of the resume tests: `steps` steps, a checkpoint every 4."""
   return [
     "--config=" + os.path.join(REPO, "configs", "llm.py") + ":tiny",
     f"--config.data.data_dir={data_dir}",
-    "--config.train.steps=24",
+    f"--config.train.steps={steps}",
     "--config.train.checkpoint_every=4",
     "--config.train.batch_size=16",
     "--config.train.log_every=1",
