@@ -212,3 +212,22 @@ def test_datasets_and_init_weights_are_read_from_a_bucket(bucket, lm_config, tmp
   assert any(changed)  # the source replaced the fresh params
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert np.array_equal(x, y)
+
+
+def test_a_latent_cache_in_a_bucket_reads_as_its_local_copy(bucket, tmp_path):
+  from test_pipeline import _cache
+
+  from medjax.data import latent_cache
+
+  _cache(str(tmp_path))
+  _cache(f"{bucket}/latents")
+  for split in ("train", "validation"):
+    want = latent_cache.CacheSource(str(tmp_path / split))
+    got = latent_cache.CacheSource(f"{bucket}/latents/{split}")
+    assert got.meta == want.meta and len(got) == len(want) > 0
+    for i in (0, len(want) - 1):
+      for k in latent_cache.FIELDS:
+        assert got[i][k].dtype == want[i][k].dtype
+        np.testing.assert_array_equal(got[i][k], want[i][k])
+  with pytest.raises(ValueError, match="already exists"):
+    _cache(f"{bucket}/latents")
