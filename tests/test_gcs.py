@@ -120,7 +120,7 @@ def _params(lm_config, workdir, run=None):
 def _killed_and_resumed(workdir, start):
   """Starts a run with `start(workdir)`, SIGKILLs it once it logged step 8 (metrics.jsonl of a
   bucket is uploaded with each checkpoint), restarts it; -> the restarted processes' outputs."""
-  _kill_when(start(workdir), lambda: max(_metric_steps(workdir), default=0) >= 8)
+  _kill_when(start(workdir), lambda: max(_metric_steps(workdir), default=0) >= 8, poll_s=0.2)
   assert 8 <= max(_metric_steps(workdir)) < STEPS
   outs = _wait(start(workdir))
   assert all("Resumed from step" in out for out in outs)

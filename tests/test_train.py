@@ -111,11 +111,12 @@ def _resume_flags(data_dir, steps=24):
   ]
 
 
-def _kill_when(procs, ready, timeout=600):
-  """SIGKILLs every process of `procs` once `ready()` is true; fails if one ended before."""
+def _kill_when(procs, ready, timeout=600, poll_s=0.05):
+  """SIGKILLs every process of `procs` once `ready()` (asked every `poll_s`) is true; fails if one
+  ended before."""
   deadline = time.time() + timeout
   while time.time() < deadline and all(p.poll() is None for p in procs) and not ready():
-    time.sleep(0.05)
+    time.sleep(poll_s)
   assert all(p.poll() is None for p in procs), "the run ended before it could be killed"
   for p in procs:
     p.send_signal(signal.SIGKILL)
