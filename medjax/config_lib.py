@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import ml_collections
 
+from medjax import paths
 from medjax.parallel.mesh import MESH_AXES, resolve_mesh_shape
 
 
@@ -280,9 +281,7 @@ def _check_mesh(config, num_devices: int):
 
 
 def _check_workdir(workdir: str):
-  from medjax import paths
-
-  paths.check_writable(workdir, "workdir")
+  paths.check_writable(workdir, "workdir")  # local or gs://: a probe write and delete
 
 
 def parse_variant(arg: str | None, variants) -> str:

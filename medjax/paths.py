@@ -21,7 +21,7 @@ def is_remote(path) -> bool:
 
 
 def resolve(path) -> epath.Path:
-  """`path` as an epath.Path: a local one made absolute (orbax needs absolute paths), a URI as is."""
+  """`path` as an epath.Path: a local one made absolute (as orbax needs), a URI as it is."""
   path = os.fspath(path)
   return epath.Path(path if is_remote(path) else os.path.abspath(path))
 

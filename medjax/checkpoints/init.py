@@ -17,7 +17,8 @@ adapters) is an error unless it matches a pattern in `init.allow_missing`; a sou
 place is an error unless it matches `init.allow_unused` (both fnmatch patterns over '/'-joined
 paths). Every slot is read and checked before anything is placed, so a bad source leaves the state
 untouched. DIR may be a cloud path (gs://...): its files are copied to a local temporary directory,
-removed once the params are placed. `load` returns the new params and a report table (loaded / newly initialised / unused).
+removed once the params are placed. `load` returns the new params and a report table (loaded /
+newly initialised / unused).
 """
 
 import contextlib

@@ -57,7 +57,7 @@ def prepare(builder_cls, data_dir=None, manual_dir=None, config=None):
   """A `builder_cls` builder over `data_dir`, prepared as array_record from `manual_dir` if it was
   not already. Either directory may be a cloud path (gs://...): array_record files are written to
   local files only, so a cloud `data_dir` is prepared in a local temporary directory and uploaded
-  (and read from the bucket afterwards); a cloud `manual_dir` is copied locally for the preparation."""
+  (and read from the bucket afterwards); a cloud `manual_dir` is copied locally to prepare from."""
   import tensorflow_datasets as tfds
 
   builder = builder_cls(data_dir=data_dir or None, config=config or None)

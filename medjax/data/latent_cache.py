@@ -4,8 +4,8 @@ A cache split is a folder holding x.npy [N, T, h, w, C] (unscaled VAE latents), 
 embeddings), y_mask.npy [N, L] int32 and meta.json (record count, shapes, and whatever the writer adds,
 e.g. the VAE's scaling factor). `write_split` fills it from any random-access source of video + caption
 records using two encoder callables; `CacheSource` reads it back as memory-mapped records, a source
-for `medjax.data.pipeline.dataset`. A split may be a cloud path (gs://...): it is written locally and
-uploaded (meta.json last), and read back record by record through byte ranges.
+for `medjax.data.pipeline.dataset`. A split may be a cloud path (gs://...): it is written locally
+and uploaded (meta.json last), and read back record by record through byte ranges.
 """
 
 import json

@@ -96,8 +96,8 @@ class MetricWriter:
   """One JSON object per line in WORKDIR/metrics.jsonl, plus TensorBoard events (process 0 only).
 
   WORKDIR may be a cloud path (gs://...): metrics.jsonl is then uploaded at most every `flush_secs`
-  and at every `flush()` (the loop calls it with each checkpoint), TensorBoard events by tensorboardX
-  (every 2 minutes and on close)."""
+  and at every `flush()` (the loop calls it with each checkpoint), TensorBoard events by
+  tensorboardX (every 2 minutes and on close)."""
 
   def __init__(self, workdir, flush_secs: float = 30.0):
     self.enabled = jax.process_index() == 0
