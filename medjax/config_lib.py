@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import ml_collections
 
+from medjax import paths
 from medjax.parallel.mesh import MESH_AXES, resolve_mesh_shape
 
 
@@ -289,14 +290,7 @@ def _check_mesh(config, num_devices: int):
 
 
 def _check_workdir(workdir: str):
-  if "://" in workdir:  # a bucket (gs://...): orbax and the metric writers check it themselves
-    return
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f"workdir: expected a directory that can be created, got {workdir!r} ({e})")
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise ValueError(f"workdir: expected a writable directory, got {workdir!r} (not writable)")
+  paths.check_writable(workdir, "workdir")  # local or gs://: a probe write and delete
 
 
 def parse_variant(arg: str | None, variants) -> str:

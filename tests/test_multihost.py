@@ -62,13 +62,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _train(workdir, steps, num_processes):
-  """Runs experiments/train.py as `num_processes` processes sharing 8 CPU devices; waits for all."""
-  args = [
-    sys.executable,
-    os.path.join(ROOT, "experiments", "train.py"),
+def _flags(steps):
+  """The multi-host test's tiny LM run of `steps` steps."""
+  return [
     "--config=configs/llm.py:tiny",
-    f"--workdir={workdir}",
     f"--config.train.steps={steps}",
     "--config.train.batch_size=16",
     "--config.train.eval_every=0",
@@ -79,6 +76,16 @@ def _train(workdir, steps, num_processes):
     "--config.optim.schedule=constant",
     "--config.optim.warmup_steps=0",
   ]  # the same lr whatever `steps` is
+
+
+def _launch(workdir, num_processes, flags):
+  """Starts experiments/train.py with `flags` as `num_processes` processes sharing 8 CPU devices."""
+  args = [
+    sys.executable,
+    os.path.join(ROOT, "experiments", "train.py"),
+    *flags,
+    f"--workdir={workdir}",
+  ]
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
@@ -91,7 +98,7 @@ def _train(workdir, steps, num_processes):
       f"--config.parallel.coordinator=127.0.0.1:{_free_port()}",
       f"--config.parallel.num_processes={num_processes}",
     ]
-  procs = [
+  return [
     subprocess.Popen(
       args + ([f"--config.parallel.process_id={i}"] if num_processes > 1 else []),
       cwd=ROOT,
@@ -102,6 +109,10 @@ def _train(workdir, steps, num_processes):
     )
     for i in range(num_processes)
   ]
+
+
+def _wait(procs):
+  """Waits for every process of a run; fails with the log of one that failed. -> their outputs."""
   try:
     outs = [p.communicate(timeout=400)[0] for p in procs]
   finally:
@@ -110,6 +121,11 @@ def _train(workdir, steps, num_processes):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-4000:]
   return outs
+
+
+def _train(workdir, steps, num_processes):
+  """Runs experiments/train.py as `num_processes` processes sharing 8 CPU devices; waits for all."""
+  return _wait(_launch(workdir, num_processes, _flags(steps)))
 
 
 @pytest.mark.slow

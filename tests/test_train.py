@@ -97,38 +97,50 @@ def _final_params(cfg, workdir):
   return jax.tree.map(np.asarray, params)
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_is_bitwise_identical(lm_config, triage_data_dir, tmp_path):
-  flags = [
+def _resume_flags(data_dir, steps=24):
+  """The tiny LM run of the resume tests: `steps` steps, a checkpoint every 4."""
+  return [
     "--config=" + os.path.join(REPO, "configs", "llm.py") + ":tiny",
-    f"--config.data.data_dir={triage_data_dir}",
-    "--config.train.steps=24",
+    f"--config.data.data_dir={data_dir}",
+    f"--config.train.steps={steps}",
     "--config.train.checkpoint_every=4",
     "--config.train.batch_size=16",
     "--config.train.log_every=1",
     "--config.data.test_size=0",
     "--config.train.eval_every=0",
   ]
-  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
-  proc = _run(flags + [f"--workdir={full}"])
+
+
+def _kill_when(procs, ready, timeout=600, poll_s=0.05):
+  """SIGKILLs every process of `procs` once `ready()` (asked every `poll_s`) is true; fails if one
+  ended before."""
+  deadline = time.time() + timeout
+  while time.time() < deadline and all(p.poll() is None for p in procs) and not ready():
+    time.sleep(poll_s)
+  assert all(p.poll() is None for p in procs), "the run ended before it could be killed"
+  for p in procs:
+    p.send_signal(signal.SIGKILL)
+  for p in procs:
+    p.wait()
+
+
+def _finish(proc):
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out[-3000:]
+  return out
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bitwise_identical(lm_config, triage_data_dir, tmp_path):
+  flags = _resume_flags(triage_data_dir)
+  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+  _finish(_run(flags + [f"--workdir={full}"]))
   proc = _run(flags + [f"--workdir={killed}"])
   metrics = os.path.join(killed, "metrics.jsonl")
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    if os.path.exists(metrics) and len(open(metrics).readlines()) >= 10:
-      break
-    time.sleep(0.05)
-  assert proc.poll() is None, "the run ended before it could be killed"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  _kill_when([proc], lambda: os.path.exists(metrics) and len(open(metrics).readlines()) >= 10)
   steps = [json.loads(l)["step"] for l in open(metrics)]
   assert 10 <= steps[-1] < 24
-  proc = _run(flags + [f"--workdir={killed}"])
-  out, _ = proc.communicate(timeout=600)
-  assert proc.returncode == 0, out[-3000:]
-  assert "Resumed from step" in out
+  assert "Resumed from step" in _finish(_run(flags + [f"--workdir={killed}"]))
   cfg = lm_config(train__steps=24)
   a, b = _final_params(cfg, full), _final_params(cfg, killed)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):

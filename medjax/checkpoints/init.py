@@ -18,9 +18,12 @@ sharding, so every device receives only its shard. A target leaf the source lack
 adapters) is an error unless it matches a pattern in `init.allow_missing`; a source tensor without a
 place is an error unless it matches `init.allow_unused` (both fnmatch patterns over '/'-joined
 paths). Every slot is read and checked before anything is placed, so a bad source leaves the state
-untouched. `load` returns the new params and a report table (loaded / newly initialised / unused).
+untouched. DIR may be a cloud path (gs://...): its files are copied to a local temporary directory,
+removed once the params are placed. `load` returns the new params and a report table (loaded /
+newly initialised / unused).
 """
 
+import contextlib
 import dataclasses
 import fnmatch
 import os
@@ -30,7 +33,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from medjax import config_lib
+from medjax import config_lib, paths
 from medjax.checkpoints import hf_bert, hf_llm, hf_siglip, hf_vit
 from medjax.checkpoints.host import materialize
 from medjax.models.bert import BertConfig
@@ -221,6 +224,11 @@ def load(params, slots: dict, init_section, donate: bool = False) -> tuple[dict,
   """
   allow_missing = tuple(init_section.get("allow_missing", ()) or ())
   allow_unused = tuple(init_section.get("allow_unused", ()) or ())
+  with contextlib.ExitStack() as local_copies:
+    return _load(params, slots, init_section, allow_missing, allow_unused, local_copies, donate)
+
+
+def _load(params, slots, init_section, allow_missing, allow_unused, local_copies, donate):
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   updates, reports = {}, []
   for slot, (fmt, path) in config_lib.init_sources(init_section).items():
@@ -230,7 +238,8 @@ def load(params, slots: dict, init_section, donate: bool = False) -> tuple[dict,
       )
     where, module_cfg = slots[slot]
     target = flax.traverse_util.flatten_dict(_subtree(params, where, slot), sep="/")
-    source, by_design = read(slot, fmt, path, module_cfg, init_section.get("inflate", "central"))
+    local = local_copies.enter_context(paths.local_dir(path, f"init.{slot}"))
+    source, by_design = read(slot, fmt, local, module_cfg, init_section.get("inflate", "central"))
     prefix = "/".join(where) + "/" if where else ""
     new = sorted(k for k in target if k not in source)
     unused = sorted(k for k in source if k not in target)

@@ -4,12 +4,15 @@
 the array_record files already in `data_dir`) and returns one split as a random-access data source.
 `media_source` / `timeseries_source` give the medgemini / OpenTSLM tasks their splits. Preparation
 writes into `data_dir`: on a multi-host job, prepare once (one host, or ahead of time) before training.
+Both directories may be cloud paths (gs://...; see `prepare`).
 """
 
+import contextlib
 import functools
 import os
+import tempfile
 
-from medjax import config_lib
+from medjax import config_lib, paths
 
 DATA = os.path.join(
   os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data"
@@ -50,16 +53,35 @@ def builder_class(name: str):
   return found[0]
 
 
-@functools.lru_cache(maxsize=None)
-def _sources(name: str, data_dir, manual_dir, config) -> dict:
+def prepare(builder_cls, data_dir=None, manual_dir=None, config=None):
+  """A `builder_cls` builder over `data_dir`, prepared as array_record from `manual_dir` if it was
+  not already. Either directory may be a cloud path (gs://...): array_record files are written to
+  local files only, so a cloud `data_dir` is prepared in a local temporary directory and uploaded
+  (and read from the bucket afterwards); a cloud `manual_dir` is copied locally to prepare from."""
   import tensorflow_datasets as tfds
 
-  builder = builder_class(name)(data_dir=data_dir or None, config=config or None)
-  builder.download_and_prepare(
-    file_format="array_record",
-    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None),
+  builder = builder_cls(data_dir=data_dir or None, config=config or None)
+  if builder.is_prepared():
+    return builder
+  manual = (
+    paths.local_dir(manual_dir, "data.manual_dir") if manual_dir else contextlib.nullcontext()
   )
-  return builder.as_data_source()
+  with manual as local_manual:
+    download = tfds.download.DownloadConfig(manual_dir=local_manual)
+    if not (data_dir and paths.is_remote(data_dir)):
+      builder.download_and_prepare(file_format="array_record", download_config=download)
+      return builder
+    with tempfile.TemporaryDirectory(prefix="medjax-tfds-") as local:
+      builder_cls(data_dir=local, config=config or None).download_and_prepare(
+        file_format="array_record", download_config=download
+      )
+      paths.copy_tree(local, data_dir)
+  return builder_cls(data_dir=data_dir, config=config or None)
+
+
+@functools.lru_cache(maxsize=None)
+def _sources(name: str, data_dir, manual_dir, config) -> dict:
+  return prepare(builder_class(name), data_dir, manual_dir, config).as_data_source()
 
 
 def load_builder(name: str, split: str, *, data_dir=None, manual_dir=None, config=None):

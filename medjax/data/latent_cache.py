@@ -4,15 +4,20 @@ A cache split is a folder holding x.npy [N, T, h, w, C] (unscaled VAE latents), 
 embeddings), y_mask.npy [N, L] int32 and meta.json (record count, shapes, and whatever the writer adds,
 e.g. the VAE's scaling factor). `write_split` fills it from any random-access source of video + caption
 records using two encoder callables; `CacheSource` reads it back as memory-mapped records, a source
-for `medjax.data.pipeline.dataset`.
+for `medjax.data.pipeline.dataset`. A split may be a cloud path (gs://...): it is written locally
+and uploaded (meta.json last), and read back record by record through byte ranges.
 """
 
 import json
+import math
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from medjax import paths
 
 FIELDS = ("x", "y", "y_mask")
 
@@ -49,8 +54,25 @@ def write_split(
   n = len(records)
   if n == 0:
     raise ValueError("records: expected at least one record, got an empty source")
-  if os.path.exists(path):
+  if paths.resolve(path).exists():
     raise ValueError(f"path: the cache split {path!r} already exists; remove it or choose another")
+  if paths.is_remote(path):
+    with tempfile.TemporaryDirectory(prefix="medjax-cache-") as local:
+      meta = write_split(
+        os.path.join(local, "split"),
+        records,
+        encode_videos=encode_videos,
+        encode_captions=encode_captions,
+        batch_size=batch_size,
+        video_key=video_key,
+        text_key=text_key,
+        dtype=dtype,
+        meta=meta,
+      )
+      os.remove(os.path.join(local, "split", "meta.json"))  # uploaded last: it marks a whole split
+      paths.copy_tree(os.path.join(local, "split"), path)
+    (paths.resolve(path) / "meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
   tmp = path + ".incomplete"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
@@ -84,11 +106,37 @@ def write_split(
 
 
 def read_meta(path: str) -> dict:
-  file = os.path.join(path, "meta.json")
-  if not os.path.exists(file):
+  file = paths.resolve(path) / "meta.json"
+  if not file.exists():
     raise ValueError(f"path: expected a latent cache split holding meta.json, got {path!r}")
-  with open(file) as f:
-    return json.load(f)
+  return json.loads(file.read_text())
+
+
+class _Rows:
+  """The rows of a .npy file in a bucket, each read by its byte range (no memory map there)."""
+
+  def __init__(self, file):
+    self.file = file
+    with file.open("rb") as f:
+      version = np.lib.format.read_magic(f)
+      read = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+      }
+      if version not in read:
+        raise ValueError(f"path: {file}: expected a .npy file of format 1.0 or 2.0, got {version}")
+      shape, fortran, self.dtype = read[version](f)
+      self.offset = f.tell()
+    if fortran:
+      raise ValueError(f"path: {file}: expected a C-ordered array, got a Fortran-ordered one")
+    self.shape = tuple(shape[1:])
+    self.row_bytes = self.dtype.itemsize * math.prod(self.shape)
+
+  def __getitem__(self, i):
+    with self.file.open("rb") as f:
+      f.seek(self.offset + int(i) * self.row_bytes)
+      data = f.read(self.row_bytes)
+    return np.frombuffer(data, self.dtype).reshape(self.shape)
 
 
 class CacheSource:
@@ -98,7 +146,10 @@ class CacheSource:
   def __init__(self, path: str, expected: dict | None = None):
     self.meta = read_meta(path)
     check_shapes(self.meta, path, expected or {})
-    self._arrays = {k: np.load(os.path.join(path, f"{k}.npy"), mmap_mode="r") for k in FIELDS}
+    if paths.is_remote(path):
+      self._arrays = {k: _Rows(paths.resolve(path) / f"{k}.npy") for k in FIELDS}
+    else:
+      self._arrays = {k: np.load(os.path.join(path, f"{k}.npy"), mmap_mode="r") for k in FIELDS}
 
   def __len__(self):
     return self.meta["count"]

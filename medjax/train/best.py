@@ -1,11 +1,12 @@
 """Best-by-validation-loss params, early stopping, and warm starts from another run's best params."""
 
 import json
-import os
 
 import flax
 import jax
 import orbax.checkpoint as ocp
+
+from medjax import paths
 
 METRIC = "eval/loss"
 
@@ -13,20 +14,21 @@ METRIC = "eval/loss"
 class BestParams:
   """Keeps the params of the lowest `eval/loss` under `<directory>/params` and counts evaluations
   without improvement; `stop` turns true after `patience` of them (0: never). The record
-  (`best.json`: step, loss, evaluations without improvement, stopped) survives a restart."""
+  (`best.json`: step, loss, evaluations without improvement, stopped) survives a restart. The
+  directory may be a cloud path (gs://...); process 0 writes the record, every process its shards
+  of the params."""
 
   def __init__(self, directory: str, patience: int = 0):
     if patience < 0:
       raise ValueError(f"train.early_stop_patience: expected >= 0 (0: off), got {patience}")
-    self.directory, self.patience = os.path.abspath(directory), patience
+    self.directory, self.patience = paths.resolve(directory), patience
     self.record = {"step": None, "loss": float("inf"), "bad_evals": 0, "stopped": False}
-    if os.path.exists(self._json):
-      with open(self._json) as f:
-        self.record.update(json.load(f))
+    if self._json.exists():
+      self.record.update(json.loads(self._json.read_text()))
 
   @property
   def _json(self):
-    return os.path.join(self.directory, "best.json")
+    return self.directory / "best.json"
 
   @property
   def stop(self) -> bool:
@@ -37,16 +39,15 @@ class BestParams:
     improved = loss < self.record["loss"]
     if improved:
       ckptr = ocp.StandardCheckpointer()
-      ckptr.save(os.path.join(self.directory, "params"), params, force=True)
+      ckptr.save(self.directory / "params", params, force=True)
       ckptr.wait_until_finished()
       self.record.update(step=step, loss=float(loss), bad_evals=0)
     else:
       self.record["bad_evals"] += 1
     self.record["stopped"] = bool(self.patience and self.record["bad_evals"] >= self.patience)
     if jax.process_index() == 0:
-      os.makedirs(self.directory, exist_ok=True)
-      with open(self._json, "w") as f:
-        json.dump(self.record, f)
+      self.directory.mkdir(parents=True, exist_ok=True)
+      self._json.write_text(json.dumps(self.record))
     return improved
 
 
@@ -56,8 +57,8 @@ def load_params(directory: str, params):
   Leaves the saved tree lacks (e.g. LoRA adapters added in this stage) keep their values; a saved
   leaf the model lacks, or of another shape, is an error. Returns (params, number of leaves loaded).
   """
-  path = os.path.join(os.path.abspath(directory), "params")
-  if not os.path.isdir(path):
+  path = paths.resolve(directory) / "params"
+  if not path.is_dir():
     raise FileNotFoundError(
       f"train.init_from: expected best params at {path} (written by a run with eval), found none"
     )

@@ -1,14 +1,14 @@
 """Orbax checkpoints of train state + data-iterator state + config, with corrupt-checkpoint fallback."""
 
-import os
 import time
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
-from etils import epath
 from orbax.checkpoint._src.metadata import array_metadata_store
+
+from medjax import paths
 
 # Replica-parallel saving splits each replicated array across its replicas, one eager slice (and
 # one small compilation) per array and device; below this slice size it costs more than it saves,
@@ -29,11 +29,13 @@ def _register_array_handler():
 
 
 class Checkpointer:
-  """Keep-last-N, atomic (orbax writes to a temporary directory and renames), optionally async."""
+  """Keep-last-N, atomic (orbax writes to a temporary directory and renames it, or on gs:// marks a
+  finished step with commit_success.txt), optionally async. Every process writes its own array
+  shards and its own data-iterator state (`process_<i>-of-<n>.json`)."""
 
   def __init__(self, directory, *, keep: int = 3, use_async: bool = True):
     _register_array_handler()
-    self.directory = epath.Path(os.path.abspath(directory))  # orbax needs absolute paths
+    self.directory = paths.resolve(directory)  # local or gs://; orbax needs absolute paths
     options = ocp.CheckpointManagerOptions(
       max_to_keep=keep,
       enable_async_checkpointing=use_async,

@@ -1,7 +1,6 @@
 """The one training loop: every model family runs through `train(config, workdir)`."""
 
 import copy
-import os
 import signal
 import time
 
@@ -12,7 +11,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from medjax import config_lib, parallel, tasks
+from medjax import config_lib, parallel, paths, tasks
 from medjax.checkpoints import init as init_lib
 from medjax.parallel.sharding import batch_sharding, data_parallel_size
 from medjax.train import metrics as metrics_lib
@@ -186,7 +185,8 @@ def train(config, workdir: str) -> dict:
   (> 0) also stops after that many evaluations without improvement; `train.init_from` (a `best`
   directory of another run) initialises a fresh run's params from it (e.g. curriculum stages).
   """
-  config_lib.validate(config, workdir, jax.device_count())
+  config_lib.validate(config, workdir, jax.device_count())  # a workdir it cannot write fails here
+  workdir = paths.resolve(workdir)  # local or gs://
   t = config.train
   if (t.keep_best or t.early_stop_patience) and not (t.eval_every or t.get("epochs", 0)):
     raise ValueError(
@@ -219,7 +219,7 @@ def train(config, workdir: str) -> dict:
   eval_fn = jax.jit(make_eval_step(task, model))
 
   ckpt = Checkpointer(
-    os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints, use_async=t.async_checkpoints
+    workdir / "checkpoints", keep=t.keep_checkpoints, use_async=t.async_checkpoints
   )
   train_iter = iter(
     task.train_data(
@@ -246,7 +246,7 @@ def train(config, workdir: str) -> dict:
     )
     logging.info("Initialised from public weights:\n%s", init_lib.format_report(reports))
   best = (
-    BestParams(os.path.join(workdir, "best"), t.early_stop_patience)
+    BestParams(workdir / "best", t.early_stop_patience)
     if (t.keep_best or t.early_stop_patience)
     else None
   )
@@ -273,6 +273,7 @@ def train(config, workdir: str) -> dict:
       m = jax.device_get(m)
       if not _finite(m["train/loss"]):
         ckpt.wait()
+        writer.flush()
         raise FloatingPointError(
           f"Non-finite loss ({m['train/loss']}) at step {step + 1}; stopping. The last good checkpoint is "
           f"step {last_saved} in {ckpt.directory} (restart to resume from it, e.g. with a lower optim.lr)."
@@ -316,6 +317,7 @@ def train(config, workdir: str) -> dict:
         done == t.steps or stop or early or (t.checkpoint_every and done % t.checkpoint_every == 0)
       ):
         ckpt.save(done, state, train_iter, config, force=True)
+        writer.flush()  # a cloud workdir's metrics.jsonl keeps up with its checkpoints
         last_saved = done
       if stop:
         logging.warning("Preempted at step %d: checkpoint saved, exiting.", done)
@@ -351,7 +353,7 @@ def trained_params(config, workdir: str):
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, _, _, _ = build_step(config, mesh, rules, task, model, abstract_only=True)
   ckpt = Checkpointer(
-    os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints, use_async=False
+    paths.resolve(workdir) / "checkpoints", keep=config.train.keep_checkpoints, use_async=False
   )
   restored, step = ckpt.restore(_abstract(state))
   ckpt.close()

@@ -7,6 +7,8 @@ import time
 import jax
 from absl import logging
 
+from medjax import paths
+
 # Peak dense bf16 FLOP/s per chip, by substring of jax.Device.device_kind (lower case).
 PEAK_FLOPS = {
   "h200": 989e12,
@@ -51,19 +53,63 @@ def compiled_cost(compiled) -> dict:
   return out
 
 
-class MetricWriter:
-  """One JSON object per line in WORKDIR/metrics.jsonl, plus TensorBoard events (process 0 only)."""
+class _Lines:
+  """A text file that lines are appended to: a local file in place; a cloud object, which cannot be
+  appended to, rewritten whole (with what it held before) when `flush` is forced or `flush_secs`
+  have passed since the last upload."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, path, flush_secs: float):
+    self.path, self.flush_secs = path, flush_secs
+    if paths.is_remote(path):
+      self._file = None
+      self._text = [path.read_text()] if path.exists() else []
+      self._dirty, self._flushed = False, time.time()
+    else:
+      self._file = open(path, "a")
+
+  def write(self, line: str):
+    if self._file is not None:
+      self._file.write(line)
+      self._file.flush()
+      return
+    self._text.append(line)
+    self._dirty = True
+    self.flush(force=False)
+
+  def flush(self, force: bool = True):
+    if (
+      self._file is None
+      and self._dirty
+      and (force or time.time() - self._flushed >= self.flush_secs)
+    ):
+      self.path.write_text("".join(self._text))
+      self._dirty, self._flushed = False, time.time()
+
+  def close(self):
+    if self._file is not None:
+      self._file.close()
+    else:
+      self.flush()
+
+
+class MetricWriter:
+  """One JSON object per line in WORKDIR/metrics.jsonl, plus TensorBoard events (process 0 only).
+
+  WORKDIR may be a cloud path (gs://...): metrics.jsonl is then uploaded at most every `flush_secs`
+  and at every `flush()` (the loop calls it with each checkpoint), TensorBoard events by
+  tensorboardX (every 2 minutes and on close)."""
+
+  def __init__(self, workdir, flush_secs: float = 30.0):
     self.enabled = jax.process_index() == 0
     self._tb = None
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
-      self._file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      workdir = paths.resolve(workdir)
+      workdir.mkdir(parents=True, exist_ok=True)
+      self._file = _Lines(workdir / "metrics.jsonl", flush_secs)
       try:
         from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
       except ImportError:
         logging.warning("tensorboardX is not installed; TensorBoard events are not written.")
 
@@ -72,10 +118,14 @@ class MetricWriter:
       return
     clean = {k: float(v) for k, v in metrics.items()}
     self._file.write(json.dumps({"step": int(step), **clean}) + "\n")
-    self._file.flush()
     if self._tb is not None:
       for k, v in clean.items():
         self._tb.add_scalar(k, v, int(step))
+
+  def flush(self):
+    """Makes what was written durable (uploads metrics.jsonl of a cloud workdir)."""
+    if self.enabled:
+      self._file.flush()
 
   def close(self):
     if self.enabled:
@@ -98,7 +148,7 @@ class Progress:
     return f"step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) {rate:.2f} steps/s ETA {eta:.0f}s"
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """Reads WORKDIR/metrics.jsonl back (handy in notebooks and tests)."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def read_metrics(workdir) -> list[dict]:
+  """Reads WORKDIR/metrics.jsonl (local or a cloud path) back (handy in notebooks and tests)."""
+  text = (paths.resolve(workdir) / "metrics.jsonl").read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,18 +1,18 @@
 """A trained model for inference, from a medjax training workdir or a Hugging Face directory."""
 
-import os
-
 import ml_collections
 import orbax.checkpoint as ocp
 
+from medjax import paths
 from medjax.config_lib import config_from_file
 from medjax.train.loop import trained_params
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The ml_collections config stored with the newest checkpoint of a medjax workdir."""
+  """The ml_collections config stored with the newest checkpoint of a medjax workdir (local or
+  gs://)."""
   mngr = ocp.CheckpointManager(
-    os.path.join(workdir, "checkpoints"), item_names=("state", "data", "config")
+    paths.resolve(workdir) / "checkpoints", item_names=("state", "data", "config")
   )
   step = mngr.latest_step()
   if step is None:
@@ -28,12 +28,13 @@ def load_model(checkpoint: str, config_spec: str | None = None):
   given bare or, as training's `init.<slot>` takes it, as `hf:DIR`."""
   if checkpoint.startswith("hf:"):
     rest = checkpoint[len("hf:") :]
-    if not os.path.exists(os.path.join(rest, "config.json")):
+    if not (paths.resolve(rest) / "config.json").exists():
       raise ValueError(
         f"--checkpoint: {checkpoint}: expected a Hugging Face directory with config.json"
       )
     checkpoint = rest
-  if os.path.exists(os.path.join(checkpoint, "config.json")):
+  root = paths.resolve(checkpoint)  # local or gs://
+  if (root / "config.json").exists():
     try:  # optional dependencies (safetensors, tokenizers)
       from medjax.checkpoints.hf_llm import load_hf_model
     except ImportError as e:
@@ -41,13 +42,14 @@ def load_model(checkpoint: str, config_spec: str | None = None):
         f"--checkpoint: {checkpoint} is a Hugging Face directory but the importer "
         f"medjax.checkpoints.hf_llm is unavailable ({e})"
       ) from e
-    model, params, tokenizer = load_hf_model(checkpoint)
+    with paths.local_dir(checkpoint, "--checkpoint") as local:
+      model, params, tokenizer = load_hf_model(local)
     if tokenizer is None:
       raise ValueError(
         f"--checkpoint: no tokenizer.json in the Hugging Face directory {checkpoint}"
       )
     return model, params, tokenizer, None
-  if not os.path.isdir(os.path.join(checkpoint, "checkpoints")):
+  if not (root / "checkpoints").is_dir():
     raise ValueError(
       f"--checkpoint: expected a medjax workdir (with checkpoints/) or a Hugging Face "
       f"directory (with config.json), got {checkpoint}"
