@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from medjax import config_lib
+from medjax import config_lib, paths
 from medjax import diffusion as diffusion_lib
 from medjax.data import latent_cache, media_io
 from medjax.data.synthetic import cells
@@ -206,7 +206,7 @@ class BoraTask(Task):
     d, m = self.config.data, self.config.model
     if d.cache_dir:
       path = os.path.join(d.cache_dir, split)
-      if split != "train" and not os.path.exists(path):
+      if split != "train" and not paths.resolve(path).exists():
         return None
       if m.text_vocab_size:
         raise ValueError(

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 from absl import logging
 
-from medjax import tasks
+from medjax import paths, tasks
 from medjax.train import loop
 from medjax.train.best import load_params
 
@@ -62,8 +62,9 @@ def run(config, workdir: str) -> list[dict]:
     metrics = {}
     if config.curriculum.test_size:
       records, metrics = evaluate_best(c, stage_dir, config.curriculum.test_size)
-      with open(os.path.join(stage_dir, "predictions.jsonl"), "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
+      if jax.process_index() == 0:
+        out = paths.resolve(stage_dir) / "predictions.jsonl"
+        out.write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = {
       "stage": name,
       "data": c.data.name,
@@ -72,8 +73,9 @@ def run(config, workdir: str) -> list[dict]:
       **{k: v for k, v in result.items() if k.startswith("best/")},
       **metrics,
     }
-    with open(os.path.join(workdir, "curriculum.jsonl"), "a") as f:
-      f.write(json.dumps(summary) + "\n")
+    if jax.process_index() == 0:  # rewritten whole: a bucket object cannot be appended to
+      log = paths.resolve(workdir) / "curriculum.jsonl"
+      log.write_text((log.read_text() if log.exists() else "") + json.dumps(summary) + "\n")
     logging.info("stage %s: %s", name, summary)
     summaries.append(summary)
     prev = stage_dir
