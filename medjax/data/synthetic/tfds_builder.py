@@ -87,10 +87,11 @@ def get_builder(
   data_dir: str | None = None,
   config: TriageConfig | str | None = None,
 ) -> SyntheticTriage:
-  """The builder, prepared as array_record under `data_dir` if it was not already."""
-  builder = SyntheticTriage(data_dir=data_dir, config=config or DEFAULT_CONFIG)
-  builder.download_and_prepare(file_format="array_record")
-  return builder
+  """The builder, prepared as array_record under `data_dir` (a local or gs:// path) if it was not
+  already."""
+  from medjax.data import builders
+
+  return builders.prepare(SyntheticTriage, data_dir, config=config or DEFAULT_CONFIG)
 
 
 def load_source(split: str, data_dir: str | None = None, config: TriageConfig | str | None = None):
