@@ -220,9 +220,9 @@ def train(config, workdir: str) -> dict:
     logging.info("Initialised %d param arrays from %s", n, t.init_from)
   if restored is None and config_lib.init_sources(config.get("init", {})):
     params, reports = init_lib.load(state.params, task.init_slots(), config.init, donate=True)
-    state = state.replace(
-      params=params, ema_params=params if state.ema_params is not None else None
-    )
+    # The EMA gets its own buffers: the train step donates both.
+    ema = jax.tree.map(jax.numpy.copy, params) if state.ema_params is not None else None
+    state = state.replace(params=params, ema_params=ema)
     logging.info("Initialised from public weights:\n%s", init_lib.format_report(reports))
   best = (
     BestParams(os.path.join(workdir, "best"), t.early_stop_patience)
