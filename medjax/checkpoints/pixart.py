@@ -147,7 +147,7 @@ def _convert(w: np.ndarray, src: _Src, shape: tuple, dtype) -> np.ndarray:
 
 
 class _File:
-  """Tensors of one state dict: a single .safetensors file (lazily) or an in-memory dict."""
+  """Tensors of one state dict: a single .safetensors file (read lazily) or torch tensors."""
 
   def __init__(self, tensors: dict | None = None, file: str | None = None, prefix: str = ""):
     self._dict, self._file, self.prefix = tensors, file, prefix
@@ -164,8 +164,8 @@ class _File:
       return tuple(f.get_slice(self.prefix + name).get_shape())
 
   def get(self, name: str) -> np.ndarray:
-    if self._dict is not None:
-      return np.asarray(self._dict[name])
+    if self._dict is not None:  # torch tensors, converted one at a time
+      return self._dict[name].float().numpy()
     with (
       safe_open(self._file, "flax") as f,
       jax.default_device(jax.local_devices(backend="cpu")[0]),
@@ -323,9 +323,7 @@ def _load_state_dict(path: str, where: str) -> _File:
   if not isinstance(state, dict):
     raise ValueError(f"{where}: {path!r} holds a {type(state).__name__}, expected a state dict")
   prefix = _strip_prefix(list(state))
-  return _File(
-    {k[len(prefix) :]: v.float().numpy() for k, v in state.items() if torch.is_tensor(v)}
-  )
+  return _File({k[len(prefix) :]: v for k, v in state.items() if torch.is_tensor(v)})
 
 
 def _check_positions(tensors: _File, cfg: STDiTConfig, where: str):
