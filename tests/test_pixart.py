@@ -6,6 +6,7 @@ import shutil
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -253,6 +254,12 @@ def test_bad_opensora_checkpoints_fail_naming_the_tensor(fresh, opensora):
   missing = {k: v for k, v in sd.items() if k != "blocks.1.cross_attn.kv_linear.weight"}
   with pytest.raises(ValueError, match=r"'blocks.1.cross_attn.kv_linear.weight'.*not found"):
     load("missing.safetensors", missing)
+  # Nothing half-loaded: a donating load (the loop's) that fails has deleted none of the state.
+  state = jax.tree.map(jnp.copy, params)
+  with pytest.raises(ValueError, match=r"not found"):
+    source = {"stdit": f"opensora:{tmp / 'missing.safetensors'}"}
+    init_lib.load(state, task.init_slots(), source, donate=True)
+  assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(state))
   wrong = {**sd, "y_embedder.y_proj.fc1.weight": np.zeros((16, TEXT + 1), np.float32)}
   with pytest.raises(
     ValueError, match=r"'y_embedder.y_proj.fc1.weight': expected shape \(16, 12\)"
