@@ -6,6 +6,8 @@ Variants: tiny (CPU, pixels as latents, 3000 steps, ~12 CPU minutes) and paper (
 buffer and 3 guided channels). The paper path: experiments/cache_latents.py (Bora CSV -> latents of
 whole clips + T5 embeddings), train.py --config.data.cache_dir=CACHE (random temporal crops), then
 experiments/sample.py --text_encoder=T5 --vae=VAE (IDDPM, 100 steps, guidance 7 -> MP4 and GIF).
+From public weights: --config.init.stdit=diffusers:PIXART_DIR (PixArt-alpha, as Open-Sora v1.0) or
+opensora:CKPT (an Open-Sora v1.0 / Bora checkpoint).
 
 The tiny variant departs from v1.0 in two measured ways: rectified flow (20 Euler steps) instead of IDDPM,
 and temporal_pos="sincos_stream" (the frame's sin-cos embedding added to every token, as in Latte)
@@ -66,6 +68,9 @@ def get_config(arg=None):
   # Open-Sora's before T5 when clean_captions (sampling; the cache records its own setting).
   c.data.frame_interval = 3
   c.data.clean_captions = True
+  # paper: --config.init.stdit=diffusers:DIR (a PixArt-alpha transformer, Open-Sora v1.0's start)
+  # or opensora:FILE (an Open-Sora v1.0 / Bora STDiT checkpoint, .pth or .safetensors).
+  c.init.stdit = ""
   if variant == "tiny":
     c.model.update(
       in_channels=1,
@@ -119,6 +124,9 @@ def get_config(arg=None):
     )
     c.optim.update(lr=1e-5, warmup_steps=0.0, schedule="constant", weight_decay=0.0, grad_clip=1.0)
     c.optim.freeze = ("y_embedder/null_embedding",)  # v1.0's null caption is a fixed buffer
+    # PixArt-alpha has neither a temporal branch nor a null caption: from diffusers:DIR they start
+    # fresh (each block's temporal output projection at zero: STDiT = PixArt frame by frame).
+    c.init.allow_missing = ("block_*/attn_temp/*", "y_embedder/null_embedding")
     c.parallel.rules = "fsdp_tp_sp"
     c.parallel.mesh.update(data=1, fsdp=-1)
   return config_lib.finalize(c)

@@ -15,7 +15,9 @@ flags.DEFINE_string(
   "builder_config", "bora", "bora_csv config: bora (clips >= 40 frames), opensora_v1, tiny."
 )
 flags.DEFINE_string("vae", None, "diffusers AutoencoderKL directory (config.json + safetensors).")
-flags.DEFINE_string("text_encoder", None, "HF T5 directory (config.json, safetensors, tokenizer).")
+flags.DEFINE_string(
+  "text_encoder", None, "HF T5 encoder: hf:DIR or DIR (config.json, safetensors, tokenizer)."
+)
 flags.DEFINE_string("out", None, "Cache root; each split is written to OUT/<split>.")
 flags.DEFINE_integer("max_text_len", 120, "Caption tokens (Open-Sora: 120).")
 flags.DEFINE_integer("batch_size", 4, "Clips encoded per call.")

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medjax import config_lib
 from medjax.checkpoints.hf_llm import _ACTIVATIONS, _convert, _read_json, _require, _Tensors
 from medjax.data.captions import preprocess_caption
 from medjax.data.tokenizers import HFTokenizer
@@ -144,11 +145,22 @@ class T5TextEncoder:
     return np.asarray(self._apply(self.params, ids, mask), np.float32), mask
 
 
+def t5_directory(source: str) -> str:
+  """The directory of a T5 encoder source: `hf:DIR` (training's init syntax) or a bare DIR."""
+  fmt, sep, rest = source.partition(":")
+  if sep and fmt == "hf":
+    return rest
+  if sep and fmt in config_lib.INIT_FORMATS:
+    raise ValueError(f"text_encoder: expected hf:DIR or a T5 directory, got {source!r}")
+  return source
+
+
 def load_t5_encoder(
   path: str, max_len: int = 120, clean: bool = True, **overrides
 ) -> T5TextEncoder:
-  """A `T5TextEncoder` from a HF T5 directory holding tokenizer.json (Open-Sora: 120 tokens,
-  captions cleaned)."""
+  """A `T5TextEncoder` from a HF T5 directory holding tokenizer.json, given as DIR or hf:DIR
+  (Open-Sora: 120 tokens, captions cleaned)."""
+  path = t5_directory(path)
   cfg = load_t5_config(path, **overrides)
   return T5TextEncoder(
     T5Encoder(cfg), load_t5_params(path, cfg), HFTokenizer.from_dir(path), max_len, clean

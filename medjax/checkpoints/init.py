@@ -11,6 +11,11 @@
            (volumes, video) is the 2D one inflated (`init.inflate`: "central" frame or "mean");
            BERT-family text encoders (BertModel / BertForMaskedLM: BiomedBERT, CXR-BERT), whose
            pooler and masked-LM heads are unused by design.
+  diffusers:DIR  a diffusers PixArtTransformer2DModel (PixArt-alpha) into STDiT: spatial blocks,
+           adaLN-single, caption projection, patch embedding, final layer; the temporal branch and
+           the null caption keep their fresh init (`init.allow_missing` must allow them).
+  opensora:FILE  an Open-Sora v1.0 / Bora STDiT checkpoint with its original key names (.pth
+           through torch, or .safetensors); its position buffers are checked and unused by design.
 
 The source is read on the host (safetensors, lazily per tensor), checked against the target
 subtree leaf by leaf (shape; dtype cast to the target's), and each leaf is placed with the target's
@@ -34,10 +39,11 @@ import numpy as np
 from absl import logging
 
 from medjax import config_lib, paths
-from medjax.checkpoints import hf_bert, hf_llm, hf_siglip, hf_vit
+from medjax.checkpoints import hf_bert, hf_llm, hf_siglip, hf_vit, pixart
 from medjax.checkpoints.host import materialize
 from medjax.models.bert import BertConfig
 from medjax.models.llm import LMConfig
+from medjax.models.stdit import STDiTConfig
 from medjax.models.vit import ViTConfig, inflate_2d_to_3d
 
 # LMConfig fields that define the weights' meaning: a checkpoint that differs in one is another model.
@@ -185,6 +191,10 @@ def read(slot: str, fmt: str, path: str, module_cfg, inflate: str = "central"):
     return _read_hf_siglip(slot, path, module_cfg, inflate)
   if fmt == "hf" and isinstance(module_cfg, BertConfig):
     return _read_hf_bert(slot, path, module_cfg)
+  if fmt == "diffusers" and isinstance(module_cfg, STDiTConfig):
+    return pixart.read_pixart(path, module_cfg, f"init.{slot}")
+  if fmt == "opensora" and isinstance(module_cfg, STDiTConfig):
+    return pixart.read_opensora(path, module_cfg, f"init.{slot}")
   raise ValueError(
     f"init.{slot}: format {fmt!r} cannot initialise a {type(module_cfg).__name__} subtree"
   )

@@ -147,6 +147,9 @@ class BoraTask(Task):
       motion=d.get("motion", "wrap"),
     )
 
+  def init_slots(self):
+    return {"stdit": ((), stdit_config_from(self.config.model, self.config.diffusion))}
+
   def build_model(self):
     cfg = stdit_config_from(self.config.model, self.config.diffusion)
     if cfg.in_channels != self.config.data.channels:

@@ -178,6 +178,13 @@ def epochs_to_steps(config, task):
   return config
 
 
+def _with_params(state, params):
+  """`state` starting from `params`; the EMA (if any) gets its own copy, as the train step donates
+  both buffers."""
+  ema = jax.tree.map(jax.numpy.copy, params) if state.ema_params is not None else None
+  return state.replace(params=params, ema_params=ema)
+
+
 def train(config, workdir: str) -> dict:
   """Trains (or resumes) `config` in `workdir`; returns the last train and eval metrics.
 
@@ -235,15 +242,11 @@ def train(config, workdir: str) -> dict:
     logging.info("Resumed from step %d in %s", restored_step, workdir)
   elif t.init_from:
     params, n = load_params(t.init_from, state.params)
-    state = state.replace(
-      params=params, ema_params=params if state.ema_params is not None else None
-    )
+    state = _with_params(state, params)
     logging.info("Initialised %d param arrays from %s", n, t.init_from)
   if restored is None and config_lib.init_sources(config.get("init", {})):
     params, reports = init_lib.load(state.params, task.init_slots(), config.init, donate=True)
-    state = state.replace(
-      params=params, ema_params=params if state.ema_params is not None else None
-    )
+    state = _with_params(state, params)
     logging.info("Initialised from public weights:\n%s", init_lib.format_report(reports))
   best = (
     BestParams(workdir / "best", t.early_stop_patience)
