@@ -1,5 +1,6 @@
 """Tests for medjax.inference.strategies / parsing: voting, parsing, shuffles, token accounting, ER."""
 
+import collections
 import itertools
 import re
 
@@ -217,6 +218,39 @@ def test_training_mix_of_cot_refinement_and_direct_examples():
   c.data.direct_frac = 0.6
   with pytest.raises(ValueError, match="refine_frac \\+ data.direct_frac.*0.5 \\+ 0.6"):
     get_task(c)
+
+
+def test_er_demo_never_taught_trains_without_refinement_examples():
+  """refine_frac=0 (the honest ER demo): no training example is a refinement prompt, where the taught
+  demo's mix has about half; seeds reach the config; the per-seed table averages over seeds."""
+  from medjax.benchmarks import er_demo
+  from medjax.config_lib import config_from_file
+  from medjax.tasks import get_task
+
+  def kinds(refine_frac, seed):
+    c = er_demo.er_config(
+      config_from_file("configs/llm.py:tiny"),
+      steps=1,
+      batch_size=8,
+      refine_frac=refine_frac,
+      refine_candidates=4,
+      direct_frac=0.2,
+      seed=seed,
+    )
+    task = get_task(c)
+    prompts = [task._format(ex)[0] for ex in triage.make_examples(200, seed=2)]
+    return c, collections.Counter(p.split("\n")[0] == "Candidates:" for p in prompts)
+
+  c, never = kinds(0.0, seed=2)
+  _, taught = kinds(0.5, seed=0)
+  assert c.seed == 2 and c.data.seq_len == 176 and never[True] == 0 and never[False] == 200
+  assert 70 < taught[True] < 130
+
+  def fake(acc):
+    return S.StrategyResult("x", [{"correct": i < acc * 4, "answers": ["A"]} for i in range(4)], 1)
+
+  table = er_demo.seed_table({0: {"cot": (fake(0.5), 0.0)}, 1: {"cot": (fake(1.0), 0.0)}})
+  assert table.splitlines()[1].split() == ["cot", "0.500", "1.000", "0.750", "0.250", "0.000"]
 
 
 # ---------------------------------------------------------------------------------------------
