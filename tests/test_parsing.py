@@ -45,6 +45,25 @@ LETTER_TABLE = [
   (" C)", 4, None, "C"),
   ("(B).", 4, None, "B"),
   ("B", 4, None, "B"),
+  # common phrasings of instruction-tuned models, after 'Answer:' or alone
+  ("Answer: The correct option is C", 4, None, "C"),
+  ("Answer: the correct answer is (c), since the nerve...", 4, None, "C"),
+  ("Answer: option b", 4, None, "B"),
+  ("Answer:\nThe best choice would be D.", 4, None, "D"),
+  ("Answer: I think so", 4, None, None),  # 'I' is a pronoun, not option I
+  ("(C)", 4, None, "C"),
+  ("the answer is C.", 4, None, "C"),
+  ("the answer is c.", 4, None, "C"),
+  ("The answer is C. Option A is wrong because it is too slow.", 4, None, "C"),
+  ("C) Radial nerve, because it winds round the humerus", 4, None, "C"),
+  ("(D) Warfarin is the drug of choice here.", 4, None, "D"),
+  ("c) radial nerve", 4, None, "C"),
+  ("C. Radial nerve", 4, None, "C"),
+  ("Option C", 4, None, "C"),
+  ("I would pick option (a) here.", 4, None, "A"),
+  ("The best choice is E", 4, None, None),
+  ("A fever is common.", 4, None, None),  # a sentence's article, not option A
+  ("Correct answer: B. The radial nerve winds round the humerus.", 4, None, "B"),
 ]
 
 
@@ -93,6 +112,12 @@ def test_triage_targets_and_wrong_explanations_parse_to_their_letters():
       letter = parsing.parse_answer(triage.format_target(ex, cot), 4, ex["options"])
       assert letter == ex["answer_idx"]
     assert parsing.parse_answer(wrong_explanation(ex, rng)) is not None
+
+
+def test_rationale_is_the_text_before_the_last_answer():
+  assert parsing.rationale(" HR hi; 1 abnormal: urgent. Answer: B") == "HR hi; 1 abnormal: urgent."
+  assert parsing.rationale("Because x. answer: (C) and Answer: C") == "Because x. answer: (C) and"
+  assert parsing.rationale(" no anchor ") == "no anchor"
 
 
 def test_num_options_is_checked():

@@ -1,5 +1,6 @@
 """Tests for medjax.inference.strategies / parsing: voting, parsing, shuffles, token accounting, ER."""
 
+import collections
 import itertools
 import re
 
@@ -105,21 +106,79 @@ def test_choice_shuffle_undoes_position_bias():
   assert any(len(set(r["answers"])) > 1 for r in biased.records)
 
 
-def test_knn_few_shot_picks_nearest_examples():
-  def embed(texts):  # bag of characters
-    return np.stack(
-      [np.bincount(np.frombuffer(t.encode(), np.uint8), minlength=256) for t in texts]
-    )
+def _bag_of_chars(texts):
+  return np.stack([np.bincount(np.frombuffer(t.encode(), np.uint8), minlength=256) for t in texts])
 
+
+def test_knn_few_shot_picks_the_nearest_5():
+  """Medprompt's kNN: the 5 pool examples of highest cosine similarity (brute force, computed
+  here), not the pool's first 5; shuffled options keep the neighbours (the question is compared)."""
   pool = triage.make_examples(20, seed=9)
-  knn = S.KNNFewShot(pool, embed, k=3)
-  assert knn(pool[7])[0] is pool[7]
+  knn = S.KNNFewShot(pool, _bag_of_chars, k=5)
+  emb = _bag_of_chars([f"\n{ex['question']}".strip() for ex in pool]).astype(float)
+  emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+  for q in triage.make_examples(4, seed=11):
+    v = _bag_of_chars([q["question"]])[0].astype(float)
+    sims = emb @ (v / np.linalg.norm(v))
+    got = knn(q)
+    idx = [pool.index(e) for e in got]
+    rest = np.delete(sims, idx)
+    assert len(got) == 5 and sims[idx].min() >= rest.max() - 1e-6  # the 5 nearest, ties aside
+    assert np.all(np.diff(sims[idx]) <= 1e-6)  # nearest first
+    assert knn(S.shuffle_options(q, [3, 2, 1, 0])) == got
+  assert any(sorted(pool.index(e) for e in knn(q)) != list(range(5)) for q in pool)
   fmt = S.FewShotFormat(shots=knn)
   prompt = fmt.prompt(pool[7], cot=False)
-  assert prompt.count("Question:") == 4 and prompt.endswith("Answer: (")
+  assert prompt.count("Question:") == 6 and prompt.endswith("Answer: (")
+  assert knn(pool[7])[0] is pool[7]
   assert fmt.parse("C) because", pool[7], cot=False) == "C"
   with pytest.raises(ValueError, match="k"):
-    S.KNNFewShot(pool, embed, k=0)
+    S.KNNFewShot(pool, _bag_of_chars, k=0)
+
+
+def _scripted_cot(prompt, j):
+  """Right (the level's letter) for questions whose heart rate is even, else a wrong letter."""
+  q = prompt.rsplit("Question: ", 1)[1].split("\n")[0]
+  opts = re.findall(r"^\(([A-D])\) (\w+)$", prompt.rsplit("Question: ", 1)[1], flags=re.M)
+  level = {ex["question"]: ex["answer"] for ex in POOL + EXAMPLES}[q]
+  right = next(l for l, o in opts if o == level)
+  hr = int(q.split()[1])
+  letter = right if hr % 2 == 0 else "ABCD"[("ABCD".index(right) + 1) % 4]
+  return f" Reasoning about {q}. Answer: {letter}"
+
+
+POOL = triage.make_examples(12, seed=21)
+
+
+def test_self_generated_cot_keeps_only_right_answer_rationales():
+  gen = FakeGenerator(_scripted_cot)
+  kept, spent = S.self_generated_cot(gen, S.FewShotFormat(), POOL)
+  right = [ex for ex in POOL if int(ex["question"].split()[1]) % 2 == 0]
+  assert 0 < len(right) < len(POOL)  # the script gets some wrong: the filter has work to do
+  assert [k["question"] for k in kept] == [ex["question"] for ex in right]
+  assert all(k["explanation"] == f"Reasoning about {k['question']}." for k in kept)
+  assert spent == 10 * len(POOL) and gen.calls[0]["temperature"] == 0.0
+
+
+def test_medprompt_shows_knn_self_generated_exemplars_and_votes_over_5_shuffles():
+  gen = FakeGenerator(_scripted_cot)
+  res = S.medprompt(gen, S.FewShotFormat(), EXAMPLES, pool=POOL, embed_fn=_bag_of_chars)
+  kept, _ = S.self_generated_cot(FakeGenerator(_scripted_cot), S.FewShotFormat(), POOL)
+  knn = S.KNNFewShot(kept, _bag_of_chars, k=5)
+  assert [len(c["prompts"]) for c in gen.calls] == [len(POOL), 5 * len(EXAMPLES)]
+  for ex, rec in zip(EXAMPLES, res.records):
+    assert len(rec["prompts"]) == 5 and len(set(map(tuple, rec["permutations"]))) == 5
+    assert rec["sgcot_kept"] == len(kept) and rec["prompt"].endswith("Explanation:")
+    shown = re.findall(r"Question: (.*)\n", rec["prompt"])[:-1]
+    assert shown == [k["question"] for k in knn(ex)]  # the 5 nearest right-answer exemplars
+    assert all(f"Explanation: Reasoning about {q}. Answer: (" in rec["prompt"] for q in shown)
+    want = ex["answer_idx"] if int(ex["question"].split()[1]) % 2 == 0 else None
+    if want:  # the script is right on every shuffle: the vote is the right answer
+      assert rec["answers"] == [want] * 5 and rec["correct"]
+  assert 0 < sum(r["correct"] for r in res.records) < len(EXAMPLES)
+  assert res.forward_tokens == 10 * (len(POOL) + 5 * len(EXAMPLES))
+  with pytest.raises(ValueError, match="few-shot"):
+    S.medprompt(gen, S.TriageFormat(), EXAMPLES, pool=POOL, embed_fn=_bag_of_chars)
 
 
 def test_refinement_training_examples():
@@ -159,6 +218,39 @@ def test_training_mix_of_cot_refinement_and_direct_examples():
   c.data.direct_frac = 0.6
   with pytest.raises(ValueError, match="refine_frac \\+ data.direct_frac.*0.5 \\+ 0.6"):
     get_task(c)
+
+
+def test_er_demo_never_taught_trains_without_refinement_examples():
+  """refine_frac=0 (the honest ER demo): no training example is a refinement prompt, where the taught
+  demo's mix has about half; seeds reach the config; the per-seed table averages over seeds."""
+  from medjax.benchmarks import er_demo
+  from medjax.config_lib import config_from_file
+  from medjax.tasks import get_task
+
+  def kinds(refine_frac, seed):
+    c = er_demo.er_config(
+      config_from_file("configs/llm.py:tiny"),
+      steps=1,
+      batch_size=8,
+      refine_frac=refine_frac,
+      refine_candidates=4,
+      direct_frac=0.2,
+      seed=seed,
+    )
+    task = get_task(c)
+    prompts = [task._format(ex)[0] for ex in triage.make_examples(200, seed=2)]
+    return c, collections.Counter(p.split("\n")[0] == "Candidates:" for p in prompts)
+
+  c, never = kinds(0.0, seed=2)
+  _, taught = kinds(0.5, seed=0)
+  assert c.seed == 2 and c.data.seq_len == 176 and never[True] == 0 and never[False] == 200
+  assert 70 < taught[True] < 130
+
+  def fake(acc):
+    return S.StrategyResult("x", [{"correct": i < acc * 4, "answers": ["A"]} for i in range(4)], 1)
+
+  table = er_demo.seed_table({0: {"cot": (fake(0.5), 0.0)}, 1: {"cot": (fake(1.0), 0.0)}})
+  assert table.splitlines()[1].split() == ["cot", "0.500", "1.000", "0.750", "0.250", "0.000"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,14 +336,14 @@ def test_evaluate_mcq_reads_the_saved_config(er_run):
     gen,
     S.TriageFormat(),
     examples,
-    ["medprompt"],
+    ["shuffle"],
     num_samples=2,
     num_refinements=2,
     num_shuffles=3,
     temperature=0.7,
     seed=0,
   )
-  assert "medprompt" in ev.table(res) and len(res["medprompt"][0].records[0]["generations"]) == 3
+  assert "shuffle" in ev.table(res) and len(res["shuffle"][0].records[0]["generations"]) == 3
   with pytest.raises(ValueError, match="strategy"):
     ev.run_strategies(
       gen,

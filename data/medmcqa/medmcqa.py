@@ -13,6 +13,8 @@ import json
 import tensorflow_datasets as tfds
 from etils import epath
 
+from medjax.data.mcq_io import mcq_features
+
 SPLIT_FILES = {"train": "train.json", "validation": "dev.json"}
 OPTION_KEYS = ("opa", "opb", "opc", "opd")
 
@@ -60,21 +62,11 @@ class MedMCQA(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    text = tfds.features.Text
-    features = tfds.features.FeaturesDict(
-      {
-        "id": text(),
-        "question": text(),
-        "options": tfds.features.Sequence(text()),
-        "answer_idx": text(),
-        "answer": text(),
-        "context": text(),
-        "explanation": text(),
-        "subject": text(),
-      }
-    )
     return tfds.core.DatasetInfo(
-      builder=self, description=__doc__, features=features, homepage="https://medmcqa.github.io"
+      builder=self,
+      description=__doc__,
+      features=mcq_features(),
+      homepage="https://medmcqa.github.io",
     )
 
   def _split_generators(self, dl_manager):

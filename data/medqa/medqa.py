@@ -1,8 +1,8 @@
 """MedQA (USMLE) multiple-choice questions, from the public release's JSONL files (Jin et al. 2020).
 
 Each line: {"question", "answer", "options": {"A": ..., "E": ...}, "meta_info", "answer_idx"}.
-Config `us` reads the 5-option files US/{train,dev,test}.jsonl; `us_4_options` reads
-US/4_options/phrases_no_exclude_{split}.jsonl. Records are normalised to the common MCQ schema
+Config `us_4_options` (the first, so the default: the set Med-PaLM 2 and Medprompt report) reads
+US/4_options/phrases_no_exclude_{split}.jsonl; `us` reads the 5-option files US/{train,dev,test}.jsonl. Records are normalised to the common MCQ schema
 {id, question, options, answer_idx, answer, context, explanation, subject} shared by the MedMCQA
 and PubMedQA builders.
 """
@@ -12,6 +12,8 @@ import json
 
 import tensorflow_datasets as tfds
 from etils import epath
+
+from medjax.data.mcq_io import mcq_features
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """Download data_clean.zip of MedQA (github.com/jind11/MedQA) and unzip it
 into manual_dir (it holds data_clean/questions/US/...), or put the US folder itself there."""
@@ -23,23 +25,6 @@ SPLIT_FILES = {"train": "train", "validation": "dev", "test": "test"}
 class MedQAConfig(tfds.core.BuilderConfig):
   subdir: str = "US"
   pattern: str = "{split}.jsonl"
-
-
-def mcq_features() -> tfds.features.FeaturesDict:
-  """The common MCQ schema (options as a list, answer_idx a letter)."""
-  text = tfds.features.Text
-  return tfds.features.FeaturesDict(
-    {
-      "id": text(),
-      "question": text(),
-      "options": tfds.features.Sequence(text()),
-      "answer_idx": text(),
-      "answer": text(),
-      "context": text(),
-      "explanation": text(),
-      "subject": text(),
-    }
-  )
 
 
 def find_file(manual_dir: epath.Path, subdir: str, name: str) -> epath.Path | None:
@@ -78,13 +63,13 @@ class MedQA(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-    MedQAConfig(name="us", description="5 options"),
     MedQAConfig(
       name="us_4_options",
       subdir="US/4_options",
       pattern="phrases_no_exclude_{split}.jsonl",
-      description="4 options",
+      description="4 options (default, as reported by Med-PaLM 2)",
     ),
+    MedQAConfig(name="us", description="5 options"),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   code_path = epath.Path(__file__)

@@ -11,6 +11,8 @@ import json
 import tensorflow_datasets as tfds
 from etils import epath
 
+from medjax.data.mcq_io import mcq_features
+
 OPTIONS = ("yes", "no", "maybe")
 
 
@@ -44,21 +46,11 @@ class PubMedQA(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    text = tfds.features.Text
-    features = tfds.features.FeaturesDict(
-      {
-        "id": text(),
-        "question": text(),
-        "options": tfds.features.Sequence(text()),
-        "answer_idx": text(),
-        "answer": text(),
-        "context": text(),
-        "explanation": text(),
-        "subject": text(),
-      }
-    )
     return tfds.core.DatasetInfo(
-      builder=self, description=__doc__, features=features, homepage="https://pubmedqa.github.io"
+      builder=self,
+      description=__doc__,
+      features=mcq_features(),
+      homepage="https://pubmedqa.github.io",
     )
 
   def _split_generators(self, dl_manager):

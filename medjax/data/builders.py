@@ -25,7 +25,7 @@ TIMESERIES = (
   "sleep_cot",
   "ecg_qa_cot",
 )  # medjax.tasks.opentslm
-MCQ = ("medqa", "medmcqa", "pubmedqa")  # experiments/evaluate_mcq.py
+MCQ = ("medqa", "medmcqa", "pubmedqa", "mmlu_clinical")  # experiments/evaluate_mcq.py
 
 
 @functools.lru_cache(maxsize=None)

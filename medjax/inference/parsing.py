@@ -2,9 +2,10 @@
 and ECG-QA, and `experiments/evaluate_mcq.py`) is read here, so one output is scored one way.
 
 Both kinds of answer follow the last 'Answer:' (case-insensitive, full-width colon allowed):
-- `parse_answer`: a multiple-choice option letter (brackets allowed, any case); without 'Answer:',
-  also 'the answer is (B)' or a bare letter ('B', '(B).'); with `options`, the text of an option
-  ('Answer: yes').
+- `parse_answer`: a multiple-choice option letter (brackets allowed, any case), or with `options`
+  the text of an option ('Answer: yes'); when what follows is a sentence, and without 'Answer:', the
+  letter of a statement ('the correct option is C', 'the answer is (b).', the last one wins), of a
+  leading 'C) ...' / '(C) ...', of 'Option C', or a bare letter ('B', '(B).').
 - `answer_text`: a free-text label (OpenTSLM, ECG-QA): the rest of that line, lowercased, without
   EOS markers or a trailing period; a python list of answers is joined with ', ' (`answer_label`,
   which also reads the dataset's own answer field).
@@ -18,10 +19,16 @@ LETTERS = "ABCDEFGHIJ"
 
 _ANCHOR = re.compile(r"answer\s*[:：]", re.IGNORECASE)
 _LETTER = re.compile(r"\s*[\(\[\*\"']*\s*([A-Za-z])(?![A-Za-z])")
-# After 'answer is': a bracketed letter of either case, or a bare capital (so 'is a fever' is no 'A').
-_ANSWER_IS = re.compile(
-  r"(?i:answer\s+is)\s*:?\s*(?:[\(\[]([A-Za-z])[\)\]]|[\*\"']*([A-Z])(?![A-Za-z]))"
-)
+# A letter after a statement or a mention: bracketed of either case, a bare capital (so 'is a fever'
+# is no 'A'), or a bare lower-case one that ends its sentence ('the answer is c.').
+_CHOICE = r"\s*:?\s*(?:[\(\[]([A-Za-z])[\)\]]|[\*\"']*([A-Z])(?![A-Za-z])|([a-z])(?=[\*\"']*[.)]?\s*(?:$|\n)))"
+_NOUN = r"(?:answer|option|choice)"
+# 'the answer is C', 'the correct option is (C)', 'the best choice would be c.'
+_STATEMENT = re.compile(rf"(?i:{_NOUN}\s+(?:is|would\s+be|will\s+be))" + _CHOICE)
+# 'Option C', 'choice (b)': a mention, weaker than a statement or a leading letter
+_MENTION = re.compile(r"(?i:\b(?:option|choice))" + _CHOICE)
+# 'C) Radial nerve', '(C) Radial nerve', 'C. Radial nerve' at the start
+_LEADING = re.compile(r"^\s*(?:[\(\[]([A-Za-z])[\)\]]|([A-Za-z])\)|([A-Z])[.:])(?:\s|$)")
 _BARE = re.compile(r"^\s*[\(\[\*\"']*\s*([A-Za-z])\s*[\)\]\*\"']*\s*[.:]?\s*$")
 
 
@@ -39,30 +46,48 @@ def _norm(s: str) -> str:
   return re.sub(r"[\s.]+", " ", s).strip().lower()
 
 
+def _found(m) -> str:
+  return next(g for g in m.groups() if g).upper()
+
+
+def _from_sentence(text: str, valid: str) -> str | None:
+  """The letter a free-text answer names: its last statement, else a leading letter, else its last
+  mention, else a bare letter; None when that letter is not one of `valid`."""
+  for found in (
+    [_found(m) for m in _STATEMENT.finditer(text)][-1:],
+    [_found(m) for m in [_LEADING.match(text)] if m],
+    [_found(m) for m in _MENTION.finditer(text)][-1:],
+    [m.group(1).upper() for m in [_BARE.match(text)] if m],
+  ):
+    if found:
+      return found[0] if found[0] in valid else None
+  return None
+
+
 def parse_answer(
   text: str, num_options: int = 4, options: Sequence[str] | None = None
 ) -> str | None:
   """The answered option letter in `text` (one of the first `num_options`), or None if unparseable."""
   valid = letters(num_options)
   anchors = list(_ANCHOR.finditer(text))
-  if anchors:
-    end = anchors[-1].end()
-    m = _LETTER.match(text, end)
-    if m is not None and m.group(1).upper() in valid:
-      return m.group(1).upper()
-    if options:  # 'Answer: yes' -> the letter of option 'yes'
-      tail = _norm(text[end:].split("\n")[0])
-      for i, opt in enumerate(options[:num_options]):
-        if tail and _norm(opt) and tail == _norm(opt):
-          return valid[i]
-    return None
-  found = [(m.group(1) or m.group(2)).upper() for m in _ANSWER_IS.finditer(text)]
-  if found:
-    return found[-1] if found[-1] in valid else None
-  m = _BARE.match(text)
+  if not anchors:
+    return _from_sentence(text, valid)
+  end = anchors[-1].end()
+  m = _LETTER.match(text, end)
   if m is not None and m.group(1).upper() in valid:
     return m.group(1).upper()
-  return None
+  if options:  # 'Answer: yes' -> the letter of option 'yes'
+    tail = _norm(text[end:].split("\n")[0])
+    for i, opt in enumerate(options[:num_options]):
+      if tail and _norm(opt) and tail == _norm(opt):
+        return valid[i]
+  return _from_sentence(text[end:], valid)
+
+
+def rationale(text: str) -> str:
+  """The explanation before the last 'Answer:' of a chain-of-thought generation (all of it without one)."""
+  anchors = list(_ANCHOR.finditer(text))
+  return (text[: anchors[-1].start()] if anchors else text).strip()
 
 
 def letter_index(letter: str | None, num_options: int) -> int | None:

@@ -1,5 +1,7 @@
 """Prompting strategies for multiple-choice questions: greedy few-shot, chain of thought (CoT),
-self-consistency (SC), Med-PaLM 2 ensemble refinement (ER) and Medprompt's choice-shuffle ensemble.
+self-consistency (SC), Med-PaLM 2 ensemble refinement (ER), Medprompt's choice-shuffle ensemble
+(`shuffle`) and Medprompt itself (`medprompt`: self-generated CoT exemplars over a training pool,
+kNN selection of 5 of them per question, 5 choice shuffles, majority vote).
 
 Every strategy takes a `generator` (`LMGenerator` for a real model, or any callable with its
 signature), a prompt `fmt` (`TriageFormat`, `FewShotFormat`) and examples
@@ -18,7 +20,7 @@ import numpy as np
 
 from medjax.data.synthetic import triage
 from medjax.inference import decode
-from medjax.inference.parsing import letters, parse_answer
+from medjax.inference.parsing import letters, parse_answer, rationale
 
 # ---------------------------------------------------------------------------------------------
 # Generation
@@ -127,6 +129,10 @@ class FewShotFormat:
   ):
     self.shots, self.instruction = shots, instruction
 
+  def with_shots(self, shots) -> "FewShotFormat":
+    """The same format with other exemplars (a list, or a function ex -> list)."""
+    return FewShotFormat(shots, self.instruction)
+
   def _shots(self, ex: dict, cot: bool) -> str:
     shots = self.shots(ex) if callable(self.shots) else self.shots
     parts = []
@@ -153,18 +159,24 @@ class FewShotFormat:
     return parse_answer(text, len(ex["options"]), ex["options"])
 
 
+def _knn_text(ex: dict) -> str:
+  """What kNN compares: the context and question (not the options, so shuffles share neighbours)."""
+  return f"{ex.get('context') or ''}\n{ex['question']}".strip()
+
+
 class KNNFewShot:
   """Medprompt's dynamic few-shot: the `k` pool examples nearest (cosine) to the question.
 
   `embed_fn(list[str]) -> [n, d]` embeds texts (e.g. mean-pooled LM hidden states); the pool is
-  embedded once. Use as `FewShotFormat(shots=KNNFewShot(pool, embed_fn))`.
+  embedded once, each question once. Use as `FewShotFormat(shots=KNNFewShot(pool, embed_fn))`.
   """
 
   def __init__(self, pool: Sequence[dict], embed_fn: Callable[[list[str]], np.ndarray], k: int = 5):
     if not 0 < k <= len(pool):
       raise ValueError(f"k: expected 1..{len(pool)} (the pool size), got {k}")
     self.pool, self.embed_fn, self.k = list(pool), embed_fn, k
-    self._emb = self._unit(embed_fn([_block(ex) for ex in self.pool]))
+    self._emb = self._unit(embed_fn([_knn_text(ex) for ex in self.pool]))
+    self._query = {}
 
   @staticmethod
   def _unit(x) -> np.ndarray:
@@ -172,7 +184,10 @@ class KNNFewShot:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
   def __call__(self, ex: dict) -> list[dict]:
-    sims = self._emb @ self._unit(self.embed_fn([_block(ex)]))[0]
+    text = _knn_text(ex)
+    if text not in self._query:
+      self._query[text] = self._unit(self.embed_fn([text]))[0]
+    sims = self._emb @ self._query[text]
     return [self.pool[i] for i in np.argsort(-sims, kind="stable")[: self.k]]
 
 
@@ -413,21 +428,50 @@ def choice_shuffle(
         shuffled_answers=raw,
       )
     )
-  return StrategyResult("medprompt", records, spent)
+  return StrategyResult("shuffle", records, spent)
 
 
 def self_generated_cot(generator, fmt, pool: Sequence[dict]) -> tuple[list[dict], int]:
-  """Medprompt's self-generated CoT: explain each pool example, keep those whose answer is right.
+  """Medprompt's self-generated CoT: explain each pool example (greedy CoT with `fmt`), keep those
+  whose parsed answer is right.
 
-  Returns (pool examples with an 'explanation', forward tokens) for use as few-shot exemplars.
+  Returns (pool examples with the generated 'explanation', forward tokens) for use as exemplars.
   """
   res = chain_of_thought(generator, fmt, pool)
   kept = [
-    {**ex, "explanation": r["generations"][0].split("Answer")[0].strip()}
+    {**ex, "explanation": rationale(r["generations"][0])}
     for ex, r in zip(pool, res.records)
-    if r["correct"]
+    if r["correct"] and rationale(r["generations"][0])
   ]
   return kept, res.forward_tokens
+
+
+def medprompt(
+  generator,
+  fmt,
+  examples,
+  *,
+  pool: Sequence[dict],
+  embed_fn: Callable[[list[str]], np.ndarray],
+  k: int = 5,
+  num_shuffles: int = 5,
+  seed: int = 0,
+) -> StrategyResult:
+  """Medprompt (Nori et al. 2023): self-generated CoT over `pool` (the training split, prompted with
+  `fmt`), the `k` kept exemplars nearest each question by `embed_fn`, `num_shuffles` CoT answers
+  with shuffled options, majority vote. With fewer than `k` kept, all of them are shown (none: zero-shot
+  CoT); each record says how many were kept (`sgcot_kept`)."""
+  if not hasattr(fmt, "with_shots"):
+    raise ValueError(f"medprompt: expected a few-shot prompt format (FewShotFormat), got {fmt!r}")
+  if not pool:
+    raise ValueError("pool: medprompt needs training examples to explain, got none")
+  kept, spent = self_generated_cot(generator, fmt, pool)
+  shots = KNNFewShot(kept, embed_fn, k=min(k, len(kept))) if kept else ()
+  res = choice_shuffle(
+    generator, fmt.with_shots(shots), examples, num_shuffles=num_shuffles, cot=True, seed=seed
+  )
+  records = [{**r, "sgcot_kept": len(kept), "sgcot_pool": len(pool)} for r in res.records]
+  return StrategyResult("medprompt", records, spent + res.forward_tokens)
 
 
 def _check_samples(name: str, n: int, temperature: float) -> None:
@@ -442,5 +486,6 @@ STRATEGIES = {
   "cot": chain_of_thought,
   "sc": self_consistency,
   "er": ensemble_refinement,
-  "medprompt": choice_shuffle,
+  "shuffle": choice_shuffle,
+  "medprompt": medprompt,
 }
