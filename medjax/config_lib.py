@@ -251,7 +251,7 @@ def validate(config, workdir: str | None = None, num_devices: int | None = None)
     _check_workdir(workdir)
 
 
-INIT_FORMATS = ("hf", "diffusers", "opensora")
+INIT_FORMATS = ("hf", "diffusers", "opensora", "medjax")
 # The init section's keys that are not slots.
 INIT_OPTIONS = ("allow_missing", "allow_unused", "inflate")
 

@@ -177,3 +177,26 @@ def test_lazy_read_and_donated_state(hf_dir, lm_config):
   params, _ = init_lib.load(state.params, task.init_slots(), {"lm": f"hf:{path}"}, donate=True)
   assert all(a.is_deleted() for a in old)
   _logits_match(model, params, hf_model)
+
+
+def test_medjax_run_source(lm_config, tmp_path):
+  """`init.lm=medjax:WORKDIR` fills the slot from another run's best params (the slot's subtree
+  when that run has one, else its whole tree); a directory without best params is named."""
+  run = tmp_path / "run"
+  loop.train(
+    lm_config(train__steps=2, train__eval_every=1, train__eval_batches=1, train__keep_best=True),
+    str(run),
+  )
+  saved = init_lib._read_medjax("lm", str(run))
+  config, task, model, state = _fresh_state(lm_config)
+  fresh = flax.traverse_util.flatten_dict(state.params, sep="/")
+  assert any(not np.array_equal(fresh[k], v) for k, v in saved.items())
+  params, (report,) = init_lib.load(state.params, task.init_slots(), {"lm": f"medjax:{run}"})
+  loaded = flax.traverse_util.flatten_dict(params, sep="/")
+  assert report.loaded == len(saved) == len(loaded) and not report.new and not report.unused
+  for k, v in saved.items():
+    np.testing.assert_array_equal(np.asarray(loaded[k]), v)
+  assert init_lib._medjax_subtree({"lm/a": 1, "enc/b": 2}, ("lm",)) == {"a": 1}
+  assert init_lib._medjax_subtree({"a": 1}, ("lm",)) == {"a": 1}
+  with pytest.raises(ValueError, match=r"init.lm: expected a medjax workdir with best params"):
+    init_lib.load(state.params, task.init_slots(), {"lm": f"medjax:{tmp_path / 'none'}"})

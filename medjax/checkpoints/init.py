@@ -16,6 +16,9 @@
            the null caption keep their fresh init (`init.allow_missing` must allow them).
   opensora:FILE  an Open-Sora v1.0 / Bora STDiT checkpoint with its original key names (.pth
            through torch, or .safetensors); its position buffers are checked and unused by design.
+  medjax:DIR  the best params of another medjax run (DIR/best/params, or DIR/params of a
+           best-params directory, local or gs://): the slot's subtree of that run's params when
+           it has one (e.g. an OpenTSLM run's lm/), else its whole tree (e.g. an LM run's).
 
 The source is read on the host (safetensors, lazily per tensor), checked against the target
 subtree leaf by leaf (shape; dtype cast to the target's), and each leaf is placed with the target's
@@ -169,6 +172,34 @@ def _read_hf_vit(slot: str, path: str, cfg: ViTConfig):
   return {**flat, **dict.fromkeys(unused)}, unused
 
 
+def _read_medjax(slot: str, path: str) -> dict:
+  """The best params of a medjax run (`<workdir>/best/params`, or `<dir>/params` of a best-params
+  directory) as host arrays, keyed by their '/'-joined paths in that run's param tree."""
+  import orbax.checkpoint as ocp
+
+  root = paths.resolve(path)
+  found = [d / "params" for d in (root / "best", root) if (d / "params").is_dir()]
+  if not found:
+    raise ValueError(
+      f"init.{slot}: expected a medjax workdir with best params ({path}/best/params, written by a "
+      f"run with train.keep_best) or a best-params directory ({path}/params), found neither"
+    )
+  meta = ocp.StandardCheckpointer().metadata(found[0]).item_metadata
+  meta = getattr(meta, "tree", meta)
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+  tree = ocp.PyTreeCheckpointer().restore(found[0], args=ocp.args.PyTreeRestore(restore_args=args))
+  return flax.traverse_util.flatten_dict(tree, sep="/")
+
+
+def _medjax_subtree(source: dict, where: tuple) -> dict:
+  """A run's whole param tree -> the slot's subtree: under the slot's own path when the run has it
+  (e.g. an OpenTSLM run's lm/), else the whole tree (e.g. an LM run for OpenTSLM's lm slot)."""
+  prefix = "/".join(where) + "/" if where else ""
+  if prefix and any(k.startswith(prefix) for k in source):
+    return {k[len(prefix) :]: v for k, v in source.items() if k.startswith(prefix)}
+  return source
+
+
 def _read_hf_bert(slot: str, path: str, cfg: BertConfig):
   _check_type(slot, path, "BERT-family text encoder", ("bert",))
   _same_architecture(slot, path, hf_bert.load_bert_config(path), cfg, _BERT_ARCH)
@@ -248,8 +279,11 @@ def _load(params, slots, init_section, allow_missing, allow_unused, local_copies
       )
     where, module_cfg = slots[slot]
     target = flax.traverse_util.flatten_dict(_subtree(params, where, slot), sep="/")
-    local = local_copies.enter_context(paths.local_dir(path, f"init.{slot}"))
-    source, by_design = read(slot, fmt, local, module_cfg, init_section.get("inflate", "central"))
+    if fmt == "medjax":  # orbax reads buckets itself
+      source, by_design = _medjax_subtree(_read_medjax(slot, path), where), ()
+    else:
+      local = local_copies.enter_context(paths.local_dir(path, f"init.{slot}"))
+      source, by_design = read(slot, fmt, local, module_cfg, init_section.get("inflate", "central"))
     prefix = "/".join(where) + "/" if where else ""
     new = sorted(k for k in target if k not in source)
     unused = sorted(k for k in source if k not in target)
