@@ -305,7 +305,9 @@ def test_evaluation_metrics_score_an_oracle_perfectly_and_noise_at_chance():
 def test_colab_draws_boxes_and_region_heat(run_colab):
   """colabs/anatomy_vlm.ipynb end to end, with its parameters cell shrunk: the phantom model's
   zero-shot reading, then boxes on a real-format Chest ImaGenome image."""
-  text, outputs = run_colab("anatomy_vlm", 'STEPS, NUM_TEST, FINDING = 2, 16, "bleb"')
+  text, outputs = run_colab(
+    "anatomy_vlm", 'STEPS, NUM_TEST, FINDING, OVERRIDES = 2, 16, "bleb", {"train.log_every": 1}'
+  )
   assert "eval/auc_heldout" in text and "'a small round lucent spot'" in text and "<- true" in text
   assert sum(
     line.strip().startswith(r) for line in text.splitlines() for r in anatomy.REGIONS

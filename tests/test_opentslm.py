@@ -577,7 +577,9 @@ def test_curriculum_stage_two_starts_from_stage_one_best_and_stops_early(tmp_pat
 @pytest.mark.slow
 def test_colab_runs(run_colab):
   """colabs/opentslm.ipynb end to end, with its parameters cell shrunk."""
-  text, _ = run_colab("opentslm", 'VARIANT, STEPS, EXAMPLES, TEST_SIZE = "flamingo", 2, 2, 2')
+  text, _ = run_colab(
+    "opentslm", 'VARIANT, STEPS, EXAMPLES, TEST_SIZE, OVERRIDES = "flamingo", 2, 2, 2, {}'
+  )
   assert (
     "eval/macro_f1" in text and "Answer:" in text and "true:" in text and "xattn_0 attn" in text
   )
