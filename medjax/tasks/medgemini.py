@@ -122,7 +122,9 @@ class MedGeminiVQATask(Task):
         d, split, {m.name: m.vit.input_shape for m in self.mm_cfg.media}, size
       )
     size = size or (d.train_size if split == "train" else d.eval_size)
-    return phantoms.PhantomSource(split, size, d.modality, d.mode, seed=d.seed)
+    return phantoms.PhantomSource(
+      split, size, d.modality, d.mode, seed=d.seed, scout_dropout=d.get("scout_dropout", 0.0)
+    )
 
   def encode(self, ex) -> dict:
     """A phantom example -> arrays (text in text coordinates; media padded to max_items)."""

@@ -197,13 +197,36 @@ def make_example(rng: np.random.Generator, modality: str = "2d", mode: str = "vq
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 
 
-class PhantomSource:
-  """Random-access, deterministic examples: item i of split s comes from rng(seed, s, i)."""
+def drop_scout(ex: dict) -> dict:
+  """A 3D example without its scout image (and the prompt without its "<image>" placeholder)."""
+  return dict(ex, prompt=ex["prompt"].replace("<image> ", ""), media=dict(ex["media"], image=[]))
 
-  def __init__(self, split: str, size: int, modality: str = "2d", mode: str = "vqa", seed: int = 0):
+
+class PhantomSource:
+  """Random-access, deterministic examples: item i of split s comes from rng(seed, s, i).
+
+  `scout_dropout`: the share of 3D training examples (train split only) given without their scout,
+  so that every finding must also be read off the volume (drawn from its own rng(seed, s, i, 1)).
+  """
+
+  def __init__(
+    self,
+    split: str,
+    size: int,
+    modality: str = "2d",
+    mode: str = "vqa",
+    seed: int = 0,
+    scout_dropout: float = 0.0,
+  ):
     if split not in SPLIT_SEEDS:
       raise ValueError(f"split: expected one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+    if not 0.0 <= scout_dropout < 1.0 or (scout_dropout and modality != "3d"):
+      raise ValueError(
+        f"scout_dropout: expected a share in [0, 1) with modality '3d', got {scout_dropout!r} "
+        f"(modality {modality!r})"
+      )
     self.split, self.size, self.modality, self.mode, self.seed = split, size, modality, mode, seed
+    self.scout_dropout = scout_dropout if split == "train" else 0.0
 
   def __len__(self):
     return self.size
@@ -211,5 +234,8 @@ class PhantomSource:
   def __getitem__(self, i):
     if not 0 <= i < self.size:
       raise IndexError(i)
-    rng = np.random.default_rng((self.seed, SPLIT_SEEDS[self.split], int(i)))
-    return make_example(rng, self.modality, self.mode)
+    key = (self.seed, SPLIT_SEEDS[self.split], int(i))
+    ex = make_example(np.random.default_rng(key), self.modality, self.mode)
+    if self.scout_dropout and np.random.default_rng(key + (1,)).random() < self.scout_dropout:
+      ex = drop_scout(ex)
+    return ex
