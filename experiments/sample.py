@@ -35,69 +35,26 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
-def _captions():
-  captions = list(FLAGS.prompt)
-  if FLAGS.prompts_file:
-    from etils import epath
-
-    captions += [c.strip() for c in epath.Path(FLAGS.prompts_file).read_text().splitlines()]
-  captions = [c for c in captions if c.strip()]
-  if not captions:
-    raise ValueError("--prompt/--prompts_file: expected at least one caption, got none")
-  return captions
-
-
 def main(argv):
   del argv
-  import jax
-  from etils import epath
+  from medjax.train.sample import read_captions, sample_run
 
-  from medjax.eval.frames import write_outputs
-  from medjax.tasks.bora import sample_captions
-  from medjax.train.loop import trained_params
-
-  config = FLAGS.config
-  if config.task != "bora":
-    raise ValueError(f"--config: expected a bora config (task 'bora'), got task {config.task!r}")
-  params, model, task, _, _, step = trained_params(config, FLAGS.workdir)
-  scale = config.diffusion.cfg_scale if FLAGS.cfg_scale is None else FLAGS.cfg_scale
-  out = FLAGS.out or str(epath.Path(FLAGS.workdir) / "samples")
-  cells_task = config.data.latent == "pixels"
-  num = FLAGS.num or (4 if cells_task else 1)
-  captions = [c for c in _captions() for _ in range(num)]
-  names = [f"{i:03d}" for i in range(len(captions))]
-  if cells_task:
-    from medjax.data.synthetic import cells
-
-    spec = [cells.parse_caption(c) for c in captions]
-    captions = [cells.caption(s["count"], s["direction"], s["speed"]) for s in spec]
-    y, y_mask = task.encode_captions(captions)
-    sampler = task.sampler(model, scale)
-    videos = jax.device_get(sampler(params, y=y, y_mask=y_mask, rng=jax.random.PRNGKey(FLAGS.seed)))
-    read = task.classifier.predict(videos)
-    read = [f"{c + 1} {cells.DIRECTIONS[d]}" for d, c in zip(read["direction"], read["count"])]
-  else:
-    for flag in ("text_encoder", "vae"):
-      if not getattr(FLAGS, flag):
-        raise ValueError(f"--{flag}: required to sample a latent (VAE) config, got none")
-    videos = sample_captions(
-      task,
-      model,
-      params,
-      captions,
-      text_encoder=FLAGS.text_encoder,
-      vae=FLAGS.vae,
-      cfg_scale=scale,
-      seed=FLAGS.seed,
-      frames_per_call=FLAGS.frames_per_call,
-    )
-    read = None
-  paths = write_outputs(videos, out, FLAGS.zoom or (8 if cells_task else 1), FLAGS.fps, names)
-  print(f"step {step}, cfg {scale}, {len(captions)} videos of shape {videos.shape[1:]}")
-  for i, caption in enumerate(captions):
-    extra = f" (classifier reads {read[i]})" if read else ""
-    print(f"{paths['mp4'][i]}\t{paths['gif'][i]}\t{caption!r}{extra}")
-  print(paths["grid"])
+  captions = read_captions(FLAGS.prompt, FLAGS.prompts_file)
+  lines = sample_run(
+    FLAGS.config,
+    FLAGS.workdir,
+    captions,
+    num=FLAGS.num,
+    cfg_scale=FLAGS.cfg_scale,
+    seed=FLAGS.seed,
+    out=FLAGS.out,
+    zoom=FLAGS.zoom,
+    fps=FLAGS.fps,
+    text_encoder=FLAGS.text_encoder,
+    vae=FLAGS.vae,
+    frames_per_call=FLAGS.frames_per_call,
+  )
+  print("\n".join(lines))
 
 
 if __name__ == "__main__":
