@@ -19,6 +19,8 @@ transformers = pytest.importorskip(
 
 from torch_reference import randomize  # noqa: E402
 
+# LLAMA_32_1B: the hub's config.json layout (rope_theta / rope_scaling at the top level)
+from medjax.benchmarks.init_memory import LLAMA_32_1B  # noqa: E402
 from medjax.checkpoints import load_hf_config, load_hf_model, load_hf_params  # noqa: E402
 from medjax.inference import generate, generate_text, pad_prompts  # noqa: E402
 from medjax.models.llm import DecoderLM, lm_config  # noqa: E402
@@ -245,31 +247,6 @@ def _write_config(tmp_path, hf):
   return str(tmp_path)
 
 
-LLAMA_32_1B = {  # the hub's config.json layout (rope_theta / rope_scaling at the top level)
-  "architectures": ["LlamaForCausalLM"],
-  "model_type": "llama",
-  "vocab_size": 128256,
-  "hidden_size": 2048,
-  "intermediate_size": 8192,
-  "num_hidden_layers": 16,
-  "num_attention_heads": 32,
-  "num_key_value_heads": 8,
-  "head_dim": 64,
-  "hidden_act": "silu",
-  "max_position_embeddings": 131072,
-  "rms_norm_eps": 1e-05,
-  "rope_theta": 500000.0,
-  "tie_word_embeddings": True,
-  "attention_bias": False,
-  "mlp_bias": False,
-  "rope_scaling": {
-    "factor": 32.0,
-    "high_freq_factor": 4.0,
-    "low_freq_factor": 1.0,
-    "original_max_position_embeddings": 8192,
-    "rope_type": "llama3",
-  },
-}
 GEMMA_3_1B = {
   "architectures": ["Gemma3ForCausalLM"],
   "model_type": "gemma3_text",

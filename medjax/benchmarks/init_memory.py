@@ -42,6 +42,8 @@ LLAMA_32_1B = {
   "rms_norm_eps": 1e-05,
   "rope_theta": 500000.0,
   "tie_word_embeddings": True,
+  "attention_bias": False,
+  "mlp_bias": False,
   "torch_dtype": "bfloat16",
   "rope_scaling": {
     "factor": 32.0,

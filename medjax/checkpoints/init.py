@@ -122,10 +122,7 @@ def _read_hf_lm(slot: str, path: str, cfg: LMConfig):
   return flax.traverse_util.flatten_dict(params, sep="/"), ()
 
 
-def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig, inflate: str):
-  _check_type(slot, path, "SigLIP vision tower", ("siglip", "siglip_vision_model"))
-  theirs = hf_siglip.load_siglip_vision_config(path)
-  _same_architecture(slot, path, theirs, cfg, _VIT_ARCH)
+def _warn_input_range(slot: str, path: str, theirs: ViTConfig, cfg: ViTConfig):
   if not np.allclose(theirs.input_range, cfg.input_range):
     logging.warning(
       "init.%s: %s expects pixels in %s; the tower maps its inputs to %s (input_range)",
@@ -134,6 +131,13 @@ def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig, inflate: str):
       theirs.input_range,
       cfg.input_range,
     )
+
+
+def _read_hf_siglip(slot: str, path: str, cfg: ViTConfig, inflate: str):
+  _check_type(slot, path, "SigLIP vision tower", ("siglip", "siglip_vision_model"))
+  theirs = hf_siglip.load_siglip_vision_config(path)
+  _same_architecture(slot, path, theirs, cfg, _VIT_ARCH)
+  _warn_input_range(slot, path, theirs, cfg)
   # The file's head, if any, is read too; a 3D tower reads the 2D one and inflates it.
   read_as = dataclasses.replace(cfg, pool=theirs.pool, patch_embed="2d")
   params = hf_siglip.load_siglip_vision_params(path, read_as, dtype=cfg.param_dtype)
@@ -155,14 +159,7 @@ def _read_hf_vit(slot: str, path: str, cfg: ViTConfig):
   grey = cfg.channels == 1 and theirs.channels == 3  # the RGB kernel summed over its channels
   fields = tuple(f for f in _VIT_ARCH if not (grey and f == "channels"))
   _same_architecture(slot, path, theirs, cfg, fields)
-  if not np.allclose(theirs.input_range, cfg.input_range):
-    logging.warning(
-      "init.%s: %s expects pixels in %s; the tower maps its inputs to %s (input_range)",
-      slot,
-      path,
-      theirs.input_range,
-      cfg.input_range,
-    )
+  _warn_input_range(slot, path, theirs, cfg)
   if cfg.patch_embed != "2d" and cfg.patch_embed != "frames":
     raise ValueError(
       f"init.{slot}: a ViT checkpoint fills a 2D or frames tower, not {cfg.patch_embed!r}"
