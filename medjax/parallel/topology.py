@@ -1,7 +1,7 @@
 """Cloud TPU slices by name: chips, torus bounds, hosts, and the names gcloud and libtpu use.
 
 Slice names follow Cloud TPU: v4-N / v5p-N count TensorCores (2 per chip), v5e-N (v5litepod-N) and
-v6e-N count chips. Pure Python: the launcher and the AOT compiler share it without importing jax.
+v6e-N count chips. Pure Python, shared by the launcher and the AOT compiler.
 """
 
 import dataclasses
