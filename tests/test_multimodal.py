@@ -250,9 +250,10 @@ def test_volume_as_frames_in_context():
   src = task.source("validation", 2)
   encoded = [task.encode(src[i]) for i in range(2)]
   batch = {k: jnp.stack([e[k] for e in encoded]) for k in encoded[0]}
-  params = nn.meta.unbox(task.init_params(model, jax.random.PRNGKey(0), batch))
+  init = jax.jit(lambda r, b: nn.meta.unbox(task.init_params(model, r, b)))
+  params = init(jax.random.PRNGKey(0), batch)
   assert params["enc_volume"]["patch_embed"]["kernel"].ndim == 4  # a 2D tower's parameters
-  grads = jax.grad(lambda p: task.loss(model, p, batch, None, 0)[0])(params)
+  grads = jax.jit(jax.grad(lambda p, b: task.loss(model, p, b, None, 0)[0]))(params, batch)
   norm = jnp.linalg.norm(grads["enc_volume"]["patch_embed"]["kernel"])
   assert np.isfinite(norm) and norm > 0
 
