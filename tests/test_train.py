@@ -141,10 +141,26 @@ def test_resume_after_sigkill_is_bitwise_identical(lm_config, triage_data_dir, t
   steps = [json.loads(l)["step"] for l in open(metrics)]
   assert 10 <= steps[-1] < 24
   assert "Resumed from step" in _finish(_run(flags + [f"--workdir={killed}"]))
+  events = [f for f in os.listdir(os.path.join(full, "tensorboard")) if f.startswith("events.")]
+  assert events and os.path.getsize(os.path.join(full, "tensorboard", events[0])) > 0
   cfg = lm_config(train__steps=24)
   a, b = _final_params(cfg, full), _final_params(cfg, killed)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert np.array_equal(x, y)
+
+
+def test_tensorboard_writer_loads_without_torch():
+  """tensorboardX would import torch (if installed) only to accept torch tensors: the metric writer
+  loads it without, and torch still imports afterwards."""
+  code = (
+    "import sys; from medjax.train import metrics; metrics._tensorboardx(); "
+    "assert 'torch' not in sys.modules, 'torch loaded'; import torch"
+  )
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run(
+    [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_unknown_config_key_names_the_nearest(tmp_path):

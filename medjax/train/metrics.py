@@ -92,6 +92,26 @@ class _Lines:
       self.flush()
 
 
+def _tensorboardx():
+  """tensorboardX, imported without torch when torch is not loaded yet.
+
+  tensorboardX imports torch, if installed, only to accept torch tensors as values; medjax logs
+  floats, and the import costs about 1.5 s of every training process (and pulls torch's threads
+  into JAX's). The package's own fallback for a missing torch is used instead."""
+  import sys
+
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    import tensorboardX
+
+    return tensorboardX
+  sys.modules["torch"] = None  # `import torch` raises ImportError while tensorboardX loads
+  try:
+    import tensorboardX
+  finally:
+    del sys.modules["torch"]
+  return tensorboardX
+
+
 class MetricWriter:
   """One JSON object per line in WORKDIR/metrics.jsonl, plus TensorBoard events (process 0 only).
 
@@ -107,9 +127,7 @@ class MetricWriter:
       workdir.mkdir(parents=True, exist_ok=True)
       self._file = _Lines(workdir / "metrics.jsonl", flush_secs)
       try:
-        from tensorboardX import SummaryWriter
-
-        self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
+        self._tb = _tensorboardx().SummaryWriter(os.fspath(workdir / "tensorboard"))
       except ImportError:
         logging.warning("tensorboardX is not installed; TensorBoard events are not written.")
 
