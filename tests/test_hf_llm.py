@@ -17,7 +17,7 @@ transformers = pytest.importorskip(
   "transformers", reason="parity tests need the reference transformers models"
 )
 
-from torch_reference import randomize  # noqa: E402
+from torch_reference import randomize, tiny_gemma3  # noqa: E402
 
 # LLAMA_32_1B: the hub's config.json layout (rope_theta / rope_scaling at the top level)
 from medjax.benchmarks.init_memory import LLAMA_32_1B  # noqa: E402
@@ -68,33 +68,11 @@ def _llama():
   return randomize(transformers.LlamaForCausalLM(cfg), only_1d=True)
 
 
-def _gemma():
-  torch.manual_seed(0)
-  cfg = transformers.Gemma3TextConfig(
-    vocab_size=VOCAB,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    query_pre_attn_scalar=24,
-    sliding_window=4,
-    layer_types=["sliding_attention", "full_attention"] * 2,
-    rope_theta=1e6,
-    rope_local_base_freq=1e4,
-    final_logit_softcapping=4.0,
-    max_position_embeddings=64,
-    initializer_range=0.2,
-  )
-  return randomize(transformers.Gemma3ForCausalLM(cfg), only_1d=True)
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
   """name -> (directory, torch model). llama_sharded is the Llama model in several safetensors files."""
   root = tmp_path_factory.mktemp("hf")
-  llama, gemma = _llama(), _gemma()
+  llama, gemma = _llama(), tiny_gemma3(vocab_size=VOCAB)
   out = {}
   for name, model, kw in [
     ("llama", llama, {}),

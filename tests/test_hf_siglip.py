@@ -16,7 +16,7 @@ transformers = pytest.importorskip(
   "transformers", reason="parity tests need the reference transformers models"
 )
 
-from torch_reference import randomize  # noqa: E402
+from torch_reference import randomize, tiny_gemma3  # noqa: E402
 
 from medjax.checkpoints import (  # noqa: E402
   load_siglip_model,
@@ -239,33 +239,50 @@ def test_init_slot_loads_a_headed_checkpoint_into_a_tower_without_pooling(checkp
     )
 
 
-def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
-  """configs/medgemini.py:tiny with `init.image=hf:DIR` and SigLIP's pixel range: the image tower of
-  the fresh sharded state gives transformers' SigLIP tokens on an image file read through the data
-  pipeline (its processor's rescale and normalisation included), and the volume slot the same tower
-  inflated to 3D."""
+def test_medgemini_starts_from_siglip_and_gemma_checkpoints(tmp_path, train_step0):
+  """experiments/train.py on configs/medgemini.py:tiny3d with `init.image` and `init.volume` from a
+  SigLIP checkpoint (its pixel range) and `init.lm` from a Gemma-3 one (the LM config its
+  config.json defines), one step at which nothing moves: the saved image tower gives transformers'
+  SigLIP tokens on an image file read through the data pipeline (its processor's rescale and
+  normalisation included), the volume tower the same tower inflated to 3D, and the model's
+  text-only logits are Gemma3ForCausalLM's."""
   import flax.linen as nn
   from PIL import Image
 
-  from medjax import config_lib
   from medjax.checkpoints import init as init_lib
-  from medjax.train import loop
+  from medjax.checkpoints import load_hf_config
+  from medjax.data import media_io
 
-  hf = dict(VISION, hidden_size=64, intermediate_size=128, image_size=32, patch_size=8)
+  hf = dict(
+    VISION, hidden_size=64, intermediate_size=128, image_size=32, patch_size=8, num_hidden_layers=1
+  )
   model = randomize(
     transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**dict(hf, num_channels=1)))
   )
-  model.save_pretrained(str(tmp_path))
-  config = config_lib.config_from_file("configs/medgemini.py:tiny3d", [f"init.image=hf:{tmp_path}"])
-  config.model.image.input_range = config.model.volume.input_range = (-1.0, 1.0)
-  mesh, rules, task, mm = loop.setup(config)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, *_ = loop.build_step(config, mesh, rules, task, mm)
-  params, (report,) = init_lib.load(state.params, task.init_slots(), config.init)
-  assert report.loaded == len(jax.tree.leaves(params["enc_image"]))
-  assert report.unused and all(k.startswith("head/") for k in report.unused)  # unused by design
-  from medjax.data import media_io
-
+  model.save_pretrained(str(tmp_path / "siglip"))
+  # the byte tokenizer's ids and the media placeholders; a sliding-window and a global layer
+  gemma = tiny_gemma3(
+    vocab_size=264, num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"]
+  )
+  gemma.save_pretrained(str(tmp_path / "gemma"))
+  lm = dict(dataclasses.asdict(load_hf_config(str(tmp_path / "gemma"))), max_seq_len=512)
+  siglip = f"hf:{tmp_path / 'siglip'}"
+  params, mm, task, _, log = train_step0(
+    "medgemini.py:tiny3d",
+    {
+      "init.image": siglip,
+      "init.volume": siglip,
+      "init.lm": f"hf:{tmp_path / 'gemma'}",
+      "model.image.input_range": (-1.0, 1.0),
+      "model.volume.input_range": (-1.0, 1.0),
+      "model.lm": lm,
+      "model.image.depth": 1,
+      "model.volume.depth": 1,
+      "train.batch_size": 8,
+    },
+  )
+  # every slot fully loaded; the SigLIP pooling head is unused by design (the towers do not pool)
+  assert sum(" | 0 [] | " in line for line in log.splitlines()) == 3, log[-3000:]
   pixels = np.random.RandomState(0).randint(0, 256, (2, 32, 32), np.uint8)
   images = []
   for i, p in enumerate(pixels):
@@ -281,27 +298,37 @@ def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
   hf_pixels = processor(list(pixels[..., None]), return_tensors="pt")["pixel_values"][:, :1]
   with torch.no_grad():
     ref = model(pixel_values=hf_pixels)
-  out = ViT(task.mm_cfg.media[0].vit).apply({"params": params["enc_image"]}, jnp.asarray(images))
+  tower = jax.jit(ViT(task.mm_cfg.media[0].vit).apply)
+  out = tower({"params": params["enc_image"]}, jnp.asarray(images))
   np.testing.assert_allclose(
     np.asarray(out["tokens"]), ref.last_hidden_state.numpy(), atol=1e-4, rtol=0
   )
-  # The volume slot: the same 2D tower inflated; a volume of identical slices gives, per time
-  # group, the 2D tokens of that slice (zero time embedding, central-frame tubelet kernel), pooled
-  # over the config's token_pool x token_pool windows.
-  params, (report,) = init_lib.load(
-    state.params, task.init_slots(), {"volume": f"hf:{tmp_path}", "inflate": "central"}
-  )
-  assert report.loaded == len(jax.tree.leaves(params["enc_volume"])) and not report.new
+  # The volume slot: the same 2D tower inflated (init.inflate="central"); a volume of identical
+  # slices gives, per time group, the 2D tokens of that slice (zero time embedding, central-frame
+  # tubelet kernel), pooled over the config's token_pool x token_pool windows.
   vol_cfg = task.mm_cfg.media[1].vit
   volume = np.repeat(images[:, None], vol_cfg.frames, axis=1)
-  out = ViT(vol_cfg).apply({"params": params["enc_volume"]}, jnp.asarray(volume))["tokens"]
+  out = jax.jit(ViT(vol_cfg).apply)({"params": params["enc_volume"]}, jnp.asarray(volume))["tokens"]
   (h, w), k = vol_cfg.grid[1:], vol_cfg.token_pool
   want = ref.last_hidden_state.numpy().reshape(2, h // k, k, w // k, k, -1).mean((2, 4))
   out = np.asarray(out).reshape(2, -1, *want.shape[1:])
   for t in range(out.shape[1]):
     np.testing.assert_allclose(out[:, t], want, atol=1e-4, rtol=0)
+  # Text only (no media items): the logits of the Gemma-3 checkpoint, past its sliding window (4).
+  batch = task.dummy_batch(2)
+  tokens = np.random.default_rng(0).integers(0, 259, (2, 24))
+  logits = jax.jit(mm.apply)(
+    {"params": params},
+    tokens,
+    {m: batch[m] for m in ("image", "volume")},
+    {m: batch[f"{m}_mask"] for m in ("image", "volume")},
+  )
+  with torch.no_grad():
+    want_logits = gemma(torch.tensor(tokens)).logits.numpy()
+  assert np.abs(want_logits).max() > 1.0  # logits are not trivially small
+  np.testing.assert_allclose(np.asarray(logits), want_logits, atol=1e-4, rtol=0)
   with pytest.raises(ValueError, match="init.inflate: expected 'central' or 'mean'"):
-    init_lib.load(state.params, task.init_slots(), {"volume": f"hf:{tmp_path}", "inflate": "x"})
+    init_lib.load(params, task.init_slots(), {"volume": siglip, "inflate": "x"})
   # Frames in context (`patch_embed="frames"`): the 2D tower as it is, each slice's tokens plus the
   # slice index's sin-cos embedding; here slice t is image t % 2.
   from medjax.nn.patch import sincos_1d
@@ -310,7 +337,7 @@ def test_medgemini_image_slot_starts_from_a_siglip_checkpoint(tmp_path):
   volume = np.stack([images[t % 2] for t in range(4)])[None]
   fresh = nn.meta.unbox(ViT(frames_cfg).init(jax.random.PRNGKey(0), volume)["params"])
   params, (report,) = init_lib.load(
-    {"enc_volume": fresh}, {"volume": (("enc_volume",), frames_cfg)}, {"volume": f"hf:{tmp_path}"}
+    {"enc_volume": fresh}, {"volume": (("enc_volume",), frames_cfg)}, {"volume": siglip}
   )
   assert report.loaded == len(jax.tree.leaves(fresh)) and not report.new
   out = ViT(frames_cfg).apply({"params": params["enc_volume"]}, jnp.asarray(volume))["tokens"]

@@ -9,6 +9,8 @@ from safetensors.numpy import load_file, save_file
 torch = pytest.importorskip("torch", reason="the reference model runs on torch")
 transformers = pytest.importorskip("transformers", reason="the reference is transformers' Llama")
 
+from torch_reference import llama_like_llm_tiny  # noqa: E402
+
 from medjax import config_lib  # noqa: E402
 from medjax.checkpoints import init as init_lib  # noqa: E402
 from medjax.train import loop  # noqa: E402
@@ -16,36 +18,10 @@ from medjax.train import loop  # noqa: E402
 torch.set_num_threads(1)
 
 
-def _hf_llama_of_tiny(path, **overrides):
-  """A random transformers Llama with configs/llm.py:tiny's shapes, in its on-disk layout."""
-  torch.manual_seed(0)
-  cfg = dict(
-    vocab_size=264,
-    hidden_size=128,
-    intermediate_size=384,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=32,
-    rms_norm_eps=1e-5,
-    rope_theta=10_000.0,
-    tie_word_embeddings=True,
-    max_position_embeddings=512,
-    initializer_range=0.2,
-  )
-  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**cfg, **overrides}))
-  with torch.no_grad():  # non-identity norms, so a misplaced norm shows
-    for p in model.parameters():
-      if p.ndim == 1:
-        p.add_(0.2 * torch.randn(p.shape))
-  model.eval().save_pretrained(str(path))
-  return model
-
-
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("llama")
-  return path, _hf_llama_of_tiny(path)
+  return path, llama_like_llm_tiny(path)
 
 
 def _fresh_state(lm_config, **overrides):
@@ -58,7 +34,7 @@ def _fresh_state(lm_config, **overrides):
 
 def _logits_match(model, params, hf_model):
   tokens = np.random.default_rng(0).integers(0, 264, (2, 24))
-  ours, _ = model.apply({"params": params}, tokens)
+  ours, _ = jax.jit(model.apply)({"params": params}, tokens)
   with torch.no_grad():
     want = hf_model(torch.tensor(tokens)).logits.numpy()
   np.testing.assert_allclose(np.asarray(ours), want, atol=1e-4, rtol=1e-4)
@@ -95,11 +71,11 @@ def _bad_sources_name_the_problem(path, state, task, lm_config, tmp_path):
   with pytest.raises(ValueError, match=r"init.vision: this task initialises only \['lm'\]"):
     init_lib.load(state.params, slots, {"vision": f"hf:{path}"})
   deeper = tmp_path / "deeper"
-  _hf_llama_of_tiny(deeper, num_hidden_layers=3)
+  llama_like_llm_tiny(deeper, num_hidden_layers=3)
   with pytest.raises(ValueError, match="the checkpoint's num_layers is 3, the config's is 2"):
     load(f"hf:{deeper}")
   holed = tmp_path / "holed"
-  _hf_llama_of_tiny(holed)
+  llama_like_llm_tiny(holed)
   tensors = load_file(str(holed / "model.safetensors"))
   del tensors["model.layers.1.mlp.up_proj.weight"]
   save_file(tensors, str(holed / "model.safetensors"), metadata={"format": "pt"})
@@ -109,12 +85,14 @@ def _bad_sources_name_the_problem(path, state, task, lm_config, tmp_path):
     config_lib.validate(lm_config(init__lm="nonsense"))
 
 
-def test_training_starts_from_the_checkpoint(hf_dir, lm_config, tmp_path):
-  """One step at lr 0 through the loop: the saved params are the checkpoint's."""
+def test_training_starts_from_the_checkpoint(hf_dir, triage_data_dir, train_step0):
+  """experiments/train.py from `init.lm=hf:DIR`, one step at which nothing moves: the saved params
+  give transformers' logits."""
   path, hf_model = hf_dir
-  config = lm_config(init__lm=f"hf:{path}", train__steps=1, optim__lr=0.0, optim__weight_decay=0.0)
-  loop.train(config, str(tmp_path))
-  params, model, *_ = loop.trained_params(config, str(tmp_path))
+  params, model, *_ = train_step0(
+    "llm.py:tiny",
+    {"init.lm": f"hf:{path}", "data.data_dir": triage_data_dir, "train.batch_size": 16},
+  )
   _logits_match(model, params, hf_model)
 
 
@@ -131,22 +109,20 @@ def test_lora_adapters_are_new_only_where_allowed(hf_dir, lm_config):
 
 
 @pytest.mark.parametrize("variant", ["flamingo", "softprompt"])
-def test_opentslm_base_lm_from_the_checkpoint_equals_transformers_on_text(hf_dir, variant):
-  """OpenTSLM's `lm` slot: with closed gates (Flamingo) or no series (SoftPrompt), text logits are
-  the checkpoint's Llama logits."""
+def test_opentslm_base_lm_from_the_checkpoint_equals_transformers_on_text(
+  hf_dir, variant, train_step0
+):
+  """experiments/train.py on OpenTSLM with `init.lm=hf:DIR`, one step at which nothing moves: with
+  closed gates (Flamingo) or no series (SoftPrompt), text logits are the checkpoint's Llama logits."""
   path, hf_model = hf_dir
-  overrides = [f"init.lm=hf:{path}", "data.seq_len=24"]
+  overrides = {"init.lm": f"hf:{path}"}
   if variant == "flamingo":
-    overrides.append("model.xattn_gate_init=0.0")  # the paper's closed gates
-  config = config_lib.config_from_file(f"configs/opentslm_{variant}.py:tiny", overrides)
-  mesh, rules, task, model = loop.setup(config)
-  with jax.set_mesh(mesh), flax.linen.logical_axis_rules(rules):
-    state, *_ = loop.build_step(config, mesh, rules, task, model)
-  params, (report,) = init_lib.load(state.params, task.init_slots(), config.init)
-  assert report.loaded == len(jax.tree.leaves(params["lm"])) and not report.unused
+    overrides["model.xattn_gate_init"] = 0.0  # the paper's closed gates
+  params, model, task, _, log = train_step0(f"opentslm_{variant}.py:tiny", overrides)
+  assert "| 0 [] | 0 []" in log  # the lm slot: nothing newly initialised, nothing unused
   batch = task.dummy_batch(2)
   tokens = np.random.default_rng(0).integers(0, 259, (2, 24))  # text only: no series placeholder
-  logits, _ = model.apply(
+  logits, _ = jax.jit(model.apply)(
     {"params": params},
     tokens,
     series=batch["series"],

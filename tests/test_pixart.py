@@ -113,9 +113,12 @@ def _pixart_frames(model, inputs):
   return out.permute(0, 2, 3, 1).numpy().reshape(b, T, H, H, 2 * C)
 
 
-def test_training_from_pixart_equals_diffusers_frame_by_frame(pixart, inputs, fresh, tmp_path):
-  """train.py's loop, one step at lr 0 from init.stdit=diffusers:DIR: STDiT (temporal branch at its
-  zero-output init) is the diffusers model on every frame; the fresh model is not."""
+def test_training_from_pixart_equals_diffusers_frame_by_frame(
+  pixart, inputs, fresh, tmp_path, train_step0
+):
+  """experiments/train.py from init.stdit=diffusers:DIR, one step at which nothing moves: STDiT
+  (temporal branch at its zero-output init) is the diffusers model on every frame; the fresh model
+  is not."""
   path, ref = pixart
   rng = np.random.default_rng(2)
   records = [
@@ -127,15 +130,9 @@ def test_training_from_pixart_equals_diffusers_frame_by_frame(pixart, inputs, fr
     encode_videos=lambda v: v,
     encode_captions=lambda c: (rng.normal(size=(len(c), L, TEXT)), np.ones((len(c), L))),
   )
-  config = paper_tiny(
-    f"init.stdit=diffusers:{path}",
-    f"data.cache_dir={tmp_path / 'cache'}",
-    "train.steps=1",
-    "optim.lr=0.0",
-    "train.checkpoint_every=1",
-  )
-  loop.train(config, str(tmp_path / "work"))
-  params, model, *_ = loop.trained_params(config, str(tmp_path / "work"))
+  overrides = dict(o.split("=", 1) for o in PAPER_TINY)
+  overrides.update({"init.stdit": f"diffusers:{path}", "data.cache_dir": tmp_path / "cache"})
+  params, model, _, config, _ = train_step0("bora.py:paper", overrides)
   want = _pixart_frames(ref, inputs)
   np.testing.assert_allclose(_apply(model, params, inputs), want, atol=1e-4, rtol=1e-4)
   task, fresh_model, fresh_params = fresh

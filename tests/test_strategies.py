@@ -361,13 +361,20 @@ def test_evaluate_mcq_reads_the_saved_config(er_run):
 
 
 @pytest.mark.slow
-def test_colab_runs(run_colab):
-  """colabs/ensemble_refinement.ipynb end to end, with its parameters cell shrunk."""
+def test_colab_runs(run_colab, tmp_path):
+  """colabs/ensemble_refinement.ipynb end to end, with its parameters cell shrunk and its LM started
+  from a random Llama of the tiny preset in the Hugging Face layout (OVERRIDES)."""
+  from medjax.benchmarks.init_memory import LLAMA_32_1B, write_random_checkpoint
+
+  tiny = dict(vocab_size=264, hidden_size=128, intermediate_size=384, num_hidden_layers=2)
+  tiny.update(num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=10_000.0)
+  write_random_checkpoint(str(tmp_path), {**LLAMA_32_1B, **tiny, "rope_scaling": None})
   text, _ = run_colab(
     "ensemble_refinement",
     "STEPS, BATCH_SIZE, DIRECT_FRAC, QUESTIONS, NUM_SAMPLES, NUM_REFINEMENTS, TEMPERATURE = "
-    "3, 8, 0.2, 4, 2, 2, 0.7",
+    f"3, 8, 0.2, 4, 2, 2, 0.7\nOVERRIDES = {{'init.lm': 'hf:{tmp_path}'}}",
   )
+  assert f"LM started from hf:{tmp_path}" in text
   assert "Refined reasoning:" in text and "vote:" in text and "Question:" in text
   assert all(name in text for name in ("greedy", "cot", "sc", "er"))
 
