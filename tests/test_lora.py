@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from fast_compile import fast_jit
 
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.nn import lora as lora_lib
@@ -22,7 +23,9 @@ LORA = dataclasses.replace(BASE, lora_rank=4, lora_alpha=8.0)
 TOKENS = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, 64)
 
 
+@functools.cache
 def _init(cfg, abstract=False):
+  """Params of DecoderLM(cfg) (cached: tests share an init; none modifies it)."""
   init = DecoderLM(cfg).init
   run = functools.partial(jax.eval_shape, init) if abstract else jax.jit(init)
   # An "rbg" key: XLA:CPU compiles its draws several times faster than threefry's.
@@ -121,7 +124,7 @@ def test_only_lora_params_train_under_the_freeze_mask():
     logits = DecoderLM(LORA).apply({"params": p}, TOKENS)[0]
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
-  @jax.jit
+  @fast_jit
   def step(p, s):
     l, g = jax.value_and_grad(loss)(p)
     u, s = tx.update(g, s, p)

@@ -1,10 +1,13 @@
 """STDiT: shapes and size, which attention mixes what across frames, caption masking, sharded parity."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import fast_jit
 
 from medjax import parallel
 from medjax.models.stdit import CaptionEmbedder, STDiT, stdit_config
@@ -13,6 +16,7 @@ from medjax.parallel.sharding import param_shardings
 B, T, H, W = 2, 4, 8, 8
 
 
+@functools.cache
 def _inputs(cfg, seed=0):
   k = jax.random.split(jax.random.PRNGKey(seed), 3)
   x = jax.random.normal(k[0], (B, T, H, W, cfg.in_channels))
@@ -21,20 +25,37 @@ def _inputs(cfg, seed=0):
   return x, jnp.array([3, 700]), y, mask
 
 
-def _model(seed=0, **kw):
-  """A tiny STDiT with every parameter perturbed (the zero-initialised projections would hide mixing)."""
-  cfg = stdit_config("tiny", **kw)
-  model = STDiT(cfg)
-  # rbg draws compile faster than threefry's; the perturbation is drawn on the host (no compiles).
-  params = nn.unbox(model.init(jax.random.key(seed, impl="rbg"), *_inputs(cfg)))["params"]
+def _perturbed_init(cfg, seed=0):
+  """Params of STDiT(cfg) from one jitted init, every one perturbed (the zero-initialised
+  projections would hide mixing)."""
+  init = fast_jit(lambda k, *a: nn.unbox(STDiT(cfg).init(k, *a))["params"])
+  # At level 0 "unsafe_rbg" draws compile fastest (~2.0 s; threefry 2.6, rbg 3.3); the
+  # perturbation is drawn on the host (no compiles).
+  params = init(jax.random.key(seed, impl="unsafe_rbg"), *_inputs(cfg))
   rng = np.random.default_rng(seed + 1)
-  params = jax.tree.map(
+  return jax.tree.map(
     lambda p: np.asarray(p) + np.float32(0.05) * rng.standard_normal(p.shape, np.float32), params
   )
-  return cfg, model, params
 
 
-def test_paper_size_and_output_shape():
+@pytest.fixture(scope="module")
+def tiny():
+  """tiny(**overrides) -> (cfg, model, params) of a tiny STDiT; one init per distinct config."""
+
+  @functools.cache
+  def build(cfg):
+    return cfg, STDiT(cfg), _perturbed_init(cfg)
+
+  return lambda **kw: build(stdit_config("tiny", **kw))
+
+
+@functools.cache
+def _forward(cfg):
+  """STDiT(cfg).apply(params, *inputs, **kw), jitted once per config."""
+  return fast_jit(lambda p, *a, **kw: STDiT(cfg).apply({"params": p}, *a, **kw))
+
+
+def test_paper_size_and_output_shape(tiny):
   cfg = stdit_config("STDiT-XL/2")
   shapes = jax.eval_shape(
     STDiT(cfg).init,
@@ -59,16 +80,16 @@ def test_paper_size_and_output_shape():
   final = c * 32 + 32 + 2 * c
   assert n == 28 * block + embed + final
   assert 700e6 < n < 780e6  # ~760M counted this way (the Open-Sora report quotes ~724M)
-  cfg, model, params = _model()
-  out = model.apply({"params": params}, *_inputs(cfg))
+  cfg, model, params = tiny()
+  out = _forward(cfg)(params, *_inputs(cfg))
   assert out.shape == (B, T, H, W, 2 * cfg.in_channels) and bool(jnp.all(jnp.isfinite(out)))
 
 
 @pytest.mark.parametrize("temporal", [True, False])
-def test_only_temporal_attention_mixes_frames(temporal):
-  cfg, model, params = _model(temporal_attention=temporal)
+def test_only_temporal_attention_mixes_frames(tiny, temporal):
+  cfg, model, params = tiny(temporal_attention=temporal)
   x, t, y, mask = _inputs(cfg)
-  f = jax.jit(lambda x: model.apply({"params": params}, x, t, y, mask))
+  f = lambda x: _forward(cfg)(params, x, t, y, mask)
   base, moved = f(x), f(x.at[:, 1].add(1.0))
   changed = np.asarray(jnp.max(jnp.abs(moved - base), axis=(2, 3, 4)))  # [B, T]
   assert changed[:, 1].min() > 1e-3  # the perturbed frame always changes
@@ -79,10 +100,11 @@ def test_only_temporal_attention_mixes_frames(temporal):
     assert others.max() == 0.0  # spatial attention, cross-attention and the MLP never mix frames
 
 
-def test_padded_caption_tokens_are_ignored_and_null_caption_differs():
-  cfg, model, params = _model()
+def test_padded_caption_tokens_are_ignored_and_null_caption_differs(tiny):
+  cfg, model, params = tiny()
   x, t, y, mask = _inputs(cfg)
-  f = lambda y, **kw: model.apply({"params": params}, x, t, y, mask, **kw)
+  forward = _forward(cfg)
+  f = lambda y, **kw: forward(params, x, t, y, mask, **kw)
   base = f(y)
   np.testing.assert_array_equal(f(y.at[0, 4:].set(7)), base)  # row 0's tokens 4, 5 are padding
   assert float(jnp.max(jnp.abs(f(y.at[0, 0].set(7))[0] - base[0]))) > 1e-4
@@ -99,45 +121,42 @@ def test_padded_caption_tokens_are_ignored_and_null_caption_differs():
 
 
 @pytest.mark.parametrize("pos", ["sincos", "sincos_stream"])
-def test_where_the_frame_index_reaches_the_tokens(pos):
+def test_where_the_frame_index_reaches_the_tokens(tiny, pos):
   """Identical frames with temporal attention off: only "sincos_stream" puts the frame index in the tokens
   themselves (v1.0's "sincos" reaches them only through block 0's temporal attention)."""
-  cfg, model, params = _model(temporal_attention=False, temporal_pos=pos)
+  cfg, model, params = tiny(temporal_attention=False, temporal_pos=pos)
   x, t, y, mask = _inputs(cfg)
-  out = model.apply({"params": params}, jnp.repeat(x[:, :1], T, axis=1), t, y, mask)
+  out = _forward(cfg)(params, jnp.repeat(x[:, :1], T, axis=1), t, y, mask)
   spread = float(jnp.max(jnp.abs(out - out[:, :1])))
   assert spread > 1e-3 if pos == "sincos_stream" else spread == 0.0
   with pytest.raises(ValueError, match="temporal_pos: expected one of"):
-    _model(temporal_pos="learned")
+    tiny(temporal_pos="learned")
 
 
 @pytest.mark.parametrize("kw", [dict(temporal_pos="rope", qk_norm=True), dict(remat=True)])
-def test_options_build_and_run(kw):
-  cfg, model, params = _model(**kw)
-  out = model.apply({"params": params}, *_inputs(cfg))
+def test_options_build_and_run(tiny, kw):
+  cfg, model, params = tiny(**kw)
+  out = _forward(cfg)(params, *_inputs(cfg))
   assert out.shape == (B, T, H, W, 2 * cfg.in_channels) and bool(jnp.all(jnp.isfinite(out)))
   if "qk_norm" in kw:
     assert "q_norm" in params["block_0"]["attn_temp"]
 
 
 @pytest.mark.parametrize("seq", [2, 4])
-def test_sequence_sharded_forward_matches_unsharded(seq):
-  cfg, model, params = _model()
+def test_sequence_sharded_forward_matches_unsharded(tiny, seq):
+  cfg, model, params = tiny()
   inputs = _inputs(cfg)
-  ref = jax.jit(lambda p, *a: model.apply({"params": p}, *a))(params, *inputs)
+  ref = _forward(cfg)(params, *inputs)
   mesh = parallel.make_mesh({"data": 2, "fsdp": 1, "tensor": 8 // (2 * seq), "sequence": seq})
   rules = parallel.logical_rules("fsdp_tp_sp")
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)["params"]
     shardings = param_shardings(boxed, mesh, rules)
     sharded = jax.device_put(params, shardings)
-    out = jax.jit(lambda p, *a: model.apply({"params": p}, *a))(sharded, *inputs)
-    text = (
-      jax.jit(lambda p, *a: model.apply({"params": p}, *a))
-      .lower(sharded, *inputs)
-      .compile()
-      .as_text()
-    )
+    # A fresh jit: traced here, under the mesh and the logical axis rules.
+    forward = fast_jit(lambda p, *a: model.apply({"params": p}, *a))
+    compiled = forward.lower(sharded, *inputs).compile()
+    out, text = compiled(sharded, *inputs), compiled.as_text()
   assert (
     "all-to-all" in text or "all-gather" in text or "collective-permute" in text
   )  # really distributed
@@ -148,13 +167,7 @@ def test_sequence_sharded_forward_matches_unsharded(seq):
 def one_block():
   """(cfg, perturbed params) of a one-block tiny STDiT, initialised in one jitted call."""
   cfg = stdit_config("tiny", depth=1)
-  init = jax.jit(lambda k: nn.unbox(STDiT(cfg).init(k, *_inputs(cfg)))["params"])
-  params = init(jax.random.key(0, impl="rbg"))
-  rng = np.random.default_rng(1)
-  params = jax.tree.map(
-    lambda p: np.asarray(p) + np.float32(0.05) * rng.standard_normal(p.shape, np.float32), params
-  )
-  return cfg, params
+  return cfg, _perturbed_init(cfg)
 
 
 def test_space_scale_places_patches_as_v1(one_block):
@@ -173,7 +186,9 @@ def test_space_scale_places_patches_as_v1(one_block):
   cfg, params = one_block
   x, t, y, mask = _inputs(cfg)
   models = [STDiT(stdit_config("tiny", depth=1, space_scale=s)) for s in (1.0, 0.5)]
-  out, out_half = jax.jit(lambda p: [m.apply({"params": p}, x, t, y, mask) for m in models])(params)
+  out, out_half = fast_jit(lambda p: [m.apply({"params": p}, x, t, y, mask) for m in models])(
+    params
+  )
   assert float(jnp.max(jnp.abs(out - out_half))) > 1e-3
   with pytest.raises(ValueError, match="space_scale.*got 0.0"):
     STDiT(stdit_config("tiny", space_scale=0.0)).apply({"params": params}, x, t, y, mask)
@@ -192,11 +207,11 @@ def test_null_caption_buffer_keeps_the_caption_mask_and_gets_no_gradient(one_blo
   for mode in ("buffer", "learned"):
     c = stdit_config("tiny", depth=1, null_caption=mode)
     model, embed = STDiT(c), CaptionEmbedder(c)
-    out = jax.jit(
+    out = fast_jit(
       lambda p: model.apply({"params": p}, xx, tt, yy, both, drop_caption=dd)  # noqa: B023
     )(params)
     # The caption embedder alone carries the null caption's gradient (cheaper than the model's).
-    grad = jax.jit(
+    grad = fast_jit(
       jax.grad(
         lambda p: jnp.sum(embed.apply({"params": p}, y, jnp.array([True, True])) ** 2)  # noqa: B023
       )

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from fast_compile import fast_jit
 
 from medjax import config_lib
 from medjax.eval import bleu, match_option, normalize_answer, report_metrics, rouge_l, vqa_accuracy
@@ -118,7 +119,7 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   model = task.build_model()
   dummy = task.dummy_batch(2)
   params = nn.meta.unbox(
-    jax.jit(lambda r: task.init_params(model, r, dummy))(jax.random.PRNGKey(3))
+    fast_jit(lambda r: task.init_params(model, r, dummy))(jax.random.PRNGKey(3))
   )
   val = task.source("validation")
   batch = [task.encode(val[i]) for i in range(4)]
@@ -137,7 +138,7 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   assert (end == lengths + 5).all() and (
     tokens[:, : lengths.min()] == arrays["tokens"][:, : lengths.min()]
   ).all()
-  logits = jax.jit(lambda p, kw: model.apply({"params": p}, **kw))(
+  logits = fast_jit(lambda p, kw: model.apply({"params": p}, **kw))(
     params,
     dict(inputs, tokens=tokens, input_mask=pos < end[:, None], prefix_mask=pos < lengths[:, None]),
   )

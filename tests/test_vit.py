@@ -1,18 +1,29 @@
 """ViT: 2D/3D shapes, presets, token pooling, 2D->3D inflation, input validation."""
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import fast_jit
 
 from medjax.models.vit import ViT, inflate_2d_to_3d, vit_config
 
 
-def _init(cfg, x):
-  return ViT(cfg).init(jax.random.PRNGKey(0), x)["params"]
+@functools.cache
+def _init(cfg):
+  """Boxed params of ViT(cfg) from one jitted init (cached: the tests only read them)."""
+  x = jnp.zeros((1,) + cfg.input_shape)
+  return fast_jit(lambda k: ViT(cfg).init(k, x))(jax.random.key(0, impl="rbg"))["params"]
+
+
+@functools.cache
+def _forward(cfg):
+  """ViT(cfg).apply jitted once per config."""
+  return fast_jit(lambda p, x: ViT(cfg).apply({"params": p}, x))
 
 
 def _abstract_init(cfg, x):
@@ -30,18 +41,18 @@ def _abstract_apply(cfg, params, x):
 def test_inflated_3d_equals_2d_on_identical_slices(pool, method):
   cfg = vit_config("tiny", pool=pool)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 1))
-  p2 = _init(cfg, x)
-  out2 = ViT(cfg).apply({"params": p2}, x)
+  p2 = _init(cfg)
+  out2 = _forward(cfg)(p2, x)
   cfg3 = dataclasses.replace(cfg, patch_embed="3d", frames=6, tubelet=3)
   p3 = inflate_2d_to_3d(p2, 3, frames=6, method=method)
   vol = jnp.repeat(x[:, None], 6, axis=1)
-  out3 = ViT(cfg3).apply({"params": p3}, vol)
+  out3 = _forward(cfg3)(p3, vol)
   np.testing.assert_allclose(out3["pooled"], out2["pooled"], atol=2e-5)
   # Every time slice of the 3D token grid equals the 2D tokens.
   np.testing.assert_allclose(out3["tokens"].reshape(2, 2, 64, -1)[:, 1], out2["tokens"], atol=2e-5)
   # A different slice content changes the features (the inflation is not degenerate).
   vol2 = vol.at[:, 1].set(0.0)  # central frame of the first tubelet
-  out_changed = ViT(cfg3).apply({"params": p3}, vol2)
+  out_changed = _forward(cfg3)(p3, vol2)
   assert float(jnp.abs(out_changed["pooled"] - out3["pooled"]).max()) > 1e-3
 
 
@@ -136,12 +147,15 @@ def test_patch_embed_equals_strided_conv(patch):
 
   x = jax.random.normal(jax.random.PRNGKey(0), (2,) + (4,) * (len(patch) - 2) + (8, 8, 3))
   m = PatchEmbed(5, patch)
-  p = nn.meta.unbox(m.init(jax.random.PRNGKey(1), x))["params"]
+  p = nn.meta.unbox(fast_jit(m.init)(jax.random.key(1, impl="rbg"), x))["params"]
   dims = ("NHWC", "HWIO", "NHWC") if len(patch) == 2 else ("NDHWC", "DHWIO", "NDHWC")
-  ref = (
-    jax.lax.conv_general_dilated(x, p["kernel"], patch, "VALID", dimension_numbers=dims) + p["bias"]
-  )
-  np.testing.assert_allclose(m.apply({"params": p}, x), ref, atol=1e-5)
+  ref = fast_jit(
+    lambda x, p: (
+      jax.lax.conv_general_dilated(x, p["kernel"], patch, "VALID", dimension_numbers=dims)
+      + p["bias"]
+    )
+  )(x, p)
+  np.testing.assert_allclose(fast_jit(m.apply)({"params": p}, x), ref, atol=1e-5)
 
 
 def test_frames_mode_is_the_2d_tower_per_frame_with_frame_indices():
@@ -154,11 +168,11 @@ def test_frames_mode_is_the_2d_tower_per_frame_with_frame_indices():
   cfg = dataclasses.replace(cfg2d, patch_embed="frames", frames=3)
   assert cfg.input_shape == (3, 32, 32, 1) and cfg.num_tokens == 3 * 16
   video = jax.random.uniform(jax.random.PRNGKey(1), (2, 3, 32, 32, 1))
-  params = _init(cfg, video)
-  assert jax.tree.structure(params) == jax.tree.structure(_init(cfg2d, video[:, 0]))
-  out = ViT(cfg).apply({"params": params}, video)
+  params = _init(cfg)
+  assert jax.tree.structure(params) == jax.tree.structure(_init(cfg2d))
+  out = _forward(cfg)(params, video)
   assert out["tokens"].shape == (2, 48, cfg.width)
-  per_frame = [ViT(cfg2d).apply({"params": params}, video[:, f]) for f in range(3)]
+  per_frame = [_forward(cfg2d)(params, video[:, f]) for f in range(3)]
   index = sincos_1d(3, cfg.width)
   want = jnp.concatenate([o["tokens"] + index[f] for f, o in enumerate(per_frame)], axis=1)
   np.testing.assert_allclose(out["tokens"], want, atol=1e-5)
