@@ -75,34 +75,22 @@ def train_step0(tmp_path):
   --config.<key>=<value> ...` in a subprocess (8 fake CPU devices, the session's compilation cache)
   for one step at which nothing moves (STEP0), then reads the run back through the restore layer
   (the config saved with the checkpoint) -> (params, model, task, config, the run's log)."""
-  import subprocess
-  import sys
+  from scripts import run_script
 
   from medjax.train.loop import trained_params
   from medjax.train.restore import saved_config
 
   def run(config: str, overrides: dict):
     workdir = tmp_path / "step0"
-    env = dict(
-      os.environ,
-      # Nothing moves, so the step's numerics do not matter: LLVM's cheapest codegen compiles faster.
-      XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0",
-      JAX_PLATFORMS="cpu",
-      PYTHONPATH=REPO,
-      JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-    )
     flags = [f"--config.{k}={v}" for k, v in {**overrides, **STEP0}.items()]
-    out = subprocess.run(
-      [sys.executable, os.path.join(REPO, "experiments", "train.py"), f"--workdir={workdir}"]
-      + [f"--config={os.path.join(REPO, 'configs', config)}", *flags],
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
+    # Nothing moves, so the step's numerics do not matter: LLVM's cheapest codegen compiles faster.
+    out = run_script(
+      "train.py",
+      f"--workdir={workdir}",
+      f"--config={os.path.join(REPO, 'configs', config)}",
+      *flags,
+      xla_flags="--xla_backend_optimization_level=0",
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Initialised from public weights" in out.stderr, out.stderr[-3000:]
     config = saved_config(str(workdir))
     params, model, task, *_ = trained_params(config, str(workdir))

@@ -193,12 +193,13 @@ def test_datasets_and_init_weights_are_read_from_a_bucket(bucket, lm_config, tmp
   assert len(got) == len(want) > 0 and [got[i] for i in range(len(got))] == list(want)
 
   torch = pytest.importorskip("torch", reason="the weights are a transformers Llama's")
-  from test_init import _fresh_state, _hf_llama_of_tiny
+  from test_init import _fresh_state
+  from torch_reference import llama_like_llm_tiny
 
   from medjax.checkpoints import init as init_lib
 
   torch.set_num_threads(1)
-  _hf_llama_of_tiny(tmp_path / "llama")
+  llama_like_llm_tiny(tmp_path / "llama")
   assert paths.copy_tree(tmp_path / "llama", f"{bucket}/llama")
   config, task, _, state = _fresh_state(lm_config)
   loaded = {}

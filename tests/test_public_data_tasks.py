@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 from fast_compile import fast_jit
+from scripts import run_script
 
 from medjax import config_lib
 from medjax.data import builders
@@ -153,8 +154,6 @@ def test_medgemini_trains_on_public_fixtures_through_the_script(tmp_path, name, 
   examples (the loss falls to well under its first value) and the run ends with the family's
   metrics: generated VQA accuracy beside the majority and chance baselines, or BLEU / ROUGE-L."""
   import json
-  import subprocess
-  import sys
 
   overrides = {
     **_builder(name, tmp_path),
@@ -168,22 +167,13 @@ def test_medgemini_trains_on_public_fixtures_through_the_script(tmp_path, name, 
     "model.image.depth": 1,
     **extra,
   }
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
-  out = subprocess.run(
-    [
-      sys.executable,
-      "experiments/train.py",
-      f"--config=configs/medgemini.py:{variant}",
-      f"--workdir={tmp_path / 'run'}",
-      *(f"--config.{k}={v}" for k, v in overrides.items()),
-    ],
-    cwd=ROOT,
-    env=dict(env, PYTHONPATH=ROOT),
-    capture_output=True,
-    text=True,
-    timeout=600,
+  out = run_script(
+    "train.py",
+    f"--config=configs/medgemini.py:{variant}",
+    f"--workdir={tmp_path / 'run'}",
+    *(f"--config.{k}={v}" for k, v in overrides.items()),
+    devices=1,
   )
-  assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads(out.stdout[out.stdout.index("{") :])
   with open(tmp_path / "run" / "metrics.jsonl") as f:
     losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]

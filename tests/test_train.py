@@ -12,6 +12,7 @@ import flax
 import jax
 import numpy as np
 import pytest
+from scripts import script_env
 
 from medjax import parallel
 from medjax.train import loop
@@ -74,17 +75,9 @@ def test_fsdp_shards_params_and_optimizer_state(lm_config):
 
 
 def _run(args, **kw):
-  env = dict(
-    os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=8",
-    JAX_PLATFORMS="cpu",
-    # The session's compilation cache (conftest.py): the runs of one test compile the same step once.
-    JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-  )
   return subprocess.Popen(
     [sys.executable, os.path.join(REPO, "experiments", "train.py"), *args],
-    env=env,
+    env=script_env(),  # with the session's compilation cache: one test's runs compile a step once
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
     text=True,

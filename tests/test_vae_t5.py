@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from scripts import run_script
 
 torch = pytest.importorskip(
   "torch", reason="parity tests run the reference diffusers/transformers models on torch"
@@ -462,26 +463,7 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, bora_cache):
 
 
 def _script(name, *args):
-  import subprocess
-  import sys
-
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
-    PYTHONPATH=ROOT,
-    JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-  )
-  out = subprocess.run(
-    [sys.executable, os.path.join(ROOT, "experiments", name), *args],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  return out.stdout
+  return run_script(name, *args).stdout
 
 
 @pytest.mark.slow

@@ -1,0 +1,41 @@
+"""Running the scripts of experiments/ in a subprocess, as a user would, on CPU."""
+
+import os
+import subprocess
+import sys
+
+import jax
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script_env(devices: int = 8, xla_flags: str = "") -> dict:
+  """The environment of a script subprocess: CPU with `devices` fake devices, the repository on the
+  path, and the session's compilation cache (tests/conftest.py), so runs share compiled steps."""
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=ROOT,
+    JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+  )
+  flags = (
+    f"--xla_force_host_platform_device_count={devices} {xla_flags}" if devices > 1 else xla_flags
+  )
+  env["XLA_FLAGS"] = flags.strip()
+  return env
+
+
+def run_script(name: str, *args, devices: int = 8, xla_flags: str = "", timeout: int = 600):
+  """Runs experiments/<name> with `args` to completion; fails with its log unless it exits 0.
+  -> the CompletedProcess (text stdout / stderr)."""
+  out = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "experiments", name), *args],
+    cwd=ROOT,
+    env=script_env(devices, xla_flags),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  return out
