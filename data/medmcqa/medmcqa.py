@@ -13,7 +13,7 @@ import json
 import tensorflow_datasets as tfds
 from etils import epath
 
-from medjax.data.mcq_io import mcq_features
+from medjax.data.mcq_io import mcq_info
 
 SPLIT_FILES = {"train": "train.json", "validation": "dev.json"}
 OPTION_KEYS = ("opa", "opb", "opc", "opd")
@@ -62,12 +62,7 @@ class MedMCQA(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=mcq_features(),
-      homepage="https://medmcqa.github.io",
-    )
+    return mcq_info(self, __doc__, "https://medmcqa.github.io")
 
   def _split_generators(self, dl_manager):
     root = epath.Path(dl_manager.manual_dir)

@@ -13,7 +13,7 @@ import json
 import tensorflow_datasets as tfds
 from etils import epath
 
-from medjax.data.mcq_io import mcq_features
+from medjax.data.mcq_io import mcq_info
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """Download data_clean.zip of MedQA (github.com/jind11/MedQA) and unzip it
 into manual_dir (it holds data_clean/questions/US/...), or put the US folder itself there."""
@@ -75,12 +75,7 @@ class MedQA(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=mcq_features(),
-      homepage="https://github.com/jind11/MedQA",
-    )
+    return mcq_info(self, __doc__, "https://github.com/jind11/MedQA")
 
   def _split_generators(self, dl_manager):
     cfg, out = self.builder_config, {}

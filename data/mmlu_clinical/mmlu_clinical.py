@@ -13,7 +13,7 @@ import dataclasses
 import tensorflow_datasets as tfds
 from etils import epath
 
-from medjax.data.mcq_io import mcq_features
+from medjax.data.mcq_io import mcq_info
 
 SUBJECTS = (
   "anatomy",
@@ -75,12 +75,7 @@ class MMLUClinical(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=mcq_features(),
-      homepage="https://github.com/hendrycks/test",
-    )
+    return mcq_info(self, __doc__, "https://github.com/hendrycks/test")
 
   def _split_generators(self, dl_manager):
     root, subjects = epath.Path(dl_manager.manual_dir), self.builder_config.subjects

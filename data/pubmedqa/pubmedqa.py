@@ -11,7 +11,7 @@ import json
 import tensorflow_datasets as tfds
 from etils import epath
 
-from medjax.data.mcq_io import mcq_features
+from medjax.data.mcq_io import mcq_info
 
 OPTIONS = ("yes", "no", "maybe")
 
@@ -46,12 +46,7 @@ class PubMedQA(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=mcq_features(),
-      homepage="https://pubmedqa.github.io",
-    )
+    return mcq_info(self, __doc__, "https://pubmedqa.github.io")
 
   def _split_generators(self, dl_manager):
     root = epath.Path(dl_manager.manual_dir)

@@ -15,3 +15,10 @@ def mcq_features() -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict(
     {**{k: text() for k in FIELDS}, "options": tfds.features.Sequence(text())}
   )
+
+
+def mcq_info(builder, description: str, homepage: str) -> tfds.core.DatasetInfo:
+  """An MCQ builder's DatasetInfo: the common schema, its module docstring, its homepage."""
+  return tfds.core.DatasetInfo(
+    builder=builder, description=description, features=mcq_features(), homepage=homepage
+  )
