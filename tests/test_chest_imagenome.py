@@ -4,12 +4,11 @@ record of each real-data quirk), the task's examples, and train.py end to end on
 import csv
 import json
 import os
-import subprocess
-import sys
 import types
 
 import numpy as np
 import pytest
+from scripts import run_script
 
 from medjax.data import builders
 from medjax.data.synthetic import anatomy
@@ -232,11 +231,13 @@ def test_train_py_end_to_end_on_chest_imagenome_fixtures(tmp_path):
     "parallel.num_devices": 1,
     "parallel.rules": "dp",
   }
-  cmd = [sys.executable, "experiments/train.py", "--config=configs/anatomy_vlm.py:paper"]
-  cmd += [f"--config.{k}={v}" for k, v in flags.items()] + [f"--workdir={tmp_path / 'run'}"]
-  env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
+  out = run_script(
+    "train.py",
+    "--config=configs/anatomy_vlm.py:paper",
+    *(f"--config.{k}={v}" for k, v in flags.items()),
+    f"--workdir={tmp_path / 'run'}",
+    devices=1,
+  )
   assert "chest_imagenome train: images 3, images_avoided 1, images_without_scene_graph 1" in (
     out.stderr
   )

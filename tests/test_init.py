@@ -172,7 +172,7 @@ def test_medjax_run_source(lm_config, tmp_path):
   assert report.loaded == len(saved) == len(loaded) and not report.new and not report.unused
   for k, v in saved.items():
     np.testing.assert_array_equal(np.asarray(loaded[k]), v)
-  assert init_lib._medjax_subtree({"lm/a": 1, "enc/b": 2}, ("lm",)) == {"a": 1}
-  assert init_lib._medjax_subtree({"a": 1}, ("lm",)) == {"a": 1}
+  assert init_lib._medjax_subtree({"lm/a": 1, "enc/b": 2}, "lm/") == {"a": 1}
+  assert init_lib._medjax_subtree({"a": 1}, "lm/") == {"a": 1}
   with pytest.raises(ValueError, match=r"init.lm: expected a medjax workdir with best params"):
     init_lib.load(state.params, task.init_slots(), {"lm": f"medjax:{tmp_path / 'none'}"})

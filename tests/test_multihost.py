@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from scripts import script_env
 
 from medjax.data import pipeline, tokenizers
 
@@ -73,12 +74,7 @@ def _launch(workdir, num_processes, flags):
     *flags,
     f"--workdir={workdir}",
   ]
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
-    JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"),
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // num_processes}",
-  )
+  env = script_env(devices=8 // num_processes)
   if num_processes > 1:
     args += [
       "--config.parallel.distributed=True",

@@ -188,10 +188,10 @@ def _read_medjax(slot: str, path: str) -> dict:
   return flax.traverse_util.flatten_dict(tree, sep="/")
 
 
-def _medjax_subtree(source: dict, where: tuple) -> dict:
-  """A run's whole param tree -> the slot's subtree: under the slot's own path when the run has it
-  (e.g. an OpenTSLM run's lm/), else the whole tree (e.g. an LM run for OpenTSLM's lm slot)."""
-  prefix = "/".join(where) + "/" if where else ""
+def _medjax_subtree(source: dict, prefix: str) -> dict:
+  """A run's whole param tree -> the slot's subtree: under the slot's own path `prefix` ('a/b/')
+  when the run has it (e.g. an OpenTSLM run's lm/), else the whole tree (e.g. an LM run for
+  OpenTSLM's lm slot)."""
   if prefix and any(k.startswith(prefix) for k in source):
     return {k[len(prefix) :]: v for k, v in source.items() if k.startswith(prefix)}
   return source
@@ -276,12 +276,12 @@ def _load(params, slots, init_section, allow_missing, allow_unused, local_copies
       )
     where, module_cfg = slots[slot]
     target = flax.traverse_util.flatten_dict(_subtree(params, where, slot), sep="/")
+    prefix = "/".join(where) + "/" if where else ""
     if fmt == "medjax":  # orbax reads buckets itself
-      source, by_design = _medjax_subtree(_read_medjax(slot, path), where), ()
+      source, by_design = _medjax_subtree(_read_medjax(slot, path), prefix), ()
     else:
       local = local_copies.enter_context(paths.local_dir(path, f"init.{slot}"))
       source, by_design = read(slot, fmt, local, module_cfg, init_section.get("inflate", "central"))
-    prefix = "/".join(where) + "/" if where else ""
     new = sorted(k for k in target if k not in source)
     unused = sorted(k for k in source if k not in target)
     bad_new = [k for k in new if not _matches(prefix + k, allow_missing)]
