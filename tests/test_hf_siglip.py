@@ -272,6 +272,8 @@ def test_medgemini_starts_from_siglip_and_gemma_checkpoints(tmp_path, train_step
     {
       "init.image": siglip,
       "init.volume": siglip,
+      "model.image.posemb": "learn",  # the checkpoint's learned positions
+      "model.volume.posemb": "learn",
       "init.lm": f"hf:{tmp_path / 'gemma'}",
       "model.image.input_range": (-1.0, 1.0),
       "model.volume.input_range": (-1.0, 1.0),

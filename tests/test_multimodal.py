@@ -20,9 +20,9 @@ IMG, VOL = 259, 260
 VQA_MARGIN, SUBSET_MARGIN = {"tiny": 0.17, "tiny3d": 0.14}, {"tiny": 0.1, "tiny3d": 0.05}
 # The input-ablation control (all media rolled across the batch) must fall to about the majority
 # baseline (at most ABLATED_SLACK above it) and at least VQA_GAP below the model's accuracy.
-# (Rolling only tiny3d's volume, data.ablation_keys=("volume",), is not asserted: within 600 steps
-# the model reads every finding it can off the scout image and gives the volume no weight; it reads
-# the volume with data.scout_dropout, frames in context and 1200 steps, twice this test's cost:
+# (Rolling only tiny3d's volume, data.ablation_keys=("volume",), is not asserted: measured at 600
+# learned-position steps, the model reads every finding it can off the scout image and gives the
+# volume no weight; it reads the volume with data.scout_dropout, frames in context and 1200 steps:
 # docs/results.md, "does the model read the volume?".)
 ABLATED_SLACK, VQA_GAP = 0.05, 0.1
 # SigLIP recall@1 must beat chance@1 (the share of candidates with the same report) by this margin,
