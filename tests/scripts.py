@@ -5,12 +5,13 @@ import subprocess
 import sys
 
 import jax
+from fast_compile import FAST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The scripts and notebooks the tests run train a few steps, so compiling dominates: XLA:CPU's
-# optimisation level 0 compiles them 10-20% cheaper (tests/fast_compile.py). Tests that compare a
-# subprocess's numbers bitwise with another run's use `script_env` with equal flags instead.
-FAST_FLAGS = "--xla_backend_optimization_level=0"
+# The scripts and notebooks the tests run train a few steps, so compiling dominates: they compile
+# with tests/fast_compile.py's options (10-20% cheaper). Tests that compare a subprocess's numbers
+# bitwise with another run's use `script_env` with equal flags instead.
+FAST_FLAGS = " ".join(f"--{k}={v}" for k, v in FAST.items())
 
 
 def script_env(devices: int = 8, xla_flags: str = "") -> dict:

@@ -36,11 +36,7 @@ def llama_like_llm_tiny(path, **overrides):
     initializer_range=0.2,
   )
   model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**cfg, **overrides}))
-  with torch.no_grad():  # non-identity norms, so a misplaced norm shows
-    for p in model.parameters():
-      if p.ndim == 1:
-        p.add_(0.2 * torch.randn(p.shape))
-  model.eval().save_pretrained(str(path))
+  randomize(model, only_1d=True).save_pretrained(str(path))  # a misplaced norm shows
   return model
 
 
