@@ -100,13 +100,13 @@ def train_step0(tmp_path):
 @pytest.fixture
 def run_colab():
   """run_colab(name, parameters) executes colabs/<name>.ipynb with its parameters cell (tagged 'parameters' or
-  starting with '# Parameters') replaced by `parameters`, in a kernel compiling with
-  scripts.FAST_FLAGS; returns (all printed text, all outputs)."""
+  starting with '# Parameters') replaced by `parameters`, in a kernel with the scripts' environment
+  (tests/scripts.py, compiling with FAST_FLAGS); returns (all printed text, all outputs)."""
 
   def run(name: str, parameters: str, timeout: int = 600):
     import nbclient
     import nbformat
-    from scripts import FAST_FLAGS
+    from scripts import FAST_FLAGS, script_env
 
     nb = nbformat.read(os.path.join(REPO, "colabs", f"{name}.ipynb"), as_version=4)
     cell = next(
@@ -116,10 +116,9 @@ def run_colab():
       and ("parameters" in c.metadata.get("tags", []) or c.source.startswith("# Parameters"))
     )
     cell.source = parameters
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {FAST_FLAGS}".strip())
     nbclient.NotebookClient(
       nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": REPO}}
-    ).execute(env=env)
+    ).execute(env=script_env(xla_flags=FAST_FLAGS))
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     return "\n".join(o.get("text", "") for o in outputs), outputs
 
