@@ -20,10 +20,10 @@ IMG, VOL = 259, 260
 VQA_MARGIN, SUBSET_MARGIN = {"tiny": 0.17, "tiny3d": 0.14}, {"tiny": 0.1, "tiny3d": 0.05}
 # The input-ablation control (all media rolled across the batch) must fall to about the majority
 # baseline (at most ABLATED_SLACK above it) and at least VQA_GAP below the model's accuracy.
-# (Rolling only tiny3d's volume, data.ablation_keys=("volume",), is not asserted: measured at 600
-# learned-position steps, the model reads every finding it can off the scout image and gives the
-# volume no weight; it reads the volume with data.scout_dropout, frames in context and 1200 steps:
-# docs/results.md, "does the model read the volume?".)
+# tiny3d: rolling only the CT volume (the scout image kept, `eval_ablated_volume/`) must also cost
+# at least VQA_GAP: the 3D tower's tokens carry what the model answers from. (The one question only
+# the volume answers, the nodule's level, is not learned in this budget: docs/results.md, "does the
+# model read the volume?".)
 ABLATED_SLACK, VQA_GAP = 0.05, 0.1
 # SigLIP recall@1 must beat chance@1 (the share of candidates with the same report) by this margin,
 # and fall to about chance with the images rolled.
@@ -288,7 +288,7 @@ def _train(tmp_path, variant, **overrides):
 @pytest.mark.parametrize("variant", ["tiny", "tiny3d"])
 def test_vqa_learned_through_training_loop(tmp_path, variant):
   """Beats the majority answer per question; falls to about it with the media rolled across the
-  batch (the input-ablation control)."""
+  batch (the input-ablation control), and (3D) well below it with only the volume rolled."""
   # Evaluates once, after the last step; generation is tested in test_text_metrics and the colab.
   overrides = {"train.eval_every": 10_000, "data.test_size": 0, "train.eval_ablation": True}
   m = _train(tmp_path, variant, **overrides)
@@ -300,6 +300,8 @@ def test_vqa_learned_through_training_loop(tmp_path, variant):
     sub = SUBSET_MARGIN[variant]
     assert m[f"eval/{kind}_accuracy"] > m[f"eval/majority_baseline_{kind}"] + sub, m
   assert ablated < base + ABLATED_SLACK and acc - ablated > VQA_GAP, m
+  if variant == "tiny3d":
+    assert acc - m["eval_ablated_volume/answer_accuracy"] > VQA_GAP, m
 
 
 @pytest.mark.slow

@@ -240,5 +240,10 @@ def test_eval_ablation_rolls_the_task_inputs_and_is_refused_without_them(lm_conf
   np.testing.assert_array_equal(out["y"], batch["y"])
   with pytest.raises(KeyError, match="ablation_keys"):
     task.ablate({"y": batch["y"]})
+  task.ablation_keys = ("x", "y")  # one group, or each key alone (what a multi-input task adds)
+  assert task.ablation_groups() == {"": ("x", "y")}
+  only_y = task.ablate(batch, ("y",))
+  np.testing.assert_array_equal(only_y["x"], batch["x"])
+  np.testing.assert_array_equal(only_y["y"], [2, 0, 1])
   with pytest.raises(ValueError, match="train.eval_ablation"):
     train(lm_config(train__eval_ablation=True, train__steps=1), str(tmp_path))

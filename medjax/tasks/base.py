@@ -101,17 +101,26 @@ class Task(abc.ABC):
       shard_count=shard_count,
     )
 
-  def ablate(self, batch: dict) -> dict:
-    """`batch` with its `ablation_keys` entries rolled by one example along the batch axis."""
-    missing = [k for k in self.ablation_keys if k not in batch]
+  def ablation_groups(self) -> dict[str, tuple[str, ...]]:
+    """{name: keys} of the controls `train.eval_ablation` runs: "" rolls every ablation key
+    (`eval_ablated/...`); a task with several inputs adds one group per input alone
+    (`eval_ablated_<name>/...`: which input the model reads)."""
+    return {"": tuple(self.ablation_keys)}
+
+  def ablate(self, batch: dict, keys=True) -> dict:
+    """`batch` with its `keys` entries (True: the `ablation_keys`) rolled by one example along the
+    batch axis."""
+    keys = tuple(self.ablation_keys) if keys is True else tuple(keys)
+    missing = [k for k in keys if k not in batch]
     if missing:
       raise KeyError(f"ablation_keys: {missing} not in the batch (keys: {sorted(batch)})")
-    return {k: np.roll(v, 1, axis=0) if k in self.ablation_keys else v for k, v in batch.items()}
+    return {k: np.roll(v, 1, axis=0) if k in keys else v for k, v in batch.items()}
 
   def evaluate(self, model, params, ablate: bool = False) -> dict:
     """Heavier host-side evaluation (e.g. generation accuracy) run at eval time; {name: float}.
 
-    With `ablate`, the same evaluation on inputs passed through `self.ablate`.
+    With `ablate` (True or the keys of one of `ablation_groups`), the same evaluation on inputs
+    passed through `self.ablate`.
     """
     return {}
 

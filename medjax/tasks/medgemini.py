@@ -10,7 +10,7 @@ train split, and chance: a uniform guess among each question's answers) and scor
 generations of `data.test_size` validation examples (default 64; 0 skips): VQA accuracy of the
 generated text (closed: the yes/no it names; open: normalised exact match), or BLEU-1/4 and ROUGE-L
 of reports. The input-ablation control (`train.eval_ablation`) rolls `data.ablation_keys` (default:
-all media) across the batch.
+all media) across the batch, and with several media each alone (`eval_ablated_<medium>/...`).
 "siglip": TwoTower image / report-text contrastive pretraining; eval: retrieval recall@K (ablation:
 the images rolled).
 `data.name` "phantoms" or a public dataset's TFDS builder (medjax.data.builders.MEDIA, prepared from
@@ -102,6 +102,12 @@ class MedGeminiVQATask(Task):
         f"data.ablation_keys: expected media of the model {list(names)}, got {d.ablation_keys}"
       )
     self._baselines = None
+
+  def ablation_groups(self):
+    """All ablated media together, and with several, each medium alone (e.g. `eval_ablated_volume/`:
+    only the CT volume rolled, the scout image kept)."""
+    keys = tuple(self.ablation_keys)
+    return {"": keys, **({k: (k,) for k in keys} if len(keys) > 1 else {})}
 
   def init_slots(self):
     slots = {m.name: ((f"enc_{m.name}",), m.vit) for m in self.mm_cfg.media}
@@ -218,14 +224,14 @@ class MedGeminiVQATask(Task):
     return int(np.sum(batch["input_mask"]))
 
   def generate(
-    self, model, params, examples, max_new_tokens: int | None = None, ablate: bool = False
+    self, model, params, examples, max_new_tokens: int | None = None, ablate=False
   ) -> list[str]:
-    """Greedy answers (or reports) to phantom examples, decoded up to EOS; with `ablate`, each
-    example is given its predecessor's media (`Task.ablate`)."""
+    """Greedy answers (or reports) to phantom examples, decoded up to EOS; with `ablate` (True or
+    media names), each example is given its predecessor's media (`Task.ablate`)."""
     batch = [self.encode(ex) for ex in examples]
     lengths = np.array([int(b["prefix_mask"].sum()) for b in batch], np.int32)  # bos + prompt
     arrays = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
-    arrays = self.ablate(arrays) if ablate else arrays
+    arrays = self.ablate(arrays, ablate) if ablate else arrays
     arrays["tokens"] = np.where(
       np.arange(arrays["tokens"].shape[1]) < lengths[:, None],
       arrays["tokens"],
@@ -267,7 +273,7 @@ class MedGeminiVQATask(Task):
     m = vqa_accuracy(preds, targets, [ex["qtype"] == phantoms.CLOSED for ex in examples])
     return {f"generated_{k}": v for k, v in m.items()}
 
-  def evaluate(self, model, params, ablate: bool = False):
+  def evaluate(self, model, params, ablate=False):
     """Generation metrics and, for VQA, the baselines (not under `ablate`: they read no input)."""
     out = self._generation_metrics(model, params, ablate)
     if self.config.data.mode != "vqa" or ablate:

@@ -134,10 +134,11 @@ def _finite(x) -> bool:
   return bool(np.all(np.isfinite(x)))
 
 
-def evaluate(config, task, model, params, mesh, rules, eval_fn, ablate: bool = False) -> dict:
-  """Averaged eval metrics over the task's eval set plus the task's own evaluation; with `ablate`,
-  the same on inputs rolled across the batch (`Task.ablate`), named `eval_ablated/...`."""
-  prefix = "eval_ablated" if ablate else "eval"
+def evaluate(config, task, model, params, mesh, rules, eval_fn, ablate=(), group: str = "") -> dict:
+  """Averaged eval metrics over the task's eval set plus the task's own evaluation, named
+  `eval/...`; with `ablate` (keys of the batch, or True for all the task's `ablation_keys`), the
+  same on those inputs rolled across the batch (`Task.ablate`), named `eval_ablated[_group]/...`."""
+  prefix = ("eval_ablated" + (f"_{group}" if group else "")) if ablate else "eval"
   out = {}
   per_host = config.train.eval_batch_size // jax.process_count()
   data = task.eval_data(
@@ -148,7 +149,7 @@ def evaluate(config, task, model, params, mesh, rules, eval_fn, ablate: bool = F
     for i, batch in enumerate(data):
       if i >= config.train.eval_batches > 0:
         break
-      batch = task.ablate(batch) if ablate else batch
+      batch = task.ablate(batch, ablate) if ablate else batch
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         res = jax.device_get(eval_fn(params, parallel.global_batch(batch, mesh)))
       for k, (s, c) in res.items():
@@ -295,7 +296,8 @@ def train(config, workdir: str) -> dict:
         params = state.ema_params if state.ema_params is not None else state.params
         m.update(evaluate(config, task, model, params, mesh, rules, eval_fn))
         if t.eval_ablation:
-          m.update(evaluate(config, task, model, params, mesh, rules, eval_fn, ablate=True))
+          for group, keys in task.ablation_groups().items():
+            m.update(evaluate(config, task, model, params, mesh, rules, eval_fn, keys, group))
         if best is not None:
           if BEST_METRIC not in m:
             raise ValueError(
