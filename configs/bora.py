@@ -100,7 +100,7 @@ def get_config(arg=None):
   else:
     # Bora's 256 px configs: space_scale 0.5 on v1.0's base grid of 16 patches.
     c.model.update(
-      dtype="bfloat16", remat=True, caption_dropout=0.1, space_scale=0.5, space_base_size=16
+      dtype="bfloat16", remat="full", caption_dropout=0.1, space_scale=0.5, space_base_size=16
     )
     c.diffusion.guided_channels = 3  # v1.0's IDDPM guides eps channels 0-2 of 4
     c.data.update(

@@ -171,3 +171,17 @@ def test_one_attention_covers_t5_and_biased_cross_attention():
 
   with pytest.raises(ValueError, match="inv_freq.*self-attention"):
     xattn.apply({"params": p}, x, ctx, positions=jnp.zeros((2, 5), int), inv_freq=np.ones(2))
+
+
+def test_remat_names_take_bools_their_strings_and_policy_names():
+  from medjax.nn.remat import remat_name
+
+  assert [remat_name(v) for v in (True, False, "False", "true", "dots")] == [
+    "full",
+    "none",
+    "none",
+    "full",
+    "dots",
+  ]
+  with pytest.raises(ValueError, match="remat: expected one of"):
+    remat_name("sometimes")

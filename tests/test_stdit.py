@@ -1,5 +1,6 @@
 """STDiT: shapes and size, which attention mixes what across frames, caption masking, sharded parity."""
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -224,3 +225,47 @@ def test_null_caption_buffer_keeps_the_caption_mask_and_gets_no_gradient(one_blo
   assert got["learned"][0] == 0.0 and got["learned"][1] > 1e-6, got
   with pytest.raises(ValueError, match="null_caption: expected one of"):
     STDiT(stdit_config("tiny", null_caption="zeros")).apply({"params": params}, x, t, y, mask)
+
+
+def test_step_options_keep_the_loss_and_its_gradient(one_block):
+  """The speed options a GPU step may switch on (benchmarks/gpu_vision.py) leave a training loss and
+  its gradient where the default puts them (float32, to rounding). One program computes all."""
+  cfg, params = one_block
+  x, t, y, mask = _inputs(cfg)
+  options = [
+    dict(),
+    dict(remat=True),
+    dict(remat="dots_no_batch"),
+    dict(fused_modulation=True),
+  ]
+
+  def loss(c, p):
+    return jnp.mean(jnp.square(STDiT(c).apply({"params": p}, x, t, y, mask) - 0.5))
+
+  grads = lambda p: [
+    jax.value_and_grad(functools.partial(loss, dataclasses.replace(cfg, **kw)))(p) for kw in options
+  ]
+  (want, want_grad), *rest = fast_jit(grads)(params)
+  for kw, (got, got_grad) in zip(options[1:], rest):
+    np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=str(kw))
+    for g, w in zip(jax.tree.leaves(got_grad), jax.tree.leaves(want_grad)):
+      np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7, err_msg=str(kw))
+
+
+def test_cudnn_attention_passes_cudnns_checks_in_every_stdit_attention(monkeypatch):
+  """attention_impl="cudnn" meets cuDNN's trace-time checks (bf16 q/k/v, a mask spanning queries
+  and keys) in the spatial, temporal and caption cross-attention of a training step, at XL/2's head
+  dim 72. No GPU here: cuDNN's version check is stubbed and the step is only traced."""
+  fused = pytest.importorskip("jax._src.cudnn.fused_attention_stablehlo")
+  monkeypatch.setattr(fused, "check_cudnn_version", lambda: 91000)
+  cfg = stdit_config(
+    "tiny", hidden=144, num_heads=2, depth=1, dtype="bfloat16", attention_impl="cudnn"
+  )
+  x, t, y, mask = _inputs(cfg)
+  model = STDiT(cfg)
+  params = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.PRNGKey(0), x, t, y, mask)))
+  loss = lambda p: jnp.mean(
+    model.apply(p, x, t, y, mask, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+  )
+  grads = jax.eval_shape(jax.grad(loss), params)
+  assert jax.tree.structure(grads) == jax.tree.structure(params)

@@ -7,6 +7,7 @@ compiled step (which includes recomputation: closer to HFU; on GPU XLA's count m
 calls, so MFU is left out there). `run` benchmarks several configs and prints one table.
 """
 
+import gc
 import json
 import time
 
@@ -27,8 +28,9 @@ def _fill(x, rng):
   return np.ones_like(x)
 
 
-def benchmark(config, steps: int, data_batches: int = 0) -> dict:
-  """Compiles and times the real training step of `config` on synthetic inputs of the right shapes."""
+def benchmark(config, steps: int, data_batches: int = 0, profile_dir: str = "") -> dict:
+  """Compiles and times the real training step of `config` on synthetic inputs of the right shapes;
+  with `profile_dir`, then traces two more steps there (jax.profiler)."""
   t = config.train
   mesh, rules, task, model = loop.setup(config)
   per_host = loop.check_batch_size(t.batch_size, mesh, t.grad_accum)
@@ -50,6 +52,14 @@ def benchmark(config, steps: int, data_batches: int = 0) -> dict:
       state, m = compiled(state, batch)
     jax.block_until_ready(m)
     dt = (time.time() - t0) / steps
+    if profile_dir:
+      try:
+        with jax.profiler.trace(profile_dir):
+          for _ in range(2):
+            state, m = compiled(state, batch)
+          jax.block_until_ready(m)
+      except Exception as e:  # a profiler that fails must not lose the timing
+        print(f"profile_dir: no trace ({type(e).__name__}: {e})", flush=True)
   peak = peak_flops()
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   tokens = task.count_tokens(local) * jax.process_count()
@@ -100,28 +110,49 @@ COLUMNS = (
 )
 
 
-def run(runs, steps: int, data_batches: int, json_out: str = ""):
-  """Benchmarks each (config spec, overrides) of `runs`, printing each result as it comes and
-  the table of all at the end; a config that fails (e.g. out of memory) is reported and skipped."""
+def run(
+  runs, steps: int, data_batches: int, json_out: str = "", *, columns=COLUMNS, budget_s: float = 0
+) -> list[dict]:
+  """Benchmarks each of `runs`, printing each result as it comes and the table of all at the end; a
+  run that fails (e.g. out of memory) is reported and skipped. Returns the results.
+
+  A run is (config spec, overrides), (label, config spec, overrides), or (label, fn) with fn() -> a
+  result dict (e.g. a sampling time). With `budget_s` > 0, runs not started within that many seconds
+  are reported as skipped, so that the rows measured so far still make the table.
+  """
   print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}, jax {jax.__version__}")
-  width = [max(12, len(c) + 1) for c in COLUMNS]
-  header = "config".ljust(34) + "".join(c.rjust(w) for c, w in zip(COLUMNS, width))
-  rows = []
-  for spec, overrides in runs:
-    try:
-      r = benchmark(config_from_file(spec, overrides), steps, data_batches)
-    except Exception as e:  # one config out of memory must not lose the others' figures
-      print(
-        f"{spec} {' '.join(overrides)}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300]}",
-        flush=True,
-      )
+  start = time.time()
+  named = [r if len(r) == 3 or callable(r[1]) else (r[0], r[0], r[1]) for r in runs]
+  name_w = max([34] + [len(r[0]) + 2 for r in named])
+  width = [max(12, len(c) + 1) for c in columns]
+  header = "row".ljust(name_w) + "".join(c.rjust(w) for c, w in zip(columns, width))
+  rows, results = [], []
+  for label, *what in named:
+    desc = label if callable(what[0]) else f"{what[0]} {' '.join(what[1])}"
+    if budget_s and time.time() - start > budget_s:
+      print(f"{desc}: SKIPPED (budget of {budget_s:.0f} s spent)", flush=True)
       continue
-    r.update(config=spec, overrides=overrides)
+    try:
+      if callable(what[0]):
+        r = what[0]()
+      else:
+        r = benchmark(config_from_file(what[0], what[1]), steps, data_batches)
+        r.update(config=what[0], overrides=what[1])
+    except Exception as e:  # one config out of memory must not lose the others' figures
+      first = (str(e).splitlines() or [""])[0][:300]
+      print(f"{desc}: FAILED {type(e).__name__}: {first}", flush=True)
+      continue
+    finally:  # the run's state and buffers go before the next run allocates its own
+      gc.collect()
+    r["row"] = label
+    results.append(r)
     rows.append(
-      spec.ljust(34) + "".join(f"{r.get(c, float('nan')):{w}.4g}" for c, w in zip(COLUMNS, width))
+      label.ljust(name_w)
+      + "".join(f"{r.get(c, float('nan')):{w}.4g}" for c, w in zip(columns, width))
     )
-    print(f"{spec} {' '.join(overrides)}\n{header}\n{rows[-1]}", flush=True)
+    print(f"{desc} ({time.time() - start:.0f} s)\n{header}\n{rows[-1]}", flush=True)
     if json_out:
       with open(json_out, "a") as f:
         f.write(json.dumps(r) + "\n")
-  print("\n" + header + "\n" + "\n".join(rows))
+  print("\n" + header + "\n" + "\n".join(rows), flush=True)
+  return results

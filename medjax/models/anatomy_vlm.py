@@ -24,8 +24,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medjax.models import vit
 from medjax.models.bert import Bert, BertConfig
 from medjax.models.vit import ViT, ViTConfig
+from medjax.nn import flops
 from medjax.nn.dtypes import DTYPES
 from medjax.nn.embed import token_embedding
 from medjax.nn.mlp import dense
@@ -212,3 +214,20 @@ class AnatomyVLM(nn.Module):
 
   def __call__(self, images, text_tokens, train: bool = False):
     return self.encode_image(images, train), self.encode_text(text_tokens), self.logit_params()
+
+
+def train_flops(cfg: AnatomyVLMConfig, batch: int, phrases: int, phrase_len: int) -> float:
+  """Analytic training FLOPs of a step on `batch` images and `phrases` phrases of `phrase_len`
+  tokens (`medjax.nn.flops`): 3 x forward of the vision tower, the anatomy query decoder
+  (self-attention among the queries, cross-attention to the patch tokens, MLP), the box / region /
+  image heads and the text projection; the frozen text encoder once (its output is
+  gradient-stopped: no backward pass)."""
+  w, q = cfg.vit.width, cfg.num_queries
+  layer = flops.attention(q, q, w) + flops.attention(q, cfg.vit.num_tokens, w)
+  heads = 2 * flops.dense(q, w, w) + flops.dense(q, w, 4 + cfg.num_regions)
+  heads += flops.dense(q, 2 * w, cfg.embed_dim) + flops.dense(1, w, cfg.embed_dim)
+  image = vit.forward_flops(cfg.vit, batch) + batch * heads
+  image += batch * cfg.decoder_depth * (layer + flops.mlp(q, w, cfg.decoder_mlp_dim))
+  t = cfg.text
+  text = phrases * flops.encoder(phrase_len, t.width, t.mlp_dim, t.depth)
+  return 3.0 * (image + phrases * flops.dense(1, t.width, cfg.embed_dim)) + text

@@ -21,14 +21,7 @@ from medjax.nn import (
 from medjax.nn.embed import token_embedding
 from medjax.nn.lora import TARGETS as LORA_TARGETS
 from medjax.nn.lora import LoRAConfig
-
-REMAT_POLICIES = {
-  "none": None,
-  "full": jax.checkpoint_policies.nothing_saveable,
-  "dots": jax.checkpoint_policies.checkpoint_dots,
-  "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-  "save_all": jax.checkpoint_policies.everything_saveable,
-}
+from medjax.nn.remat import REMAT_POLICIES, remat_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +56,7 @@ class LMConfig:
   scan_layers: bool = False
   remat: str = "none"  # a REMAT_POLICIES name (True / False: "full" / "none")
   attention_impl: str = "xla"  # "cudnn" for the fused GPU kernel
+  logits_chunk: int = 0  # > 0: the training loss projects this many positions at a time (0: all)
   lora_rank: int = 0  # > 0: LoRA adapters on `lora_targets` (params lora_a/lora_b)
   lora_alpha: float = 16.0
   lora_targets: tuple = LORA_TARGETS
@@ -75,11 +69,12 @@ class LMConfig:
     object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
     if self.lora_rank < 0:
       raise ValueError(f"lora_rank: expected >= 0 (0: no LoRA), got {self.lora_rank}")
+    if self.logits_chunk < 0:
+      raise ValueError(
+        f"logits_chunk: expected >= 0 (0: the whole sequence at once), got {self.logits_chunk}"
+      )
     self.lora()  # validates the targets
-    if isinstance(self.remat, bool):
-      object.__setattr__(self, "remat", "full" if self.remat else "none")
-    if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"remat: expected one of {sorted(REMAT_POLICIES)}, got {self.remat!r}")
+    object.__setattr__(self, "remat", remat_name(self.remat))
     for f in ("dtype", "param_dtype"):
       if getattr(self, f) not in DTYPES:
         raise ValueError(f"{f}: expected one of {sorted(DTYPES)}, got {getattr(self, f)!r}")
@@ -421,12 +416,20 @@ class DecoderLM(nn.Module):
     x = self.final_norm(x)
     if return_hidden:
       return x, cache
+    return self.logits(x), cache
+
+  def logits(self, x):
+    """Final hidden states [B,T,E] -> logits [B,T,V] (float32, soft-capped if configured)."""
+    cfg = self.cfg
     logits = self.embedder.attend(x) if cfg.tie_embeddings else self.head(x)
     logits = logits.astype(jnp.float32)
     if cfg.final_softcap is not None:
       logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
-    logits = nn.with_logical_constraint(logits, ("act_batch", "act_length", "act_vocab"))
-    return logits, cache
+    return nn.with_logical_constraint(logits, ("act_batch", "act_length", "act_vocab"))
+
+  def output_params(self, params) -> dict:
+    """The subtree of `params` that `logits` reads: the embedding table (tied) or the head."""
+    return {"embed": params["embed"]} if self.cfg.tie_embeddings else {"head": params["head"]}
 
   def init_cache(self, batch: int, max_len: int) -> KVCache:
     """An empty KV cache stacked over layers: arrays [L, B, S, K, D]."""

@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medjax.models import llm, vit
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.models.vit import ViT, ViTConfig
+from medjax.nn import flops
 from medjax.nn.dtypes import DTYPES
 from medjax.nn.mlp import dense
 
@@ -54,6 +56,24 @@ class MultimodalConfig:
 
   def expanded_len(self, text_len: int) -> int:
     return text_len + sum(m.max_items * (m.vit.num_tokens - 1) for m in self.media)
+
+
+def train_flops(cfg: MultimodalConfig, batch: int, text_len: int) -> float:
+  """Analytic training FLOPs of a step on `batch` rows of `text_len` text tokens
+  (`medjax.nn.flops`).
+
+  3 x forward of every item slot's tower and projector (padding items run too), plus the decoder
+  over the expanded sequence by `llm.train_flops` with N = `lm.num_params()` (6 N T: a tied
+  embedding counts once, as the logits matmul over every position; causal attention, S / 2 keys).
+  """
+  e = cfg.lm.embed_dim
+  media = 0.0
+  for m in cfg.media:
+    n = m.vit.num_tokens
+    proj = flops.dense(n, m.vit.width, e) + (flops.dense(n, e, e) if cfg.projector == "mlp" else 0)
+    media += batch * m.max_items * (vit.forward_flops(m.vit, 1) + proj)
+  seq = cfg.expanded_len(text_len)
+  return 3.0 * media + llm.train_flops(cfg.lm, cfg.lm.num_params(), batch, seq)
 
 
 def count_placeholders(tokens, cfg: MultimodalConfig) -> dict:

@@ -19,8 +19,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medjax.models import llm
 from medjax.models.llm import DecoderLM, LMConfig
-from medjax.nn import DTYPES, Attention, attention_mask
+from medjax.nn import DTYPES, Attention, attention_mask, flops
 from medjax.nn.attention import Einsum
 from medjax.nn.gated_xattn import GatedCrossAttentionBlock
 from medjax.nn.mlp import MLP, dense
@@ -321,6 +322,35 @@ class OpenTSLMSoftPrompt(_OpenTSLMBase):
     return self.lm(
       embeds=x, positions=positions, input_mask=input_mask, cache=cache, return_hidden=return_hidden
     )
+
+
+def train_flops(cfg: TSLMConfig, batch: int, seq_len: int, num_series: int, series_len: int):
+  """Analytic training FLOPs of a step on `batch` rows of `seq_len` tokens with `num_series` series
+  of `series_len` samples each (`medjax.nn.flops`; every series slot runs, padding too).
+
+  3 x forward of the patch encoder and of, for Flamingo, the perceiver resampler (latents attend to
+  [patches; latents]) and the gated cross-attention blocks (every text token to all series' latents,
+  keys / values projected in each block); for SoftPrompt, the series encoder and projector. The LM:
+  `llm.train_flops` with N = `lm.num_params()` (3 x forward even where the base is frozen: the step
+  computes its weight gradients, which `train/grad_norm` reads).
+  """
+  series, d, e = batch * num_series, cfg.enc_dim, cfg.lm.embed_dim
+  p = cfg.num_patches(series_len)
+  fwd = series * flops.dense(p, cfg.patch, d)
+  if cfg.variant == "flamingo":
+    lat = cfg.num_latents
+    inner = cfg.resampler_heads * cfg.resampler_head_dim
+    layer = flops.attention(lat, p + lat, d, inner) + flops.mlp(lat, d, cfg.ff_mult * d)
+    fwd += series * cfg.resampler_layers * layer
+    blocks = len(range(0, cfg.lm.num_layers, cfg.xattn_every))
+    inner = cfg.xattn_heads * cfg.xattn_head_dim
+    block = flops.attention(seq_len, num_series * lat, e, inner, kv_width=d)
+    fwd += batch * blocks * (block + flops.mlp(seq_len, e, cfg.ff_mult * e))
+  else:
+    fwd += series * (
+      flops.encoder(p, d, cfg.encoder_mlp, cfg.encoder_layers) + flops.dense(p, d, e)
+    )
+  return 3.0 * fwd + llm.train_flops(cfg.lm, cfg.lm.num_params(), batch, seq_len)
 
 
 def build(cfg: TSLMConfig) -> nn.Module:

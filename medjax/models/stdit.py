@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.nn.adaln import ScaleShiftTable, TimestepEmbedder, modulate
+from medjax.nn.adaln import ScaleShiftTable, TimestepEmbedder, layer_norm_modulate, modulate
 from medjax.nn.attention import Attention, attention_mask
 from medjax.nn.mlp import MLP, activation, dense
 from medjax.nn.norms import layer_norm
+from medjax.nn.remat import REMAT_POLICIES, remat_name
 from medjax.nn.rope import rope_frequencies
 
 _TOKENS = ("act_batch", "act_length", "act_embed")
@@ -53,10 +54,19 @@ class STDiTConfig:
   time_scale: float = 1.0
   qk_norm: bool = False
   rope_theta: float = 10000.0
-  remat: bool = False
+  # Rematerialise each block: a medjax.nn.remat.REMAT_POLICIES name, what the block keeps for the
+  # backward pass ("full": nothing, v1.0's checkpointing; "dots_no_batch": the projection and MLP
+  # matmul outputs, attention and elementwise work recomputed); True / False: "full" / "none".
+  remat: str = "none"
+  # LayerNorm and adaLN modulation as one float32 expression, rounded to `dtype` once (the default
+  # rounds the normalised tokens, then modulates in `dtype`; the same to float32 rounding).
+  fused_modulation: bool = False
   attention_impl: str = "xla"
   dtype: str = "float32"
   param_dtype: str = "float32"
+
+  def __post_init__(self):
+    object.__setattr__(self, "remat", remat_name(self.remat))
 
   @property
   def out_channels(self):
@@ -196,8 +206,13 @@ class STDiTBlock(nn.Module):
       6, name="scale_shift_table"
     )(t0)
 
+    def norm_modulate(name, h, shift, scale):
+      if cfg.fused_modulation:
+        return layer_norm_modulate(h, shift, scale, dtype=dt)
+      return modulate(layer_norm(name, dtype=dt, affine=False)(h), shift, scale)
+
     # Spatial attention: each frame's S tokens attend to each other.
-    x_m = modulate(layer_norm("norm1", dtype=dt, affine=False)(x), shift_msa, scale_msa)
+    x_m = norm_modulate("norm1", x, shift_msa, scale_msa)
     x_s = attn("attn")(x_m.reshape(b * t_len, s_len, d)).reshape(b, n, d)
     x = nn.with_logical_constraint(x + gate_msa * x_s, _TOKENS)
 
@@ -215,7 +230,7 @@ class STDiTBlock(nn.Module):
     x = x + attn("cross_attn", zero_init_out=True)(x, context=y, mask=y_mask)
 
     # Modulated, gated MLP.
-    h = modulate(layer_norm("norm2", dtype=dt, affine=False)(x), shift_mlp, scale_mlp)
+    h = norm_modulate("norm2", x, shift_mlp, scale_mlp)
     h = MLP(
       int(d * cfg.mlp_ratio),
       "gelu_tanh",
@@ -302,7 +317,10 @@ class STDiT(nn.Module):
     rope = (
       rope_frequencies(d // cfg.num_heads, cfg.rope_theta) if cfg.temporal_pos == "rope" else None
     )
-    block_cls = nn.remat(STDiTBlock, static_argnums=(5,)) if cfg.remat else STDiTBlock
+    block_cls = STDiTBlock
+    if cfg.remat != "none":
+      policy = REMAT_POLICIES[cfg.remat]
+      block_cls = nn.remat(STDiTBlock, static_argnums=(5,), policy=policy)
     for i in range(cfg.depth):
       tokens = block_cls(cfg, name=f"block_{i}")(
         tokens, t0, y_emb, y_attn_mask, nt, tpe if i == 0 else None, rope

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from medjax.nn import flops
 from medjax.nn.dtypes import DTYPES
 from medjax.nn.patch import PatchEmbed, sincos_1d, sincos_2d
 from medjax.nn.transformer import Encoder, MAPHead
@@ -263,6 +264,17 @@ class ViT(nn.Module):
       x = (x.reshape(b0, frames, -1, cfg.width) + index[None, :, None]).reshape(b0, -1, cfg.width)
       pooled = None if pooled is None else pooled.reshape(b0, frames, -1).mean(1)
     return {"tokens": x, "pooled": pooled}
+
+
+def forward_flops(cfg: ViTConfig, batch: int) -> float:
+  """Forward matmul FLOPs of the tower on `batch` inputs (`medjax.nn.flops`): patch embedding, the
+  encoder blocks (per frame for patch_embed="frames"; a class token adds one) and the MAP head."""
+  n = int(np.prod(cfg.grid))
+  per = flops.dense(n, int(np.prod(cfg.patch)) * cfg.channels, cfg.width)
+  per += flops.encoder(n + (cfg.pool == "cls"), cfg.width, cfg.mlp_dim, cfg.depth)
+  if cfg.pool == "map":
+    per += flops.attention(1, n, cfg.width) + flops.mlp(1, cfg.width, cfg.mlp_dim)
+  return batch * (cfg.frames if cfg.patch_embed == "frames" else 1) * per
 
 
 def inflate_2d_to_3d(

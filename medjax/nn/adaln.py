@@ -15,6 +15,16 @@ def modulate(x, shift, scale):
   return x * (1.0 + scale) + shift
 
 
+def layer_norm_modulate(x, shift, scale, eps: float = 1e-6, dtype=None):
+  """modulate(LayerNorm(x) without scale or bias, shift, scale) in float32, rounded to `dtype` (x's
+  by default) once; the statistics as flax's LayerNorm computes them (E[x^2] - E[x]^2)."""
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  var = jnp.maximum(jnp.mean(x32 * x32, axis=-1, keepdims=True) - mean * mean, 0.0)
+  mul = jax.lax.rsqrt(var + eps) * (1.0 + scale.astype(jnp.float32))
+  return ((x32 - mean) * mul + shift.astype(jnp.float32)).astype(dtype or x.dtype)
+
+
 def timestep_embedding(t, dim: int, max_period: float = 10000.0):
   """Sinusoidal embedding [B, dim] of (possibly fractional) timesteps t [B]: [cos, sin] halves."""
   half = dim // 2

@@ -69,6 +69,8 @@ def dot_product_attention(
   of B / B0 consecutive rows, with their mask [B,1,T,P]; one softmax runs over the P + S keys.
   """
   if implementation == "cudnn" and softcap is None and prefix is None:
+    if mask is not None:  # cuDNN takes the mask as a bias spanning every query and key
+      mask = jnp.broadcast_to(mask, mask.shape[:-2] + (q.shape[1], k.shape[1]))
     return jax.nn.dot_product_attention(
       q, k, v, bias=bias, mask=mask, scale=scale, implementation="cudnn"
     )

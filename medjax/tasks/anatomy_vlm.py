@@ -28,7 +28,7 @@ from medjax.data import builders, pipeline
 from medjax.data.synthetic import anatomy
 from medjax.data.tokenizers import load_tokenizer
 from medjax.eval.classification import balanced_accuracy, f1_score, roc_auc
-from medjax.models.anatomy_vlm import TEXT_ENCODERS, AnatomyVLM, AnatomyVLMConfig
+from medjax.models.anatomy_vlm import TEXT_ENCODERS, AnatomyVLM, AnatomyVLMConfig, train_flops
 from medjax.models.bert import BertConfig
 from medjax.objectives import boxes as box_lib
 from medjax.objectives.contrastive import info_nce, sigmoid_bce
@@ -157,6 +157,13 @@ class AnatomyVLMTask(Task):
 
   def init_params(self, model, rng, batch):
     return model.init(rng, batch["image"], batch["phrase_tokens"])["params"]
+
+  def flops_per_step(self, model, batch, num_params):
+    # The phrases `_terms` encodes: each region's phrase and negatives (with fine alignment on),
+    # then the findings' label prompts.
+    b, m, k, t = np.shape(batch["neg_tokens"])
+    phrases = len(self.label_tokens) + (b * m * (1 + k) if self.terms_on["fine"] else 0)
+    return train_flops(self.model_cfg, b, phrases, t)
 
   def encode(self, ex) -> dict:
     """A generator / dataset example -> the arrays of one batch row."""

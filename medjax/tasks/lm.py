@@ -13,7 +13,7 @@ from medjax.inference import generate_text
 from medjax.inference.parsing import parse_answer
 from medjax.models import llm
 from medjax.models.llm import DecoderLM, LMConfig
-from medjax.objectives import masked_cross_entropy
+from medjax.objectives import lm_loss
 from medjax.tasks.base import Task
 
 DATASETS = {"synthetic_triage"}
@@ -122,13 +122,11 @@ class LMTask(Task):
     return model.init(rng, batch["tokens"])["params"]
 
   def loss(self, model, params, batch, rng, step):
-    logits, _ = model.apply({"params": params}, batch["tokens"], input_mask=batch["input_mask"])
-    loss, acc, _ = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    loss, acc, _ = lm_loss(model, params, batch)  # chunked when model.logits_chunk > 0
     return loss, {"token_accuracy": acc}
 
   def eval_metrics(self, model, params, batch):
-    logits, _ = model.apply({"params": params}, batch["tokens"], input_mask=batch["input_mask"])
-    loss, acc, n = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    loss, acc, n = lm_loss(model, params, batch)
     return {"loss": (loss * n, n), "token_accuracy": (acc * n, n)}
 
   def source(self, split):

@@ -30,6 +30,7 @@ from medjax.data.synthetic import phantoms
 from medjax.data.tokenizers import load_tokenizer
 from medjax.eval import report_metrics, vqa_accuracy
 from medjax.inference.decode import greedy_decode
+from medjax.models import multimodal
 from medjax.models.llm import LMConfig
 from medjax.models.multimodal import MediaSpec, MultimodalConfig, MultimodalLM, check_media_counts
 from medjax.models.text_tower import TextConfig, TwoTower
@@ -222,6 +223,9 @@ class MedGeminiVQATask(Task):
 
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
+
+  def flops_per_step(self, model, batch, num_params):
+    return multimodal.train_flops(self.mm_cfg, *np.shape(batch["tokens"]))
 
   def generate(
     self, model, params, examples, max_new_tokens: int | None = None, ablate=False

@@ -244,6 +244,10 @@ class OpenTSLMTask(Task):
   def count_tokens(self, batch):
     return int(np.sum(batch["input_mask"]))
 
+  def flops_per_step(self, model, batch, num_params):
+    b, t = np.shape(batch["tokens"])
+    return opentslm.train_flops(self.cfg, b, t, *np.shape(batch["series"])[1:])
+
   def generate(
     self, model, params, prompts, series, max_new_tokens: int, ablate: bool = False
   ) -> list[str]:
