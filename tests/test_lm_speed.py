@@ -136,6 +136,17 @@ def test_profile_summary_of_a_cpu_trace(tmp_path):
     profile_summary.top_ops(str(tmp_path / "none"))
 
 
+def test_gpu_table_trains_with_the_published_configs_optimiser():
+  # gpu_lm imports only the JAX stack, so it mirrors configs/llm.py's settings instead of loading
+  # them: they must not drift apart.
+  from medjax.config_lib import config_from_file
+
+  for preset in ("llama-3.2-1b", "gemma-3-1b"):
+    c = config_from_file(f"configs/llm.py:{preset}", ["data.tokenizer=byte"])
+    assert dict(c.optim) == gpu_lm.OPTIM, preset
+    assert (c.model.dtype, c.model.param_dtype) == tuple(gpu_lm.TRAIN_DTYPES.values()), preset
+
+
 def test_gpu_table_tiny_rows(capsys):
   # Every row's config builds at full size and tiny; one row of each kind runs for real (tiny).
   for row in gpu_lm.ROWS:
