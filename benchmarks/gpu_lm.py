@@ -1,14 +1,8 @@
-"""Llama-3.2-1B / Gemma-3-1B speed on one GPU as one table (issue 19): training step ms, MFU and
-compiled memory (the previous configuration as the baseline row, then the candidates), bf16
-decoding at batch 1 and 44 against the bandwidth roofline, and ensemble refinement (11 + 33) against
-one greedy answer. Rows and how each is measured: medjax.benchmarks.gpu_lm.
+"""Llama-3.2-1B / Gemma-3-1B speed on one GPU as one table (issue 19): training, decoding against
+the bandwidth roofline, ensemble refinement against greedy. Rows: medjax.benchmarks.gpu_lm.
 
 PYTHONPATH=. python benchmarks/gpu_lm.py [--profile_dir=DIR] [--rows=...] [--flag_rows=NAME@SET,...]
 PYTHONPATH=. python benchmarks/gpu_lm.py --tiny --flag_rows=   # CPU: tiny presets and shapes
-The rows run in a child process (a row that takes it down loses only itself), each flag row in one
-of its own with XLA flag set SET added to XLA_FLAGS; each row is printed as it completes, and rows
-not started within --budget_s are reported as skipped. --xla_flags (a set name or flags) applies to
-the whole run.
 """
 
 import dataclasses
@@ -29,11 +23,7 @@ flags.DEFINE_list(
 flags.DEFINE_string(
   "xla_flags", "", "A set name of XLA_FLAG_SETS or raw flags, added to XLA_FLAGS for the run."
 )
-flags.DEFINE_string(
-  "mem_fraction",
-  "0.92",
-  "XLA_PYTHON_CLIENT_MEM_FRACTION where unset (JAX's default, 0.75, leaves 35 GB of an H200 idle).",
-)
+flags.DEFINE_string("mem_fraction", "0.92", "XLA_PYTHON_CLIENT_MEM_FRACTION where unset.")
 flags.DEFINE_bool("tiny", False, "Tiny presets and shapes (CPU smoke run).")
 flags.DEFINE_integer("seq_len", S.seq_len, "Training tokens per example.")
 flags.DEFINE_integer("steps", S.steps, "Timed training steps per row (after one warm-up).")
@@ -57,11 +47,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  # XLA reads these when the backend starts, which is after this (and in the child processes).
-  os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", FLAGS.mem_fraction)
-  if FLAGS.xla_flags:
-    extra = gpu_lm.XLA_FLAG_SETS.get(FLAGS.xla_flags, FLAGS.xla_flags)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + extra).strip()
+  gpu_lm.set_xla_env(FLAGS.mem_fraction, FLAGS.xla_flags)
   names = [f.name for f in dataclasses.fields(gpu_lm.Settings) if f.name != "tiny"]
   given = {n: FLAGS[n].value for n in names if FLAGS[n].present}
   settings = gpu_lm.Settings.tiny_run(**given) if FLAGS.tiny else gpu_lm.Settings(**given)

@@ -14,7 +14,9 @@ Rows (`ROWS`, run in this order; each is printed as it completes, then the whole
             host; stage 2: M samples of the prompt followed by the N answers), against one greedy
             answer to the same prompt: the wall-time ratio. Token level (no text formatting).
 A row NAME@SET runs NAME in a child process with the XLA flags `XLA_FLAG_SETS[SET]` (XLA reads
-XLA_FLAGS once, when the backend starts; an unknown flag aborts only that child).
+XLA_FLAGS once, when the backend starts; an unknown flag aborts only that child). The other rows
+run in child processes too (a row that takes one down loses only itself); rows not started within
+the time budget are reported as skipped.
 Random weights at the presets' shapes; nothing is downloaded, and only the JAX stack (jax, flax,
 optax, absl, etils, numpy) is imported, so it runs on an offline GPU machine with a stock JAX
 install. `Settings.tiny_run()` swaps in the tiny presets and small shapes: every row runs on a
@@ -473,6 +475,16 @@ def summary(results: list[dict]) -> list[str]:
   if math.isfinite(get("er.llama", "ratio")):
     out.append(f"ER (11 + 33) / one greedy answer: {get('er.llama', 'ratio'):.2f}x; target <= 4x")
   return out
+
+
+def set_xla_env(mem_fraction: str, xla_flags: str = "") -> None:
+  """Before the backend starts (XLA reads these once; child processes inherit them): the share of
+  device memory XLA's client takes where unset (JAX's default, 0.75, leaves 35 GB of an H200 idle),
+  and `xla_flags` (a name of XLA_FLAG_SETS or raw flags) added to XLA_FLAGS."""
+  os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", mem_fraction)
+  if xla_flags:
+    extra = XLA_FLAG_SETS.get(xla_flags, xla_flags)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + extra).strip()
 
 
 def settings_flags(s: Settings) -> list[str]:
