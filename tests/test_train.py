@@ -247,3 +247,38 @@ def test_eval_ablation_rolls_the_task_inputs_and_is_refused_without_them(lm_conf
   np.testing.assert_array_equal(only_y["y"], [2, 0, 1])
   with pytest.raises(ValueError, match="train.eval_ablation"):
     train(lm_config(train__eval_ablation=True, train__steps=1), str(tmp_path))
+
+
+def test_frozen_params_cost_no_weight_gradients_and_train_the_same(lm_config, monkeypatch):
+  """optim.freeze: the step zeroes frozen gradients itself, so XLA drops their weight-gradient
+  matmuls; the update is the one the optimizer's frozen branch gave before, and train/grad_norm
+  is the trainable parameters' (the norm clipping uses)."""
+  import flax.linen as nn
+
+  from medjax.train.metrics import compiled_cost
+
+  cfg = lm_config(parallel__num_devices=1)
+  with cfg.unlocked():
+    cfg.optim.freeze = ("^layer_0/",)
+  runs = []
+  for masked in (True, False):
+    if not masked:  # the step as it was: every gradient computed, the optimizer zeroes frozen ones
+      monkeypatch.setattr(loop, "trainable_mask", lambda params, patterns: None)
+    mesh, rules, task, model = loop.setup(cfg)
+    local = next(iter(task.train_data(batch_size=8, seed=0, shard_index=0, shard_count=1)))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      state, _, jitted, _ = loop.build_step(cfg, mesh, rules, task, model)
+      batch = parallel.global_batch(local, mesh)
+      compiled = jitted.lower(state, batch).compile()
+      before = jax.device_get(state.params)
+      state, m = compiled(state, batch)
+    runs.append((before, jax.device_get(state.params), float(m["train/grad_norm"])))
+    runs[-1] += (compiled_cost(compiled)["flops"],)
+  (start, masked_p, masked_norm, masked_flops), (_, full_p, full_norm, full_flops) = runs
+  flat = lambda t: flax.traverse_util.flatten_dict(t, sep="/")
+  for k, v in flat(masked_p).items():
+    if k.startswith("layer_0/"):
+      np.testing.assert_array_equal(v, flat(start)[k], err_msg=k)
+    np.testing.assert_allclose(v, flat(full_p)[k], rtol=1e-6, atol=1e-7, err_msg=k)
+  assert 0 < masked_norm < full_norm
+  assert masked_flops < 0.97 * full_flops, (masked_flops, full_flops)

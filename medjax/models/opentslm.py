@@ -331,8 +331,8 @@ def train_flops(cfg: TSLMConfig, batch: int, seq_len: int, num_series: int, seri
   3 x forward of the patch encoder and of, for Flamingo, the perceiver resampler (latents attend to
   [patches; latents]) and the gated cross-attention blocks (every text token to all series' latents,
   keys / values projected in each block); for SoftPrompt, the series encoder and projector. The LM:
-  `llm.train_flops` with N = `lm.num_params()` (3 x forward even where the base is frozen: the step
-  computes its weight gradients, which `train/grad_norm` reads).
+  `llm.train_flops` with N = `lm.num_params()` (3 x forward even where the base is frozen, as MFU
+  is usually stated; the step skips a frozen base's weight gradients, about a third of that).
   """
   series, d, e = batch * num_series, cfg.enc_dim, cfg.lm.embed_dim
   p = cfg.num_patches(series_len)

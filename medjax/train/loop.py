@@ -18,7 +18,7 @@ from medjax.train import metrics as metrics_lib
 from medjax.train.best import METRIC as BEST_METRIC
 from medjax.train.best import BestParams, load_params
 from medjax.train.checkpoint import Checkpointer
-from medjax.train.optim import make_optimizer
+from medjax.train.optim import make_optimizer, trainable_mask
 from medjax.train.state import create_train_state
 from medjax.train.step import make_eval_step, make_train_step
 
@@ -91,6 +91,7 @@ def build_step(config, mesh, rules, task, model, rng=None, abstract_only=False):
 
   def make_tx(abstract_params):
     tx, holder["schedule"] = make_optimizer(config.optim, abstract_params, t.steps)
+    holder["trainable"] = trainable_mask(abstract_params, config.optim.freeze)
     return tx
 
   rng = jax.random.PRNGKey(config.seed) if rng is None else rng
@@ -105,7 +106,9 @@ def build_step(config, mesh, rules, task, model, rng=None, abstract_only=False):
     ema=t.ema_decay > 0,
     abstract_only=abstract_only,
   )
-  step = make_train_step(task, model, tx, holder["schedule"], t.grad_accum, t.ema_decay)
+  step = make_train_step(
+    task, model, tx, holder["schedule"], t.grad_accum, t.ema_decay, holder["trainable"]
+  )
   dummy = task.dummy_batch(t.batch_size)
   b_shard = jax.tree.map(lambda x: batch_sharding(mesh, np.ndim(x)), dummy)
   jitted = jax.jit(

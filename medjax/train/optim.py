@@ -41,6 +41,13 @@ def param_labels(params, freeze_patterns) -> dict:
   return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
+def trainable_mask(params, freeze_patterns) -> dict | None:
+  """True for the parameters `optim.freeze` leaves trainable (None: no freeze, all train)."""
+  if not list(freeze_patterns):
+    return None
+  return jax.tree.map(lambda label: label == "train", param_labels(params, freeze_patterns))
+
+
 def parse_groups(groups) -> list[tuple[re.Pattern, float | None, float | None]]:
   """`optim.groups`: (regex, lr, weight_decay) triples, lr / weight_decay None for the base value."""
   out = []

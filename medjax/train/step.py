@@ -16,12 +16,22 @@ def _microbatches(batch, n: int):
   return jax.tree.map(split, batch)
 
 
-def make_train_step(task, model, tx, schedule=None, grad_accum: int = 1, ema_decay: float = 0.0):
-  """(state, batch) -> (state, metrics); gradients averaged over `grad_accum` microbatches."""
+def make_train_step(
+  task, model, tx, schedule=None, grad_accum: int = 1, ema_decay: float = 0.0, trainable=None
+):
+  """(state, batch) -> (state, metrics); gradients averaged over `grad_accum` microbatches.
+
+  `trainable` (a tree of bools like the params, `optim.trainable_mask`; None: all): frozen
+  parameters' gradients are zeros, so XLA drops their weight-gradient matmuls (a frozen base LM's
+  or text encoder's), and `train/grad_norm` is the trainable parameters' norm, the one gradient
+  clipping sees.
+  """
 
   def grads_of(params, batch, rng, step):
     fn = lambda p: task.loss(model, p, batch, rng, step)
     (loss, metrics), grads = jax.value_and_grad(fn, has_aux=True)(params)
+    if trainable is not None:
+      grads = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, trainable)
     return loss, metrics, grads
 
   def step(state, batch):
