@@ -673,3 +673,13 @@ def test_optim_groups_set_lr_and_weight_decay_per_parameter_path():
   np.testing.assert_allclose(moved["lm/q/kernel"], 0.0)  # the frozen base
   with pytest.raises(ValueError, match=r"optim.groups\[0\]: lr: expected a number >= 0 or None"):
     step(ml_collections.ConfigDict(dict(flamingo.to_dict(), groups=(("x", -1.0, None),))), zeros)
+
+
+def test_memory_benchmark_configs_build():
+  """benchmarks/opentslm_memory.py's reduced-vocabulary paper configs pass the model's checks."""
+  from medjax.benchmarks.opentslm_memory import step_config
+  from medjax.tasks import get_task
+
+  for variant in ("flamingo", "softprompt"):
+    task = get_task(step_config(variant, 2, 1000, num_layers=2, embed_dim=128))
+    assert task.build_model().cfg.lm.vocab_size == 8192, variant

@@ -39,7 +39,9 @@ def step_config(
       mlp_dim=3 * embed_dim,
     )
     patches = -(-samples // c.model.patch)
-    c.model.update(ts_token_id=259, max_patches=max(c.model.max_patches, patches))
+    # the paper's placeholder ids are Llama-3's (128k vocabulary): the byte tokenizer's ids instead
+    eoc = 260 if c.model.eoc_token_id >= 0 else -1
+    c.model.update(ts_token_id=259, eoc_token_id=eoc, max_patches=max(c.model.max_patches, patches))
     extra = num_series * patches if variant == "softprompt" else num_series
     c.data.update(
       tokenizer="byte", num_series=num_series, series_len=samples, seq_len=text_len + extra
