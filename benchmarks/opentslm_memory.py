@@ -3,7 +3,7 @@
 python benchmarks/opentslm_memory.py [--num_layers=8 --embed_dim=512 --batch_size=4]
 
 Compiles (does not run) the real train step and reads XLA's memory analysis
-(medjax.benchmarks.opentslm_memory). Expected: SoftPrompt needs 20.8x Flamingo's memory at 1x10000
+(medjax.benchmarks.opentslm_memory). Expected: SoftPrompt needs 21x Flamingo's memory at 1x10000
 samples (table: docs/results.md).
 """
 
