@@ -16,6 +16,7 @@ from fast_compile import FAST
 from medjax.benchmarks import gpu_lm, profile_summary, roofline
 from medjax.models.llm import DecoderLM, lm_config, train_flops
 from medjax.objectives import chunked_cross_entropy, lm_loss
+from medjax.train.metrics import hbm_bandwidth
 
 # tests/fast_compile.py's options, XLA:CPU's older emitters: these programs compile ~2x faster.
 QUICK = {**FAST, "xla_cpu_use_fusion_emitters": False}
@@ -109,9 +110,9 @@ def test_decode_bytes_and_flops_by_hand():
   bytes_ = 2 * 2 * weights + 2 * (11 + 12) * kv_per_position
   assert roofline.decode_roofline_s(cfg, 1, 10, 2, 1e9) == pytest.approx(bytes_ / 1e9)
   dev = lambda kind: types.SimpleNamespace(device_kind=kind)
-  assert roofline.hbm_bandwidth(dev("NVIDIA H200")) == 4.8e12
-  assert roofline.hbm_bandwidth(dev("NVIDIA H100 PCIe")) == 2.0e12
-  assert roofline.hbm_bandwidth(dev("cpu")) is None
+  assert hbm_bandwidth(dev("NVIDIA H200")) == 4.8e12
+  assert hbm_bandwidth(dev("NVIDIA H100 PCIe")) == 2.0e12
+  assert hbm_bandwidth(dev("cpu")) is None
   # 6 N T + causal attention 12 H D T (T / 2 keys) per layer, batch 2 x 16
   flops = 2 * (6 * weights * 16 + 12 * 4 * 32 * 16 * (2 * 16 / 2))
   assert train_flops(cfg, weights, 2, 16) == flops == 82_771_968

@@ -45,7 +45,7 @@ from medjax.inference.decode import generate, pad_prompts
 from medjax.models.llm import DecoderLM, lm_config
 from medjax.objectives import lm_loss
 from medjax.parallel.sharding import batch_sharding
-from medjax.train.metrics import compiled_cost, peak_flops
+from medjax.train.metrics import compiled_cost, hbm_bandwidth, peak_flops
 from medjax.train.optim import make_optimizer
 from medjax.train.state import create_train_state
 from medjax.train.step import make_train_step
@@ -381,7 +381,7 @@ class Runner:
     t_gen = self._median(lambda: jax.block_until_ready(gen(params, tokens, lengths, rng)))
     t_pre = self._median(lambda: jax.block_until_ready(pre(params, tokens)))
     decode_s = max(t_gen - t_pre, 1e-9)
-    bw = roofline.hbm_bandwidth(self.device)
+    bw = hbm_bandwidth(self.device)
     ideal = roofline.decode_roofline_s(cfg, row.batch, s.prompt_len, s.new_tokens, bw) if bw else 0
     return _nan_row(
       what=f"{_preset(row, s)} bf16 batch {row.batch}, prompt {s.prompt_len} (padded "
@@ -622,7 +622,7 @@ def _run_rows(settings, rows, budget_s, profile_dir, profile_rows, emit) -> None
   print(
     f"device: {dev.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
     f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; peak {peak_flops(dev) or 0:.3g} FLOP/s, "
-    f"HBM {roofline.hbm_bandwidth(dev) or 0:.3g} B/s; {settings}",
+    f"HBM {hbm_bandwidth(dev) or 0:.3g} B/s; {settings}",
     flush=True,
   )
   runner = Runner(settings, profile_dir, profile_rows)

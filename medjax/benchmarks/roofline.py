@@ -5,32 +5,7 @@ its B rows, left out) and each row's keys and values for the positions it attend
 layers: at most the window). Its lower bound on time is those bytes over the HBM bandwidth.
 """
 
-import jax
-
 from medjax.models.llm import LMConfig, train_flops
-
-# HBM bandwidth in bytes/s per chip (vendor datasheets), by substring of jax.Device.device_kind
-# (lower case); the first match wins, so the more specific names come first.
-HBM_BANDWIDTH = {
-  "h200": 4.8e12,
-  "h100 pcie": 2.0e12,
-  "h100": 3.35e12,
-  "a100-sxm4-40gb": 1.555e12,
-  "a100": 2.039e12,
-  "l4": 0.3e12,
-  "v6 lite": 1.64e12,
-  "v6e": 1.64e12,
-  "v5p": 2.765e12,
-  "v5 lite": 0.819e12,
-  "v5e": 0.819e12,
-  "v4": 1.2e12,
-}
-
-
-def hbm_bandwidth(device=None) -> float | None:
-  """HBM bytes/s of `device` (default: the first), or None where its kind is not in the table."""
-  kind = (device or jax.devices()[0]).device_kind.lower()
-  return next((v for k, v in HBM_BANDWIDTH.items() if k in kind), None)
 
 
 def decode_param_count(cfg: LMConfig) -> int:

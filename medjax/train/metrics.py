@@ -24,12 +24,37 @@ PEAK_FLOPS = {
 }
 
 
-def peak_flops(device=None) -> float | None:
+# HBM bandwidth in bytes/s per chip (vendor datasheets), by the same kind of substring; the first
+# match wins, so the more specific names come first.
+HBM_BANDWIDTH = {
+  "h200": 4.8e12,
+  "h100 pcie": 2.0e12,
+  "h100": 3.35e12,
+  "a100-sxm4-40gb": 1.555e12,
+  "a100": 2.039e12,
+  "l4": 0.3e12,
+  "v6 lite": 1.64e12,
+  "v6e": 1.64e12,
+  "v5p": 2.765e12,
+  "v5 lite": 0.819e12,
+  "v5e": 0.819e12,
+  "v4": 1.2e12,
+}
+
+
+def _by_kind(table: dict, device) -> float | None:
   kind = (device or jax.devices()[0]).device_kind.lower()
-  for key, value in PEAK_FLOPS.items():
-    if key in kind:
-      return value
-  return None
+  return next((v for k, v in table.items() if k in kind), None)
+
+
+def peak_flops(device=None) -> float | None:
+  """Peak dense bf16 FLOP/s of `device` (default: the first), or None for an unknown kind."""
+  return _by_kind(PEAK_FLOPS, device)
+
+
+def hbm_bandwidth(device=None) -> float | None:
+  """HBM bytes/s of `device` (default: the first), or None for an unknown kind."""
+  return _by_kind(HBM_BANDWIDTH, device)
 
 
 def compiled_cost(compiled) -> dict:
