@@ -123,9 +123,8 @@ def test_profile_summary_of_a_cpu_trace(tmp_path):
   f = jax.jit(lambda a: jnp.sort(jnp.tanh(a @ a), axis=-1).sum())
   a = jnp.ones((128, 128))
   f(a).block_until_ready()
-  with jax.profiler.trace(str(tmp_path)):
-    for _ in range(3):
-      f(a).block_until_ready()
+  step = lambda s, b: (s, f(b))  # a compiled step's (state, metrics) shape
+  assert profile_summary.trace_steps(step, 7, a, str(tmp_path), steps=3) == 7
   source, rows = profile_summary.top_ops(str(tmp_path), top=5)
   assert source.startswith("host") and 0 < len(rows) <= 5
   assert rows[0]["total_ms"] >= rows[-1]["total_ms"] and all(r["count"] >= 3 for r in rows[:1])
@@ -135,6 +134,9 @@ def test_profile_summary_of_a_cpu_trace(tmp_path):
   assert rows[0]["op"] in text and "share" in text
   with pytest.raises(FileNotFoundError, match="no \\*.xplane.pb"):
     profile_summary.top_ops(str(tmp_path / "none"))
+  kept = profile_summary.report_top_ops(str(tmp_path), top=5, keep=True)
+  assert kept == text and open(str(tmp_path) + ".top_ops.txt").read() == text + "\n"
+  assert "no top ops (FileNotFoundError" in profile_summary.report_top_ops(str(tmp_path / "none"))
 
 
 def test_gpu_table_trains_with_the_published_configs_optimiser():

@@ -306,14 +306,8 @@ class Runner:
 
   def _profile(self, row, compiled, state, batch):
     path = os.path.join(self.profile_dir, row.name)
-    with jax.profiler.trace(path):
-      for _ in range(2):
-        state, m = compiled(state, batch)
-      jax.block_until_ready(m)
-    try:
-      print(profile_summary.format_top_ops(*profile_summary.top_ops(path)), flush=True)
-    except Exception as e:  # the trace stays on disk; the row's figures must not be lost
-      print(f"profile summary of {path} failed: {type(e).__name__}: {e}", flush=True)
+    state = profile_summary.trace_steps(compiled, state, batch, path)
+    profile_summary.report_top_ops(path)
     return state
 
   # -- decoding ----------------------------------------------------------------------------------

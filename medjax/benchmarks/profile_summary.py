@@ -77,3 +77,30 @@ def format_top_ops(source: str, rows: list[dict]) -> str:
     for r in rows
   ]
   return "\n".join(out)
+
+
+def trace_steps(step, state, batch, path: str, steps: int = 2):
+  """`steps` more calls of a compiled `step(state, batch) -> (state, metrics)` traced into `path`;
+  -> the new state. A profiler that fails is reported, not raised: the benchmark's timing stands."""
+  try:
+    with jax.profiler.trace(path):
+      for _ in range(steps):
+        state, m = step(state, batch)
+      jax.block_until_ready(m)
+  except Exception as e:  # noqa: BLE001 - any profiler failure; the figures must not be lost
+    print(f"{path}: no trace ({type(e).__name__}: {e})", flush=True)
+  return state
+
+
+def report_top_ops(path: str, top: int = 20, keep: bool = False) -> str:
+  """Prints the top ops of the trace in `path` (or why there are none) and, with `keep`, writes
+  them to `path`.top_ops.txt; -> the text."""
+  try:
+    text = format_top_ops(*top_ops(path, top=top))
+  except Exception as e:  # noqa: BLE001 - the trace stays on disk; the row's figures stand
+    text = f"{path}: no top ops ({type(e).__name__}: {e})"
+  print(text, flush=True)
+  if keep:
+    with open(path + ".top_ops.txt", "w") as f:
+      f.write(text + "\n")
+  return text

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from medjax import parallel
+from medjax.benchmarks import profile_summary
 from medjax.config_lib import config_from_file
 from medjax.train import loop
 from medjax.train.metrics import compiled_cost, peak_flops
@@ -53,13 +54,7 @@ def benchmark(config, steps: int, data_batches: int = 0, profile_dir: str = "") 
     jax.block_until_ready(m)
     dt = (time.time() - t0) / steps
     if profile_dir:
-      try:
-        with jax.profiler.trace(profile_dir):
-          for _ in range(2):
-            state, m = compiled(state, batch)
-          jax.block_until_ready(m)
-      except Exception as e:  # a profiler that fails must not lose the timing
-        print(f"profile_dir: no trace ({type(e).__name__}: {e})", flush=True)
+      state = profile_summary.trace_steps(compiled, state, batch, profile_dir)
   peak = peak_flops()
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   tokens = task.count_tokens(local) * jax.process_count()

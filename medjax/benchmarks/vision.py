@@ -128,13 +128,7 @@ def _profiled(spec, overrides, steps, path):
   """A training row traced into `path`: step.benchmark, then its top ops printed and kept."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   r = step.benchmark(config_from_file(spec, overrides), steps, profile_dir=path)
-  try:
-    text = profile_summary.format_top_ops(*profile_summary.top_ops(path, top=25))
-  except Exception as e:  # the row's timing stands without its profile
-    text = f"{path}: no top ops ({type(e).__name__}: {e})"
-  print(text, flush=True)
-  with open(path + ".top_ops.txt", "w") as f:
-    f.write(text + "\n")
+  profile_summary.report_top_ops(path, top=25, keep=True)
   return dict(r, config=spec, overrides=overrides)
 
 
