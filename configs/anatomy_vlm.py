@@ -43,6 +43,7 @@ def get_config(arg=None):
       decoder_heads=4,
       decoder_mlp_dim=128,
       embed_dim=64,
+      text_unique=256,  # a batch of 32 has ~180 distinct phrases among its ~1070 (at most 199)
     )
   else:
     regions = anatomy.CHEST_IMAGENOME_REGIONS

@@ -165,6 +165,35 @@ def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
   ]  # no global loss: fine alignment follows detection
 
 
+def test_text_encoder_reads_each_distinct_phrase_once_with_equal_results():
+  """`text_unique`: features of the distinct phrases, gathered back, equal every phrase's own (and
+  their gradients); a call with more distinct phrases than `text_unique` reads every phrase."""
+  import dataclasses
+
+  from medjax.models.anatomy_vlm import AnatomyVLM, AnatomyVLMConfig
+
+  cfg = AnatomyVLMConfig()
+  rng = np.random.default_rng(0)
+  rows = rng.integers(1, 100, (5, 16))
+  rows[:, 10:] = 0  # padded phrases
+  tokens = jnp.asarray(rows[rng.integers(0, 5, (3, 7))])  # 21 phrases, 5 distinct
+  params = AnatomyVLM(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)), tokens)["params"]
+
+  def grad_and_features(unique):
+    model = AnatomyVLM(dataclasses.replace(cfg, text_unique=unique))
+    encode = lambda p: model.apply({"params": p}, tokens, method=model.encode_text)
+    return jax.jit(lambda p: (jax.grad(lambda q: jnp.sum(encode(q) ** 3))(p), encode(p)))(params)
+
+  want_grads, want = grad_and_features(0)
+  for unique in (8, 5, 4):  # room to spare, exactly enough, too few (every phrase is read)
+    grads, got = grad_and_features(unique)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+      np.testing.assert_allclose(g, w, atol=1e-5)
+  with pytest.raises(ValueError, match="text_unique: expected >= 0"):
+    AnatomyVLMConfig(text_unique=-1)
+
+
 def test_auc_balanced_accuracy_and_f1_match_their_definitions():
   from medjax.eval.classification import balanced_accuracy, f1_score, roc_auc
 

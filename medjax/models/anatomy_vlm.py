@@ -69,8 +69,14 @@ class AnatomyVLMConfig:
   decoder_heads: int = 4
   decoder_mlp_dim: int = 128
   embed_dim: int = 64  # joint image-text space
+  # > 0: the frozen text encoder reads each distinct phrase of a call once, for up to this many
+  # distinct phrases (a call with more reads every phrase); equal results, less text-encoder work
+  # where phrases repeat (region phrases, negatives, label prompts). 0: every phrase.
+  text_unique: int = 0
 
   def __post_init__(self):
+    if self.text_unique < 0:
+      raise ValueError(f"text_unique: expected >= 0 (0: off), got {self.text_unique}")
     if self.num_queries < self.num_regions:
       raise ValueError(
         f"num_queries: expected >= num_regions ({self.num_regions}), got {self.num_queries}"
@@ -201,9 +207,37 @@ class AnatomyVLM(nn.Module):
 
   def encode_text(self, tokens):
     """tokens [..., T] -> [..., E] unit norm; the encoder is frozen (no gradient flows into it)."""
-    feats = self.text_encoder(tokens)
-    feats = jax.lax.stop_gradient(feats["pooled"] if isinstance(feats, dict) else feats)
+    feats = jax.lax.stop_gradient(self._text_features(tokens))
     return _normalize(self.text_proj(feats).astype(jnp.float32))
+
+  def _text_features(self, tokens):
+    """The frozen encoder's pooled features [..., W]; with `text_unique`, computed once per
+    distinct token row (rows are independent: padding masks are per row)."""
+
+    def features(mdl, rows):
+      out = mdl.text_encoder(rows)
+      return out["pooled"] if isinstance(out, dict) else out
+
+    lead, t = tokens.shape[:-1], tokens.shape[-1]
+    rows = tokens.reshape(-1, t)
+    u = self.cfg.text_unique
+    if not u or u >= rows.shape[0] or self.is_initializing():
+      return features(self, rows).reshape(*lead, -1)
+    # Distinct rows, padded with all-pad rows to u; the counts sum to fewer than the rows when a
+    # call has more than u distinct phrases, and then every row is read.
+    uniq, inverse, counts = jnp.unique(
+      rows, axis=0, size=u, fill_value=0, return_inverse=True, return_counts=True
+    )
+    out = nn.cond(
+      jnp.sum(counts) == rows.shape[0],
+      lambda mdl, uniq, inverse, rows: features(mdl, uniq)[inverse.reshape(-1)],
+      lambda mdl, uniq, inverse, rows: features(mdl, rows),
+      self,
+      uniq,
+      inverse,
+      rows,
+    )
+    return out.reshape(*lead, -1)
 
   def logit_params(self) -> dict:
     return {
@@ -216,12 +250,14 @@ class AnatomyVLM(nn.Module):
     return self.encode_image(images, train), self.encode_text(text_tokens), self.logit_params()
 
 
-def train_flops(cfg: AnatomyVLMConfig, batch: int, phrases: int, phrase_len: int) -> float:
+def train_flops(
+  cfg: AnatomyVLMConfig, batch: int, phrases: int, phrase_len: int, encoded: int | None = None
+) -> float:
   """Analytic training FLOPs of a step on `batch` images and `phrases` phrases of `phrase_len`
   tokens (`medjax.nn.flops`): 3 x forward of the vision tower, the anatomy query decoder
   (self-attention among the queries, cross-attention to the patch tokens, MLP), the box / region /
   image heads and the text projection; the frozen text encoder once (its output is
-  gradient-stopped: no backward pass)."""
+  gradient-stopped: no backward pass) on `encoded` of the phrases (default all; `text_unique`)."""
   w, q = cfg.vit.width, cfg.num_queries
   layer = flops.attention(q, q, w) + flops.attention(q, cfg.vit.num_tokens, w)
   heads = 2 * flops.dense(q, w, w) + flops.dense(q, w, 4 + cfg.num_regions)
@@ -229,5 +265,7 @@ def train_flops(cfg: AnatomyVLMConfig, batch: int, phrases: int, phrase_len: int
   image = vit.forward_flops(cfg.vit, batch) + batch * heads
   image += batch * cfg.decoder_depth * (layer + flops.mlp(q, w, cfg.decoder_mlp_dim))
   t = cfg.text
-  text = phrases * flops.encoder(phrase_len, t.width, t.mlp_dim, t.depth)
+  text = (phrases if encoded is None else encoded) * flops.encoder(
+    phrase_len, t.width, t.mlp_dim, t.depth
+  )
   return 3.0 * (image + phrases * flops.dense(1, t.width, cfg.embed_dim)) + text
