@@ -290,9 +290,13 @@ def test_vqa_learned_through_training_loop(tmp_path, variant):
   """Beats the majority answer per question; falls to about it with the media rolled across the
   batch (the input-ablation control), and (3D) well below it with only the volume rolled."""
   # Evaluates once, after the last step; generation is tested in test_text_metrics and the colab.
-  overrides = {"train.eval_every": 10_000, "data.test_size": 0, "train.eval_ablation": True}
-  # 8 examples a device instead of 4: 8-11% less CPU, as accurate (docs/results.md)
-  overrides["parallel.num_devices"] = 4
+  # 4 of the 8 devices (8 examples each instead of 4): 8-11% less CPU, as accurate (docs/results.md)
+  overrides = {
+    "train.eval_every": 10_000,
+    "data.test_size": 0,
+    "train.eval_ablation": True,
+    "parallel.num_devices": 4,
+  }
   m = _train(tmp_path, variant, **overrides)
   base, margin = m["eval/majority_baseline"], VQA_MARGIN[variant]
   assert m["eval/chance_baseline"] < base < 0.6, m

@@ -250,14 +250,13 @@ class AnatomyVLM(nn.Module):
     return self.encode_image(images, train), self.encode_text(text_tokens), self.logit_params()
 
 
-def train_flops(
-  cfg: AnatomyVLMConfig, batch: int, phrases: int, phrase_len: int, encoded: int | None = None
-) -> float:
+def train_flops(cfg: AnatomyVLMConfig, batch: int, phrases: int, phrase_len: int) -> float:
   """Analytic training FLOPs of a step on `batch` images and `phrases` phrases of `phrase_len`
   tokens (`medjax.nn.flops`): 3 x forward of the vision tower, the anatomy query decoder
   (self-attention among the queries, cross-attention to the patch tokens, MLP), the box / region /
   image heads and the text projection; the frozen text encoder once (its output is
-  gradient-stopped: no backward pass) on `encoded` of the phrases (default all; `text_unique`)."""
+  gradient-stopped: no backward pass) on at most `text_unique` of the phrases where that is fewer
+  (the distinct ones; `_text_features`)."""
   w, q = cfg.vit.width, cfg.num_queries
   layer = flops.attention(q, q, w) + flops.attention(q, cfg.vit.num_tokens, w)
   heads = 2 * flops.dense(q, w, w) + flops.dense(q, w, 4 + cfg.num_regions)
@@ -265,7 +264,6 @@ def train_flops(
   image = vit.forward_flops(cfg.vit, batch) + batch * heads
   image += batch * cfg.decoder_depth * (layer + flops.mlp(q, w, cfg.decoder_mlp_dim))
   t = cfg.text
-  text = (phrases if encoded is None else encoded) * flops.encoder(
-    phrase_len, t.width, t.mlp_dim, t.depth
-  )
+  read = min(phrases, cfg.text_unique or phrases)
+  text = read * flops.encoder(phrase_len, t.width, t.mlp_dim, t.depth)
   return 3.0 * (image + phrases * flops.dense(1, t.width, cfg.embed_dim)) + text

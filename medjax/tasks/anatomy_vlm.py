@@ -163,8 +163,7 @@ class AnatomyVLMTask(Task):
     # then the findings' label prompts.
     b, m, k, t = np.shape(batch["neg_tokens"])
     phrases = len(self.label_tokens) + (b * m * (1 + k) if self.terms_on["fine"] else 0)
-    read = min(phrases, self.model_cfg.text_unique or phrases)  # distinct phrases, at most
-    return train_flops(self.model_cfg, b, phrases, t, encoded=read)
+    return train_flops(self.model_cfg, b, phrases, t)
 
   def encode(self, ex) -> dict:
     """A generator / dataset example -> the arrays of one batch row."""
