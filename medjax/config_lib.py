@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
       early_stop_patience=0,
       init_from="",
       eval_ablation=False,
+      # XLA compiler options of the loop's train and eval steps, `name=value` pairs separated by
+      # spaces (XLA_FLAGS names without the dashes); they override XLA_FLAGS for these programs
+      compiler_options="",
     )
   )
   # Public weights for named param subtrees: `init.<slot>=<format>:<path>` (medjax.checkpoints.init);
@@ -245,10 +248,38 @@ def validate(config, workdir: str | None = None, num_devices: int | None = None)
       raise ValueError(f"{data_key}: expected <= {model_key} ({limit}), got {length}")
   if "init" in config:
     init_sources(config.init)
+  if "train" in config:
+    compiler_options(config.train)
   if num_devices is not None:
     _check_mesh(config, num_devices)
   if workdir is not None:
     _check_workdir(workdir)
+
+
+def compiler_options(train_section) -> dict[str, str] | None:
+  """`train.compiler_options` as the dict `jax.jit(...).compile()` takes (None when empty)."""
+  spec = train_section.get("compiler_options", "") or ""
+  out = {}
+  for pair in spec.split():
+    name, sep, value = pair.partition("=")
+    if not sep or not name.startswith("xla_") or not value:
+      raise ValueError(
+        f"train.compiler_options: expected space-separated 'xla_<option>=<value>' pairs, got {pair!r}"
+      )
+    out[name] = _option_value(value)
+  return out or None
+
+
+def _option_value(text: str):
+  """'true' / 'false' -> bool, an integer or a float -> that number, else the text."""
+  if text.lower() in ("true", "false"):
+    return text.lower() == "true"
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text
 
 
 INIT_FORMATS = ("hf", "diffusers", "opensora", "medjax")

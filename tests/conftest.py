@@ -1,12 +1,15 @@
-"""Test setup: 8 fake CPU devices and a persistent compilation cache, set before JAX starts."""
+"""Test setup: 8 fake CPU devices, the suite's compiler options (tests/fast_compile.py) and a
+persistent compilation cache, set before JAX starts."""
 
 import json
 import os
 import shutil
 import tempfile
 
+from fast_compile import FAST_FLAGS  # noqa: E402
+
 os.environ["XLA_FLAGS"] = (
-  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_FLAGS}"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -101,12 +104,12 @@ def train_step0(tmp_path):
 def run_colab():
   """run_colab(name, parameters) executes colabs/<name>.ipynb with its parameters cell (tagged 'parameters' or
   starting with '# Parameters') replaced by `parameters`, in a kernel with the scripts' environment
-  (tests/scripts.py, compiling with FAST_FLAGS); returns (all printed text, all outputs)."""
+  (tests/scripts.py); returns (all printed text, all outputs)."""
 
   def run(name: str, parameters: str, timeout: int = 600):
     import nbclient
     import nbformat
-    from scripts import FAST_FLAGS, script_env
+    from scripts import script_env
 
     nb = nbformat.read(os.path.join(REPO, "colabs", f"{name}.ipynb"), as_version=4)
     cell = next(
@@ -118,7 +121,7 @@ def run_colab():
     cell.source = parameters
     nbclient.NotebookClient(
       nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": REPO}}
-    ).execute(env=script_env(xla_flags=FAST_FLAGS))
+    ).execute(env=script_env())
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     return "\n".join(o.get("text", "") for o in outputs), outputs
 

@@ -5,18 +5,16 @@ import subprocess
 import sys
 
 import jax
-from fast_compile import FAST
+from fast_compile import FAST_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The scripts and notebooks the tests run train a few steps, so compiling dominates: they compile
-# with tests/fast_compile.py's options (10-20% cheaper). Tests that compare a subprocess's numbers
-# bitwise with another run's use `script_env` with equal flags instead.
-FAST_FLAGS = " ".join(f"--{k}={v}" for k, v in FAST.items())
 
 
-def script_env(devices: int = 8, xla_flags: str = "") -> dict:
+def script_env(devices: int = 8, xla_flags: str = FAST_FLAGS) -> dict:
   """The environment of a script subprocess: CPU with `devices` fake devices, the repository on the
-  path, and the session's compilation cache (tests/conftest.py), so runs share compiled steps."""
+  path, the session's compilation cache (tests/conftest.py), so runs share compiled steps, and the
+  suite's compiler options (tests/fast_compile.py: the scripts and notebooks the tests run train a
+  few steps, so compiling dominates), so a subprocess computes what the test process does."""
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",

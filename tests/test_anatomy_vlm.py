@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from fast_compile import fast_jit
+from fast_compile import RUN
 
 from medjax import config_lib
 from medjax.data.synthetic import anatomy
@@ -139,8 +139,8 @@ def test_stages_switch_losses_on_by_step_and_text_encoder_is_frozen():
   batch = next(iter(task.train_data(batch_size=4, seed=0, shard_index=0, shard_count=1)))
   # Compiled at XLA:CPU level 0 (FAST): this test checks which terms are summed, not speed, and the
   # two compiles take ~40% of the time at the default level.
-  params = fast_jit(lambda r: strip_boxes(task.init_params(model, r, batch)))(jax.random.PRNGKey(0))
-  grad_fn = fast_jit(
+  params = jax.jit(lambda r: strip_boxes(task.init_params(model, r, batch)))(jax.random.PRNGKey(0))
+  grad_fn = jax.jit(
     jax.value_and_grad(lambda p, b, s: task.loss(model, p, b, None, s), has_aux=True)
   )
   totals = {}
@@ -216,7 +216,12 @@ def _train(tmp_path, steps: int, test_size: int, **loss):
 
   c = _config(**loss)
   c.train.update(
-    steps=steps, eval_every=steps, log_every=steps, checkpoint_every=0, eval_ablation=True
+    steps=steps,
+    eval_every=steps,
+    log_every=steps,
+    checkpoint_every=0,
+    eval_ablation=True,
+    compiler_options=RUN,  # hundreds of steps: XLA's defaults (tests/fast_compile.py)
   )
   c.data.test_size = test_size
   c.data.eval_loss = False  # the bars read the test phantoms only, not the validation loss

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import fast_jit
+from fast_compile import RUN
 
 from medjax import config_lib
 from medjax.data.synthetic import cells
@@ -200,6 +200,7 @@ FAST = {
   "train.checkpoint_every": 0,
   "train.async_checkpoints": False,
   "train.eval_ablation": True,
+  "train.compiler_options": RUN,  # 150 steps: XLA's defaults (tests/fast_compile.py)
 }
 
 
@@ -302,7 +303,7 @@ def test_guided_generation_extrapolates_from_the_null_caption_branch():
   batch = task.dummy_batch(2)
   # One jitted init (eager ops compile one by one); at XLA:CPU level 0 "unsafe_rbg" draws compile
   # fastest.
-  params = fast_jit(lambda k: nn.unbox(task.init_params(model, k, batch)))(
+  params = jax.jit(lambda k: nn.unbox(task.init_params(model, k, batch)))(
     jax.random.key(0, impl="unsafe_rbg")
   )
   # Perturb the zero-initialised projections so captions matter (host draws: nothing to compile).
@@ -315,7 +316,7 @@ def test_guided_generation_extrapolates_from_the_null_caption_branch():
   rng = jax.random.PRNGKey(2)
   noise = jax.random.normal(jax.random.split(rng)[0], (2,) + task.video_shape)
   t = jnp.full((2,), float(c.diffusion.num_timesteps))
-  f = fast_jit(
+  f = jax.jit(
     lambda drop: model.apply(
       {"params": params}, noise, t, y, y_mask, drop_caption=jnp.full((2,), drop)
     )
@@ -327,7 +328,7 @@ def test_guided_generation_extrapolates_from_the_null_caption_branch():
   kw = dict(shape=task.video_shape, method="euler")
   for scale, channels in ((1.0, 0), (4.0, 0), (4.0, 3)):
     # Jitted (eager ops compile one by one); the Python scale and channels stay static.
-    got = fast_jit(
+    got = jax.jit(
       lambda p, y, m, r: generate(  # noqa: B023
         model, p, task.diffusion, y, m, r, cfg_scale=scale, guided_channels=channels, **kw
       )

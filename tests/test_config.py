@@ -111,11 +111,30 @@ def test_old_knob_name_fails_on_the_locked_config():
     ("model.num_layers=0", r"model.num_layers: expected > 0, got 0"),
     ("model.head_dim=-8", r"model.head_dim: expected > 0, got -8"),
     ("data.seq_len=1024", r"data.seq_len: expected <= model.max_seq_len \(512\), got 1024"),
+    (
+      "train.compiler_options=backend_optimization_level=0",
+      r"train.compiler_options: expected space-separated 'xla_<option>=<value>' pairs, "
+      r"got 'backend_optimization_level=0'",
+    ),
   ],
 )
 def test_loading_rejects_bad_values_naming_the_field(override, match):
   with pytest.raises(ValueError, match=match):
     config_lib.config_from_file("configs/llm.py:tiny", [override])
+
+
+def test_compiler_options_parse_to_typed_values():
+  c = config_lib.config_from_file(
+    "configs/llm.py:tiny",
+    ["train.compiler_options=xla_backend_optimization_level=1 xla_cpu_enable_fast_math=false"],
+  )
+  assert config_lib.compiler_options(c.train) == {
+    "xla_backend_optimization_level": 1,
+    "xla_cpu_enable_fast_math": False,
+  }
+  assert (
+    config_lib.compiler_options(config_lib.config_from_file("configs/llm.py:tiny").train) is None
+  )
 
 
 def test_nested_model_sizes_and_limits():

@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import fast_jit
 
 from medjax.diffusion import GaussianDiffusion, RectifiedFlow, cfg_model_fn, space_timesteps
 
@@ -36,7 +35,7 @@ def test_q_sample_and_posterior_match_closed_forms():
   acp = np.cumprod(1 - betas)
   x0, noise = _x0(0), jax.random.normal(jax.random.PRNGKey(1), SHAPE)
   t = jnp.array([0, 10, 500, 999])
-  xt = fast_jit(d.q_sample)(x0, t, noise)
+  xt = jax.jit(d.q_sample)(x0, t, noise)
   a = acp[np.asarray(t)].reshape(-1, 1, 1, 1, 1)
   np.testing.assert_allclose(xt, np.sqrt(a) * x0 + np.sqrt(1 - a) * noise, atol=1e-5)
   # Bayes: q(x_{t-1}|x_t,x0) ∝ N(x_t; sqrt(alpha_t) x_{t-1}, beta_t) N(x_{t-1}; sqrt(acp_{t-1}) x0, 1 - acp_{t-1}).
@@ -49,7 +48,7 @@ def test_q_sample_and_posterior_match_closed_forms():
   )
   var = 1 / (al / be + 1 / (1 - ap))
   mean_ref = var * (np.sqrt(al) * np.asarray(xt) / be + np.sqrt(ap) * np.asarray(x0) / (1 - ap))
-  mean, pvar, plogvar = fast_jit(d.q_posterior)(x0, xt, t)
+  mean, pvar, plogvar = jax.jit(d.q_posterior)(x0, xt, t)
   np.testing.assert_allclose(mean, mean_ref, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(pvar, var, rtol=1e-4)
   np.testing.assert_allclose(plogvar, np.log(var), rtol=1e-4)
@@ -60,7 +59,7 @@ def test_vlb_of_perfect_model_is_small_and_of_wrong_model_is_not():
   x0, noise = _x0(2), jax.random.normal(jax.random.PRNGKey(3), SHAPE)
   t = jnp.array([1, 50, 400, 999])
   perfect = _perfect_model(d, x0)
-  losses = fast_jit(lambda model, *a: d.training_losses(model, *a), static_argnums=0)
+  losses = jax.jit(lambda model, *a: d.training_losses(model, *a), static_argnums=0)
   out = losses(perfect, x0, t, noise)
   assert float(jnp.max(out["vb"])) < 1e-6 and float(jnp.max(out["mse"])) < 1e-8
   wrong = lambda xt, mt: (
@@ -79,7 +78,7 @@ def test_vb_term_trains_only_the_variance():
     fn = lambda xt, mt: jnp.concatenate([eps_scale * xt, v * jnp.ones_like(xt)], -1)
     return jnp.sum(d.training_losses(fn, x0, t, noise)["vb"])
 
-  g_eps, g_v = fast_jit(jax.grad(vb_of, argnums=(0, 1)))(0.5, 0.2)
+  g_eps, g_v = jax.jit(jax.grad(vb_of, argnums=(0, 1)))(0.5, 0.2)
   assert float(g_eps) == 0.0 and abs(float(g_v)) > 0
 
 
@@ -98,7 +97,7 @@ def test_respacing_keeps_alphas_cumprod():
 def test_respaced_sampler_recovers_point_mass(method):
   d = GaussianDiffusion.create(1000, respace=25)
   x0 = _x0(6)
-  x = fast_jit(lambda n, k: d.sample(_perfect_model(d, x0), n, k, method=method))(
+  x = jax.jit(lambda n, k: d.sample(_perfect_model(d, x0), n, k, method=method))(
     jax.random.normal(jax.random.PRNGKey(7), SHAPE), jax.random.PRNGKey(8)
   )
   np.testing.assert_allclose(x, x0, atol=2e-2)

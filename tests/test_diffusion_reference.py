@@ -19,7 +19,6 @@ torch = pytest.importorskip("torch", reason="the reference schedulers are diffus
 diffusers = pytest.importorskip("diffusers", reason="the reference schedulers are diffusers'")
 
 from diffusers.schedulers import scheduling_ddpm  # noqa: E402
-from fast_compile import fast_jit  # noqa: E402
 
 from medjax.diffusion import GaussianDiffusion, space_timesteps  # noqa: E402
 
@@ -166,7 +165,7 @@ def test_learned_range_step_matches_diffusers(respace, monkeypatch):
   x, eps, v = _rand(2), np.random.default_rng(3).normal(size=SHAPE), _rand(4)
   out = jnp.asarray(np.concatenate([eps, v], -1), jnp.float32)
   _patch_noise(monkeypatch, [torch.zeros((), dtype=F64)])
-  p_fn = fast_jit(lambda o, x, t: d.p_mean_variance(o, x, t))
+  p_fn = jax.jit(lambda o, x, t: d.p_mean_variance(o, x, t))
   for i in (0, 1, 2, len(ts) // 2, len(ts) - 1):
     p = p_fn(out, jnp.asarray(x, jnp.float32), jnp.full((SHAPE[0],), i))
     step = s.step(_pt(np.concatenate([eps, v], -1)), ts[i], _pt(x))  # noise zeroed: the mean
@@ -190,7 +189,7 @@ def test_respaced_chain_matches_diffusers_loop(respace, method, eta, monkeypatch
   d = GaussianDiffusion.create(1000, respace=respace)
   noise, rng = np.random.default_rng(5).normal(size=SHAPE), jax.random.PRNGKey(6)
   model = lambda x, t: _toy_model(jnp, x, t)
-  got = fast_jit(lambda n, k: d.sample(model, n, k, method=method, eta=eta))(
+  got = jax.jit(lambda n, k: d.sample(model, n, k, method=method, eta=eta))(
     jnp.asarray(noise, jnp.float32), rng
   )
   # The sampler draws step j's noise (j = 0 at the noisiest step) from split(rng, steps)[j].
@@ -226,7 +225,7 @@ def test_vb_term_matches_kl_and_decoder_nll_on_diffusers_posteriors(monkeypatch)
   out = np.concatenate([_rand(14), _rand(15)], -1)
   ts = [0, 3, 250, 999]
   f32 = lambda a: jnp.asarray(a, jnp.float32)
-  vb = fast_jit(lambda o, x, n, t: d.vb_terms(o, x, d.q_sample(x, t, n), t))(
+  vb = jax.jit(lambda o, x, n, t: d.vb_terms(o, x, d.q_sample(x, t, n), t))(
     f32(out), f32(x0), f32(noise), jnp.array(ts)
   )
   xt = s.add_noise(_pt(x0), _pt(noise), torch.tensor(ts))

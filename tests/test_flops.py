@@ -17,13 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import FAST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _flops(fn, *args) -> float:
-  cost = jax.jit(fn).lower(*args).compile(FAST).cost_analysis()
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
   return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
 
 

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import fast_jit
 
 from medjax.models.llm import DecoderLM, lm_config
 
@@ -46,13 +45,13 @@ def test_scan_and_remat_match_the_plain_model(preset):
   toks = jax.random.randint(jax.random.key(1), (2, 24), 0, 250)
   scan_cfg = lm_config(preset, scan_layers=True, remat="full")
   key = jax.random.key(0, impl="rbg")  # XLA:CPU compiles rbg draws faster than threefry's
-  scanned = fast_jit(DecoderLM(scan_cfg).init)(key, toks)["params"]
+  scanned = jax.jit(DecoderLM(scan_cfg).init)(key, toks)["params"]
   scanned = flax.linen.meta.unbox(scanned)
   plain_cfg = dataclasses.replace(scan_cfg, scan_layers=False, remat="none")
   plain = _unstack(scanned, scan_cfg.num_layers)
   loss = lambda cfg, p: DecoderLM(cfg).apply({"params": p}, toks)[0].mean()
-  a, ga = fast_jit(jax.value_and_grad(lambda p: loss(scan_cfg, p)))(scanned)
-  b, gb = fast_jit(jax.value_and_grad(lambda p: loss(plain_cfg, p)))(plain)
+  a, ga = jax.jit(jax.value_and_grad(lambda p: loss(scan_cfg, p)))(scanned)
+  b, gb = jax.jit(jax.value_and_grad(lambda p: loss(plain_cfg, p)))(plain)
   np.testing.assert_allclose(a, b, rtol=1e-5)
   for x, y in zip(jax.tree.leaves(_unstack(ga, scan_cfg.num_layers)), jax.tree.leaves(gb)):
     np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-4)

@@ -11,16 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import FAST
 
 from medjax.benchmarks import gpu_lm, profile_summary, roofline
 from medjax.models.llm import DecoderLM, lm_config, train_flops
 from medjax.objectives import chunked_cross_entropy, lm_loss
 from medjax.train.metrics import hbm_bandwidth
-
-# tests/fast_compile.py's options, XLA:CPU's older emitters: these programs compile ~2x faster.
-QUICK = {**FAST, "xla_cpu_use_fusion_emitters": False}
-quick_jit = lambda fn: jax.jit(fn, compiler_options=QUICK)
 
 
 def _batch(cfg, b=2, t=13, seed=0):
@@ -63,7 +58,7 @@ def test_chunked_cross_entropy_matches_the_whole_logits():
         out[tie, chunk] = jax.value_and_grad(fn, has_aux=True)(params[tie])
     return out
 
-  out = quick_jit(both)(params)
+  out = jax.jit(both)(params)
   for tie in (True, False):
     (loss0, (acc0, n0)), g0 = out[tie, 0]
     (loss1, (acc1, n1)), g1 = out[tie, 5]
@@ -81,7 +76,7 @@ def test_bf16_compute_loss_is_close_to_fp32():
   batch, params = _batch(cfg, t=16), _params(DecoderLM(cfg))
   bf16 = dataclasses.replace(cfg, dtype="bfloat16")
   cfgs = (cfg, bf16, dataclasses.replace(bf16, logits_chunk=6))
-  losses = quick_jit(lambda p: [lm_loss(DecoderLM(c), p, batch)[0] for c in cfgs])(params)
+  losses = jax.jit(lambda p: [lm_loss(DecoderLM(c), p, batch)[0] for c in cfgs])(params)
   fp32, low, low_chunked = (float(x) for x in losses)
   assert abs(low - fp32) < 1e-2 * fp32
   assert abs(low_chunked - low) < 2e-3 * low

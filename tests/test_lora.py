@@ -10,7 +10,6 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from fast_compile import fast_jit
 
 from medjax.models.llm import DecoderLM, LMConfig
 from medjax.nn import lora as lora_lib
@@ -124,7 +123,7 @@ def test_only_lora_params_train_under_the_freeze_mask():
     logits = DecoderLM(LORA).apply({"params": p}, TOKENS)[0]
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
-  @fast_jit
+  @jax.jit
   def step(p, s):
     l, g = jax.value_and_grad(loss)(p)
     u, s = tx.update(g, s, p)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import RUN
 
 from medjax import config_lib
 from medjax.models.llm import lm_config
@@ -296,6 +297,7 @@ def test_vqa_learned_through_training_loop(tmp_path, variant):
     "data.test_size": 0,
     "train.eval_ablation": True,
     "parallel.num_devices": 4,
+    "train.compiler_options": RUN,  # hundreds of steps: XLA's defaults (tests/fast_compile.py)
   }
   m = _train(tmp_path, variant, **overrides)
   base, margin = m["eval/majority_baseline"], VQA_MARGIN[variant]
@@ -313,7 +315,12 @@ def test_vqa_learned_through_training_loop(tmp_path, variant):
 @pytest.mark.slow
 def test_siglip_retrieval_far_above_chance(tmp_path):
   # 16 examples a device instead of 8: 12% less CPU, as accurate (docs/results.md)
-  overrides = {"train.eval_every": 10_000, "train.eval_ablation": True, "parallel.num_devices": 4}
+  overrides = {
+    "train.eval_every": 10_000,
+    "train.eval_ablation": True,
+    "parallel.num_devices": 4,
+    "train.compiler_options": RUN,
+  }
   # The longest phantom report is 64 bytes: 64 text tokens truncate none (the default 80 pads 16).
   m = _train(tmp_path, "tiny_siglip", **overrides, **{"data.seq_len": 64, "model.text.max_len": 64})
   chance = m["eval/chance@1"]

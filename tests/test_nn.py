@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import fast_jit
 
 from medjax.models.llm import DecoderLM, lm_config
 from medjax.nn import RMSNorm, attention_mask, dot_product_attention, rope_frequencies
@@ -80,8 +79,8 @@ def test_kv_cache_decoding_equals_full_forward(preset, scan):
   model = DecoderLM(cfg)
   toks = jax.random.randint(jax.random.key(1), (2, 12), 0, 250)
   # An "rbg" key: XLA:CPU compiles its draws several times faster than threefry's.
-  variables = fast_jit(model.init)(jax.random.key(0, impl="rbg"), toks)
-  apply = fast_jit(model.apply)
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), toks)
+  apply = jax.jit(model.apply)
   full, _ = apply(variables, toks)
   cache = model.init_cache(2, 16)
   pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
@@ -104,7 +103,7 @@ def test_samples_sharing_a_prompt_cache_decode_like_the_full_forward(preset, sca
   toks = np.random.RandomState(0).randint(3, 200, (2, 32))
   lens = np.array([32, 9])
   toks[1, 9:] = 0
-  params = fast_jit(model.init)(jax.random.key(0, impl="rbg"), jnp.asarray(toks))["params"]
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.asarray(toks))["params"]
   out, n = generate(
     model,
     params,
@@ -116,7 +115,7 @@ def test_samples_sharing_a_prompt_cache_decode_like_the_full_forward(preset, sca
   )
   out = np.asarray(out)
   assert np.asarray(n).tolist() == [12] * 4
-  forward = fast_jit(model.apply)
+  forward = jax.jit(model.apply)
   for row in range(4):
     prompt = toks[row // 2, : lens[row // 2]]
     logits, _ = forward({"params": params}, jnp.asarray(np.concatenate([prompt, out[row]])[None]))
@@ -149,18 +148,18 @@ def test_one_attention_covers_t5_and_biased_cross_attention():
   bias = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
   key_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)[:, None, None, :]
   key = jax.random.key(0, impl="rbg")  # XLA:CPU compiles rbg draws faster than threefry's
-  p = nn.unbox(fast_jit(t5.init)(key, x, mask=key_mask, bias=bias))["params"]
+  p = nn.unbox(jax.jit(t5.init)(key, x, mask=key_mask, bias=bias))["params"]
   assert set(p) == {"q", "k", "v", "o"} and "bias" not in p["q"]
-  got = fast_jit(t5.apply)({"params": p}, x, mask=key_mask, bias=bias)
+  got = jax.jit(t5.apply)({"params": p}, x, mask=key_mask, bias=bias)
   want = _reference_attention(jax.tree.map(np.asarray, p), x, x, key_mask, bias, 1.0)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
   # Cross-attention with biases (ViT / DiT layout), queries and keys of different widths.
   xattn = Attention(2, head_dim=5, use_bias=True, kernel_init="xavier")
   kv_mask = np.array([[1] * 7, [1] * 4 + [0] * 3], bool)[:, None, None, :]
-  p = nn.unbox(fast_jit(xattn.init)(jax.random.fold_in(key, 1), x, ctx, kv_mask))["params"]
+  p = nn.unbox(jax.jit(xattn.init)(jax.random.fold_in(key, 1), x, ctx, kv_mask))["params"]
   p = jax.tree.map(lambda a: a + 0.1, p)  # non-zero biases
-  xattn_apply = fast_jit(xattn.apply)
+  xattn_apply = jax.jit(xattn.apply)
   got = xattn_apply({"params": p}, x, ctx, kv_mask)
   want = _reference_attention(jax.tree.map(np.asarray, p), x, ctx, kv_mask, 0.0, 5**-0.5)
   np.testing.assert_allclose(got, want, atol=1e-5)

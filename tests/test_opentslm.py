@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import RUN
 
 from medjax import config_lib
 from medjax.data.synthetic import ecg, har
@@ -478,6 +479,7 @@ def test_learns_synthetic_har(name, tmp_path):
       async_checkpoints=False,
       eval_batch_size=8,
       eval_batches=1,
+      compiler_options=RUN,  # XLA's defaults for the steps (tests/fast_compile.py)
     )
     c.data.update(test_size=48, eval_gen_batch=48, eval_size=48)
     if c.model.variant == "softprompt":  # a token per 8 samples: 48 series tokens instead of 96

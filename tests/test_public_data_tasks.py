@@ -7,7 +7,6 @@ import flax
 import jax
 import numpy as np
 import pytest
-from fast_compile import fast_jit
 from scripts import run_script
 
 from medjax import config_lib
@@ -38,9 +37,9 @@ def _first_batch_loss(config):
   batch = next(iter(task.train_data(batch_size=4, seed=0, shard_index=0, shard_count=1)))
   model = task.build_model()
   params = flax.core.meta.unbox(
-    fast_jit(lambda r, b: task.init_params(model, r, b))(jax.random.PRNGKey(0), batch)
+    jax.jit(lambda r, b: task.init_params(model, r, b))(jax.random.PRNGKey(0), batch)
   )
-  loss = fast_jit(lambda p, b: task.loss(model, p, b, None, 0)[0])(params, batch)
+  loss = jax.jit(lambda p, b: task.loss(model, p, b, None, 0)[0])(params, batch)
   return batch, float(loss), np.log(config.model.lm.vocab_size)
 
 

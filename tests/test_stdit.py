@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import fast_jit
 
 from medjax import parallel
 from medjax.models.stdit import CaptionEmbedder, STDiT, stdit_config
@@ -29,7 +28,7 @@ def _inputs(cfg, seed=0):
 def _perturbed_init(cfg, seed=0):
   """Params of STDiT(cfg) from one jitted init, every one perturbed (the zero-initialised
   projections would hide mixing)."""
-  init = fast_jit(lambda k, *a: nn.unbox(STDiT(cfg).init(k, *a))["params"])
+  init = jax.jit(lambda k, *a: nn.unbox(STDiT(cfg).init(k, *a))["params"])
   # At level 0 "unsafe_rbg" draws compile fastest (~2.0 s; threefry 2.6, rbg 3.3); the
   # perturbation is drawn on the host (no compiles).
   params = init(jax.random.key(seed, impl="unsafe_rbg"), *_inputs(cfg))
@@ -53,7 +52,7 @@ def tiny():
 @functools.cache
 def _forward(cfg):
   """STDiT(cfg).apply(params, *inputs, **kw), jitted once per config."""
-  return fast_jit(lambda p, *a, **kw: STDiT(cfg).apply({"params": p}, *a, **kw))
+  return jax.jit(lambda p, *a, **kw: STDiT(cfg).apply({"params": p}, *a, **kw))
 
 
 def test_paper_size_and_output_shape(tiny):
@@ -155,7 +154,7 @@ def test_sequence_sharded_forward_matches_unsharded(tiny, seq):
     shardings = param_shardings(boxed, mesh, rules)
     sharded = jax.device_put(params, shardings)
     # A fresh jit: traced here, under the mesh and the logical axis rules.
-    forward = fast_jit(lambda p, *a: model.apply({"params": p}, *a))
+    forward = jax.jit(lambda p, *a: model.apply({"params": p}, *a))
     compiled = forward.lower(sharded, *inputs).compile()
     out, text = compiled(sharded, *inputs), compiled.as_text()
   assert (
@@ -187,9 +186,7 @@ def test_space_scale_places_patches_as_v1(one_block):
   cfg, params = one_block
   x, t, y, mask = _inputs(cfg)
   models = [STDiT(stdit_config("tiny", depth=1, space_scale=s)) for s in (1.0, 0.5)]
-  out, out_half = fast_jit(lambda p: [m.apply({"params": p}, x, t, y, mask) for m in models])(
-    params
-  )
+  out, out_half = jax.jit(lambda p: [m.apply({"params": p}, x, t, y, mask) for m in models])(params)
   assert float(jnp.max(jnp.abs(out - out_half))) > 1e-3
   with pytest.raises(ValueError, match="space_scale.*got 0.0"):
     STDiT(stdit_config("tiny", space_scale=0.0)).apply({"params": params}, x, t, y, mask)
@@ -208,11 +205,11 @@ def test_null_caption_buffer_keeps_the_caption_mask_and_gets_no_gradient(one_blo
   for mode in ("buffer", "learned"):
     c = stdit_config("tiny", depth=1, null_caption=mode)
     model, embed = STDiT(c), CaptionEmbedder(c)
-    out = fast_jit(
+    out = jax.jit(
       lambda p: model.apply({"params": p}, xx, tt, yy, both, drop_caption=dd)  # noqa: B023
     )(params)
     # The caption embedder alone carries the null caption's gradient (cheaper than the model's).
-    grad = fast_jit(
+    grad = jax.jit(
       jax.grad(
         lambda p: jnp.sum(embed.apply({"params": p}, y, jnp.array([True, True])) ** 2)  # noqa: B023
       )
@@ -245,7 +242,7 @@ def test_step_options_keep_the_loss_and_its_gradient(one_block):
   grads = lambda p: [
     jax.value_and_grad(functools.partial(loss, dataclasses.replace(cfg, **kw)))(p) for kw in options
   ]
-  (want, want_grad), *rest = fast_jit(grads)(params)
+  (want, want_grad), *rest = jax.jit(grads)(params)
   for kw, (got, got_grad) in zip(options[1:], rest):
     np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=str(kw))
     for g, w in zip(jax.tree.leaves(got_grad), jax.tree.leaves(want_grad)):

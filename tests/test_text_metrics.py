@@ -2,8 +2,8 @@
 
 import math
 
+import jax
 import pytest
-from fast_compile import fast_jit
 
 from medjax import config_lib
 from medjax.eval import bleu, match_option, normalize_answer, report_metrics, rouge_l, vqa_accuracy
@@ -110,7 +110,6 @@ def _medgemini_task(variant, **data):
 def test_greedy_decoding_agrees_with_teacher_forcing():
   """Every generated token is the argmax of the model run teacher-forced on the generated text."""
   import flax.linen as nn
-  import jax
   import numpy as np
 
   from medjax.inference.decode import greedy_decode
@@ -119,7 +118,7 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   model = task.build_model()
   dummy = task.dummy_batch(2)
   params = nn.meta.unbox(
-    fast_jit(lambda r: task.init_params(model, r, dummy))(jax.random.PRNGKey(3))
+    jax.jit(lambda r: task.init_params(model, r, dummy))(jax.random.PRNGKey(3))
   )
   val = task.source("validation")
   batch = [task.encode(val[i]) for i in range(4)]
@@ -138,7 +137,7 @@ def test_greedy_decoding_agrees_with_teacher_forcing():
   assert (end == lengths + 5).all() and (
     tokens[:, : lengths.min()] == arrays["tokens"][:, : lengths.min()]
   ).all()
-  logits = fast_jit(lambda p, kw: model.apply({"params": p}, **kw))(
+  logits = jax.jit(lambda p, kw: model.apply({"params": p}, **kw))(
     params,
     dict(inputs, tokens=tokens, input_mask=pos < end[:, None], prefix_mask=pos < lengths[:, None]),
   )

@@ -12,6 +12,7 @@ import flax
 import jax
 import numpy as np
 import pytest
+from fast_compile import DEFAULT, RUN
 from scripts import script_env
 
 from medjax import parallel
@@ -36,6 +37,7 @@ def test_tiny_lm_learns_the_triage_task(lm_config, tmp_path):
     train__eval_batches=1,
     train__checkpoint_every=0,
     data__test_size=64,
+    train__compiler_options=RUN,  # 200 steps: XLA's defaults (tests/fast_compile.py)
   )
   result = loop.train(cfg, str(tmp_path))
   losses = _losses(str(tmp_path))
@@ -66,7 +68,8 @@ def test_fsdp_shards_params_and_optimizer_state(lm_config):
     state, _, _, _ = loop.build_step(cfg, mesh, rules, task, model)
     # The state's init is compiled with INIT_CPU_COMPILER_OPTIONS: the params of XLA's defaults.
     init = lambda r: strip_boxes(task.init_params(model, r, task.dummy_batch(1)))
-    default = jax.jit(init)(jax.random.split(jax.random.PRNGKey(cfg.seed))[0])
+    rng = jax.random.split(jax.random.PRNGKey(cfg.seed))[0]
+    default = jax.jit(init).lower(rng).compile(DEFAULT)(rng)
   assert all(map(np.array_equal, jax.tree.leaves(state.params), jax.tree.leaves(default)))
   trees = (state.params, state.opt_state)
   total = sum(x.nbytes for x in jax.tree.leaves(trees))

@@ -16,7 +16,6 @@ torch = pytest.importorskip(
   "torch", reason="parity tests run the reference diffusers/transformers models on torch"
 )
 
-from fast_compile import fast_jit  # noqa: E402
 from torch_reference import randomize  # noqa: E402
 
 from medjax import config_lib
@@ -61,21 +60,21 @@ def test_vae_encode_decode_match_diffusers(vae_dir):
     post = ref.encode(torch.tensor(x).permute(0, 3, 1, 2)).latent_dist
     mean, logvar = post.mean.permute(0, 2, 3, 1).numpy(), post.logvar.permute(0, 2, 3, 1).numpy()
     out = ref.decode(post.mean).sample.permute(0, 2, 3, 1).numpy()
-  m, lv = fast_jit(lambda p, x: vae.apply({"params": p}, x, method=vae.encode))(params, x)
+  m, lv = jax.jit(lambda p, x: vae.apply({"params": p}, x, method=vae.encode))(params, x)
   assert m.shape == (2, 4, 3, 4) and np.abs(mean).max() > 0.1
   np.testing.assert_allclose(np.asarray(m), mean, atol=1e-4, rtol=0)
   np.testing.assert_allclose(np.asarray(lv), logvar, atol=1e-4, rtol=0)
-  y = fast_jit(lambda p, z: vae.apply({"params": p}, z, method=vae.decode))(params, mean)
+  y = jax.jit(lambda p, z: vae.apply({"params": p}, z, method=vae.decode))(params, mean)
   np.testing.assert_allclose(np.asarray(y), out, atol=1e-4, rtol=0)
   bf16, params16 = load_vae(path, dtype="bfloat16")  # bf16 compute, fp32 params and outputs
-  m16, _ = fast_jit(lambda p, x: bf16.apply({"params": p}, x, method=bf16.encode))(params16, x)
+  m16, _ = jax.jit(lambda p, x: bf16.apply({"params": p}, x, method=bf16.encode))(params16, x)
   assert m16.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(m16), mean, atol=0.03 * np.abs(mean).max(), rtol=0)
 
 
 def test_video_is_encoded_and_decoded_frame_by_frame(vae_dir):
   vae, params = load_vae(vae_dir[0])
-  encode = fast_jit(functools.partial(encode_video, vae), static_argnames="batch_size")
+  encode = jax.jit(functools.partial(encode_video, vae), static_argnames="batch_size")
   video = jnp.asarray(np.random.RandomState(1).uniform(-1, 1, (2, 3, 8, 8, 3)), jnp.float32)
   z = encode(params, video, batch_size=4)  # 6 frames, 4 at a time (the last chunk padded)
   assert z.shape == (2, 3, 2, 2, 4)
@@ -199,7 +198,7 @@ def test_t5_encoder_matches_transformers(t5_dirs, layout):
     want = ref(
       input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)
     ).last_hidden_state.numpy()
-  got = fast_jit(T5Encoder(cfg).apply)({"params": load_t5_params(path, cfg)}, ids, mask)
+  got = jax.jit(T5Encoder(cfg).apply)({"params": load_t5_params(path, cfg)}, ids, mask)
   assert np.abs(want).max() > 0.5
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
 
@@ -410,7 +409,7 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, bora_cache):
   n = len(rec["video"])
   assert lengths[1] == n
   vae, params = load_vae(vae_dir[0])
-  z = fast_jit(functools.partial(encode_video, vae))(
+  z = jax.jit(functools.partial(encode_video, vae))(
     params, latent_cache.to_pixels(rec["video"])[None]
   )
   np.testing.assert_allclose(cached["x"][:n], np.asarray(z[0]), atol=1e-5)
@@ -431,7 +430,7 @@ def test_bora_trains_on_cached_latents_and_text(vae_dir, t5_dirs, bora_cache):
   params = init(jax.random.PRNGKey(0))
   loss_fn = lambda p: task.loss(model, p, batch, jax.random.PRNGKey(1), 0)[0]
 
-  @fast_jit
+  @jax.jit
   def step(p, s):
     loss, g = jax.value_and_grad(loss_fn)(p)
     u, s = tx.update(g, s, p)

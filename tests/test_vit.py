@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fast_compile import fast_jit
 
 from medjax.models.vit import ViT, inflate_2d_to_3d, vit_config
 
@@ -17,13 +16,13 @@ from medjax.models.vit import ViT, inflate_2d_to_3d, vit_config
 def _init(cfg):
   """Boxed params of ViT(cfg) from one jitted init (cached: the tests only read them)."""
   x = jnp.zeros((1,) + cfg.input_shape)
-  return fast_jit(lambda k: ViT(cfg).init(k, x))(jax.random.key(0, impl="rbg"))["params"]
+  return jax.jit(lambda k: ViT(cfg).init(k, x))(jax.random.key(0, impl="rbg"))["params"]
 
 
 @functools.cache
 def _forward(cfg):
   """ViT(cfg).apply jitted once per config."""
-  return fast_jit(lambda p, x: ViT(cfg).apply({"params": p}, x))
+  return jax.jit(lambda p, x: ViT(cfg).apply({"params": p}, x))
 
 
 def _abstract_init(cfg, x):
@@ -147,15 +146,15 @@ def test_patch_embed_equals_strided_conv(patch):
 
   x = jax.random.normal(jax.random.PRNGKey(0), (2,) + (4,) * (len(patch) - 2) + (8, 8, 3))
   m = PatchEmbed(5, patch)
-  p = nn.meta.unbox(fast_jit(m.init)(jax.random.key(1, impl="rbg"), x))["params"]
+  p = nn.meta.unbox(jax.jit(m.init)(jax.random.key(1, impl="rbg"), x))["params"]
   dims = ("NHWC", "HWIO", "NHWC") if len(patch) == 2 else ("NDHWC", "DHWIO", "NDHWC")
-  ref = fast_jit(
+  ref = jax.jit(
     lambda x, p: (
       jax.lax.conv_general_dilated(x, p["kernel"], patch, "VALID", dimension_numbers=dims)
       + p["bias"]
     )
   )(x, p)
-  np.testing.assert_allclose(fast_jit(m.apply)({"params": p}, x), ref, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(m.apply)({"params": p}, x), ref, atol=1e-5)
 
 
 def test_frames_mode_is_the_2d_tower_per_frame_with_frame_indices():

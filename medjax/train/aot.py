@@ -15,6 +15,7 @@ import re
 import flax.linen as nn
 import jax
 
+from medjax import config_lib
 from medjax.parallel.mesh import MESH_AXES, resolve_mesh_shape
 from medjax.parallel.topology import Topology, parse_topology
 from medjax.tasks.base import Task
@@ -56,7 +57,7 @@ def compile_train_step(config, devices):
   state, _, jitted, _ = loop.build_step(config, mesh, rules, task, model, abstract_only=True)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     batch = loop.abstract_batch(task, config.train.batch_size, mesh)
-    compiled = jitted.lower(state, batch).compile()
+    compiled = jitted.lower(state, batch).compile(config_lib.compiler_options(config.train))
   return compiled, state, mesh, task, model
 
 

@@ -218,7 +218,8 @@ def train(config, workdir: str) -> dict:
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, shardings, jitted, _ = build_step(config, mesh, rules, task, model)
-    compiled = jitted.lower(state, abstract_batch(task, t.batch_size, mesh)).compile()
+    options = config_lib.compiler_options(t)
+    compiled = jitted.lower(state, abstract_batch(task, t.batch_size, mesh)).compile(options)
   cost = metrics_lib.compiled_cost(compiled)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info(
@@ -227,7 +228,7 @@ def train(config, workdir: str) -> dict:
     cost["flops"] / 1e9,
     cost.get("total_bytes", 0) / 2**20,
   )
-  eval_fn = jax.jit(make_eval_step(task, model))
+  eval_fn = jax.jit(make_eval_step(task, model), compiler_options=options)
 
   ckpt = Checkpointer(
     workdir / "checkpoints", keep=t.keep_checkpoints, use_async=t.async_checkpoints
