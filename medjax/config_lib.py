@@ -256,7 +256,7 @@ def validate(config, workdir: str | None = None, num_devices: int | None = None)
     _check_workdir(workdir)
 
 
-def compiler_options(train_section) -> dict[str, str] | None:
+def compiler_options(train_section) -> dict | None:
   """`train.compiler_options` as the dict `jax.jit(...).compile()` takes (None when empty)."""
   spec = train_section.get("compiler_options", "") or ""
   out = {}

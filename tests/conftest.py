@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from fast_compile import FAST_FLAGS  # noqa: E402
+from fast_compile import FAST_FLAGS
 
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_FLAGS}"

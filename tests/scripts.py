@@ -10,7 +10,7 @@ from fast_compile import FAST_FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def script_env(devices: int = 8, xla_flags: str = FAST_FLAGS) -> dict:
+def script_env(devices: int = 8) -> dict:
   """The environment of a script subprocess: CPU with `devices` fake devices, the repository on the
   path, the session's compilation cache (tests/conftest.py), so runs share compiled steps, and the
   suite's compiler options (tests/fast_compile.py: the scripts and notebooks the tests run train a
@@ -22,20 +22,18 @@ def script_env(devices: int = 8, xla_flags: str = FAST_FLAGS) -> dict:
     JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
   )
-  flags = (
-    f"--xla_force_host_platform_device_count={devices} {xla_flags}" if devices > 1 else xla_flags
-  )
-  env["XLA_FLAGS"] = flags.strip()
+  fake = f"--xla_force_host_platform_device_count={devices} " if devices > 1 else ""
+  env["XLA_FLAGS"] = fake + FAST_FLAGS
   return env
 
 
-def run_script(name: str, *args, devices: int = 8, xla_flags: str = FAST_FLAGS, timeout: int = 600):
-  """Runs experiments/<name> with `args` to completion (compiled with `xla_flags`); fails with its
-  log unless it exits 0. -> the CompletedProcess (text stdout / stderr)."""
+def run_script(name: str, *args, devices: int = 8, timeout: int = 600):
+  """Runs experiments/<name> with `args` to completion in `script_env(devices)`; fails with its log
+  unless it exits 0. -> the CompletedProcess (text stdout / stderr)."""
   out = subprocess.run(
     [sys.executable, os.path.join(ROOT, "experiments", name), *args],
     cwd=ROOT,
-    env=script_env(devices, xla_flags),
+    env=script_env(devices),
     capture_output=True,
     text=True,
     timeout=timeout,
