@@ -59,6 +59,24 @@ def test_sharded_losses_equal_single_device(lm_config, tmp_path):
   )
 
 
+def test_compiler_options_reach_the_train_and_eval_steps(lm_config, tmp_path):
+  """`train.compiler_options` overrides XLA_FLAGS (the suite's level 0) for the loop's two step
+  programs: XLA dumps exactly those two (`xla_dump_to`), each with the level it was given."""
+  dump = tmp_path / "dump"
+  options = f"xla_dump_to={dump} xla_backend_optimization_level=2"
+  cfg = lm_config(
+    train__steps=1, train__eval_every=1, train__eval_batches=1, train__compiler_options=options
+  )
+  loop.train(cfg, str(tmp_path / "run"))
+  found = {
+    f.split(".")[1]: (dump / f).read_text()
+    for f in os.listdir(dump)
+    if f.endswith(".debug_options")
+  }
+  assert set(found) == {"jit_step", "jit_eval_step"}, sorted(found)
+  assert all("xla_backend_optimization_level: 2" in text for text in found.values()), found
+
+
 def test_fsdp_shards_params_and_optimizer_state(lm_config):
   from medjax.parallel.sharding import strip_boxes
 

@@ -75,4 +75,8 @@ def make_train_step(
 
 def make_eval_step(task, model):
   """(params, batch) -> {name: (sum, count)}."""
-  return lambda params, batch: task.eval_metrics(model, params, batch)
+
+  def eval_step(params, batch):
+    return task.eval_metrics(model, params, batch)
+
+  return eval_step
