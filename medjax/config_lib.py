@@ -60,8 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
       early_stop_patience=0,
       init_from="",
       eval_ablation=False,
-      # XLA compiler options of the loop's train and eval steps, `name=value` pairs separated by
-      # spaces (XLA_FLAGS names without the dashes); they override XLA_FLAGS for these programs
+      # XLA compiler options of the loop's train and eval steps, space-separated `name=value`
+      # pairs (XLA_FLAGS names without the dashes); they override XLA_FLAGS for these programs
       compiler_options="",
     )
   )
@@ -264,7 +264,8 @@ def compiler_options(train_section) -> dict | None:
     name, sep, value = pair.partition("=")
     if not sep or not name.startswith("xla_") or not value:
       raise ValueError(
-        f"train.compiler_options: expected space-separated 'xla_<option>=<value>' pairs, got {pair!r}"
+        "train.compiler_options: expected space-separated 'xla_<option>=<value>' pairs, "
+        f"got {pair!r}"
       )
     out[name] = _option_value(value)
   return out or None

@@ -124,7 +124,7 @@ def test_stdit_flops_formula_matches_xla_count():
   # XLA counts FLOPs from shapes alone: abstract params, no init to run.
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, t, y, y_mask, train=False))
   loss = lambda p: jnp.mean(model.apply(p, x, t, y, y_mask, train=False) ** 2)
-  # The suite's XLA:CPU level 0 counts the same FLOPs as the default level (the HLO passes are the same).
+  # The suite's XLA:CPU level 0 counts the FLOPs the default level does (the same HLO passes).
   cost = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   assert train_flops(cfg, x.shape, 6) == pytest.approx(cost["flops"], rel=0.15)

@@ -15,8 +15,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from medjax import config_lib, parallel
+from medjax import parallel
 from medjax.benchmarks import profile_summary
+from medjax.config_lib import config_from_file
 from medjax.train import loop
 from medjax.train.metrics import compiled_cost, peak_flops
 
@@ -37,8 +38,7 @@ def benchmark(config, steps: int, data_batches: int = 0, profile_dir: str = "") 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, _, jitted, _ = loop.build_step(config, mesh, rules, task, model, abstract_only=not steps)
     t0 = time.time()
-    batch = loop.abstract_batch(task, t.batch_size, mesh)
-    compiled = jitted.lower(state, batch).compile(config_lib.compiler_options(t))
+    compiled = loop.compile_step(config, jitted, state, task, mesh)
     compile_s = time.time() - t0
   cost = compiled_cost(compiled)
   rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def run(
       if callable(what[0]):
         r = what[0]()
       else:
-        r = benchmark(config_lib.config_from_file(what[0], what[1]), steps, data_batches)
+        r = benchmark(config_from_file(what[0], what[1]), steps, data_batches)
         r.update(config=what[0], overrides=what[1])
     except Exception as e:  # one config out of memory must not lose the others' figures
       first = (str(e).splitlines() or [""])[0][:300]

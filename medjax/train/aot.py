@@ -15,7 +15,6 @@ import re
 import flax.linen as nn
 import jax
 
-from medjax import config_lib
 from medjax.parallel.mesh import MESH_AXES, resolve_mesh_shape
 from medjax.parallel.topology import Topology, parse_topology
 from medjax.tasks.base import Task
@@ -56,8 +55,7 @@ def compile_train_step(config, devices):
   # Outside set_mesh: the rng is made eagerly on the host (compile-only devices cannot run anything).
   state, _, jitted, _ = loop.build_step(config, mesh, rules, task, model, abstract_only=True)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    batch = loop.abstract_batch(task, config.train.batch_size, mesh)
-    compiled = jitted.lower(state, batch).compile(config_lib.compiler_options(config.train))
+    compiled = loop.compile_step(config, jitted, state, task, mesh)
   return compiled, state, mesh, task, model
 
 

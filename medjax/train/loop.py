@@ -120,6 +120,13 @@ def build_step(config, mesh, rules, task, model, rng=None, abstract_only=False):
   return state, shardings, jitted, holder["schedule"]
 
 
+def compile_step(config, jitted, state, task, mesh):
+  """The jitted train step compiled for `state` and a global batch, with `train.compiler_options`
+  (inside the mesh and rules context); shared by training, AOT and the step benchmark."""
+  batch = abstract_batch(task, config.train.batch_size, mesh)
+  return jitted.lower(state, batch).compile(config_lib.compiler_options(config.train))
+
+
 def abstract_batch(task, batch_size, mesh):
   return jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(
@@ -218,8 +225,7 @@ def train(config, workdir: str) -> dict:
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state, shardings, jitted, _ = build_step(config, mesh, rules, task, model)
-    options = config_lib.compiler_options(t)
-    compiled = jitted.lower(state, abstract_batch(task, t.batch_size, mesh)).compile(options)
+    compiled = compile_step(config, jitted, state, task, mesh)
   cost = metrics_lib.compiled_cost(compiled)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info(
@@ -228,7 +234,7 @@ def train(config, workdir: str) -> dict:
     cost["flops"] / 1e9,
     cost.get("total_bytes", 0) / 2**20,
   )
-  eval_fn = jax.jit(make_eval_step(task, model), compiler_options=options)
+  eval_fn = jax.jit(make_eval_step(task, model), compiler_options=config_lib.compiler_options(t))
 
   ckpt = Checkpointer(
     workdir / "checkpoints", keep=t.keep_checkpoints, use_async=t.async_checkpoints
